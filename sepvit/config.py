@@ -1,0 +1,240 @@
+"""`SepViTConfig`: the one object that describes a model.
+
+The command line, MLflow params, Optuna trials and the notebooks all read and write this object:
+``SepViTConfig.from_dict(cfg.to_dict()) == cfg`` and ``cfg.build()`` returns the model.
+
+Defaults reproduce the authors' SepViT-T at 224x224 (``liwei109/SepViT``, ``classification/sepvit.py``).
+Every deviation from the authors' model is a named switch whose default is the authors' choice.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+WINDOW_TOKENS = ("learnable", "zero", "avgpool")
+BLOCK_PATTERNS = ("sepvit", "swin", "twins", "msa")
+GSA_STAGES = (1, 2)  # zero-based: the authors group windows in stages 2 and 3 only
+_PER_STAGE = ("embed_dims", "depths", "num_heads", "group_size", "twins_sr_ratios")
+
+
+@dataclass
+class SepViTConfig:
+    """A SepViT-family backbone. Field names are the switches used everywhere in the workbench.
+
+    Paper switches (defaults = the authors' code):
+      window_token: "learnable" (per-window zero-initialised parameter), "zero" (fixed zero, no
+          parameters), "avgpool" (the window's mean as its summary, the paper's Table-7 alternative).
+      dssa: True = DWA + window tokens + PWA (depthwise separable self-attention). False = window
+          attention only: windows do not exchange information inside a block.
+      gsa: True = grouped blocks alternate with plain ones in stages 2 and 3 (grouped self-attention).
+      group_size: windows per side in a group, one int or one per stage (only stages 2 and 3 use it).
+      block_pattern: "sepvit" (one SepViT block), "swin" (W-MSA / SW-MSA pairs), "twins" (LSA / GSA
+          pairs with sub-sampling `twins_sr_ratios`), "msa" (global attention everywhere).
+      ope: overlapping patch embedding (kernel 2*stride-1) instead of kernel = stride.
+      cpe: conditional position encoding (3x3 depthwise conv + residual) after each stage's first block.
+      inner_shortcuts: the authors' two shortcuts inside DSSA; False follows the paper's equations.
+    Implementation switches:
+      fused_attn: use F.scaled_dot_product_attention (same output as the explicit path within 1e-5).
+    """
+
+    # macro architecture
+    embed_dims: tuple[int, ...] = (96, 192, 384, 768)
+    depths: tuple[int, ...] = (1, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    mlp_ratio: float = 4.0
+    stem_stride: int = 4
+    img_size: int = 224
+    in_chans: int = 3
+    num_classes: int = 1000
+    window_size: int = 7
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    # paper switches
+    window_token: str = "learnable"
+    dssa: bool = True
+    gsa: bool = True
+    group_size: int | tuple[int, ...] = 2
+    block_pattern: str = "sepvit"
+    ope: bool = True
+    cpe: bool = True
+    inner_shortcuts: bool = True
+    twins_sr_ratios: tuple[int, ...] = (8, 4, 2, 1)
+    # implementation
+    fused_attn: bool = True
+
+    def __post_init__(self) -> None:
+        for name in _PER_STAGE:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                setattr(self, name, tuple(value))
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise ValueError with a message that says what to change."""
+        n = len(self.depths)
+        if n < 1:
+            raise ValueError("depths must name at least one stage, e.g. depths=(1, 2, 6, 2)")
+        for name in ("embed_dims", "num_heads"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries but depths has {n}: give one per stage")
+        if any(d < 1 for d in self.depths):
+            raise ValueError(f"every stage needs at least one block, got depths={self.depths}")
+        for i, (dim, heads) in enumerate(zip(self.embed_dims, self.num_heads)):
+            if heads < 1 or dim < 1:
+                raise ValueError(f"stage {i + 1}: embed_dims and num_heads must be positive, got {dim} and {heads}")
+            if dim % heads:
+                raise ValueError(
+                    f"stage {i + 1}: num_heads={heads} does not divide embed_dims={dim}; "
+                    f"choose heads among {[h for h in range(1, dim + 1) if dim % h == 0 and h <= 64]}"
+                )
+        if self.window_size < 1:
+            raise ValueError(f"window_size must be >= 1, got {self.window_size}")
+        if self.stem_stride < 1:
+            raise ValueError(f"stem_stride must be >= 1, got {self.stem_stride}")
+        if self.img_size < 1 or self.in_chans < 1 or self.num_classes < 0:
+            raise ValueError("img_size and in_chans must be >= 1 and num_classes >= 0")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        for name in ("drop_rate", "drop_path_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.window_token not in WINDOW_TOKENS:
+            raise ValueError(f"unknown window_token {self.window_token!r}: use one of {', '.join(WINDOW_TOKENS)}")
+        if self.block_pattern not in BLOCK_PATTERNS:
+            raise ValueError(f"unknown block_pattern {self.block_pattern!r}: use one of {', '.join(BLOCK_PATTERNS)}")
+        if not self.dssa and self.window_token != "learnable":
+            raise ValueError(
+                f"window_token={self.window_token!r} has no effect with dssa=False (no window tokens without PWA): "
+                "drop the window_token switch or keep dssa=True"
+            )
+        if self.block_pattern != "sepvit":
+            for name, default in (("window_token", "learnable"), ("dssa", True), ("inner_shortcuts", True)):
+                if getattr(self, name) != default:
+                    raise ValueError(
+                        f"{name}={getattr(self, name)!r} only applies to block_pattern='sepvit', "
+                        f"not {self.block_pattern!r}: drop it or use block_pattern='sepvit'"
+                    )
+        if len(self.twins_sr_ratios) != n or any(r < 1 for r in self.twins_sr_ratios):
+            raise ValueError(f"twins_sr_ratios needs {n} ratios >= 1, got {self.twins_sr_ratios}")
+        groups = self.group_sizes
+        if len(groups) != n:
+            raise ValueError(f"group_size has {len(groups)} entries but the model has {n} stages: give one int or {n}")
+        if any(g < 1 for g in groups):
+            raise ValueError(f"group_size must be >= 1 (1 = plain windows), got {self.group_size}")
+        if self.block_pattern == "sepvit" and self.gsa:
+            for stage in self.gsa_stages:
+                windows_per_side = self.windows_per_side(stage)
+                if groups[stage] > windows_per_side:
+                    raise ValueError(
+                        f"group_size={groups[stage]} does not fit stage {stage + 1}: its "
+                        f"{self.stage_resolution(stage)}x{self.stage_resolution(stage)} map holds "
+                        f"{windows_per_side}x{windows_per_side} windows of {self.window_size}; "
+                        f"the largest group size that fits is {windows_per_side}"
+                    )
+
+    # ------------------------------------------------------------------ derived geometry
+    @property
+    def num_stages(self) -> int:
+        return len(self.depths)
+
+    @property
+    def group_sizes(self) -> tuple[int, ...]:
+        if isinstance(self.group_size, int):
+            return (self.group_size,) * self.num_stages
+        return tuple(self.group_size)
+
+    @property
+    def gsa_stages(self) -> tuple[int, ...]:
+        """Stages (zero-based) in which grouped blocks alternate with plain ones."""
+        return tuple(s for s in GSA_STAGES if s < self.num_stages)
+
+    def stage_resolution(self, stage: int, img_size: int | None = None) -> int:
+        """Side of the stage's feature map for a square input (conv arithmetic of the patch embeddings)."""
+        size = self.img_size if img_size is None else img_size
+        for s in range(stage + 1):
+            stride = self.stem_stride if s == 0 else 2
+            kernel, padding = patch_embed_geometry(stride, self.ope)
+            size = (size + 2 * padding - kernel) // stride + 1
+        return size
+
+    def windows_per_side(self, stage: int) -> int:
+        return math.ceil(self.stage_resolution(stage) / self.window_size)
+
+    def block_window_sizes(self, stage: int) -> tuple[int, ...]:
+        """Window side of every block of a stage: grouped blocks use group_size * window_size."""
+        base = self.window_size
+        grouped = base * self.group_sizes[stage]
+        use_groups = self.block_pattern == "sepvit" and self.gsa and stage in self.gsa_stages
+        return tuple(grouped if (use_groups and i % 2 == 1) else base for i in range(self.depths[stage]))
+
+    # ------------------------------------------------------------------ conversion
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SepViTConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown SepViTConfig field(s) {unknown}: known fields are {sorted(known)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "SepViTConfig":
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def diff(self, other: "SepViTConfig | None" = None) -> dict[str, Any]:
+        """Fields whose value differs from `other` (default: the reference SepViT-T)."""
+        ref = (other or SepViTConfig()).to_dict()
+        return {k: v for k, v in self.to_dict().items() if ref.get(k) != v}
+
+    def build(self):
+        """Build the `SepViT` model this config describes."""
+        from .model import SepViT
+
+        return SepViT(self)
+
+    @classmethod
+    def preset(cls, name: str, **changes: Any) -> "SepViTConfig":
+        """A named preset (see PRESETS) with optional field changes."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **changes})
+
+
+def patch_embed_geometry(stride: int, overlapping: bool) -> tuple[int, int]:
+    """(kernel, padding) of a patch embedding. OPE: kernel 2*stride-1 (7 for 4, 3 for 2, 3 for 1)."""
+    if not overlapping:
+        return stride, 0
+    kernel = 2 * stride - 1 if stride > 1 else 3
+    return kernel, kernel // 2
+
+
+# The authors' variants at 224x224 (head_dim 32 everywhere) and small presets for 32-64 px on a CPU.
+# The small presets mirror the 224 window schedule: stage maps are 8, 4, 2, 1 windows per side, so
+# stage-1 PWA mixes 64 windows, stage-2 GSA blocks mix 4 groups of 2x2 windows, and stage-3 grouped
+# blocks cover the whole map (full attention), exactly as SepViT-T does at 224.
+PRESETS: dict[str, dict[str, Any]] = {
+    "sepvit_lite": dict(embed_dims=(32, 64, 128, 256), depths=(1, 2, 6, 2), num_heads=(1, 2, 4, 8)),
+    "sepvit_tiny": dict(embed_dims=(96, 192, 384, 768), depths=(1, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    "sepvit_small": dict(embed_dims=(96, 192, 384, 768), depths=(1, 2, 14, 2), num_heads=(3, 6, 12, 24)),
+    "sepvit_base": dict(embed_dims=(128, 256, 512, 1024), depths=(1, 2, 14, 2), num_heads=(4, 8, 16, 32)),
+    # 32x32 input, stem stride 1, window 4: maps 32/16/8/4.
+    "sepvit_micro_32": dict(
+        embed_dims=(32, 64, 128, 256), depths=(1, 2, 2, 1), num_heads=(1, 2, 4, 8),
+        img_size=32, stem_stride=1, window_size=4, num_classes=10,
+    ),
+    # 64x64 input, stem stride 2, window 4: maps 32/16/8/4.
+    "sepvit_micro_64": dict(
+        embed_dims=(32, 64, 128, 256), depths=(1, 2, 2, 1), num_heads=(1, 2, 4, 8),
+        img_size=64, stem_stride=2, window_size=4, num_classes=10,
+    ),
+}

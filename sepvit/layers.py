@@ -1,0 +1,161 @@
+"""Helpers: window partitioning, window tokens, overlapping patch embedding (OPE) and CPE.
+
+Feature maps are channels-last, (B, H, W, C), everywhere inside the backbone.
+MAC formulas follow the paper's convention (multiply-add = 1; norms, biases and adds left out).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import patch_embed_geometry
+
+
+# ---------------------------------------------------------------------------------- windows
+def window_geometry(height: int, width: int, window: int) -> tuple[int, int, int, int]:
+    """(window_h, window_w, pad_h, pad_w) for partitioning a map.
+
+    A map that fits in one window becomes a single window of its own size (no padding): the block
+    degenerates to full attention, as in the authors' code at stage 4. Otherwise the map is padded with
+    zeros on the bottom/right to a multiple of the window (the authors' dense-prediction backbones).
+    """
+    if height <= window and width <= window:
+        return height, width, 0, 0
+    return window, window, (-height) % window, (-width) % window
+
+
+def pad_map(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+    """Zero-pad a (B, H, W, C) map on the bottom and right."""
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    return x
+
+
+def window_partition(x: torch.Tensor, window_h: int, window_w: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B, num_windows, window_h * window_w, C), windows in row-major order."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window_h, window_h, w // window_w, window_w, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, (h // window_h) * (w // window_w), window_h * window_w, c)
+
+
+def window_reverse(windows: torch.Tensor, window_h: int, window_w: int, height: int, width: int) -> torch.Tensor:
+    """Inverse of `window_partition` for a (padded) map of size height x width."""
+    b, _, _, c = windows.shape
+    gh, gw = height // window_h, width // window_w
+    x = windows.view(b, gh, gw, window_h, window_w, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, height, width, c)
+
+
+# ---------------------------------------------------------------------------------- window token
+class WindowToken(nn.Module):
+    """Window token embedding (paper Sec. 3.1): one extra token per window that summarises it.
+
+    Modes (`SepViTConfig.window_token`):
+      "learnable": the authors' LWT, a zero-initialised parameter per window position (shape
+          (1, gh, gw, C) for the window grid at the model's img_size), shared over the batch. On an input
+          whose window grid differs, the tokens are resampled bilinearly to the new grid; a block built
+          with a single window (no tokens) that meets several windows uses fixed zeros, as the authors'
+          dense-prediction backbones do.
+      "zero": fixed zero tokens (the paper's ablation), no parameters.
+      "avgpool": each window's mean over its valid (unpadded) pixels (the paper's Table-7 alternative).
+    The token is normalised by the block's pre-norm like every other token (paper Eq. 1: z~ = concat(z, wt)).
+    Cost: no MACs (the qkv of the extra token is counted in DWA).
+    """
+
+    def __init__(self, mode: str, dim: int, grid: tuple[int, int]):
+        super().__init__()
+        self.mode = mode
+        self.dim = dim
+        self.built_grid = grid
+        if mode == "learnable" and grid[0] * grid[1] > 1:
+            self.tokens = nn.Parameter(torch.zeros(1, grid[0], grid[1], dim))
+        else:
+            self.register_parameter("tokens", None)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int], window: tuple[int, int], pad: tuple[int, int]):
+        """x: the block input (B, H, W, C) before norm. Returns raw tokens (B, gh * gw, C)."""
+        b = x.shape[0]
+        gh, gw = grid
+        if self.mode == "avgpool":
+            ones = x.new_ones(1, x.shape[1], x.shape[2], 1)
+            sums = window_partition(pad_map(x, *pad), *window).sum(2)
+            counts = window_partition(pad_map(ones, *pad), *window).sum(2)
+            return sums / counts
+        if self.tokens is None:
+            return x.new_zeros(b, gh * gw, self.dim)
+        tokens = self.tokens
+        if (gh, gw) != self.built_grid:
+            tokens = F.interpolate(tokens.permute(0, 3, 1, 2), size=(gh, gw), mode="bilinear", align_corners=False)
+            tokens = tokens.permute(0, 2, 3, 1)
+        return tokens.reshape(1, gh * gw, self.dim).expand(b, -1, -1)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, dim={self.dim}, grid={self.built_grid}"
+
+
+# ---------------------------------------------------------------------------------- OPE and CPE
+class PatchEmbed(nn.Module):
+    """Overlapping patch embedding (OPE): conv with kernel 2*stride-1 and padding, then LayerNorm.
+
+    With `overlapping=False` the kernel equals the stride (ViT/Swin-style patchify).
+    Input (B, C_in, H, W) or channels-last (B, H, W, C_in); output channels-last (B, H', W', C_out).
+    MACs: H' W' C_out C_in k^2 (+ LayerNorm, not counted by the paper's formulas).
+    """
+
+    def __init__(self, in_chans: int, dim: int, stride: int, overlapping: bool = True, channels_last_in: bool = True):
+        super().__init__()
+        kernel, padding = patch_embed_geometry(stride, overlapping)
+        self.channels_last_in = channels_last_in
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=kernel, stride=stride, padding=padding)
+        self.norm = nn.LayerNorm(dim, eps=1e-5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last_in:
+            x = x.permute(0, 3, 1, 2)
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+
+    @staticmethod
+    def macs(height_out: int, width_out: int, in_chans: int, dim: int, kernel: int) -> int:
+        return height_out * width_out * dim * in_chans * kernel * kernel
+
+
+class ConditionalPositionEncoding(nn.Module):
+    """Conditional position encoding (CPE, the PEG of CPVT): x + DWConv3x3(x), after a stage's first block.
+
+    MACs: 9 H W C.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+    @staticmethod
+    def macs(height: int, width: int, dim: int) -> int:
+        return 9 * height * width * dim
+
+
+def mlp_macs(tokens: int, dim: int, mlp_ratio: float) -> int:
+    """MACs of the block MLP (two Linears): 2 * tokens * dim * hidden."""
+    return 2 * tokens * dim * int(dim * mlp_ratio)
+
+
+def trunc_normal_init(module: nn.Module) -> None:
+    """The authors' init: Linear trunc-normal(0.02), LayerNorm 1/0, Conv normal(0, sqrt(2 / fan_out))."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv2d):
+        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
