@@ -207,7 +207,7 @@ class SepViTConfig:
         """A named preset (see PRESETS) with optional field changes."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], **changes})
+        return cls.from_dict({**PRESETS[name], **changes})
 
 
 def patch_embed_geometry(stride: int, overlapping: bool) -> tuple[int, int]:

@@ -1,0 +1,65 @@
+"""`python -m sepvit [MODEL] [field=value ...]`: what a configuration builds, stage by stage.
+
+Prints the window schedule (windows, groups, global blocks), parameters and the block types, so that the
+effect of a switch is visible before anything is trained: `python -m sepvit sepvit_tiny gsa=False`.
+"""
+from __future__ import annotations
+
+import ast
+import sys
+from typing import Sequence
+
+from .config import PRESETS, SepViTConfig
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict:
+    """`k=v` pairs; values are Python literals (ast.literal_eval, never eval) or plain strings."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected field=value, got {pair!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def describe(cfg: SepViTConfig) -> str:
+    model = cfg.build()
+    lines = [f"block_pattern={cfg.block_pattern} img_size={cfg.img_size} window_size={cfg.window_size} "
+             f"window_token={cfg.window_token} dssa={cfg.dssa} gsa={cfg.gsa} ope={cfg.ope} cpe={cfg.cpe}"]
+    lines.append(f"{'stage':<6}{'map':>8}{'dim':>6}{'heads':>6}  blocks (window side -> windows per map)")
+    for s, stage in enumerate(model.stages):
+        side = cfg.stage_resolution(s)
+        blocks = []
+        for block in stage.blocks:
+            if type(block).__name__ == "SepViTBlock":
+                if block.global_attention:
+                    blocks.append("global")
+                else:
+                    n = -(-side // block.window_size)
+                    blocks.append(f"{block.window_size}->{n * n}" + ("" if block.dssa else " (no PWA)"))
+            else:
+                blocks.append(type(block.attn).__name__)
+        lines.append(f"{s + 1:<6}{f'{side}x{side}':>8}{cfg.embed_dims[s]:>6}{cfg.num_heads[s]:>6}  " + ", ".join(blocks))
+    params = sum(p.numel() for p in model.parameters())
+    tokens = sum(p.numel() for n, p in model.named_parameters() if ".window_token." in n)
+    lines.append(f"params: {params:,} ({params / 1e6:.2f} M), of which window tokens {tokens:,}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        print(__doc__.strip() + f"\n\nmodels: {', '.join(PRESETS)}")
+        return 0
+    name = args.pop(0) if args and "=" not in args[0] else "sepvit_micro_32"
+    try:
+        cfg = SepViTConfig.preset(name, **parse_overrides(args))
+    except (ValueError, TypeError) as err:
+        print(f"sepvit: {err}", file=sys.stderr)
+        return 2
+    print(f"{name}\n{describe(cfg)}")
+    return 0

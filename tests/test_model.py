@@ -1,0 +1,332 @@
+"""The model: reference numbers, each switch doing what it says, timm interface, any input size."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import timm
+import timm.optim
+import torch
+from fvcore.nn import FlopCountAnalysis
+
+import sepvit  # noqa: F401  (registers the models with timm)
+from sepvit import BLOCK_PATTERNS, SepViTBlock, SepViTConfig, record_attention
+
+# (params M, fvcore MACs G) of the authors' models at 224 (reference notes).
+REFERENCE = {
+    "sepvit_lite": (3.66, 0.57),
+    "sepvit_tiny": (31.18, 4.53),
+    "sepvit_small": (46.57, 7.48),
+    "sepvit_base": (82.38, 13.08),
+}
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def fvcore_macs(model: torch.nn.Module, size: int) -> int:
+    counter = FlopCountAnalysis(model.eval(), torch.randn(1, 3, size, size))
+    counter.unsupported_ops_warnings(False)
+    counter.uncalled_modules_warnings(False)
+    return counter.total()
+
+
+def set_fused(model: torch.nn.Module, fused: bool) -> None:
+    for module in model.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = fused
+
+
+def micro(**changes) -> SepViTConfig:
+    """A 32 px model small enough for fast tests, with every switch still active."""
+    base = dict(embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 2, 4))
+    return SepViTConfig.preset("sepvit_micro_32", **{**base, **changes})
+
+
+# ---------------------------------------------------------------------------------- reference numbers
+@pytest.mark.parametrize("name", list(REFERENCE))
+def test_params_and_fvcore_macs_match_reference(name):
+    params_ref, macs_ref = REFERENCE[name]
+    model = timm.create_model(name, fused_attn=False)
+    assert abs(n_params(model) / 1e6 / params_ref - 1) < 0.005
+    assert abs(fvcore_macs(model, 224) / 1e9 / macs_ref - 1) < 0.015
+
+
+def test_zero_window_token_removes_exactly_the_authors_token_parameters():
+    learnable = timm.create_model("sepvit_tiny")
+    zero = timm.create_model("sepvit_tiny", window_token="zero")
+    assert n_params(learnable) - n_params(zero) == 14_592
+
+
+def test_learnable_tokens_start_at_zero_so_both_token_kinds_agree_at_init():
+    torch.manual_seed(0)
+    learnable = micro().build().eval()
+    zero = micro(window_token="zero").build().eval()
+    missing = zero.load_state_dict(learnable.state_dict(), strict=False)
+    assert all(".window_token." in k for k in missing.unexpected_keys) and missing.unexpected_keys
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(learnable(x), zero(x))
+
+
+# ---------------------------------------------------------------------------------- switches
+def _window_isolation(block: SepViTBlock, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Change one pixel of window (0, 0); return the block output change inside and outside that window."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 16, block.norm1.normalized_shape[0])
+    y = block(x)
+    x2 = x.clone()
+    x2[0, 1, 1] += 3.0 * torch.randn(x.shape[-1])  # not a constant: LayerNorm would erase that
+    delta = (block(x2) - y).abs()
+    outside = delta.clone()
+    outside[0, :window, :window] = 0
+    return delta[0, :window, :window].amax(), outside.amax()
+
+
+@pytest.mark.parametrize("dssa", [False, True])
+def test_dssa_switch_controls_whether_windows_exchange_information(dssa):
+    block = SepViTBlock(dim=16, num_heads=2, window_size=4, token_grid=(4, 4), dssa=dssa).eval()
+    with torch.no_grad():  # tokens are zero at init; make them distinct so PWA has something to attend with
+        if block.window_token is not None:
+            block.window_token.tokens.normal_()
+    inside, outside = _window_isolation(block, 4)
+    assert inside > 1e-3
+    if dssa:
+        assert outside > 1e-4, "PWA must carry the change to other windows"
+    else:
+        assert outside == 0, "window attention alone must leave the other windows untouched"
+
+
+def test_gsa_schedule_at_224_gives_16_then_4_windows_in_stage_2():
+    model = timm.create_model("sepvit_tiny").eval()
+    with torch.no_grad(), record_attention(model) as maps:
+        model(torch.randn(1, 3, 224, 224))
+    dwa = {r["block"]: r["attn"].shape[1] for r in maps if r["kind"] in ("dwa", "msa")}
+    assert dwa["stages.1.blocks.0"] == 16 and dwa["stages.1.blocks.1"] == 4
+    assert [dwa[f"stages.2.blocks.{i}"] for i in range(6)] == [4, 1] * 3  # grouped stage-3 blocks are global
+    assert dwa["stages.0.blocks.0"] == 64 and dwa["stages.3.blocks.0"] == 1
+
+    plain = timm.create_model("sepvit_tiny", gsa=False).eval()
+    with torch.no_grad(), record_attention(plain) as maps:
+        plain(torch.randn(1, 3, 224, 224))
+    plain_dwa = {r["block"]: r["attn"].shape[1] for r in maps if r["kind"] in ("dwa", "msa")}
+    assert plain_dwa["stages.1.blocks.1"] == 16 and plain_dwa["stages.2.blocks.1"] == 4
+
+
+def test_group_size_per_stage_sets_the_grouped_window():
+    cfg = micro(group_size=(1, 4, 2, 1))
+    assert cfg.block_window_sizes(1) == (4, 16) and cfg.block_window_sizes(2) == (4, 8)
+    assert micro(gsa=False).block_window_sizes(1) == (4, 4)
+    assert micro(group_size=1).block_window_sizes(1) == (4, 4)
+
+
+@pytest.mark.parametrize("pattern", BLOCK_PATTERNS)
+@pytest.mark.parametrize("size", [32, 37])
+def test_fused_and_explicit_attention_agree(pattern, size):
+    torch.manual_seed(0)
+    model = micro(block_pattern=pattern).build().eval()
+    for module in model.modules():  # non-zero tokens so the token path is exercised too
+        if getattr(module, "tokens", None) is not None:
+            torch.nn.init.normal_(module.tokens)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        fused = model(x)
+        set_fused(model, False)
+        explicit = model(x)
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["learnable", "avgpool"])
+def test_gradients_reach_the_window_tokens(mode):
+    model = micro(window_token=mode).build()
+    model(torch.randn(2, 3, 32, 32)).logsumexp(-1).sum().backward()
+    tokens = [m.tokens for m in model.modules() if getattr(m, "tokens", None) is not None]
+    if mode == "learnable":
+        assert len(tokens) == 4  # stage 1, stage 2 plain + grouped, stage 3 plain
+        assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in tokens)
+    else:
+        assert tokens == []
+
+
+def test_avgpool_token_is_the_mean_of_the_windows_valid_pixels():
+    block = SepViTBlock(dim=8, num_heads=2, window_size=4, token_grid=(2, 2), window_token="avgpool")
+    x = torch.randn(1, 7, 7, 8)  # padded to 8x8: the last row/column of windows have fewer pixels
+    tokens = block.window_token(x, grid=(2, 2), window=(4, 4), pad=(1, 1))
+    torch.testing.assert_close(tokens[0, 0], x[0, :4, :4].mean((0, 1)))
+    torch.testing.assert_close(tokens[0, 3], x[0, 4:, 4:].mean((0, 1)))
+
+
+def test_inner_shortcuts_switch_changes_the_block():
+    torch.manual_seed(0)
+    authors = micro().build().eval()
+    paper = micro(inner_shortcuts=False).build().eval()
+    paper.load_state_dict(authors.state_dict())
+    x = torch.randn(1, 3, 32, 32)
+    assert not torch.allclose(authors(x), paper(x))
+
+
+def test_ope_and_cpe_switches():
+    model = micro(ope=False, cpe=False).build()
+    assert model.stages[0].patch_embed.proj.kernel_size == (1, 1)
+    assert model.stages[1].patch_embed.proj.kernel_size == (2, 2)
+    assert all(stage.cpe is None for stage in model.stages)
+    model = micro().build()
+    assert model.stages[1].patch_embed.proj.kernel_size == (3, 3)
+    assert all(stage.cpe is not None for stage in model.stages)
+    assert timm.create_model("sepvit_tiny").stages[0].patch_embed.proj.kernel_size == (7, 7)
+
+
+@pytest.mark.parametrize("pattern", BLOCK_PATTERNS)
+def test_every_block_pattern_trains(pattern):
+    torch.manual_seed(0)
+    model = micro(block_pattern=pattern, num_classes=4).build().train()
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 4
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(5):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_block_patterns_share_everything_but_the_attention():
+    names = {}
+    for pattern in BLOCK_PATTERNS:
+        model = micro(block_pattern=pattern).build()
+        names[pattern] = {n for n, _ in model.named_parameters() if ".blocks." not in n}
+        kinds = {type(m).__name__ for m in model.modules()}
+        assert ("SepViTBlock" in kinds) == (pattern == "sepvit")
+    assert len({frozenset(v) for v in names.values()}) == 1
+
+
+# ---------------------------------------------------------------------------------- serialisation
+def test_state_dict_round_trips_through_a_weights_only_load():
+    torch.manual_seed(0)
+    model = micro().build().eval()
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "config": model.config.to_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    clone = SepViTConfig.from_dict(saved["config"]).build().eval()
+    clone.load_state_dict(saved["model"])
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model(x), clone(x))
+
+
+def test_config_dict_round_trips_through_json():
+    cfg = micro(group_size=(1, 3, 2, 1), window_token="avgpool", ope=False, drop_path_rate=0.1)
+    data = json.loads(json.dumps(cfg.to_dict()))
+    assert SepViTConfig.from_dict(data) == cfg
+    assert cfg.diff(micro()) == {"group_size": [1, 3, 2, 1], "window_token": "avgpool", "ope": False,
+                                 "drop_path_rate": 0.1}
+
+
+def test_every_config_field_is_a_timm_kwarg():
+    model = timm.create_model("sepvit_tiny", gsa=False, block_pattern="swin", num_classes=7, drop_path_rate=0.1)
+    assert model.config == SepViTConfig(gsa=False, block_pattern="swin", num_classes=7, drop_path_rate=0.1)
+    model = timm.create_model("sepvit_micro_32", window_token="zero", embed_dims=[16, 32, 64, 128],
+                              num_heads=[1, 2, 2, 4])
+    assert model.config.embed_dims == (16, 32, 64, 128) and model.config.window_token == "zero"
+
+
+# ---------------------------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(window_size=0), "window_size must be >= 1"),
+        (dict(num_heads=(3, 5, 12, 24)), "num_heads=5 does not divide embed_dims=192"),
+        (dict(block_pattern="cswin"), "unknown block_pattern 'cswin'"),
+        (dict(window_token="conv"), "unknown window_token 'conv'"),
+        (dict(group_size=0), "group_size must be >= 1"),
+        (dict(group_size=3), "the largest group size that fits is 2"),
+        (dict(group_size=(2, 5, 2, 2)), "the largest group size that fits is 4"),
+        (dict(window_token="zero", dssa=False), "has no effect with dssa=False"),
+        (dict(block_pattern="swin", window_token="avgpool"), "only applies to block_pattern='sepvit'"),
+        (dict(depths=(1, 2, 6)), "embed_dims has 4 entries but depths has 3"),
+        (dict(drop_path_rate=1.5), "drop_path_rate must be in [0, 1)"),
+    ],
+)
+def test_bad_configurations_say_what_to_change(changes, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        SepViTConfig(**changes)
+
+
+def test_unknown_dict_field_is_refused():
+    with pytest.raises(ValueError, match="unknown SepViTConfig field"):
+        SepViTConfig.from_dict({"windw_size": 7})
+
+
+# ---------------------------------------------------------------------------------- timm interface
+def test_timm_interface():
+    model = micro().build().eval()
+    x = torch.randn(2, 3, 32, 32)
+    feats = model.forward_features(x)
+    assert feats.shape == (2, 4, 4, 128)
+    assert model.forward_head(feats, pre_logits=True).shape == (2, 128)
+    torch.testing.assert_close(model.forward_head(feats), model(x))
+    final, inter = model.forward_intermediates(x)
+    assert [t.shape for t in inter] == [(2, 16, 32, 32), (2, 32, 16, 16), (2, 64, 8, 8), (2, 128, 4, 4)]
+    torch.testing.assert_close(final, feats)
+    model.reset_classifier(5)
+    assert model(x).shape == (2, 5) and model.config.num_classes == 5
+    no_wd = model.no_weight_decay()
+    assert any(".window_token.tokens" in n for n in no_wd) and any(".cpe.proj.weight" in n for n in no_wd)
+    assert not any(".qkv." in n for n in no_wd)
+
+
+def test_timm_features_only_and_optimizer_factory():
+    model = timm.create_model("sepvit_micro_32", features_only=True, out_indices=(1, 3))
+    outs = model(torch.randn(1, 3, 32, 32))
+    assert [o.shape[1] for o in outs] == [64, 256] and model.feature_info.reduction() == [2, 8]
+    classifier = timm.create_model("sepvit_micro_32")
+    groups = timm.optim.create_optimizer_v2(classifier, "adamw", lr=1e-3, weight_decay=0.05).param_groups
+    no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    tokens = [m.tokens for m in classifier.modules() if getattr(m, "tokens", None) is not None]
+    assert tokens and all(id(t) in no_decay for t in tokens)
+    layer_groups = timm.models.group_parameters(classifier, classifier.group_matcher())
+    assert len(layer_groups) > 4
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = micro().build()
+    x = torch.randn(2, 3, 32, 32)
+    model(x).sum().backward()
+    reference = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    model(x).sum().backward()
+    for name, grad in reference.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, atol=1e-6, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------- input sizes
+@pytest.mark.parametrize("pattern", BLOCK_PATTERNS)
+@pytest.mark.parametrize("size", [(32, 32), (45, 29), (64, 64), (17, 17)])
+def test_inputs_of_any_size(pattern, size):
+    model = micro(block_pattern=pattern).build().eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *size))
+    assert out.shape == (1, 10) and torch.isfinite(out).all()
+
+
+def test_learnable_tokens_are_resampled_to_a_new_window_grid():
+    model = micro().build().eval()
+    block = model.stages[0].blocks[0]
+    with torch.no_grad():
+        block.window_token.tokens.copy_(torch.arange(64.0).reshape(1, 8, 8, 1).expand(1, 8, 8, 16))
+        same = block.window_token(torch.zeros(1, 32, 32, 16), grid=(8, 8), window=(4, 4), pad=(0, 0))
+        coarse = block.window_token(torch.zeros(1, 16, 16, 16), grid=(4, 4), window=(4, 4), pad=(0, 0))
+    assert same.shape == (1, 64, 16) and torch.equal(same[0, :, 0], torch.arange(64.0))
+    assert coarse.shape == (1, 16, 16)  # bilinear: the 4x4 grid averages 2x2 neighbourhoods
+    torch.testing.assert_close(coarse[0, 0, 0], torch.tensor(4.5))
+
+
+def test_wrong_channel_count_is_a_clear_error():
+    model = micro().build()
+    with pytest.raises(ValueError, match=r"expected images of shape \(batch, 3, height, width\)"):
+        model(torch.randn(1, 1, 32, 32))
