@@ -128,6 +128,7 @@ class DepthwiseSelfAttention(nn.Module):
 
     @staticmethod
     def macs(height: int, width: int, dim: int, window_h: int, window_w: int, window_token: bool) -> int:
+        """height, width: the map padded to whole windows."""
         windows = (height // window_h) * (width // window_w)
         tokens = window_h * window_w + int(window_token)
         return 3 * height * width * dim**2 + 3 * windows * dim**2 * int(window_token) + 2 * windows * tokens**2 * dim
@@ -163,6 +164,7 @@ class PointwiseSelfAttention(nn.Module):
 
     @staticmethod
     def macs(height: int, width: int, dim: int, window_h: int, window_w: int) -> int:
+        """height, width: the map padded to whole windows."""
         windows = (height // window_h) * (width // window_w)
         return 2 * windows * dim**2 + windows**2 * dim + windows * height * width * dim
 
@@ -214,8 +216,10 @@ class WindowMultiHeadAttention(nn.Module):
         return self.proj(x[:, :height, :width].contiguous())
 
     @staticmethod
-    def macs(height: int, width: int, dim: int, window_h: int, window_w: int) -> int:
-        return 4 * height * width * dim**2 + 2 * window_h * window_w * height * width * dim
+    def macs(height: int, width: int, dim: int, window_h: int, window_w: int, pad_h: int = 0, pad_w: int = 0) -> int:
+        """qkv and attention run on the padded map, the projection after cropping to height x width."""
+        padded = (height + pad_h) * (width + pad_w)
+        return 3 * padded * dim**2 + height * width * dim**2 + 2 * window_h * window_w * padded * dim
 
 
 def _shift_mask(height: int, width: int, window: int, shift: int, device, dtype) -> torch.Tensor:

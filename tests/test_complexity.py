@@ -1,0 +1,357 @@
+"""Complexity analysis: the paper's formulas (composed in analysis.complexity) against fvcore and ptflops.
+
+Conventions checked here (all counts are MACs, multiply-add = 1):
+- `Macs.fvcore` (paper terms + LayerNorm at 5 MACs per element + window-token resizing at 4 per output
+  element) equals fvcore's count exactly, for every attention unit, block and whole model below;
+- `Macs.paper` is fvcore minus the norms, i.e. the paper's formulas;
+- ptflops (aten backend) counts bias adds and no norms: within 3 % of fvcore, between paper and paper + biases.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from analysis import complexity as cx
+from analysis.counters import fvcore_count, ptflops_count
+from sepvit import SepViTConfig
+from sepvit.attention import (
+    DepthwiseSelfAttention,
+    GlobalMultiHeadAttention,
+    GlobalSubsampledAttention,
+    PointwiseSelfAttention,
+    WindowMultiHeadAttention,
+)
+from sepvit.layers import pad_map, window_geometry, window_partition
+
+REPO = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)
+
+# (height, width, window): divisible maps, maps that need padding, a map smaller than one window.
+SHAPES = [(14, 14, 7), (12, 10, 4), (9, 9, 4), (5, 6, 7)]
+DIM, HEADS = 32, 2
+
+
+def _windows(height: int, width: int, window: int, token: bool) -> tuple[torch.Tensor, int, bool]:
+    """Padded windows of a random map (B, N, T, C), with a window token first where asked and N > 1."""
+    wh, ww, ph, pw = window_geometry(height, width, window)
+    windows = window_partition(pad_map(torch.randn(1, height, width, DIM), ph, pw), wh, ww)
+    n = windows.shape[1]
+    token = token and n > 1  # as in the block: no window token for a single window
+    if token:
+        windows = torch.cat([torch.randn(1, n, 1, DIM), windows], dim=2)
+    return windows, n, token
+
+
+def _ptflops_close(ptflops: int, macs: cx.Macs, fvcore: int) -> None:
+    assert abs(ptflops - fvcore) <= 0.03 * fvcore
+    assert macs.paper <= ptflops <= macs.with_biases
+
+
+# ------------------------------------------------------------------------------ attention units
+@pytest.mark.parametrize("height,width,window", SHAPES)
+@pytest.mark.parametrize("token", [True, False])
+def test_dwa_formula_equals_fvcore(height, width, window, token):
+    windows, _, token = _windows(height, width, window, token)
+    unit = DepthwiseSelfAttention(DIM, HEADS, fused_attn=True)
+    expected = cx.dwa(height, width, DIM, window, token)
+    assert fvcore_count(unit, windows).total == expected.fvcore == expected.paper  # no norm inside DWA
+
+
+@pytest.mark.parametrize("height,width,window", SHAPES[:3])
+def test_pwa_formula_equals_fvcore_plus_its_norm(height, width, window):
+    windows, n, _ = _windows(height, width, window, token=False)
+    tokens = torch.randn(1, n, DIM)
+    unit = PointwiseSelfAttention(DIM, HEADS, fused_attn=True)
+    expected = cx.pwa(height, width, DIM, window)
+    counted = fvcore_count(unit, (tokens, windows))
+    assert counted.total == expected.fvcore
+    # Convention difference: fvcore counts PWA's LayerNorm of the window tokens (5 N C), the paper does not.
+    assert counted.total - expected.paper == counted.norms == 5 * n * DIM
+    assert expected.paper == PointwiseSelfAttention.macs(*_padded(height, width, window), DIM,
+                                                         *window_geometry(height, width, window)[:2])
+
+
+def _padded(height: int, width: int, window: int) -> tuple[int, int]:
+    _, _, ph, pw = window_geometry(height, width, window)
+    return height + ph, width + pw
+
+
+@pytest.mark.parametrize("height,width,window", SHAPES)
+@pytest.mark.parametrize("kind", ["swin", "swin_shifted", "twins_local"])
+def test_window_attention_formula_equals_fvcore(height, width, window, kind):
+    unit = WindowMultiHeadAttention(DIM, HEADS, window, shift=kind == "swin_shifted",
+                                    kind="twins_local" if kind == "twins_local" else "swin")
+    x = torch.randn(1, height, width, DIM)
+    expected = cx.window_msa(height, width, DIM, window)
+    counted = fvcore_count(unit, x)
+    assert counted.total == expected.fvcore == expected.paper
+    # The unit's own formula: qkv and attention on the padded map, the projection after cropping.
+    wh, ww, ph, pw = window_geometry(height, width, window)
+    assert WindowMultiHeadAttention.macs(height, width, DIM, wh, ww, ph, pw) == counted.total
+
+
+@pytest.mark.parametrize("height,width", [(14, 14), (9, 7), (8, 8)])
+@pytest.mark.parametrize("sr_ratio", [1, 2, 4])
+def test_twins_gsa_formula_equals_fvcore(height, width, sr_ratio):
+    unit = GlobalSubsampledAttention(DIM, HEADS, sr_ratio)
+    expected = cx.twins_gsa(height, width, DIM, sr_ratio)
+    counted = fvcore_count(unit, torch.randn(1, height, width, DIM))
+    assert counted.total == expected.fvcore
+    assert expected.paper == GlobalSubsampledAttention.macs(height, width, DIM, sr_ratio)
+    kv_tokens = -(-height // sr_ratio) * -(-width // sr_ratio)
+    assert counted.norms == (5 * kv_tokens * DIM if sr_ratio > 1 else 0)  # the LayerNorm after the sr conv
+
+
+@pytest.mark.parametrize("height,width", [(7, 7), (6, 9)])
+def test_global_msa_formula_equals_fvcore(height, width):
+    unit = GlobalMultiHeadAttention(DIM, HEADS)
+    counted = fvcore_count(unit, torch.randn(1, height, width, DIM))
+    assert counted.total == GlobalMultiHeadAttention.macs(height, width, DIM) == cx.msa(height, width, DIM).paper
+
+
+@pytest.mark.parametrize("height,width,window", SHAPES)
+def test_ptflops_agrees_with_fvcore_on_units(height, width, window):
+    unit = WindowMultiHeadAttention(DIM, HEADS, window, shift=True)
+    expected = cx.window_msa(height, width, DIM, window)
+    counted = fvcore_count(unit, torch.randn(1, height, width, DIM)).total
+    _ptflops_close(ptflops_count(unit, (height, width, DIM)), expected, counted)
+
+
+# ------------------------------------------------------------------------------ fused attention
+def test_fused_attention_is_counted_like_explicit():
+    fused = SepViTConfig.preset("sepvit_micro_32", fused_attn=True).build()
+    explicit = SepViTConfig.preset("sepvit_micro_32", fused_attn=False).build()
+    x = torch.randn(1, 3, 32, 32)
+    fused_count = fvcore_count(fused, x)
+    assert fused_count.by_operator.get("scaled_dot_product_attention", 0) > 0  # the handle fired
+    assert fused_count.total == fvcore_count(explicit, x).total
+    # ptflops with the math kernel forced counts the fused model like the explicit one too.
+    assert ptflops_count(fused, (3, 32, 32)) == ptflops_count(explicit, (3, 32, 32))
+
+
+def test_fused_timm_twins_block_is_counted():
+    from timm.models.twins import Block
+
+    block = Block(dim=DIM, num_heads=HEADS, ws=1, sr_ratio=2)
+    block.attn.fused_attn = True
+    size = (8, 8)
+    wrapped = _SizedBlock(block, size)
+    x = torch.randn(1, 64, DIM)
+    fused = fvcore_count(wrapped, x).total
+    block.attn.fused_attn = False
+    assert fused == fvcore_count(wrapped, x).total
+    analytic = cx.transformer_block(8, 8, DIM, cx.twins_gsa(8, 8, DIM, 2, pad=False))
+    assert fused == analytic.fvcore
+
+
+class _SizedBlock(torch.nn.Module):
+    def __init__(self, block, size):
+        super().__init__()
+        self.block, self.size = block, size
+
+    def forward(self, x):
+        return self.block(x, self.size)
+
+
+# ------------------------------------------------------------------------------ whole models, analytic == fvcore
+@pytest.mark.parametrize("changes,img_size", [
+    ({}, 32), ({}, 40), ({}, 48),                                   # 40, 48: padded maps, resized window tokens
+    (dict(block_pattern="swin"), 40), (dict(block_pattern="twins"), 36), (dict(block_pattern="msa"), 32),
+    (dict(window_token="zero", gsa=False), 44), (dict(dssa=False, gsa=False), 40),
+    (dict(window_token="avgpool", inner_shortcuts=False, group_size=(1, 2, 2, 1)), 32),
+    (dict(ope=False, cpe=False), 32),
+])
+def test_model_analytic_equals_fvcore(changes, img_size):
+    cfg = SepViTConfig.preset("sepvit_micro_32", **changes)
+    model = cfg.build()
+    counted = fvcore_count(model, torch.randn(1, 3, img_size, img_size))
+    analytic = cx.model_macs(cfg, img_size)
+    assert counted.total == analytic.fvcore
+    assert counted.without_norms == analytic.paper
+
+
+def test_model_ptflops_within_3_percent_of_fvcore():
+    cfg = SepViTConfig.preset("sepvit_micro_64")
+    model = cfg.build()
+    for size in (64, 72):  # 72: padded maps, where some Linears lower to matmul and lose their bias add
+        fvcore = fvcore_count(model, torch.randn(1, 3, size, size)).total
+        _ptflops_close(ptflops_count(model, (3, size, size)), cx.model_macs(cfg, size), fvcore)
+
+
+# ------------------------------------------------------------------------------ CLI, whole models at 224
+@pytest.fixture(scope="module")
+def table_224():
+    return _run_main(["--models", "sepvit_tiny", "swin_tiny_patch4_window7_224", "twins_svt_small",
+                      "--img-size", "224", "--format", "json"])
+
+
+def _run_main(argv):
+    out = io.StringIO()
+    real = sys.stdout
+    sys.stdout = out
+    try:
+        code = cx.main(argv)
+    finally:
+        sys.stdout = real
+    assert code == 0
+    return json.loads(out.getvalue())
+
+
+def test_cli_json_models_at_224(table_224):
+    rows = {r["model"]: r for r in table_224}
+    assert list(rows) == ["sepvit_tiny", "swin_tiny_patch4_window7_224", "twins_svt_small"]
+    for row in table_224:
+        for key in ("params", "macs_fvcore", "macs_ptflops"):
+            assert isinstance(row[key], int) and row[key] > 0
+        assert abs(row["macs_ptflops"] - row["macs_fvcore"]) <= 0.03 * row["macs_fvcore"]
+    ours = rows["sepvit_tiny"]
+    assert abs(ours["macs_fvcore"] - 4.53e9) <= 0.015 * 4.53e9
+    assert ours["macs_analytic_norms"] == ours["macs_fvcore"]
+    assert ours["macs_analytic"] == ours["macs_fvcore_no_norms"]
+    assert abs(ours["params"] - 31.18e6) <= 0.01 * 31.18e6
+    for name, gmacs in (("swin_tiny_patch4_window7_224", 4.51), ("twins_svt_small", 2.94)):
+        assert rows[name]["macs_analytic"] is None
+        assert abs(rows[name]["macs_fvcore"] - gmacs * 1e9) <= 0.01 * gmacs * 1e9
+    # Twins' README (2.8 G) leaves the attention matmuls out; fvcore minus norms minus them comes close.
+    twins = rows["twins_svt_small"]
+    assert abs(twins["macs_fvcore_no_norms"] - twins["fvcore_attention_matmuls"] - 2.8e9) < 0.03 * 2.8e9
+
+
+def test_cli_blocks_json_at_224():
+    rows = _run_main(["--blocks", "--variant", "sepvit_tiny", "--img-size", "224", "--format", "json"])
+    assert [r["stage"] for r in rows] == [1, 2, 3, 4]
+    for row in rows:
+        for unit in cx.BLOCK_UNITS:
+            if row[unit] is not None:  # measured (timm's own blocks for the pairs) == analytic in fvcore's convention
+                assert row[unit] == row[f"{unit}_analytic_norms"], (row["stage"], unit)
+                assert row[f"{unit}_analytic"] < row[unit]
+        # The paper's claim: one SepViT block costs about half a Swin pair.
+        assert 0.45 < row["ratio_to_swin_pair_fvcore"] < 0.56
+        assert 0.45 < row["ratio_to_swin_pair_analytic"] < 0.56
+    assert rows[1]["sepvit_gsa_block"] is not None and rows[0]["sepvit_gsa_block"] is None
+
+
+def test_cli_csv_and_table():
+    out = io.StringIO()
+    real, sys.stdout = sys.stdout, out
+    try:
+        assert cx.main(["--blocks", "--variant", "sepvit_micro_32", "--format", "csv"]) == 0
+        assert cx.main(["--models", "sepvit_micro_32", "--no-ptflops", "--model-kwargs", "block_pattern=swin"]) == 0
+    finally:
+        sys.stdout = real
+    text = out.getvalue()
+    csv_part, table_part = text.split("GMACs (multiply-add = 1", 1)
+    rows = list(csv.DictReader(io.StringIO(csv_part)))
+    assert len(rows) == 4 and {"stage", "sepvit_block", "swin_pair", "twins_pair", "msa_block"} <= set(rows[0])
+    assert all(int(r["sepvit_block"]) == int(r["sepvit_block_analytic_norms"]) for r in rows)
+    assert "fvcore" in table_part and "ptflops" in table_part and "sepvit_micro_32" in table_part
+
+
+# ------------------------------------------------------------------------------ bad input
+def test_cli_unknown_model_suggests_names():
+    proc = subprocess.run([sys.executable, str(REPO / "analysis" / "complexity.py"), "--models", "swin_tiny_patch4",
+                           "--format", "json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert "swin_tiny_patch4_window7_224" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["--models"], ["--models", "sepvit_micro_32", "--blocks"], ["--blocks", "--format", "xml"],
+    ["--models", "sepvit_micro_32", "--img-size", "big"],
+])
+def test_cli_bad_usage_exits_2(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        cx.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--help" in err
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--models", "sepvit_micro_32", "--img-size", "0"], "positive"),
+    (["--blocks", "--variant", "sepvit_tin"], "sepvit_tiny"),
+    (["--models", "sepvit_micro_32", "--model-kwargs", "window_size"], "key=value"),
+    (["--models", "sepvit_micro_32", "--model-kwargs", "no_such_field=1"], "no_such_field"),
+    (["--models", "sepvit_micro_32", "--model-kwargs", "block_pattern=cswin"], "block_pattern"),
+])
+def test_cli_bad_values_exit_2(argv, fragment, capsys):
+    assert cx.main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_fixed_size_peer_is_built_for_the_size_or_refused():
+    row = cx.measure_model("swin_tiny_patch4_window7_224", 256, with_ptflops=False)
+    assert row["img_size"] == 256 and row["macs_fvcore"] > 4.51e9  # Swin rebuilt for 256 (padded windows)
+    with pytest.raises(cx.UsageError, match="230 px"):
+        cx.measure_model("twins_svt_small", 230, with_ptflops=False)
+
+
+def test_config_refusing_a_size_is_run_at_that_size_with_a_note():
+    cfg, note = cx.build_config("sepvit_tiny", 112)  # group of 2x2 windows does not fit stage 3 at 112
+    assert cfg.img_size == 224 and "112" in note
+    cfg, note = cx.build_config("sepvit_tiny", 256)
+    assert cfg.img_size == 256 and note == ""
+
+
+# ------------------------------------------------------------------------------ sweeps used by the notebook
+def test_attention_vs_resolution_scaling():
+    rows = cx.attention_vs_resolution([224, 448], dim=96, stride=4, window=7)
+    get = {(r["resolution"], r["kind"]): r["macs"] for r in rows}
+    # Windowed attention is linear in tokens (4x tokens -> 4x MACs); global MSA is dominated by (HW)^2.
+    assert get[(448, "Swin W-MSA")] == 4 * get[(224, "Swin W-MSA")]
+    assert get[(448, "global MSA")] > 12 * get[(224, "global MSA")]
+    # PWA's N HW C term is quadratic in tokens (16x); its share of DSSA grows with resolution.
+    assert get[(448, "PWA N HW C term")] == 16 * get[(224, "PWA N HW C term")]
+    share = [get[(r, "SepViT PWA")] / get[(r, "SepViT DSSA (DWA + PWA + proj)")] for r in (224, 448)]
+    assert share[1] > share[0]
+
+
+def test_pwa_crossover_matches_the_terms():
+    cross = cx.pwa_crossovers(dim=96, window=7)
+    assert cross["tokens_vs_dwa_matmuls"] == 2 * 50**2
+    for side, above in ((56, False), (84, True)):  # 3136 and 7056 tokens around the 5000-token crossover
+        n, hw = (side // 7) ** 2, side * side
+        assert (n * hw * 96 > 2 * n * 50**2 * 96) == above
+
+
+def test_window_group_sweep_and_patterns():
+    rows = cx.window_group_sweep("sepvit_tiny", stage=1, windows=[4, 7, 14])
+    by = {(r["sweep"], r["window"]): r for r in rows}
+    cfg = SepViTConfig.preset("sepvit_tiny")
+    assert by[("window", 7)]["block"] == cx.block_macs(cfg, 1, 0, 28, 28).paper
+    assert by[("group", 14)]["block"] == cx.block_macs(cfg, 1, 1, 28, 28).paper
+    assert by[("group", 28)]["pwa"] == 0  # one group covers the map: no PWA
+    patterns = {r["block_pattern"]: r for r in cx.pattern_comparison("sepvit_tiny", [224])}
+    assert set(patterns) == {"sepvit", "swin", "twins", "msa"}
+    assert patterns["sepvit"]["macs_analytic_norms"] == cx.model_macs(cfg).fvcore
+    assert patterns["msa"]["macs_analytic"] > patterns["swin"]["macs_analytic"]
+
+
+# ------------------------------------------------------------------------------ slow: the reference table
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sepvit_lite", "sepvit_small", "sepvit_base"])
+def test_reference_variants_at_224(name):
+    row = cx.measure_model(name, 224)
+    ref = cx.PUBLISHED[name]
+    assert abs(row["macs_fvcore"] - ref["gmacs"] * 1e9) <= 0.015 * ref["gmacs"] * 1e9
+    assert abs(row["params"] - ref["params_m"] * 1e6) <= 0.01 * ref["params_m"] * 1e6
+    assert row["macs_analytic_norms"] == row["macs_fvcore"]
+
+
+def test_cli_help_explains_conventions(capsys):
+    with pytest.raises(SystemExit) as info:
+        cx.main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for phrase in ("MACs (one multiply-add = 1)", "fvcore", "ptflops", "LayerNorm", "scaled_dot_product_attention"):
+        assert phrase in text
