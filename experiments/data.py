@@ -1,0 +1,301 @@
+"""Datasets for the experiment runner, all behind one call: ``build_datasets(name, ...)``.
+
+    train, val, info = build_datasets("synthetic", train_size=4000, val_size=1000, seed=0)
+
+Every dataset yields ``(float32 tensor C x H x W, normalised; int label)``. Nothing is ever downloaded:
+  - "synthetic" (default): the built-in "distant match count" task, generated on the fly from the seed
+    (see ``experiments/synthetic.py`` for what it tests). No file needed. 4000 / 1000 images by default.
+  - "digits": scikit-learn's 8x8 handwritten digits (1797 images, ship with the package), one channel
+    (``in_chans=1``, build the model with ``in_chans=info.in_chans``), upsampled to ``img_size``
+    (default 32). A fixed stratified 80/20 split (1437 / 360) that does not depend on ``seed``, so every
+    run is scored on the same images; ``seed`` only picks the subset when sizes are capped.
+  - "cifar10", "cifar100": torchvision's format, read from ``data_dir`` (the folder holding
+    ``cifar-10-batches-py`` / ``cifar-100-python``, or that folder itself); validation = the test batch.
+  - "imagefolder": ``data_dir/train/<class>/*`` and ``data_dir/val/<class>/*`` (ImageNet style), with
+    timm's ``create_transform`` (training and evaluation), ImageNet mean/std, default 224 px.
+
+Randomness: the data themselves are a pure function of ``seed``. Training augmentation (digits: a shift
+of up to 1/16 of the side; CIFAR: crop with 4 px padding + flip; imagefolder: timm's) draws from
+torch's global RNG (and, for timm's crop, Python's ``random``), which the DataLoader seeds per worker
+from its generator: seed the loader's generator (and ``random``/``torch`` in the main process for
+``workers=0``) and an epoch is reproducible. The synthetic set has no augmentation: its images are
+already random draws, and shifting them would break the alignment of cells with windows that the task
+is about.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Subset
+
+from experiments import synthetic
+
+DATASETS = ("synthetic", "digits", "cifar10", "cifar100", "imagefolder")
+DEFAULT_IMG_SIZE = {"synthetic": 32, "digits": 32, "cifar10": 32, "cifar100": 32, "imagefolder": 224}
+SYNTHETIC_SIZES = (4000, 1000)  # default train / val sizes of the generated set
+
+_CIFAR = {
+    # name: (torchvision class name, folder, files that must exist, classes, mean, std)
+    "cifar10": ("CIFAR10", "cifar-10-batches-py",
+                tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"), 10,
+                (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ("CIFAR100", "cifar-100-python", ("train", "test", "meta"), 100,
+                 (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class DataError(ValueError):
+    """Bad dataset request; the message is one line saying what to do."""
+
+
+@dataclass
+class DataInfo:
+    name: str
+    num_classes: int
+    in_chans: int
+    img_size: int
+    mean: tuple
+    std: tuple
+    train_size: int
+    val_size: int
+    description: str
+
+
+# ---------------------------------------------------------------------------------- validation
+def check_dataset(name: str, data_dir: str | None = None) -> None:
+    """Refuse a bad dataset request cheaply (no image is read): raise DataError saying what to do."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
+    if name in ("synthetic", "digits"):
+        return  # built in: data_dir is not used
+    if not data_dir:
+        raise DataError(f"dataset {name!r} needs --data-dir: {_layout_hint(name)}")
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data folder {str(root)!r} does not exist: {_layout_hint(name)}")
+    if name in _CIFAR:
+        _cifar_root(name, root)
+    else:
+        _imagefolder_classes(root)
+
+
+def _layout_hint(name: str) -> str:
+    if name in _CIFAR:
+        folder, files = _CIFAR[name][1], _CIFAR[name][2]
+        return (f"give the folder that holds {folder}/ ({', '.join(files)}), the Python version of the dataset "
+                "that you already have (nothing is downloaded)")
+    return "give a folder with train/<class>/<images> and val/<class>/<images> (ImageNet layout)"
+
+
+def _cifar_root(name: str, root: Path) -> Path:
+    """The folder torchvision wants (parent of the batches folder); accepts the batches folder too."""
+    folder, files = _CIFAR[name][1], _CIFAR[name][2]
+    parent = root.parent if root.name == folder else root
+    missing = [f for f in files if not (parent / folder / f).is_file()]
+    if missing:
+        raise DataError(f"{name}: {str(parent / folder)!r} lacks {', '.join(missing)}: {_layout_hint(name)}")
+    return parent
+
+
+def _imagefolder_classes(root: Path) -> list[str]:
+    classes = {}
+    for split in ("train", "val"):
+        folder = root / split
+        if not folder.is_dir():
+            raise DataError(f"imagefolder: {str(folder)!r} is missing: {_layout_hint('imagefolder')}")
+        classes[split] = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        if not classes[split]:
+            raise DataError(f"imagefolder: {str(folder)!r} has no class subfolders: {_layout_hint('imagefolder')}")
+    if classes["train"] != classes["val"]:
+        only = sorted(set(classes["train"]) ^ set(classes["val"]))
+        raise DataError(f"imagefolder: train/ and val/ must hold the same class folders; these are in only one: "
+                        f"{', '.join(only[:5])}{' ...' if len(only) > 5 else ''}")
+    return classes["train"]
+
+
+# ---------------------------------------------------------------------------------- datasets
+class SyntheticDataset(Dataset):
+    """The "distant match count" images of ``experiments.synthetic``, generated on the fly per index."""
+
+    def __init__(self, seed: int, split: str, size: int, img_size: int, mean, std):
+        self.seed, self.split, self.size, self.img_size = int(seed), split, int(size), int(img_size)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < self.size:
+            raise IndexError(index)
+        image, label = synthetic.generate(self.seed, self.split, index)
+        x = _resize_nearest(torch.from_numpy(image).permute(2, 0, 1), self.img_size)
+        return (x - self.mean) / self.std, int(label)
+
+
+class TensorImages(Dataset):
+    """Images held as one [0, 1] tensor; optional random shift (zero fill) for training; normalised on read."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, max_shift: int = 0):
+        self.images, self.labels, self.max_shift = images, labels, int(max_shift)
+        channels = images.shape[1]
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(channels, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(channels, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        x = self.images[index]
+        if self.max_shift:
+            s = self.max_shift
+            dy, dx = torch.randint(0, 2 * s + 1, (2,)).tolist()
+            x = F.pad(x, (s, s, s, s))[:, dy:dy + x.shape[1], dx:dx + x.shape[2]]
+        return (x - self.mean) / self.std, int(self.labels[index])
+
+
+def _resize_nearest(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size:
+        return x
+    if size % x.shape[-1] == 0:  # integer factor: exact pixel replication keeps the cell grid aligned
+        f = size // x.shape[-1]
+        return x.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1)
+    return F.interpolate(x[None], size=(size, size), mode="nearest")[0]
+
+
+@functools.lru_cache(maxsize=4)
+def synthetic_stats(img_size: int = 32, samples: int = 256) -> tuple[tuple, tuple]:
+    """Per-channel mean/std of the synthetic images, from a fixed reference sample (same for every seed)."""
+    images = np.stack([synthetic.generate(0, "test", i)[0] for i in range(samples)])
+    return tuple(float(v) for v in images.mean((0, 1, 2))), tuple(float(v) for v in images.std((0, 1, 2)))
+
+
+def _subset_indices(n: int, cap: int | None, seed: int, salt: int) -> torch.Tensor | None:
+    """A deterministic random subset of ``cap`` of ``n`` indices (sorted), or None for all."""
+    if cap is None or cap >= n:
+        return None
+    g = torch.Generator().manual_seed(int(seed) * 1000 + salt)
+    return torch.randperm(n, generator=g)[:cap].sort().values
+
+
+def _cap(dataset: Dataset, cap: int | None, seed: int, salt: int) -> Dataset:
+    idx = _subset_indices(len(dataset), cap, seed, salt)
+    return dataset if idx is None else Subset(dataset, idx.tolist())
+
+
+def _check_sizes(img_size, train_size, val_size) -> None:
+    for flag, value in (("img_size", img_size), ("train_size", train_size), ("val_size", val_size)):
+        if value is not None and int(value) < 1:
+            raise DataError(f"{flag.replace('_', '-')} must be a positive number, got {value}")
+
+
+def build_datasets(name: str, data_dir: str | None = None, img_size: int | None = None,
+                   train_size: int | None = None, val_size: int | None = None,
+                   seed: int = 0) -> tuple[Dataset, Dataset, DataInfo]:
+    """(train, val, info) for a dataset in DATASETS; raises DataError on a bad request, never downloads."""
+    check_dataset(name, data_dir)
+    _check_sizes(img_size, train_size, val_size)
+    size = int(img_size or DEFAULT_IMG_SIZE[name])
+    if name == "synthetic":
+        return _build_synthetic(size, train_size, val_size, seed)
+    if name == "digits":
+        return _build_digits(size, train_size, val_size, seed)
+    if name in _CIFAR:
+        return _build_cifar(name, Path(data_dir).expanduser(), size, train_size, val_size, seed)
+    return _build_imagefolder(Path(data_dir).expanduser(), size, train_size, val_size, seed)
+
+
+def _build_synthetic(size, train_size, val_size, seed):
+    n_train = int(train_size or SYNTHETIC_SIZES[0])
+    n_val = int(val_size or SYNTHETIC_SIZES[1])
+    mean, std = synthetic_stats()
+    # train and val use disjoint random streams (split is part of each image's seed)
+    train = SyntheticDataset(seed, "train", n_train, size, mean, std)
+    val = SyntheticDataset(seed, "val", n_val, size, mean, std)
+    info = DataInfo("synthetic", synthetic.NUM_CLASSES, 3, size, mean, std, n_train, n_val,
+                    "distant match count: label = how many of the nine squares share the colour of the one ring "
+                    f"(0-9), glyphs anywhere on an 8x8 grid of window-sized cells; generated from seed {seed}")
+    return train, val, info
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = digits.images.astype(np.float32) / 16.0
+    # fixed split, independent of the run seed: every run is scored on the same 360 images
+    train_idx, val_idx = train_test_split(np.arange(len(images)), test_size=0.2, stratify=digits.target,
+                                          random_state=0)
+    return images, digits.target.astype(np.int64), np.sort(train_idx), np.sort(val_idx)
+
+
+def _build_digits(size, train_size, val_size, seed):
+    images, labels, train_idx, val_idx = _digits_arrays()
+    x = torch.from_numpy(images)[:, None]  # N x 1 x 8 x 8 in [0, 1]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp_(0, 1)
+    y = torch.from_numpy(labels)
+    parts = {}
+    for split, idx, cap, salt in (("train", train_idx, train_size, 1), ("val", val_idx, val_size, 2)):
+        pick = _subset_indices(len(idx), cap, seed, salt)
+        idx = torch.from_numpy(idx) if pick is None else torch.from_numpy(idx)[pick]
+        parts[split] = (x[idx].contiguous(), y[idx].contiguous())
+    mean = (float(parts["train"][0].mean()),)
+    std = (float(parts["train"][0].std()),)
+    shift = max(1, size // 16)
+    train = TensorImages(*parts["train"], mean, std, max_shift=shift)
+    val = TensorImages(*parts["val"], mean, std)
+    info = DataInfo("digits", 10, 1, size, mean, std, len(train), len(val),
+                    f"scikit-learn digits (8x8 grey, upsampled to {size}), fixed stratified 80/20 split, "
+                    f"train shift augmentation up to {shift} px")
+    return train, val, info
+
+
+def _build_cifar(name, root, size, train_size, val_size, seed):
+    import torchvision.datasets as tvd
+    import torchvision.transforms as T
+
+    cls_name, _, _, num_classes, mean, std = _CIFAR[name]
+    root = _cifar_root(name, root)
+    resize = [T.Resize(size, antialias=True)] if size != 32 else []
+    pad = max(1, size // 8)
+    train_tf = T.Compose(resize + [T.RandomCrop(size, padding=pad), T.RandomHorizontalFlip(), T.ToTensor(),
+                                   T.Normalize(mean, std)])
+    eval_tf = T.Compose(resize + [T.ToTensor(), T.Normalize(mean, std)])
+    try:
+        train = getattr(tvd, cls_name)(str(root), train=True, transform=train_tf, download=False)
+        val = getattr(tvd, cls_name)(str(root), train=False, transform=eval_tf, download=False)
+    except RuntimeError as err:  # torchvision's integrity check failed
+        raise DataError(f"{name}: files under {str(root)!r} are unreadable or corrupt ({err}); "
+                        f"{_layout_hint(name)}") from None
+    train, val = _cap(train, train_size, seed, 1), _cap(val, val_size, seed, 2)
+    info = DataInfo(name, num_classes, 3, size, mean, std, len(train), len(val),
+                    f"{name.upper()} from {root} (validation = test batch), crop+flip augmentation")
+    return train, val, info
+
+
+def _build_imagefolder(root, size, train_size, val_size, seed):
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+    from torchvision.datasets import ImageFolder
+
+    classes = _imagefolder_classes(root)
+    train_tf = create_transform(size, is_training=True)
+    eval_tf = create_transform(size, is_training=False)
+    datasets = {}
+    for split, tf in (("train", train_tf), ("val", eval_tf)):
+        try:
+            datasets[split] = ImageFolder(str(root / split), transform=tf)
+        except FileNotFoundError as err:
+            raise DataError(f"imagefolder: {err}; {_layout_hint('imagefolder')} with files ending in "
+                            f"{', '.join(_IMAGE_SUFFIXES[:4])} ...") from None
+    train, val = _cap(datasets["train"], train_size, seed, 1), _cap(datasets["val"], val_size, seed, 2)
+    info = DataInfo("imagefolder", len(classes), 3, size, tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD),
+                    len(train), len(val), f"ImageFolder {root} ({len(classes)} classes), timm transforms")
+    return train, val, info

@@ -1,0 +1,158 @@
+"""The built-in dataset "distant match count": a label that is a relation between far-apart windows.
+
+One image (32x32 RGB) is a pure function of ``(seed, split, index)`` and takes well under a millisecond:
+  - The image is an 8x8 grid of 4x4-pixel cells. Cells coincide with the stage-1 windows of the runner's
+    presets (stem stride 1, window 4); 2x2 cells make a stage-2 window, 4x4 cells (a quadrant) a
+    stage-2 group / stage-3 window.
+  - One cell holds the *reference*, a hollow 3x3 ring in one of ``task.n_kinds`` colours. Nine other
+    cells (``task.total``) hold filled 3x3 squares: ``k`` of them in the reference's colour, the other
+    ``9 - k`` in other colours. All cells are distinct and drawn uniformly, so the squares lie anywhere,
+    on average about 15 px from the reference and often in the opposite quadrant.
+  - Nuisances: a random background tint and linear gradient, Gaussian pixel noise (``task.noise``),
+    optionally faint single-pixel specks.
+
+Label: ``k`` (10 classes, uniform, chance 10 %): how many squares share the ring's colour.
+
+What it tests and why:
+  - Whether a square counts is decided by a *distant* cell: the same square, pixel for pixel in the same
+    place, counts in one image and not in another whose ring (far away) differs. Changing only the ring,
+    or only one far-away square, changes the label (``tests/test_data.py``).
+  - No local or pooled cue gives the answer: the number of squares is always nine, and with two colours
+    the label is ``n_red`` when the ring is red and ``9 - n_red`` when it is green. Global-average
+    pooling followed by the linear head (SepViT's head) sees ``n_red`` and the ring's colour separately
+    and cannot combine them; some block must let the squares meet the ring before pooling.
+  - SepViT with DSSA exchanges information between windows in every block from stage 1 on (window tokens
+    summarise each cell, PWA brings the ring's cell, pixel-aligned, to every other cell). A local-only
+    model (``dssa=False``) first meets the ring at stage 3's grouped block, whose group covers the
+    whole 8x8 map, and at stage 4. Both can solve the task; the comparison measures what exchanging
+    early buys under a fixed training budget, and GSA and the window-token kind change where and how
+    the exchange happens on the same path.
+
+``TaskSpec(match="shape")`` is the harder variant (red reference glyph among white glyphs, matched by
+shape, optionally with a variable number of candidates): in our 6-epoch CPU budget no variant rose above
+the glyph-counting plateau (~25 %), so it is not the default.
+
+Larger ``img_size`` values come from nearest-neighbour upsampling of the 32 px image (done by
+``experiments.data``), which keeps cells aligned with the windows of ``sepvit_micro_64``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+GRID = 8  # cells per side
+CELL = 4  # pixels per cell side
+BASE_SIZE = GRID * CELL  # 32
+NUM_CLASSES = 10  # k = 0..9 copies
+
+# 3x3 shapes with five lit pixels each (every pair differs in at least two pixels).
+_GLYPH_ROWS = {
+    "plus": ("010", "111", "010"),
+    "cross": ("101", "010", "101"),
+    "tee": ("111", "010", "010"),
+    "ell": ("100", "100", "111"),
+    "vee": ("101", "101", "010"),
+    "zed": ("110", "010", "011"),
+    "ess": ("011", "010", "110"),
+    "gamma": ("111", "100", "100"),
+}
+GLYPH_NAMES = tuple(_GLYPH_ROWS)
+GLYPHS = np.array([[[c == "1" for c in row] for row in rows] for rows in _GLYPH_ROWS.values()], dtype=np.float32)
+
+# match="shape": a red reference glyph among white candidates
+REFERENCE_COLOUR = np.array([1.0, 0.12, 0.12], dtype=np.float32)
+WHITE = np.array([0.9, 0.9, 0.9], dtype=np.float32)
+# match="colour" (default): a hollow ring is the reference, filled squares are the candidates
+PALETTE = np.array([[1.0, 0.15, 0.15], [0.15, 0.9, 0.15], [0.25, 0.45, 1.0], [0.95, 0.9, 0.2],
+                    [0.9, 0.3, 0.95], [0.2, 0.9, 0.9]], dtype=np.float32)
+RING = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], dtype=bool)
+SQUARE = np.ones((3, 3), dtype=bool)
+_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Difficulty knobs. The defaults are the setting measured in the workbench notes."""
+
+    match: str = "colour"  # the attribute a candidate shares with the reference: "colour" or "shape"
+    n_kinds: int = 2  # colours (2..6) or shapes (2..8) in play
+    total: int | None = 9  # candidates per image (k matches + total-k others); None: k + 0..max_distractors
+    max_distractors: int = 5  # only when total is None
+    noise: float = 0.04  # std of Gaussian pixel noise
+    specks: float = 0.0  # probability of a faint speck in each empty cell
+
+    def __post_init__(self) -> None:
+        limit = {"colour": len(PALETTE), "shape": len(GLYPHS)}
+        if self.match not in limit:
+            raise ValueError(f"match must be 'colour' or 'shape', got {self.match!r}")
+        if not 2 <= self.n_kinds <= limit[self.match]:
+            raise ValueError(f"n_kinds must be in 2..{limit[self.match]} for match={self.match!r}, got {self.n_kinds}")
+        if self.total is not None and not NUM_CLASSES - 1 <= self.total <= GRID * GRID - 1:
+            raise ValueError(f"total must be in {NUM_CLASSES - 1}..{GRID * GRID - 1} or None, got {self.total}")
+
+
+DEFAULT_TASK = TaskSpec()
+
+
+def sample_layout(seed: int, split: str, index: int, task: TaskSpec = DEFAULT_TASK) -> dict:
+    """The symbolic content of one image: cells, the matched attribute ("kinds"), nuisances and the label."""
+    rng = np.random.default_rng([int(seed), _SPLIT_IDS[split], int(index)])
+    k = int(rng.integers(NUM_CLASSES))
+    d = task.total - k if task.total is not None else int(rng.integers(task.max_distractors + 1))
+    cells = rng.choice(GRID * GRID, size=1 + k + d, replace=False)
+    reference = int(rng.integers(task.n_kinds))
+    others = rng.integers(task.n_kinds - 1, size=d)
+    others = others + (others >= reference)  # uniform over the kinds that differ from the reference
+    return {
+        "label": k,
+        "cells": cells.astype(np.int64),  # cells[0] holds the reference
+        "kinds": np.concatenate([[reference], np.full(k, reference), others]).astype(np.int64),
+        "tint": rng.uniform(0.0, 0.25, size=3).astype(np.float32),
+        "gradient": rng.uniform(-0.15, 0.15, size=2).astype(np.float32),
+        "specks": rng.random(GRID * GRID) < task.specks,
+        "speck_pos": rng.integers(CELL, size=(GRID * GRID, 2)),
+        "noise_seed": int(rng.integers(2**31)),
+    }
+
+
+def _glyph(layout_index: int, kind: int, task: TaskSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(3x3 lit mask, RGB colour) of glyph number `layout_index` (0 = the reference) of the given kind."""
+    if task.match == "colour":
+        return (RING if layout_index == 0 else SQUARE), PALETTE[kind]
+    return GLYPHS[kind] > 0, (REFERENCE_COLOUR if layout_index == 0 else WHITE)
+
+
+def render(layout: dict, task: TaskSpec = DEFAULT_TASK) -> np.ndarray:
+    """Draw a layout as a float32 HxWx3 image in [0, 1]."""
+    ramp = (np.arange(BASE_SIZE, dtype=np.float32) / (BASE_SIZE - 1)) - 0.5
+    gy, gx = layout["gradient"]
+    background = 0.15 + gy * ramp[:, None] + gx * ramp[None, :]
+    image = background[:, :, None] + layout["tint"][None, None, :]
+    occupied = np.zeros(GRID * GRID, dtype=bool)
+    occupied[layout["cells"]] = True
+    for cell in np.flatnonzero(layout["specks"] & ~occupied):
+        r, c = divmod(int(cell), GRID)
+        dy, dx = layout["speck_pos"][cell]
+        image[r * CELL + dy, c * CELL + dx] += 0.3
+    for i, (cell, kind) in enumerate(zip(layout["cells"], layout["kinds"])):
+        r, c = divmod(int(cell), GRID)
+        lit, colour = _glyph(i, int(kind), task)
+        patch = image[r * CELL:r * CELL + 3, c * CELL:c * CELL + 3]
+        image[r * CELL:r * CELL + 3, c * CELL:c * CELL + 3] = np.where(lit[:, :, None], colour[None, None, :], patch)
+    if task.noise > 0:
+        noise = np.random.default_rng(layout["noise_seed"]).normal(0.0, task.noise, image.shape)
+        image = image + noise.astype(np.float32)
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def generate(seed: int, split: str, index: int, task: TaskSpec = DEFAULT_TASK) -> tuple[np.ndarray, int]:
+    """(HxWx3 float32 image in [0, 1], label) for one sample."""
+    layout = sample_layout(seed, split, index, task)
+    return render(layout, task), layout["label"]
+
+
+def count_matches(layout: dict) -> int:
+    """The label recomputed from a layout's content (tests use it after editing a layout)."""
+    kinds = np.asarray(layout["kinds"])
+    return int((kinds[1:] == kinds[0]).sum())

@@ -1,0 +1,265 @@
+"""Datasets: determinism, shapes, disjoint splits, size caps, refusals, and the synthetic task's semantics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from experiments import synthetic
+from experiments.data import DATASETS, DataError, DataInfo, build_datasets, check_dataset
+
+
+def stack(dataset, n=None):
+    n = len(dataset) if n is None else n
+    xs, ys = zip(*(dataset[i] for i in range(n)))
+    return torch.stack(xs), torch.tensor(ys)
+
+
+# ---------------------------------------------------------------------------------- built-ins
+@pytest.mark.parametrize("name,chans", [("synthetic", 3), ("digits", 1)])
+def test_builtin_shapes_dtypes_labels(name, chans):
+    train, val, info = build_datasets(name, train_size=64, val_size=32, seed=0)
+    assert isinstance(info, DataInfo)
+    assert (info.name, info.in_chans, info.img_size, info.num_classes) == (name, chans, 32, 10)
+    assert (len(train), len(val), info.train_size, info.val_size) == (64, 32, 64, 32)
+    x, y = stack(train)
+    assert x.shape == (64, chans, 32, 32) and x.dtype == torch.float32
+    assert torch.isfinite(x).all()
+    assert y.min() >= 0 and y.max() < info.num_classes
+    assert len(info.mean) == len(info.std) == chans
+    assert isinstance(train[0][1], int)
+
+
+def test_synthetic_is_normalised_and_labels_balanced():
+    train, _, _ = build_datasets("synthetic", train_size=500, seed=3)
+    x, y = stack(train)
+    assert abs(float(x.mean())) < 0.2 and 0.7 < float(x.std()) < 1.3
+    counts = torch.bincount(y, minlength=10)
+    assert counts.min() >= 25  # uniform over 10 classes: 50 expected each
+
+
+def test_synthetic_determinism_and_seed_dependence():
+    a, _, _ = build_datasets("synthetic", train_size=16, val_size=4, seed=1)
+    b, _, _ = build_datasets("synthetic", train_size=16, val_size=4, seed=1)
+    c, _, _ = build_datasets("synthetic", train_size=16, val_size=4, seed=2)
+    xa, ya = stack(a)
+    xb, yb = stack(b)
+    xc, _ = stack(c)
+    assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert not torch.equal(xa, xc)
+    assert torch.equal(a[5][0], a[5][0])  # random access gives the same image twice
+
+
+def test_synthetic_train_and_val_are_disjoint():
+    train, val, _ = build_datasets("synthetic", train_size=300, val_size=100, seed=0)
+    xt, _ = stack(train)
+    xv, _ = stack(val)
+    distances = torch.cdist(xv.flatten(1), xt.flatten(1))
+    assert distances.min() > 1.0
+
+
+def test_synthetic_upsampling_keeps_the_cell_grid():
+    small, _, _ = build_datasets("synthetic", train_size=2, val_size=1, seed=0)
+    big, _, info = build_datasets("synthetic", img_size=64, train_size=2, val_size=1, seed=0)
+    assert info.img_size == 64 and big[0][0].shape == (3, 64, 64)
+    assert torch.equal(big[0][0][:, ::2, ::2], small[0][0])
+
+
+def test_digits_split_is_fixed_disjoint_and_caps_are_seeded():
+    train, val, info = build_datasets("digits")
+    assert (len(train), len(val)) == (1437, 360) and info.in_chans == 1
+    xt, _ = stack(train)
+    xv, _ = stack(val)
+    # no validation image appears in training (compare un-augmented pixels through the stored tensors)
+    assert torch.cdist(val.images.flatten(1), train.images.flatten(1)).min() > 0
+    a, _, _ = build_datasets("digits", train_size=100, val_size=50, seed=0)
+    b, _, _ = build_datasets("digits", train_size=100, val_size=50, seed=0)
+    c, _, _ = build_datasets("digits", train_size=100, val_size=50, seed=1)
+    assert len(a) == 100 and torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    assert xt.shape[1:] == xv.shape[1:] == (1, 32, 32)
+
+
+def test_digits_augmentation_is_reproducible_under_torch_seed():
+    train, _, _ = build_datasets("digits", train_size=8, img_size=32)
+    torch.manual_seed(0)
+    first = stack(train)[0]
+    torch.manual_seed(0)
+    assert torch.equal(first, stack(train)[0])
+
+
+# ---------------------------------------------------------------------------------- refusals
+def test_unknown_dataset_lists_the_names():
+    with pytest.raises(DataError, match="use one of synthetic, digits") as err:
+        build_datasets("imagenet")
+    assert "\n" not in str(err.value)
+    with pytest.raises(DataError):
+        check_dataset("mnist", None)
+    assert set(DATASETS) == {"synthetic", "digits", "cifar10", "cifar100", "imagefolder"}
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "imagefolder"])
+def test_folder_datasets_refuse_missing_folder(name, tmp_path):
+    with pytest.raises(DataError, match="needs --data-dir"):
+        check_dataset(name, None)
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataError, match="does not exist") as err:
+        build_datasets(name, data_dir=str(missing))
+    assert "nowhere" in str(err.value)
+
+
+@pytest.mark.parametrize("name,folder", [("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python")])
+def test_cifar_folder_without_files_is_refused_without_download(name, folder, tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tvu
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(tvu, "download_and_extract_archive", no_download)
+    monkeypatch.setattr(tvu, "download_url", no_download)
+    (tmp_path / folder).mkdir()
+    with pytest.raises(DataError, match=folder) as err:
+        build_datasets(name, data_dir=str(tmp_path))
+    assert "lacks" in str(err.value)
+    assert list((tmp_path / folder).iterdir()) == []  # nothing was written
+
+
+def test_cifar_corrupt_files_are_refused(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (folder / f).write_bytes(b"not a pickle")
+    check_dataset("cifar10", str(folder))  # cheap check: files present (the batches folder itself is accepted)
+    with pytest.raises(DataError, match="corrupt"):
+        build_datasets("cifar10", data_dir=str(tmp_path))
+
+
+def test_non_positive_sizes_are_refused():
+    with pytest.raises(DataError, match="train-size"):
+        build_datasets("synthetic", train_size=0)
+    with pytest.raises(DataError, match="img-size"):
+        build_datasets("digits", img_size=-1)
+
+
+# ---------------------------------------------------------------------------------- imagefolder
+def write_image_folder(root, classes=("cat", "dog", "fox"), per_class=(4, 2)):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in zip(("train", "val"), per_class):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"{i}.png")
+
+
+def test_imagefolder_with_timm_transforms(tmp_path):
+    write_image_folder(tmp_path)
+    train, val, info = build_datasets("imagefolder", data_dir=str(tmp_path), img_size=48)
+    assert (info.num_classes, info.in_chans, info.img_size) == (3, 3, 48)
+    assert (len(train), len(val)) == (12, 6)
+    x, y = train[0]
+    assert x.shape == (3, 48, 48) and x.dtype == torch.float32 and 0 <= y < 3
+    assert val[5][0].shape == (3, 48, 48)
+    capped, _, info = build_datasets("imagefolder", data_dir=str(tmp_path), img_size=48, train_size=5, seed=0)
+    assert len(capped) == 5 and info.train_size == 5
+    assert build_datasets("imagefolder", data_dir=str(tmp_path))[2].img_size == 224
+
+
+def test_imagefolder_refuses_bad_layouts(tmp_path):
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    with pytest.raises(DataError, match="val"):
+        check_dataset("imagefolder", str(tmp_path))
+    (tmp_path / "val" / "b").mkdir(parents=True)
+    with pytest.raises(DataError, match="same class folders"):
+        check_dataset("imagefolder", str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------- synthetic semantics
+def test_synthetic_label_is_the_match_count():
+    for index in range(200):
+        layout = synthetic.sample_layout(0, "train", index)
+        assert layout["label"] == synthetic.count_matches(layout)
+        cells = layout["cells"]
+        assert len(set(cells.tolist())) == len(cells) == len(layout["kinds"])
+        assert len(cells) == 1 + synthetic.DEFAULT_TASK.total  # the number of squares carries no information
+
+
+def cell_slice(cell):
+    r, c = divmod(int(cell), synthetic.GRID)
+    return np.s_[r * synthetic.CELL:(r + 1) * synthetic.CELL, c * synthetic.CELL:(c + 1) * synthetic.CELL]
+
+
+def test_synthetic_label_depends_on_a_distant_region():
+    """Editing only the reference cell, or only one far-away copy, changes the label."""
+    checked = 0
+    for index in range(300):
+        layout = synthetic.sample_layout(0, "train", index)
+        k, shapes, cells = layout["label"], layout["kinds"], layout["cells"]
+        if k < 1 or len(shapes) == k + 1:
+            continue  # needs a copy and a non-matching glyph
+        ref_rc, copy_rc = divmod(int(cells[0]), 8), divmod(int(cells[1]), 8)
+        if max(abs(ref_rc[0] - copy_rc[0]), abs(ref_rc[1] - copy_rc[1])) < 4:
+            continue  # keep pairs at least 4 cells (16 px, a stage-2 group) apart
+        other_shape = int(shapes[k + 1])
+
+        # 1) give the reference a non-matching candidate's shape: only the reference cell changes,
+        #    the k far-away copies stop counting and the other shape's glyphs count instead
+        edited = {**layout, "kinds": shapes.copy()}
+        edited["kinds"][0] = other_shape
+        assert synthetic.count_matches(edited) == int((shapes[1:] == other_shape).sum())
+        diff = np.abs(synthetic.render(layout) - synthetic.render(edited)).sum(-1) > 0
+        outside = diff.copy()
+        outside[cell_slice(cells[0])] = False
+        assert diff.any() and not outside.any()
+
+        # 2) alter only one distant copy: the label drops by one, the reference cell is untouched
+        altered = {**layout, "kinds": shapes.copy()}
+        altered["kinds"][1] = other_shape
+        assert synthetic.count_matches(altered) == k - 1
+        diff = np.abs(synthetic.render(layout) - synthetic.render(altered)).sum(-1) > 0
+        assert not diff[cell_slice(cells[0])].any()
+
+        # 3) move that copy elsewhere: the label does not depend on where it is
+        moved = {**layout, "cells": cells.copy()}
+        moved["cells"][1] = sorted(set(range(64)) - set(cells.tolist()))[0]
+        assert synthetic.count_matches(moved) == k
+        checked += 1
+    assert checked >= 30
+
+
+def test_synthetic_same_local_content_different_labels():
+    """A white glyph counts or not depending only on the distant reference (a relation, not appearance)."""
+    layout = synthetic.sample_layout(0, "train", 0)
+    shapes = np.array([0, 0, 1])
+    counted = {**layout, "cells": np.array([0, 63, 36]), "kinds": shapes}
+    not_counted = {**counted, "kinds": np.array([1, 0, 1])}
+    img_a, img_b = synthetic.render(counted), synthetic.render(not_counted)
+    for cell in (63, 36):  # the white glyphs are pixel-identical in both images
+        assert np.array_equal(img_a[cell_slice(cell)], img_b[cell_slice(cell)])
+    assert synthetic.count_matches(counted) == 1 and synthetic.count_matches(not_counted) == 1
+    assert synthetic.count_matches({**counted, "kinds": np.array([0, 0, 0])}) == 2
+    # the glyph in the far corner (cell 63) is the one that counts in the first image, not in the second
+    assert shapes[1] == counted["kinds"][0] and shapes[1] != not_counted["kinds"][0]
+
+
+def test_synthetic_shape_variant_and_bad_task():
+    task = synthetic.TaskSpec(match="shape", n_kinds=4, total=None)
+    for index in range(50):
+        layout = synthetic.sample_layout(0, "train", index, task)
+        assert layout["label"] == synthetic.count_matches(layout)
+        assert 1 + layout["label"] <= len(layout["cells"]) <= 1 + layout["label"] + task.max_distractors
+        assert synthetic.render(layout, task).shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="n_kinds"):
+        synthetic.TaskSpec(n_kinds=9)
+    with pytest.raises(ValueError, match="match"):
+        synthetic.TaskSpec(match="size")
+
+
+def test_synthetic_generation_is_fast():
+    import time
+
+    start = time.perf_counter()
+    for i in range(200):
+        synthetic.generate(0, "train", i)
+    assert (time.perf_counter() - start) / 200 < 5e-3  # ~0.4 ms here; generous bound for loaded machines
