@@ -232,6 +232,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         embed_dims=(32, 64, 128, 256), depths=(1, 2, 2, 1), num_heads=(1, 2, 4, 8),
         img_size=32, stem_stride=1, window_size=4, num_classes=10,
     ),
+    # sepvit_micro_32 at half the widths (0.45 M params): the runner's default, about 3x faster on a CPU.
+    "sepvit_nano_32": dict(
+        embed_dims=(16, 32, 64, 128), depths=(1, 2, 2, 1), num_heads=(1, 1, 2, 4),
+        img_size=32, stem_stride=1, window_size=4, num_classes=10,
+    ),
     # 64x64 input, stem stride 2, window 4: maps 32/16/8/4.
     "sepvit_micro_64": dict(
         embed_dims=(32, 64, 128, 256), depths=(1, 2, 2, 1), num_heads=(1, 2, 4, 8),

@@ -350,6 +350,7 @@ default_cfgs = generate_default_cfgs({
     "sepvit_base": _cfg(),
     "sepvit_micro_32": _cfg(input_size=32, num_classes=10),
     "sepvit_micro_64": _cfg(input_size=64, num_classes=10),
+    "sepvit_nano_32": _cfg(input_size=32, num_classes=10),
 })
 
 
@@ -387,3 +388,9 @@ def sepvit_micro_32(pretrained: bool = False, **kwargs: Any) -> SepViT:
 def sepvit_micro_64(pretrained: bool = False, **kwargs: Any) -> SepViT:
     """Workbench preset for 64x64 images (stem stride 2, window 4): the window schedule of SepViT at 224."""
     return _create_sepvit("sepvit_micro_64", pretrained, **kwargs)
+
+
+@register_model
+def sepvit_nano_32(pretrained: bool = False, **kwargs: Any) -> SepViT:
+    """sepvit_micro_32 at half the widths (16/32/64/128, heads 1/1/2/4): the runner's default on a CPU."""
+    return _create_sepvit("sepvit_nano_32", pretrained, **kwargs)

@@ -1,0 +1,188 @@
+"""MLflow bookkeeping for the runner and the search: one `Tracker`, explicit run ids, batched metrics.
+
+Everything goes through `MlflowClient` with explicit run ids rather than the fluent `mlflow.start_run` stack,
+so a run can be reopened after a crash (`--resume`), children can be created under a parent from any process,
+and nothing depends on global "active run" state. A child run carries the `mlflow.parentRunId` tag, which is
+what `mlflow.start_run(nested=True, parent_run_id=...)` writes, so the UI nests it the same way.
+
+The default store is a SQLite file inside the output folder (`sqlite:///<abs output>/mlflow.db`), set
+explicitly: MLflow's own default would be `./mlruns`-style storage relative to wherever the user stands.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
+MAX_PARAM_LENGTH = 6000
+
+
+class TrackingError(ValueError):
+    """The tracking URI cannot be used; the message says what to do."""
+
+
+def default_tracking_uri(output: str | Path) -> str:
+    return f"sqlite:///{Path(output).resolve() / 'mlflow.db'}"
+
+
+def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
+    """Fail fast (before any training) when the tracking store cannot be reached."""
+    if uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http(s) only)
+                if response.status >= 400:
+                    raise OSError(f"HTTP {response.status}")
+        except (OSError, urllib.error.URLError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(
+                f"MLflow tracking server {uri} is unreachable ({reason}); start it with "
+                f"`mlflow server --host 127.0.0.1 ...` or drop --tracking-uri to use a local SQLite file"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(f"cannot create the folder of the MLflow database {folder}: {exc}") from None
+    elif uri.startswith(("file:", "./", "/")) or "://" not in uri:
+        raise TrackingError(
+            f"tracking URI {uri!r} is a file store (deprecated in MLflow 3): use sqlite:///ABS/PATH/mlflow.db "
+            f"or http://host:port"
+        )
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{"a": {"b": 1}} -> {"prefix.a.b": "1"}; lists become JSON so that params read back unambiguously."""
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = json.dumps(list(value))
+        else:
+            out[name] = str(value)
+    return out
+
+
+def environment_params() -> dict[str, str]:
+    """Git commit, package versions and machine: enough to tell two runs' code apart."""
+    import mlflow
+    import numpy
+    import timm
+    import torch
+
+    root = Path(__file__).resolve().parents[1]
+    params = {
+        "env.python": platform.python_version(),
+        "env.torch": torch.__version__,
+        "env.timm": timm.__version__,
+        "env.mlflow": mlflow.__version__,
+        "env.numpy": numpy.__version__,
+        "env.platform": platform.platform(terse=True),
+        "env.cuda": torch.version.cuda or "none",
+    }
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5)
+        params["git.commit"] = commit.stdout.strip() or "unknown"
+        params["git.dirty"] = str(bool(dirty.stdout.strip()))
+    except (OSError, subprocess.SubprocessError):
+        params["git.commit"] = "unknown"
+    return params
+
+
+class Tracker:
+    """An MLflow experiment; methods take the run id they act on."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | Path | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None:
+            self.experiment_id = found.experiment_id
+        else:
+            location = None
+            if artifact_root is None and tracking_uri.startswith("sqlite:///"):
+                artifact_root = Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts"
+            if artifact_root is not None and not tracking_uri.startswith(("http://", "https://")):
+                # Keep artifacts beside the SQLite file, not in ./mlruns of the current folder.
+                location = Path(artifact_root).resolve().as_uri()
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        self.experiment = experiment
+
+    # ------------------------------------------------------------------ runs
+    def start_run(self, name: str, parent_run_id: str | None = None, tags: Mapping[str, str] | None = None) -> str:
+        all_tags = {"mlflow.runName": name, **(tags or {})}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
+        return run.info.run_id
+
+    def reopen_run(self, run_id: str) -> None:
+        """Mark a crashed or killed run as running again (used by --resume)."""
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.set_tag(run_id, "resumed", "true")
+
+    def end_run(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
+        if reason:
+            self.client.set_tag(run_id, "status_reason", reason[:5000])
+        self.client.set_terminated(run_id, status=status)
+
+    def run_status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
+
+    # ------------------------------------------------------------------ data
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=items[start:start + MAX_PARAMS_PER_BATCH], synchronous=True)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        """All metrics of one step in a single request."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items() if v is not None]
+        if items:
+            self.client.log_batch(run_id, metrics=items, synchronous=True)
+
+    def logged_steps(self, run_id: str, key: str) -> set[int]:
+        return {m.step for m in self.client.get_metric_history(run_id, key)}
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        if items:
+            self.client.log_batch(run_id, tags=items, synchronous=True)
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_json(self, run_id: str, data: Any, artifact_file: str) -> None:
+        self.log_text(run_id, json.dumps(data, indent=2, sort_keys=True), artifact_file)
+
+    def log_files(self, run_id: str, files: Iterable[tuple[str, str]]) -> None:
+        """(name, text) pairs as artifacts."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, text in files:
+                path = Path(tmp) / name
+                path.write_text(text)
+                self.log_artifact(run_id, path)

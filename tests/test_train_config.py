@@ -1,0 +1,49 @@
+"""TrainConfig validation/round trip and checkpoint I/O."""
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from experiments.checkpoint import load_checkpoint, load_model, rng_state, save_checkpoint, set_rng_state
+from experiments.train_config import TrainConfig
+from runner_support import tiny_model_cfg
+
+
+def test_round_trip_and_replace():
+    cfg = TrainConfig(epochs=3, lr=2e-3, mixup=0.2)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.replace(seed=5).seed == 5 and cfg.uses_mixup
+
+
+@pytest.mark.parametrize("changes, word", [({"batch_size": 0}, "batch_size"), ({"epochs": -2}, "epochs"),
+                                           ({"lr": 0}, "lr"), ({"train_size": 0}, "train_size"),
+                                           ({"clip_grad": -1.0}, "clip_grad"), ({"device": "tpu"}, "device")])
+def test_validation_says_what_to_change(changes, word):
+    with pytest.raises(ValueError, match=word):
+        TrainConfig(**changes)
+
+
+def test_unknown_field_is_refused():
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        TrainConfig.from_dict({"epoch": 3})
+
+
+def test_checkpoint_atomic_weights_only_and_load_model(tmp_path):
+    cfg = tiny_model_cfg()
+    model = cfg.build().eval()
+    path = save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 1}, tmp_path / "best.pth")
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pth"]  # no temporary file left behind
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_model(path)(x), model(x))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pth")
+
+
+def test_rng_state_round_trip_survives_weights_only(tmp_path):
+    state = rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    save_checkpoint({"rng": state}, tmp_path / "rng.pth")
+    set_rng_state(load_checkpoint(tmp_path / "rng.pth")["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
