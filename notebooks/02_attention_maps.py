@@ -28,7 +28,7 @@
 # `tests/test_attention.py`); this notebook only chooses images and draws.
 #
 # **Models.** If the ablation runner (`experiments/ablate.py`) has logged a finished run of a variant to MLflow
-# (set `SEPVIT_TRACKING_URI` and `SEPVIT_EXPERIMENT`; by default `<repo>/output/mlflow.db`, experiment
+# (set `SEPVIT_TRACKING_URI` and `SEPVIT_EXPERIMENT`, which may list several experiments separated by commas; by default `<repo>/output/mlflow.db`, experiment
 # `sepvit-ablation`), its best checkpoint is loaded. Otherwise each variant is trained here, briefly, on the
 # built-in "distant match count" images (`experiments/synthetic.py`) with the runner's own engine, logged to a
 # throw-away MLflow store, and loaded back the same way. `SEPVIT_SMOKE=1` (CI) trains only a few steps:
@@ -96,10 +96,13 @@ def runner_model(cfg):
         return None
     from experiments.report import load_runs
 
-    try:
-        runs = A.matching_runs(load_runs(RUNNER_URI, EXPERIMENT), cfg)
-    except ValueError:  # no such experiment in that store
-        return None
+    found = []
+    for experiment in EXPERIMENT.split(","):
+        try:
+            found.append(load_runs(RUNNER_URI, experiment.strip()))
+        except ValueError:  # no such experiment in that store
+            continue
+    runs = A.matching_runs(pd.concat(found, ignore_index=True), cfg) if found else pd.DataFrame()
     if runs.empty:
         return None
     row = runs.iloc[0]
