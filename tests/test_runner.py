@@ -146,7 +146,9 @@ def test_interrupt_marks_runs_killed_with_reason_and_keeps_checkpoints(sig, word
 
     from experiments.checkpoint import load_checkpoint
 
-    proc = _runner([*TINY_ARGS[:-2], "--epochs", "2", "--output", str(output_dir)], {"SEPVIT_TEST_PAUSE_AT_EPOCH": "2"})
+    # pytest-xdist workers ignore SIGINT and children inherit that: give the runner a terminal's default
+    proc = _runner([*TINY_ARGS[:-2], "--epochs", "2", "--output", str(output_dir)], {"SEPVIT_TEST_PAUSE_AT_EPOCH": "2"},
+                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while not list(output_dir.rglob("paused")):
         assert proc.poll() is None, proc.communicate()
