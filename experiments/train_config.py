@@ -8,8 +8,10 @@ hand it to `experiments.engine.train_and_evaluate`.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
+
+from sepvit.config import checked_fields
 
 
 @dataclass
@@ -88,11 +90,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}: known fields are {sorted(known)}")
-        return cls(**data)
+        return cls(**checked_fields(cls, data))
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

@@ -19,6 +19,15 @@ GSA_STAGES = (1, 2)  # zero-based: the authors group windows in stages 2 and 3 o
 _PER_STAGE = ("embed_dims", "depths", "num_heads", "group_size", "twins_sr_ratios")
 
 
+def checked_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` if every key is a field of the dataclass `cls`; otherwise ValueError naming the unknown ones."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}: known fields are {sorted(known)}")
+    return data
+
+
 @dataclass
 class SepViTConfig:
     """A SepViT-family backbone. Field names are the switches used everywhere in the workbench.
@@ -181,11 +190,7 @@ class SepViTConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SepViTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SepViTConfig field(s) {unknown}: known fields are {sorted(known)}")
-        return cls(**data)
+        return cls(**checked_fields(cls, data))
 
     def replace(self, **changes: Any) -> "SepViTConfig":
         """A validated copy with some fields changed."""
