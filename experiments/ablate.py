@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="any other SepViTConfig field, e.g. embed_dims=(16,32,64,128) (Python literals)")
     m.add_argument("--no-lwt", action="store_true", help="fixed zero window tokens (window_token='zero')")
     m.add_argument("--window-token", choices=WINDOW_TOKENS, help="window summary token")
-    m.add_argument("--no-dssa", action="store_true", help="window attention only, no PWA (dssa=False)")
+    m.add_argument("--no-dssa", action="store_true", help="local-only model: window attention in every block, no PWA, no GSA groups (dssa=False)")
     m.add_argument("--no-gsa", action="store_true", help="no grouped blocks (gsa=False)")
     m.add_argument("--group-size", type=int, nargs="+", metavar="N", help="windows per group side (one or per stage)")
     m.add_argument("--block-pattern", choices=BLOCK_PATTERNS, help="block type")
@@ -112,6 +112,8 @@ def switch_changes(args) -> dict:
     if args.no_dssa:
         if "window_token" in changes:
             raise UsageError("--no-dssa removes window tokens, so --no-lwt/--window-token contradict it: drop one")
+        if args.group_size:
+            raise UsageError("--group-size has no effect with --no-dssa (GSA groups are DSSA blocks): drop one of them")
         changes["dssa"] = False
     if args.no_gsa:
         if args.group_size:

@@ -35,9 +35,13 @@ class SepViTConfig:
     Paper switches (defaults = the authors' code):
       window_token: "learnable" (per-window zero-initialised parameter), "zero" (fixed zero, no
           parameters), "avgpool" (the window's mean as its summary, the paper's Table-7 alternative).
-      dssa: True = DWA + window tokens + PWA (depthwise separable self-attention). False = window
-          attention only: windows do not exchange information inside a block.
+      dssa: True = DWA + window tokens + PWA (depthwise separable self-attention). False = the local-only
+          model: window attention at `window_size` in every block, so windows never exchange information
+          inside a block (a stage whose map fits in one window, e.g. stage 4, is still global).
       gsa: True = grouped blocks alternate with plain ones in stages 2 and 3 (grouped self-attention).
+          A GSA block is a DSSA block over groups of windows (one token per group, PWA among groups),
+          so gsa has no effect when dssa=False: grouping without DSSA would make bigger windows (global
+          in stage 3), i.e. a model whose windows do exchange information.
       group_size: windows per side in a group, one int or one per stage (only stages 2 and 3 use it).
       block_pattern: "sepvit" (one SepViT block), "swin" (W-MSA / SW-MSA pairs), "twins" (LSA / GSA
           pairs with sub-sampling `twins_sr_ratios`), "msa" (global attention everywhere).
@@ -133,7 +137,7 @@ class SepViTConfig:
             raise ValueError(f"group_size has {len(groups)} entries but the model has {n} stages: give one int or {n}")
         if any(g < 1 for g in groups):
             raise ValueError(f"group_size must be >= 1 (1 = plain windows), got {self.group_size}")
-        if self.block_pattern == "sepvit" and self.gsa:
+        if self.block_pattern == "sepvit" and self.dssa and self.gsa:
             for stage in self.gsa_stages:
                 windows_per_side = self.windows_per_side(stage)
                 if groups[stage] > windows_per_side:
@@ -176,7 +180,7 @@ class SepViTConfig:
         """Window side of every block of a stage: grouped blocks use group_size * window_size."""
         base = self.window_size
         grouped = base * self.group_sizes[stage]
-        use_groups = self.block_pattern == "sepvit" and self.gsa and stage in self.gsa_stages
+        use_groups = self.block_pattern == "sepvit" and self.dssa and self.gsa and stage in self.gsa_stages
         return tuple(grouped if (use_groups and i % 2 == 1) else base for i in range(self.depths[stage]))
 
     # ------------------------------------------------------------------ conversion

@@ -47,7 +47,8 @@ class SepViTBlock(nn.Module):
         z~ = concat(wt, windows(z));  d = DWA(LN(z~)) + LN(z~);  (t, p) = split(d)
         z' = z + proj(PWA(t, p) + p);  out = z' + MLP(LN(z'))
     Paper equations (inner_shortcuts=False): d = DWA(LN(z~)), z' = z + proj(PWA(t, p)).
-    With dssa=False there are no window tokens and no PWA (window attention only).
+    With dssa=False there are no window tokens and no PWA (window attention only; the config then
+    gives every block the base window, since GSA groups belong to DSSA).
     A block whose window covers the whole map at the model's img_size (token_grid == (1, 1)) is built
     as in the authors' code, without window token or PWA parameters: global MSA plus the inner shortcut
     (the authors' stage 4 and stage-3 GSA blocks at 224). It stays global at any input size.

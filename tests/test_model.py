@@ -121,6 +121,21 @@ def test_group_size_per_stage_sets_the_grouped_window():
     assert micro(group_size=1).block_window_sizes(1) == (4, 4)
 
 
+def test_local_only_model_has_no_grouped_windows():
+    """dssa=False is the local-only model: GSA groups are DSSA blocks, so no block gets a bigger window."""
+    local = micro(dssa=False)
+    assert all(local.block_window_sizes(s) == (4,) * local.depths[s] for s in range(local.num_stages))
+    model = local.build().eval()
+    with torch.no_grad(), record_attention(model) as maps:
+        model(torch.randn(1, 3, 32, 32))
+    windows = {r["block"]: (r["kind"], r["attn"].shape[1]) for r in maps}
+    # 8x8, 4x4, 2x2 windows in stages 1-3 (no PWA, no grouped block); stage 4's 4x4 map is one window
+    assert windows["stages.0.blocks.0"] == ("dwa", 64)
+    assert windows["stages.1.blocks.1"] == ("dwa", 16) and windows["stages.2.blocks.1"] == ("dwa", 4)
+    assert windows["stages.3.blocks.0"] == ("msa", 1)
+    assert not any(kind == "pwa" for kind, _ in windows.values())
+
+
 @pytest.mark.parametrize("pattern", BLOCK_PATTERNS)
 @pytest.mark.parametrize("size", [32, 37])
 def test_fused_and_explicit_attention_agree(pattern, size):

@@ -27,6 +27,7 @@ BAD_INPUT = {
     "contradictory --no-lwt/--window-token": (["--no-lwt", "--window-token", "avgpool"], "--no-lwt"),
     "contradictory --no-dssa/--no-lwt": (["--no-dssa", "--no-lwt"], "--no-dssa"),
     "contradictory --no-gsa/--group-size": (["--no-gsa", "--group-size", "2"], "--group-size"),
+    "contradictory --no-dssa/--group-size": (["--no-dssa", "--group-size", "2"], "--group-size"),
     "switch only for sepvit blocks": (["--block-pattern", "swin", "--no-dssa"], "block_pattern"),
     "grid plus switches": (["--grid", "paper", "--no-gsa"], "--grid"),
     "unknown dataset": (["--dataset", "mnist"], "unknown dataset"),
