@@ -137,16 +137,15 @@ class SepViTConfig:
             raise ValueError(f"group_size has {len(groups)} entries but the model has {n} stages: give one int or {n}")
         if any(g < 1 for g in groups):
             raise ValueError(f"group_size must be >= 1 (1 = plain windows), got {self.group_size}")
-        if self.block_pattern == "sepvit" and self.dssa and self.gsa:
-            for stage in self.gsa_stages:
-                windows_per_side = self.windows_per_side(stage)
-                if groups[stage] > windows_per_side:
-                    raise ValueError(
-                        f"group_size={groups[stage]} does not fit stage {stage + 1}: its "
-                        f"{self.stage_resolution(stage)}x{self.stage_resolution(stage)} map holds "
-                        f"{windows_per_side}x{windows_per_side} windows of {self.window_size}; "
-                        f"the largest group size that fits is {windows_per_side}"
-                    )
+        for stage in self.gsa_stages:
+            windows_per_side = self.windows_per_side(stage)
+            if groups[stage] > windows_per_side:
+                raise ValueError(
+                    f"group_size={groups[stage]} does not fit stage {stage + 1}: its "
+                    f"{self.stage_resolution(stage)}x{self.stage_resolution(stage)} map holds "
+                    f"{windows_per_side}x{windows_per_side} windows of {self.window_size}; "
+                    f"the largest group size that fits is {windows_per_side}"
+                )
 
     # ------------------------------------------------------------------ derived geometry
     @property
@@ -161,7 +160,10 @@ class SepViTConfig:
 
     @property
     def gsa_stages(self) -> tuple[int, ...]:
-        """Stages (zero-based) in which grouped blocks alternate with plain ones."""
+        """Stages (zero-based) in which grouped blocks alternate with plain ones: none unless the model
+        has SepViT blocks with DSSA and GSA on (a GSA block is a DSSA block over groups of windows)."""
+        if not (self.block_pattern == "sepvit" and self.dssa and self.gsa):
+            return ()
         return tuple(s for s in GSA_STAGES if s < self.num_stages)
 
     def stage_resolution(self, stage: int, img_size: int | None = None) -> int:
@@ -180,7 +182,7 @@ class SepViTConfig:
         """Window side of every block of a stage: grouped blocks use group_size * window_size."""
         base = self.window_size
         grouped = base * self.group_sizes[stage]
-        use_groups = self.block_pattern == "sepvit" and self.dssa and self.gsa and stage in self.gsa_stages
+        use_groups = stage in self.gsa_stages
         return tuple(grouped if (use_groups and i % 2 == 1) else base for i in range(self.depths[stage]))
 
     # ------------------------------------------------------------------ conversion
