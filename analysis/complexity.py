@@ -19,7 +19,6 @@ Command line (`sepvit-complexity` or `python analysis/complexity.py`): see `--he
 from __future__ import annotations
 
 import argparse
-import ast
 import difflib
 import functools
 import json
@@ -42,6 +41,7 @@ from sepvit.attention import (
 )
 from sepvit.config import PRESETS, SepViTConfig, patch_embed_geometry
 from sepvit.layers import ConditionalPositionEncoding, PatchEmbed, mlp_macs, window_geometry
+from workbench.cli import OneLineParser
 
 NORM_MACS_PER_ELEMENT = 5  # fvcore's LayerNorm estimate (affine); the paper counts 0
 RESAMPLE_MACS_PER_ELEMENT = 4  # fvcore's aten::upsample_bilinear2d estimate
@@ -749,32 +749,18 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 
 # ================================================================================== command line
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line usage errors (exit code 2, no usage dump, no traceback)."""
+def _model_kwargs(items: Sequence[str]) -> dict[str, Any]:
+    """--model-kwargs: typed SepViTConfig fields (the workbench's one override parser)."""
+    from workbench.fields import FieldError, parse_assignments
 
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _parse_kwargs(items: Sequence[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--model-kwargs takes key=value pairs, got {item!r}")
-        lowered = value.lower()
-        if lowered in ("true", "false"):
-            out[key] = lowered == "true"
-            continue
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
+    try:
+        return parse_assignments(SepViTConfig, items)
+    except FieldError as error:
+        raise UsageError(f"--model-kwargs {error}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="sepvit-complexity",
         description="MACs of SepViT and its peers three ways: the paper's formulas, fvcore and ptflops.",
         epilog=CONVENTIONS + """
@@ -813,7 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = block_comparison(args.variant, args.img_size)
             text = format_block_table(rows)
         else:
-            kwargs = _parse_kwargs(args.model_kwargs)
+            kwargs = _model_kwargs(args.model_kwargs)
             rows = model_table(args.models, args.img_size, with_ptflops=not args.no_ptflops, **kwargs)
             text = format_model_table(rows)
     except UsageError as error:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Sequence
 
 from sepvit.config import BLOCK_PATTERNS, PRESETS, WINDOW_TOKENS, SepViTConfig
-from sepvit.summary import parse_overrides
+from workbench.cli import OneLineParser
+from workbench.fields import parse_assignments
 
 from experiments.grids import GRIDS, REFERENCE, grid, label_for
 from experiments.train_config import TrainConfig
@@ -37,15 +38,8 @@ class UsageError(ValueError):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but errors are one line on stderr (exit 2) without the usage block."""
-
-    def error(self, message: str):  # noqa: D401
-        self.exit(EXIT_BAD_INPUT, f"ablate.py: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ablate.py", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="ablate.py", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     m = p.add_argument_group("model switches (map onto SepViTConfig; defaults = the authors' SepViT)")
     m.add_argument("--model", default=DEFAULT_MODEL, help=f"registered name or preset: {', '.join(PRESETS)}")
@@ -139,7 +133,7 @@ def base_config(args) -> SepViTConfig:
     if args.model not in PRESETS:
         raise UsageError(f"unknown model {args.model!r}: use one of {', '.join(PRESETS)}")
     try:
-        overrides = parse_overrides(args.model_kwargs)
+        overrides = parse_assignments(SepViTConfig, args.model_kwargs)
     except ValueError as exc:
         raise UsageError(f"--model-kwargs: {exc}") from None
     if args.drop_path is not None:

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from sepvit.config import checked_fields
+from workbench.fields import check_known, check_types
 
 
 @dataclass
@@ -53,7 +53,8 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError saying what to change."""
+        """Raise ValueError saying what to change (a wrong type included)."""
+        check_types(self)
         positive = {"batch_size": self.batch_size, "epochs": self.epochs, "checkpoint_every": self.checkpoint_every}
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
@@ -90,7 +91,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        return cls(**checked_fields(cls, data))
+        check_known(cls, list(data))
+        return cls(**data)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

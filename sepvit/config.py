@@ -13,19 +13,12 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from workbench.fields import check_known, check_types
+
 WINDOW_TOKENS = ("learnable", "zero", "avgpool")
 BLOCK_PATTERNS = ("sepvit", "swin", "twins", "msa")
 GSA_STAGES = (1, 2)  # zero-based: the authors group windows in stages 2 and 3 only
 _PER_STAGE = ("embed_dims", "depths", "num_heads", "group_size", "twins_sr_ratios")
-
-
-def checked_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """`data` if every key is a field of the dataclass `cls`; otherwise ValueError naming the unknown ones."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}: known fields are {sorted(known)}")
-    return data
 
 
 @dataclass
@@ -86,7 +79,8 @@ class SepViTConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Raise ValueError with a message that says what to change."""
+        """Raise ValueError with a message that says what to change (a wrong type included: gsa='false')."""
+        check_types(self)
         n = len(self.depths)
         if n < 1:
             raise ValueError("depths must name at least one stage, e.g. depths=(1, 2, 6, 2)")
@@ -196,10 +190,12 @@ class SepViTConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SepViTConfig":
-        return cls(**checked_fields(cls, data))
+        check_known(cls, list(data))
+        return cls(**data)
 
     def replace(self, **changes: Any) -> "SepViTConfig":
         """A validated copy with some fields changed."""
+        check_known(type(self), list(changes))
         return dataclasses.replace(self, **changes)
 
     def diff(self, other: "SepViTConfig | None" = None) -> dict[str, Any]:

@@ -5,25 +5,13 @@ effect of a switch is visible before anything is trained: `python -m sepvit sepv
 """
 from __future__ import annotations
 
-import ast
 import sys
 from typing import Sequence
 
+from workbench.cli import fail
+from workbench.fields import parse_assignments
+
 from .config import PRESETS, SepViTConfig
-
-
-def parse_overrides(pairs: Sequence[str]) -> dict:
-    """`k=v` pairs; values are Python literals (ast.literal_eval, never eval) or plain strings."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"expected field=value, got {pair!r}")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
 
 
 def describe(cfg: SepViTConfig) -> str:
@@ -57,9 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     name = args.pop(0) if args and "=" not in args[0] else "sepvit_micro_32"
     try:
-        cfg = SepViTConfig.preset(name, **parse_overrides(args))
-    except (ValueError, TypeError) as err:
-        print(f"sepvit: {err}", file=sys.stderr)
-        return 2
+        cfg = SepViTConfig.preset(name, **parse_assignments(SepViTConfig, args))
+    except ValueError as err:
+        return fail("sepvit", str(err))
     print(f"{name}\n{describe(cfg)}")
     return 0

@@ -279,7 +279,7 @@ def test_cli_bad_usage_exits_2(argv, capsys):
 @pytest.mark.parametrize("argv,fragment", [
     (["--models", "sepvit_micro_32", "--img-size", "0"], "positive"),
     (["--blocks", "--variant", "sepvit_tin"], "sepvit_tiny"),
-    (["--models", "sepvit_micro_32", "--model-kwargs", "window_size"], "key=value"),
+    (["--models", "sepvit_micro_32", "--model-kwargs", "window_size"], "field=value"),
     (["--models", "sepvit_micro_32", "--model-kwargs", "no_such_field=1"], "no_such_field"),
     (["--models", "sepvit_micro_32", "--model-kwargs", "block_pattern=cswin"], "block_pattern"),
 ])
