@@ -43,6 +43,8 @@ from sepvit.config import PRESETS, SepViTConfig, patch_embed_geometry
 from sepvit.layers import ConditionalPositionEncoding, PatchEmbed, mlp_macs, window_geometry
 from workbench.cli import OneLineParser
 
+from analysis.units import TITLES, UNITS, stage_units
+
 NORM_MACS_PER_ELEMENT = 5  # fvcore's LayerNorm estimate (affine); the paper counts 0
 RESAMPLE_MACS_PER_ELEMENT = 4  # fvcore's aten::upsample_bilinear2d estimate
 
@@ -454,81 +456,30 @@ def model_table(names: Sequence[str], img_size: int | None = None, *, with_ptflo
 
 
 # ================================================================================== block comparison
-BLOCK_UNITS = ("sepvit_block", "sepvit_gsa_block", "swin_pair", "twins_pair", "msa_block",
-               "ours_swin_pair", "ours_twins_pair", "ours_msa_block")
-BLOCK_UNIT_TITLES = {
-    "sepvit_block": "SepViT block (DSSA, window M)",
-    "sepvit_gsa_block": "SepViT GSA block (window gM)",
-    "swin_pair": "Swin pair (timm W-MSA + SW-MSA)",
-    "twins_pair": "Twins pair (timm LSA + GSA)",
-    "msa_block": "global MSA block (timm ViT)",
-    "ours_swin_pair": "our swin pattern pair",
-    "ours_twins_pair": "our twins pattern pair",
-    "ours_msa_block": "our msa pattern block",
-}
+BLOCK_UNITS, BLOCK_UNIT_TITLES = UNITS, TITLES
 
 
-class _Pair:
-    """Builders of two-block modules whose forward takes one tensor (fvcore traces tensors only)."""
-
-    @staticmethod
-    def sequential(*blocks):
-        from torch import nn
-
-        return nn.Sequential(*blocks)
-
-    @staticmethod
-    def twins(dim: int, heads: int, window: int, sr_ratio: int, height: int, width: int, ratio: float):
-        from timm.models.twins import Block
-        from torch import nn
-
-        class TwinsPair(nn.Module):
-            """timm Twins: LSA block then GSA block on (B, HW, C) tokens of an H x W map."""
-
-            def __init__(self):
-                super().__init__()
-                self.local = Block(dim=dim, num_heads=heads, mlp_ratio=ratio, ws=window, sr_ratio=sr_ratio)
-                self.sub = Block(dim=dim, num_heads=heads, mlp_ratio=ratio, ws=1, sr_ratio=sr_ratio)
-
-            def forward(self, x):
-                return self.sub(self.local(x, (height, width)), (height, width))
-
-        return TwinsPair()
-
-
-def _stage_units(cfg: SepViTConfig, stage: int, height: int, width: int) -> dict[str, tuple[Any, Macs, str] | None]:
-    """name -> (module, analytic Macs, input layout) for every unit compared at one stage's shape."""
-    from timm.models.swin_transformer import SwinTransformerBlock
-    from timm.models.vision_transformer import Block as VitBlock
-
-    from sepvit.model import make_block
-
-    dim, heads, window, ratio = cfg.embed_dims[stage], cfg.num_heads[stage], cfg.window_size, cfg.mlp_ratio
+def _unit_macs(cfg: SepViTConfig, stage: int, height: int, width: int) -> dict[str, Macs | None]:
+    """name -> analytic Macs of every unit of `analysis.units.stage_units` at one stage's shape."""
+    dim, window, ratio = cfg.embed_dims[stage], cfg.window_size, cfg.mlp_ratio
     sepvit_cfg = cfg.replace(block_pattern="sepvit")
-    units: dict[str, tuple[Any, Macs, str] | None] = {}
-    units["sepvit_block"] = (make_block(sepvit_cfg, stage, 0, 0.0), block_macs(sepvit_cfg, stage, 0, height, width), "nhwc")
     grouped = [i for i, w in enumerate(sepvit_cfg.block_window_sizes(stage)) if w != window]
-    units["sepvit_gsa_block"] = ((make_block(sepvit_cfg, stage, grouped[0], 0.0),
-                                  block_macs(sepvit_cfg, stage, grouped[0], height, width), "nhwc") if grouped else None)
-    swin = _Pair.sequential(*(SwinTransformerBlock(dim=dim, input_resolution=(height, width), num_heads=heads,
-                                                   window_size=window, shift_size=shift, mlp_ratio=ratio)
-                              for shift in (0, window // 2)))
-    swin_block = transformer_block(height, width, dim, window_msa(height, width, dim, window, proj_on_padded=True), ratio)
-    units["swin_pair"] = (swin, swin_block * 2, "nhwc")
     sr = cfg.twins_sr_ratios[stage]
-    twins = _Pair.twins(dim, heads, window, sr, height, width, ratio)
-    twins_macs = (transformer_block(height, width, dim, window_msa(height, width, dim, window, shrink_to_map=False), ratio)
-                  + transformer_block(height, width, dim, twins_gsa(height, width, dim, sr, pad=False), ratio))
-    units["twins_pair"] = (twins, twins_macs, "tokens")
-    units["msa_block"] = (VitBlock(dim=dim, num_heads=heads, mlp_ratio=ratio, qkv_bias=True),
-                          transformer_block(height, width, dim, msa(height, width, dim), ratio), "tokens")
+    macs: dict[str, Macs | None] = {
+        "sepvit_block": block_macs(sepvit_cfg, stage, 0, height, width),
+        "sepvit_gsa_block": block_macs(sepvit_cfg, stage, grouped[0], height, width) if grouped else None,
+        "swin_pair": transformer_block(height, width, dim,
+                                       window_msa(height, width, dim, window, proj_on_padded=True), ratio) * 2,
+        "twins_pair": (transformer_block(height, width, dim, window_msa(height, width, dim, window, shrink_to_map=False),
+                                         ratio)
+                       + transformer_block(height, width, dim, twins_gsa(height, width, dim, sr, pad=False), ratio)),
+        "msa_block": transformer_block(height, width, dim, msa(height, width, dim), ratio),
+    }
     for pattern, count in (("swin", 2), ("twins", 2), ("msa", 1)):
         pattern_cfg = cfg.replace(block_pattern=pattern)
-        blocks = [make_block(pattern_cfg, stage, i, 0.0) for i in range(count)]
-        module = blocks[0] if count == 1 else _Pair.sequential(*blocks)
-        units[f"ours_{pattern}_pair" if count == 2 else f"ours_{pattern}_block"] = (
-            module, total(block_macs(pattern_cfg, stage, i, height, width) for i in range(count)), "nhwc")
-    return units
+        name = f"ours_{pattern}_pair" if count == 2 else f"ours_{pattern}_block"
+        macs[name] = total(block_macs(pattern_cfg, stage, i, height, width) for i in range(count))
+    return macs
 
 
 def block_comparison(variant: str = "sepvit_tiny", img_size: int | None = None, *,
@@ -555,18 +506,16 @@ def block_comparison(variant: str = "sepvit_tiny", img_size: int | None = None, 
         dim = cfg.embed_dims[stage]
         row: dict[str, Any] = dict(stage=stage + 1, height=h, width=w, dim=dim, heads=cfg.num_heads[stage],
                                    window=cfg.window_size, img_size=size)
-        units = _stage_units(cfg, stage, h, w)
+        units, unit_macs = stage_units(cfg, stage, h, w), _unit_macs(cfg, stage, h, w)
         for name in BLOCK_UNITS:
-            unit = units[name]
-            if unit is None:
+            module, macs = units[name], unit_macs[name]
+            if module is None:
                 row[name] = row[f"{name}_analytic"] = row[f"{name}_analytic_norms"] = None
                 continue
-            module, macs, layout = unit
             row[f"{name}_analytic"] = macs.paper
             row[f"{name}_analytic_norms"] = macs.fvcore
             if measure:
-                x = torch.zeros(1, h, w, dim) if layout == "nhwc" else torch.zeros(1, h * w, dim)
-                row[name] = fvcore_count(module.eval(), x).total
+                row[name] = fvcore_count(module.eval(), torch.zeros(1, h, w, dim)).total
             else:
                 row[name] = None
         mlp_paper = mlp(h * w, dim, cfg.mlp_ratio).paper
