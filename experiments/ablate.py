@@ -4,34 +4,43 @@
     python experiments/ablate.py --grid paper --seeds 2                  # the paper's component chain
     python experiments/ablate.py --grid one-off --epochs 5               # each switch off alone
     torchrun --nproc-per-node 2 experiments/ablate.py --no-gsa          # DistributedDataParallel (gloo on CPU)
-    python experiments/ablate.py --resume output/<experiment>/<call>/<run>/last.pth
+    python experiments/ablate.py --resume output/<experiment>/<call>     # finish an interrupted call
 
-Switches map one-to-one onto `SepViTConfig` fields; training flags use timm train.py's names and fill a
-`TrainConfig`; `experiments.engine.train_and_evaluate` does the training. Every run of one call is a child of
-one MLflow parent run. Bad input is refused before any training: one line on stderr, exit code 2.
+Switches map one-to-one onto `SepViTConfig` fields; the training flags are generated from `TrainConfig`'s fields
+(timm train.py names). A call plans every (configuration, seed) run in `<call>/call.json` before training, and
+`--resume` finishes what is unfinished (see experiments/calls.py). Every run of a call is a child of one MLflow
+parent run. Bad input is refused before any MLflow run is opened: one line on stderr, exit code 2.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import re
 import sys
-import time
-from datetime import datetime, timezone
-from pathlib import Path
+import traceback
 from typing import Sequence
 
 from sepvit.config import BLOCK_PATTERNS, PRESETS, WINDOW_TOKENS, SepViTConfig
-from workbench.cli import OneLineParser
+from workbench.cli import OneLineParser, add_dataclass_flags, fail, given_flags
 from workbench.fields import parse_assignments
 
+from experiments.calls import Call, CallError, PlannedRun, find_call_folder, new_call_folder, slug
 from experiments.grids import GRIDS, REFERENCE, grid, label_for
 from experiments.train_config import TrainConfig
 
 DEFAULT_MODEL = "sepvit_nano_32"
 DEFAULT_EXPERIMENT = "sepvit-ablation"
-EXIT_BAD_INPUT, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_RUN_FAILED, EXIT_INTERRUPTED = 1, 130
+PROG = "ablate.py"
+# Model fields the data decides: the dataset sets classes and channels, --img-size the input size.
+DATA_OWNED = {"img_size": "--img-size", "in_chans": "the dataset", "num_classes": "the dataset"}
+# Training settings that --resume may change (applied to unfinished runs and recorded as resume.* tags):
+# more epochs to extend, a lower lr or gradient clipping after a NaN, and where/how the data is loaded.
+RESUME_MAY_CHANGE = ("epochs", "lr", "clip_grad", "workers", "device")
+# Flags that only locate the call on --resume.
+RESUME_LOCATORS = ("resume", "output", "tracking_uri")
+
+log = logging.getLogger("sepvit.ablate")
 
 
 class UsageError(ValueError):
@@ -39,15 +48,16 @@ class UsageError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="ablate.py", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     m = p.add_argument_group("model switches (map onto SepViTConfig; defaults = the authors' SepViT)")
-    m.add_argument("--model", default=DEFAULT_MODEL, help=f"registered name or preset: {', '.join(PRESETS)}")
-    m.add_argument("--model-kwargs", nargs="*", default=[], metavar="K=V",
-                   help="any other SepViTConfig field, e.g. embed_dims=(16,32,64,128) (Python literals)")
+    m.add_argument("--model", default=DEFAULT_MODEL, help=f"preset: {', '.join(PRESETS)}")
+    m.add_argument("--model-kwargs", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="any other SepViTConfig field, typed by the field: gsa=false embed_dims=16,32,64,128")
     m.add_argument("--no-lwt", action="store_true", help="fixed zero window tokens (window_token='zero')")
     m.add_argument("--window-token", choices=WINDOW_TOKENS, help="window summary token")
-    m.add_argument("--no-dssa", action="store_true", help="local-only model: window attention in every block, no PWA, no GSA groups (dssa=False)")
+    m.add_argument("--no-dssa", action="store_true",
+                   help="local-only model: window attention in every block, no PWA, no GSA groups (dssa=False)")
     m.add_argument("--no-gsa", action="store_true", help="no grouped blocks (gsa=False)")
     m.add_argument("--group-size", type=int, nargs="+", metavar="N", help="windows per group side (one or per stage)")
     m.add_argument("--block-pattern", choices=BLOCK_PATTERNS, help="block type")
@@ -56,43 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--paper-equations", action="store_true", help="no inner DSSA shortcuts (inner_shortcuts=False)")
     m.add_argument("--window-size", type=int, help="window side in tokens")
     m.add_argument("--drop-path", type=float, help="stochastic depth rate (drop_path_rate)")
-
-    t = p.add_argument_group("training (timm train.py names)")
-    d = TrainConfig.__dataclass_fields__
-    t.add_argument("--dataset", default=d["dataset"].default, help="synthetic, digits, cifar10, cifar100, imagefolder")
-    t.add_argument("--data-dir", help="folder holding the dataset (cifar*/imagefolder)")
-    t.add_argument("--img-size", type=int, help="input side (None: the model preset's)")
-    t.add_argument("-b", "--batch-size", type=int, default=d["batch_size"].default, help="per process")
-    t.add_argument("--epochs", type=int, default=d["epochs"].default, help="epochs per run")
-    t.add_argument("--lr", type=float, default=d["lr"].default, help="peak AdamW learning rate")
-    t.add_argument("--min-lr", type=float, default=d["min_lr"].default, help="cosine floor")
-    t.add_argument("--weight-decay", type=float, default=d["weight_decay"].default, help="AdamW (not on norms, biases, window tokens, CPE)")
-    t.add_argument("--warmup-epochs", type=int, default=d["warmup_epochs"].default, help="linear warm-up, per step")
-    t.add_argument("--smoothing", type=float, default=d["smoothing"].default, help="label smoothing")
-    t.add_argument("--mixup", type=float, default=d["mixup"].default, help="Mixup alpha (0: off)")
-    t.add_argument("--cutmix", type=float, default=d["cutmix"].default, help="CutMix alpha (0: off)")
-    t.add_argument("--clip-grad", type=float, default=d["clip_grad"].default, help="max grad norm (0: off)")
-    t.add_argument("--model-ema", action="store_true", help="evaluate an EMA of the weights (timm ModelEmaV3)")
-    t.add_argument("--model-ema-decay", type=float, default=d["model_ema_decay"].default, help="EMA decay")
-    t.add_argument("--amp", action="store_true", help="bfloat16 autocast")
-    t.add_argument("--seed", type=int, default=d["seed"].default, help="first seed (init, order, augmentation)")
-    t.add_argument("--workers", type=int, default=d["workers"].default, help="DataLoader workers")
-    t.add_argument("--device", default=d["device"].default, help="auto, cpu, cuda, cuda:N")
-    t.add_argument("--train-size", type=int, help="cap on training samples")
-    t.add_argument("--val-size", type=int, help="cap on validation samples")
-    t.add_argument("--output", default=d["output"].default, help="checkpoints, MLflow database and artifacts")
-    t.add_argument("--resume", metavar="PATH", help="continue a run from its last.pth (same MLflow run)")
-
+    t = p.add_argument_group("training (TrainConfig fields, timm train.py names)")
+    add_dataclass_flags(t, TrainConfig)
     r = p.add_argument_group("runs and tracking")
     r.add_argument("--seeds", type=int, default=1, help="seeds per configuration (seed, seed+1, ...)")
     r.add_argument("--compare", action="store_true", help="also train the reference with the same seeds and data")
     r.add_argument("--grid", choices=list(GRIDS), help="a predefined set of configurations")
     r.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<output>/mlflow.db)")
     r.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
+    r.add_argument("--resume", metavar="CALL",
+                   help="finish an interrupted call: its folder, a last.pth inside it, or its parent run id")
     return p
 
 
-# ---------------------------------------------------------------------------------- args -> configs
+# ---------------------------------------------------------------------------------- args -> plan
 def switch_changes(args) -> dict:
     """The SepViTConfig fields set by the ablation switches (refusing contradictory combinations)."""
     changes: dict = {}
@@ -115,27 +102,23 @@ def switch_changes(args) -> dict:
         changes["gsa"] = False
     if args.group_size:
         changes["group_size"] = args.group_size[0] if len(args.group_size) == 1 else tuple(args.group_size)
-    if args.block_pattern:
-        changes["block_pattern"] = args.block_pattern
-    if args.no_ope:
-        changes["ope"] = False
-    if args.no_cpe:
-        changes["cpe"] = False
-    if args.paper_equations:
-        changes["inner_shortcuts"] = False
-    if args.window_size is not None:
-        changes["window_size"] = args.window_size
+    for flag, name, value in (("block_pattern", "block_pattern", args.block_pattern), ("no_ope", "ope", False),
+                              ("no_cpe", "cpe", False), ("paper_equations", "inner_shortcuts", False),
+                              ("window_size", "window_size", args.window_size)):
+        if getattr(args, flag) not in (None, False):
+            changes[name] = value
     return changes
 
 
 def base_config(args) -> SepViTConfig:
-    """--model + --model-kwargs (+ --drop-path, --img-size): the configuration every switch starts from."""
+    """--model + --model-kwargs + --drop-path + --img-size: the configuration every switch starts from."""
     if args.model not in PRESETS:
         raise UsageError(f"unknown model {args.model!r}: use one of {', '.join(PRESETS)}")
-    try:
-        overrides = parse_assignments(SepViTConfig, args.model_kwargs)
-    except ValueError as exc:
-        raise UsageError(f"--model-kwargs: {exc}") from None
+    overrides = parse_assignments(SepViTConfig, args.model_kwargs)
+    for name, owner in DATA_OWNED.items():
+        if name in overrides:
+            raise UsageError(f"--model-kwargs {name}: the {name.replace('_', ' ')} is set by {owner}, not the model: "
+                             f"drop it{' and pass --img-size' if owner == '--img-size' else ''}")
     if args.drop_path is not None:
         overrides["drop_path_rate"] = args.drop_path
     if args.img_size is not None:
@@ -143,19 +126,12 @@ def base_config(args) -> SepViTConfig:
     return SepViTConfig.preset(args.model, **overrides)
 
 
-def train_config(args, seed: int | None = None) -> TrainConfig:
-    return TrainConfig(
-        dataset=args.dataset, data_dir=args.data_dir, img_size=args.img_size, train_size=args.train_size,
-        val_size=args.val_size, workers=args.workers, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
-        min_lr=args.min_lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-        smoothing=args.smoothing, mixup=args.mixup, cutmix=args.cutmix,
-        clip_grad=args.clip_grad if args.clip_grad and args.clip_grad > 0 else None, model_ema=args.model_ema,
-        model_ema_decay=args.model_ema_decay, amp=args.amp, seed=args.seed if seed is None else seed,
-        device=args.device, output=args.output,
-    )
+def train_config(args, **changes) -> TrainConfig:
+    """The TrainConfig of the command line (its flags are the dataclass's fields)."""
+    return TrainConfig(**{**{name: getattr(args, name) for name in TrainConfig.__dataclass_fields__}, **changes})
 
 
-def plan(args, base: SepViTConfig) -> list[tuple[str, SepViTConfig]]:
+def plan_configs(args, base: SepViTConfig) -> list[tuple[str, SepViTConfig]]:
     """(label, config) of every configuration this call trains; the reference is labelled "reference"."""
     changes = switch_changes(args)
     if args.grid:
@@ -170,170 +146,226 @@ def plan(args, base: SepViTConfig) -> list[tuple[str, SepViTConfig]]:
     return configs
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
+def plan_runs(configs, base: SepViTConfig, train_cfg: TrainConfig, seeds: int) -> list[PlannedRun]:
+    runs = []
+    for label, cfg in configs:
+        diff = cfg.diff(base)
+        tags = {"config": label, "ablation": label, "is_reference": str(not diff).lower(),
+                **{f"ablation.{k}": str(v) for k, v in diff.items()}}
+        for seed in range(train_cfg.seed, train_cfg.seed + seeds):
+            name = f"{label} seed{seed}"
+            runs.append(PlannedRun(label, seed, cfg, train_cfg.replace(seed=seed), slug(name),
+                                   {**tags, "seed": str(seed)}))
+    return runs
 
 
-def _fail(message: str) -> int:
-    print(f"ablate.py: error: {message}", file=sys.stderr)
-    return EXIT_BAD_INPUT
+def prepare(args):
+    """Validate everything and build the data, before any MLflow run exists: (runs, reference, datasets, uri)."""
+    from experiments.data import check_dataset, build_datasets
+    from experiments.engine import check_training_settings, fit_model_to_data
+    from experiments.tracking import check_experiment_name, check_tracking_uri, default_tracking_uri
+
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    base = base_config(args)
+    train_cfg = train_config(args, img_size=args.img_size or base.img_size)
+    check_training_settings(train_cfg)
+    check_dataset(train_cfg.dataset, train_cfg.data_dir)
+    configs = plan_configs(args, base)
+    check_experiment_name(args.experiment)
+    uri = args.tracking_uri or default_tracking_uri(args.output)
+    check_tracking_uri(uri)
+    datasets = build_datasets(train_cfg.dataset, train_cfg.data_dir, train_cfg.img_size, train_cfg.train_size,
+                              train_cfg.val_size, seed=train_cfg.data_seed, verify=True)
+    info = datasets[2]
+    configs = [(label, fit_model_to_data(cfg, info)) for label, cfg in configs]  # re-validates at the data's size
+    base = fit_model_to_data(base, info)
+    reference = next((label for label, cfg in configs if not cfg.diff(base)), None)
+    return plan_runs(configs, base, train_cfg.replace(img_size=info.img_size), args.seeds), reference, datasets, uri
 
 
 # ---------------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
-    logging.getLogger("sepvit.engine").setLevel(logging.INFO)
     if args.resume:
-        return resume(args)
-    from experiments.data import DataError, build_datasets, check_dataset
-    from experiments.engine import fit_model_to_data
-    from experiments.tracking import TrackingError, check_tracking_uri, default_tracking_uri
+        return resume(args, given_flags(parser, argv))
+    from experiments.data import DataError
+    from experiments.tracking import TrackingError
 
-    # ---- validate everything before any training (configs raise ValueError with what to change)
     try:
-        if args.seeds < 1:
-            raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
-        base_train = train_config(args)
-        check_dataset(args.dataset, args.data_dir)
-        base = base_config(args)
-        configs = plan(args, base)
-        tracking_uri = args.tracking_uri or default_tracking_uri(args.output)
-        check_tracking_uri(tracking_uri)
-        datasets = build_datasets(args.dataset, args.data_dir, args.img_size or base.img_size, args.train_size,
-                                  args.val_size, seed=base_train.data_seed)
-        info = datasets[2]
-        configs = [(label, fit_model_to_data(cfg, info)) for label, cfg in configs]  # re-validates at data size
-        base = fit_model_to_data(base, info)
+        runs, reference, datasets, uri = prepare(args)
     except (UsageError, DataError, TrackingError, ValueError) as exc:
-        return _fail(str(exc))
-
+        return fail(PROG, str(exc))
     rank, world = _init_distributed()
-    if rank != 0:  # only rank 0 reports
-        logging.getLogger("sepvit.engine").setLevel(logging.WARNING)
-    tracker = parent_id = None
-    call = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    parent_name = f"{args.grid or label_for(configs[0][1], base)} {call}"
+    folder = _shared(new_call_folder(args.output, args.experiment) if rank == 0 else None, world)
+    call = Call(folder, " ".join([PROG, *argv]), args.experiment, runs, reference, args.tracking_uri,
+                name=f"{args.grid or runs[0].label} {folder.name}")
     if rank == 0:
-        from experiments.tracking import Tracker
+        call.save()
+    return run_call(call, datasets, uri, rank, world)
 
-        tracker = Tracker(tracking_uri, args.experiment, artifact_root=Path(args.output) / "mlartifacts")
-        parent_id = tracker.start_run(parent_name, tags={
-            "kind": "parent", "command": " ".join(["ablate.py", *(argv if argv is not None else sys.argv[1:])]),
-            "grid": args.grid or "", "configs": "; ".join(label for label, _ in configs), "seeds": args.seeds})
-        print(f"MLflow: {tracking_uri} experiment {args.experiment!r}, parent run {parent_id}", file=sys.stderr)
-    results = run_all(args, configs, base, datasets, tracker, parent_id, Path(args.output) / _slug(args.experiment) /
-                      call, world)
-    if results is None:  # interrupted: the engine has marked the child; mark the parent
-        if tracker is not None:
-            tracker.end_run(parent_id, "KILLED", "interrupted (Ctrl-C or SIGTERM)")
-        _shutdown_distributed(world)
-        return EXIT_INTERRUPTED
+
+def resume(args, given: set[str]) -> int:
+    """Finish a call: skip its FINISHED runs, resume those with a last.pth, start the rest; then report."""
+    from experiments.data import DataError, build_datasets
+    from experiments.tracking import TrackingError, check_tracking_uri
+
+    try:
+        call = Call.load(find_call_folder(args.resume, args.output, args.tracking_uri))
+        changes = resume_changes(args, given, call)
+        call.runs = [PlannedRun(r.label, r.seed, r.model, r.train.replace(**changes), r.folder, r.tags)
+                     for r in call.runs]
+        if args.tracking_uri:
+            call.tracking_uri = args.tracking_uri
+        uri = call.resolved_tracking_uri()
+        check_tracking_uri(uri)
+        first = call.runs[0].train
+        datasets = build_datasets(first.dataset, first.data_dir, first.img_size, first.train_size, first.val_size,
+                                  seed=first.data_seed, verify=True)
+        for run in call.runs:
+            check_resumable(call, run)
+    except (UsageError, CallError, DataError, TrackingError, ValueError) as exc:
+        return fail(PROG, str(exc))
+    rank, world = _init_distributed()
     if rank == 0:
-        reference = next((label for label, cfg in configs if not cfg.diff(base)), None)
-        report_results(results, tracker, parent_id, reference)
+        call.save()  # the applied changes become part of the plan
+        done = sum(not call.needs_training(r) for r in call.runs)
+        print(f"resuming {call.folder}: {done} of {len(call.runs)} runs finished"
+              + (f"; changed: {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else ""), file=sys.stderr)
+    return run_call(call, datasets, uri, rank, world, changes=changes)
+
+
+def resume_changes(args, given: set[str], call: Call) -> dict:
+    """The TrainConfig changes --resume applies; a flag it cannot honour is refused, naming the flag."""
+    planned = call.runs[0].train
+    changes = {}
+    for name in sorted(given - set(RESUME_LOCATORS)):
+        flag = "--" + name.replace("_", "-")
+        if name in RESUME_MAY_CHANGE:
+            if getattr(args, name) != getattr(planned, name):
+                changes[name] = getattr(args, name)
+        elif name not in TrainConfig.__dataclass_fields__ or getattr(args, name) != getattr(planned, name):
+            raise UsageError(f"{flag} cannot change when resuming: the call's runs were planned with it (resume may "
+                             f"change {', '.join('--' + n.replace('_', '-') for n in RESUME_MAY_CHANGE)}); drop "
+                             f"{flag} or start a new call")
+    planned.replace(**changes)  # validates the changed values
+    return changes
+
+
+def check_resumable(call: Call, run: PlannedRun) -> None:
+    """Refuse, before training, a run whose last.pth cannot continue it (damaged, foreign, other configuration)."""
+    from experiments.checkpoint import CheckpointError, check_resumable_checkpoint
+
+    last = call.run_dir(run) / "last.pth"
+    if call.state_of(run) == "new" or not last.is_file():
+        return
+    try:
+        done = check_resumable_checkpoint(last, run.model, run.train)
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
+    if done > run.train.epochs:
+        raise UsageError(f"{run.name} has already trained {done} epochs: --epochs {run.train.epochs} cannot shorten "
+                         "it; give at least that many")
+
+
+def run_call(call: Call, datasets, uri: str, rank: int, world: int, changes: dict | None = None) -> int:
+    """Train every unfinished planned run under one MLflow parent; report; close the parent as its children ended."""
+    tracker = None
+    if rank != 0:  # only rank 0 reports
+        logging.getLogger("sepvit").setLevel(logging.WARNING)
+    try:
+        if rank == 0:
+            from experiments.tracking import Tracker
+
+            tracker = Tracker(uri, call.experiment,
+                              artifact_root=None if call.tracking_uri else call.output / "mlartifacts")
+            _open_parent(tracker, call)
+            print(f"MLflow: {uri} experiment {call.experiment!r}, parent run {call.parent_run_id}; call folder "
+                  f"{call.folder}", file=sys.stderr)
+        results = train_planned_runs(call, datasets, tracker, world, changes or {})
+        if rank == 0 and not isinstance(results, str):
+            report_results(results, tracker, call, datasets[2])
+    except Exception as exc:  # a failure nobody foresaw: close the parent, keep the traceback, one line here
+        (call.folder / "error.log").write_text(traceback.format_exc())
+        if tracker is not None and call.parent_run_id is not None:
+            tracker.end_run(call.parent_run_id, "FAILED", f"{type(exc).__name__}: {exc}")
+        _shutdown_distributed(world)
+        print(f"{PROG}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
+              f"(traceback in {call.folder / 'error.log'}); resume the call with --resume {call.folder}",
+              file=sys.stderr)
+        return EXIT_RUN_FAILED
     _shutdown_distributed(world)
+    if isinstance(results, str):  # interrupted
+        if tracker is not None:
+            tracker.end_run(call.parent_run_id, "KILLED", results)
+        return EXIT_INTERRUPTED
     return 0 if all(r.status == "FINISHED" for r in results) else EXIT_RUN_FAILED
 
 
-def run_all(args, configs, base, datasets, tracker, parent_id, call_dir: Path, world: int):
-    """Train every (configuration, seed); returns the Results, or None when interrupted."""
-    from experiments.engine import RunInterrupted, train_and_evaluate
+def _open_parent(tracker, call: Call) -> None:
+    if call.parent_run_id is not None:
+        tracker.reopen_run(call.parent_run_id)
+        return
+    labels = list(dict.fromkeys(r.label for r in call.runs))
+    call.parent_run_id = tracker.start_run(call.name, tags={
+        "kind": "parent", "command": call.command, "configs": "; ".join(labels),
+        "seeds": str(len(call.runs) // max(len(labels), 1)), "planned_runs": str(len(call.runs)),
+        "call_folder": str(call.folder.relative_to(call.output))})
+    call.save()
+    tracker.log_artifact(call.parent_run_id, call.folder / "call.json")
+
+
+def train_planned_runs(call: Call, datasets, tracker, world: int, changes: dict):
+    """The Result of every planned run (finished ones read back), or a reason string when interrupted."""
+    from experiments.run import Result, RunInterrupted, train_and_evaluate
 
     results = []
-    seeds = [args.seed + i for i in range(args.seeds)]
-    for label, cfg in configs:
-        diff = cfg.diff(base)
-        tags = {"config": label, "is_reference": str(not diff).lower(),
-                **{f"ablation.{k}": v for k, v in diff.items()}, "ablation": label}
-        for seed in seeds:
-            name = f"{label} seed{seed}"
-            try:
-                result = train_and_evaluate(cfg, train_config(args, seed), tracker, run_name=name,
-                                            run_dir=call_dir / _slug(name), parent_run_id=parent_id,
-                                            tags={**tags, "seed": seed}, datasets=datasets)
-            except (KeyboardInterrupt, RunInterrupted):
-                print(f"interrupted during {name!r}; resume it with --resume {call_dir / _slug(name) / 'last.pth'}",
-                      file=sys.stderr)
-                return None
-            results.append(result)
-            if tracker is None and world > 1:
-                continue  # not rank 0
+    for index, run in enumerate(call.runs, 1):
+        state = call.state_of(run)
+        if not call.needs_training(run):
+            results.append(Result.from_dict(call.result_of(run), call.run_dir(run)))
+            continue
+        last = call.run_dir(run) / "last.pth"
+        try:
+            result = train_and_evaluate(
+                run.model, run.train, tracker, run_name=run.name, run_dir=call.run_dir(run),
+                parent_run_id=call.parent_run_id, tags=run.tags, datasets=datasets,
+                resume_from=last if state != "new" else None, resume_changes=changes if state != "new" else None)
+        except (KeyboardInterrupt, RunInterrupted):
+            unfinished = [r.name for r in call.runs if call.needs_training(r)]
+            reason = (f"interrupted during {run.name!r}; unfinished: {', '.join(unfinished)}; resume with "
+                      f"--resume {call.folder}")
+            print(f"{PROG}: {reason}", file=sys.stderr)
+            return reason
+        results.append(result)
+        if tracker is not None or world == 1:
             status = f"top-1 {result.top1:.2f}" if result.status == "FINISHED" else f"{result.status}: {result.reason}"
-            print(f"[{len(results)}/{len(configs) * len(seeds)}] {name}: {status}", file=sys.stderr)
+            print(f"[{index}/{len(call.runs)}] {run.name}: {status}", file=sys.stderr)
     return results
 
 
-def report_results(results, tracker, parent_id, reference_label: str | None) -> None:
-    """The end-of-call table on stdout, also logged to the parent run (csv + markdown)."""
-    from experiments.report import compare_to_reference, format_comparison, format_summary, results_frame, summarize
+def report_results(results, tracker, call: Call, info) -> None:
+    """The end-of-call table on stdout, also logged to the parent run (csv + markdown); closes the parent."""
+    from experiments.report import call_report
 
-    frame = results_frame(results, reference_label=reference_label)
-    summary = summarize(frame)
-    text = format_summary(summary)
-    markdown = "## Summary\n\n" + format_summary(summary, markdown=True)
-    if frame["is_reference"].any() and (~frame["is_reference"]).any():
-        comparison = compare_to_reference(frame)
-        text += "\n\n" + format_comparison(comparison)
-        markdown += "\n\n## Against the reference\n\n" + format_comparison(comparison, markdown=True)
-        markdown += ("\n\nCI: Student t over seeds; Δ: Welch t interval; 'exceeds seed noise' = the two 95 % CIs "
-                     "do not overlap.")
-        if tracker is not None:
-            tracker.log_files(parent_id, [("comparison.csv", comparison.to_csv(index=False))])
+    text, markdown, files = call_report(results, call.reference, num_classes=info.num_classes,
+                                        val_size=info.val_size)
     print(text)
     if tracker is not None:
-        tracker.log_files(parent_id, [("summary.csv", summary.to_csv(index=False)), ("summary.md", markdown),
-                                      ("runs.csv", frame.to_csv(index=False))])
-        failed = [r for r in results if r.status != "FINISHED"]
-        tracker.end_run(parent_id, "FAILED" if failed else "FINISHED",
-                        f"{len(failed)} run(s) failed: " + "; ".join(r.run_name for r in failed) if failed else None)
-
-
-# ---------------------------------------------------------------------------------- resume
-def resume(args) -> int:
-    """Continue one run from its last.pth, in the same MLflow run; finish the parent if all its runs are done."""
-    from experiments.checkpoint import load_checkpoint
-    from experiments.engine import RunInterrupted, train_and_evaluate
-    from experiments.tracking import Tracker, TrackingError, check_tracking_uri
-
-    try:
-        ckpt = load_checkpoint(args.resume)
-        if "optimizer" not in ckpt:
-            raise UsageError(f"{args.resume} is not a resumable checkpoint (use a last.pth, not a best.pth)")
-        uri = args.tracking_uri or ckpt.get("tracking_uri")
-        tracker = None
-        if uri:
-            check_tracking_uri(uri)
-    except (UsageError, TrackingError, FileNotFoundError, ValueError, KeyError) as exc:
-        return _fail(str(exc))
-    rank, world = _init_distributed()
-    if uri and rank == 0:
-        tracker = Tracker(uri, ckpt.get("experiment") or args.experiment)
-    model_cfg = SepViTConfig.from_dict(ckpt["config"])
-    train_cfg = TrainConfig.from_dict(ckpt["train_config"])
-    try:
-        result = train_and_evaluate(model_cfg, train_cfg, tracker, resume_from=args.resume)
-    except (KeyboardInterrupt, RunInterrupted):
-        _shutdown_distributed(world)
-        return EXIT_INTERRUPTED
-    if rank == 0:
-        print(f"{result.run_name}: {result.status}, top-1 {result.top1:.2f}")
-        parent = ckpt.get("parent_run_id")
-        if tracker is not None and parent:
-            children = tracker.client.search_runs([tracker.experiment_id],
-                                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
-            if all(c.info.status in ("FINISHED", "FAILED") for c in children):
-                failed = any(c.info.status == "FAILED" for c in children)
-                tracker.end_run(parent, "FAILED" if failed else "FINISHED")
-    _shutdown_distributed(world)
-    return 0 if result.status == "FINISHED" else EXIT_RUN_FAILED
+        tracker.log_files(call.parent_run_id, [*files, ("summary.md", markdown)])
+        unfinished = [r.run_name + f" ({r.status})" for r in results if r.status != "FINISHED"]
+        tracker.end_run(call.parent_run_id, "FAILED" if unfinished else "FINISHED",
+                        f"{len(unfinished)} of {len(results)} runs did not finish: " + "; ".join(unfinished)
+                        if unfinished else None)
 
 
 # ---------------------------------------------------------------------------------- distributed
 def _init_distributed() -> tuple[int, int]:
     """Under torchrun: join the process group (NCCL on GPU, gloo on CPU). Returns (rank, world size)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
     import torch
     import torch.distributed as dist
@@ -344,6 +376,17 @@ def _init_distributed() -> tuple[int, int]:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size()
+
+
+def _shared(value, world: int):
+    """Rank 0's `value` on every rank."""
+    if world == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _shutdown_distributed(world: int) -> None:

@@ -1,21 +1,27 @@
-"""Checkpoints: written atomically, read with `torch.load(weights_only=True)`.
+"""Checkpoints: written atomically, read with `torch.load(weights_only=True)`, refused in one clear line.
 
 Two kinds, both plain dicts of tensors and JSON-like values (so `weights_only=True` loads them):
-- `last.pth` (every epoch): everything needed to resume — model, optimizer, scheduler, EMA, RNG states,
-  model/training configs, the epoch just finished, the metric history and the MLflow run ids.
-- `best.pth`: {"model", "config", "train_config", "epoch", "metrics"} — what `load_model` needs.
+- `last.pth`: everything needed to resume: model, optimiser, EMA, model/training configs, the epoch just finished,
+  the metric history, the best epoch and the MLflow run ids. (The schedule is a pure function of the update count
+  and the training config, so it is rebuilt, not stored; so are RNG states, which every epoch re-seeds.)
+- `best.pth`: {"model", "weights" ("raw" or "ema"), "config", "train_config", "epoch", "metrics"}: what
+  `load_model` needs.
 """
 from __future__ import annotations
 
 import os
-import random
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from sepvit.config import SepViTConfig
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the one-line message says which file, why, and what to do."""
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -28,54 +34,62 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict safely (`weights_only=True`: tensors and plain types only)."""
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    required: tuple[str, ...] = ("model", "config")) -> dict[str, Any]:
+    """Load a workbench checkpoint safely (`weights_only=True`: tensors and plain types only).
+
+    Raises CheckpointError for a missing, truncated, unsafe or foreign file, or one lacking `required` keys.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: pass the path of a last.pth or best.pth file")
-    return torch.load(path, map_location=map_location, weights_only=True)
+        raise CheckpointError(f"no checkpoint at {path}: pass the path of a last.pth or best.pth file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc):
+            raise CheckpointError(f"{path} holds Python objects beyond tensors and plain values, which safe loading "
+                                  "refuses (unpickling them could run code): it was not written by this workbench; "
+                                  "load only checkpoints whose origin you trust, converted to a plain state dict"
+                                  ) from None
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({exc}); pass a last.pth or best.pth") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is truncated or damaged and cannot be read ({first}); use the run's other "
+                              "checkpoint or start the run again") from None
+    if not isinstance(state, dict) or any(key not in state for key in required):
+        found = sorted(state)[:6] if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path} is not a workbench checkpoint (it needs {', '.join(required)}; found "
+                              f"{found}); pass a last.pth or best.pth written by experiments/ablate.py")
+    return state
+
+
+def config_differences(stored: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """'field: stored -> expected' for every field that differs between two config dicts."""
+    return [f"{k}: {stored.get(k)!r} -> {expected.get(k)!r}" for k in sorted(set(stored) | set(expected))
+            if stored.get(k) != expected.get(k)]
+
+
+def check_resumable_checkpoint(path: str | os.PathLike, model_cfg: SepViTConfig, train_cfg,
+                               may_differ: tuple[str, ...] = ("epochs", "lr", "clip_grad", "workers", "device")) -> int:
+    """The number of epochs `path` (a last.pth) has trained, if it can continue the planned run; else
+    CheckpointError naming the fields in which it belongs to another configuration."""
+    state = load_checkpoint(path, required=("model", "optimizer", "config", "train_config", "epoch", "history"))
+    model_diff = config_differences(state["config"], model_cfg.to_dict())
+    train_diff = config_differences({k: v for k, v in state["train_config"].items() if k not in may_differ},
+                                    {k: v for k, v in train_cfg.to_dict().items() if k not in may_differ})
+    if model_diff or train_diff:
+        raise CheckpointError(f"{path} belongs to another configuration than the call planned "
+                              f"({'; '.join(model_diff + train_diff)[:400]}): move it away or start a new call")
+    return int(state["epoch"])
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """The `SepViT` stored in a checkpoint (best.pth or last.pth), in eval mode."""
     ckpt = load_checkpoint(path, map_location)
     model = SepViTConfig.from_dict(ckpt["config"]).build()
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: its weights do not fit its own configuration "
+                              f"({str(exc).splitlines()[0]}): the file was edited or written by other code") from None
     return model.eval()
-
-
-# ---------------------------------------------------------------------------------- RNG states
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states as tensors and plain values (loadable with weights_only=True)."""
-    np_state = np.random.get_state()
-    state = {
-        "python": _to_plain(random.getstate()),
-        "numpy": {
-            "kind": np_state[0],
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(_to_tuple(state["python"]))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _to_plain(value):
-    return [_to_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
-
-
-def _to_tuple(value):
-    return tuple(_to_tuple(v) for v in value) if isinstance(value, list) else value

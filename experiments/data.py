@@ -197,8 +197,12 @@ def _check_sizes(img_size, train_size, val_size) -> None:
 
 def build_datasets(name: str, data_dir: str | None = None, img_size: int | None = None,
                    train_size: int | None = None, val_size: int | None = None,
-                   seed: int = 0) -> tuple[Dataset, Dataset, DataInfo]:
-    """(train, val, info) for a dataset in DATASETS; raises DataError on a bad request, never downloads."""
+                   seed: int = 0, verify: bool = False) -> tuple[Dataset, Dataset, DataInfo]:
+    """(train, val, info) for a dataset in DATASETS; raises DataError on a bad request, never downloads.
+
+    verify: check that every image file the run will read decodes (ImageFolder), naming the first that does not:
+    the runner does this before it opens any MLflow run.
+    """
     check_dataset(name, data_dir)
     _check_sizes(img_size, train_size, val_size)
     size = int(img_size or DEFAULT_IMG_SIZE[name])
@@ -208,7 +212,7 @@ def build_datasets(name: str, data_dir: str | None = None, img_size: int | None 
         return _build_digits(size, train_size, val_size, seed)
     if name in _CIFAR:
         return _build_cifar(name, Path(data_dir).expanduser(), size, train_size, val_size, seed)
-    return _build_imagefolder(Path(data_dir).expanduser(), size, train_size, val_size, seed)
+    return _build_imagefolder(Path(data_dir).expanduser(), size, train_size, val_size, seed, verify)
 
 
 def _build_synthetic(size, train_size, val_size, seed):
@@ -281,7 +285,7 @@ def _build_cifar(name, root, size, train_size, val_size, seed):
     return train, val, info
 
 
-def _build_imagefolder(root, size, train_size, val_size, seed):
+def _build_imagefolder(root, size, train_size, val_size, seed, verify=False):
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
     from torchvision.datasets import ImageFolder
 
@@ -296,6 +300,24 @@ def _build_imagefolder(root, size, train_size, val_size, seed):
             raise DataError(f"imagefolder: {err}; {_layout_hint('imagefolder')} with files ending in "
                             f"{', '.join(_IMAGE_SUFFIXES[:4])} ...") from None
     train, val = _cap(datasets["train"], train_size, seed, 1), _cap(datasets["val"], val_size, seed, 2)
+    if verify:
+        _verify_images(datasets["train"], train)
+        _verify_images(datasets["val"], val)
     info = DataInfo("imagefolder", len(classes), 3, size, tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD),
                     len(train), len(val), f"ImageFolder {root} ({len(classes)} classes), timm transforms")
     return train, val, info
+
+
+def _verify_images(folder, subset: Dataset) -> None:
+    """DataError naming the first image of `subset` (an ImageFolder or a Subset of one) that does not decode."""
+    from PIL import Image
+
+    indices = subset.indices if isinstance(subset, Subset) else range(len(folder.samples))
+    for index in indices:
+        path = folder.samples[index][0]
+        try:
+            with Image.open(path) as image:
+                image.convert("RGB").getpixel((0, 0))
+        except Exception as exc:  # noqa: BLE001  (PIL raises assorted types for broken files)
+            raise DataError(f"imagefolder: {path} does not decode as an image ({type(exc).__name__}): remove or "
+                            "replace it") from None

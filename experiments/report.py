@@ -1,8 +1,17 @@
 """Tables and figures from runs: the runner's end-of-call summary and the ablation-report notebook.
 
-Rows come either from in-memory `engine.Result`s (`results_frame`) or from MLflow (`load_runs`), into the same
+Rows come either from in-memory `run.Result`s (`results_frame`) or from MLflow (`load_runs`), into the same
 columns, so the terminal table, the logged artifact and the notebook are computed by the same code:
-run_id, config, seed, status, top1 (last epoch), best_top1, params, macs, latency_ms, img_per_s, is_reference.
+run_id, config, seed, status, top1 (the reported metric, last epoch), best_top1, params, macs, latency_ms,
+img_per_s, is_reference.
+
+Reporting rules (one place):
+- One call by default. `load_runs` reads the newest call (parent run) of an experiment. Pooling several calls is
+  an explicit choice (`calls="all"` or a list of parent run ids); then runs that repeat a (configuration,
+  training configuration, seed) are dropped, keeping the newest, so a deterministic seed is never counted twice,
+  and a label that names different configurations in different calls is refused.
+- A configuration whose mean top-1 lies within (or below) the 95 % binomial interval of chance (1/num_classes on
+  the validation set's size) is flagged "at chance": its comparisons say nothing about the component.
 """
 from __future__ import annotations
 
@@ -12,14 +21,20 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from .stats import compare, mean_ci
+from .stats import chance_interval, compare, mean_ci
 
 COLUMNS = ["run_id", "config", "seed", "status", "top1", "best_top1", "params", "macs", "latency_ms", "img_per_s",
            "is_reference"]
+# training-config fields that do not change what is learnt: ignored when deciding that two runs are the same
+BOOKKEEPING = ("train.seed", "train.output", "train.device", "train.workers", "train.checkpoint_every")
+
+
+class ReportError(ValueError):
+    """Runs that cannot be reported together; the message says why and what to do."""
 
 
 def results_frame(results: Iterable, reference_label: str | None = None) -> pd.DataFrame:
-    """One row per `engine.Result` (label = run's config label, stored in `run_name` before ' seed')."""
+    """One row per `run.Result` (label = run's config label, stored in `run_name` before ' seed')."""
     rows = []
     for r in results:
         label = r.run_name.rsplit(" seed", 1)[0]
@@ -30,27 +45,170 @@ def results_frame(results: Iterable, reference_label: str | None = None) -> pd.D
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def load_runs(tracking_uri: str, experiment: str, parent_run_id: str | None = None) -> pd.DataFrame:
-    """Child runs of an experiment (of one parent, or of all parents) as rows with COLUMNS plus model.* params."""
+def list_calls(tracking_uri: str, experiment: str) -> pd.DataFrame:
+    """The calls (parent runs) of an experiment, newest first: parent_run_id, name, start_time, status, configs."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        raise ValueError(f"no MLflow experiment {experiment!r} at {tracking_uri}")
-    query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'" if parent_run_id else "tags.kind = 'train'"
+        raise ReportError(f"no MLflow experiment {experiment!r} at {tracking_uri}")
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'parent'",
+                                 order_by=["attributes.start_time DESC"], max_results=5000)
+    return pd.DataFrame([{"parent_run_id": r.info.run_id, "name": r.info.run_name, "start_time": r.info.start_time,
+                          "status": r.info.status, "configs": r.data.tags.get("configs", "")} for r in parents],
+                        columns=["parent_run_id", "name", "start_time", "status", "configs"])
+
+
+def load_runs(tracking_uri: str, experiment: str, calls: str | Sequence[str] = "latest") -> pd.DataFrame:
+    """Child runs as rows with COLUMNS plus parent_run_id, start_time, num_classes, val_size and model.*/train.*.
+
+    calls: "latest" (default: the newest call), "all" (every call, pooled), or parent run ids (pooled).
+    Pooled rows are de-duplicated and checked as the module docstring says.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ReportError(f"no MLflow experiment {experiment!r} at {tracking_uri}")
+    if calls == "latest":
+        newest = list_calls(tracking_uri, experiment)
+        if newest.empty:
+            raise ReportError(f"experiment {experiment!r} holds no runner call")
+        calls = [newest["parent_run_id"].iloc[0]]
+    query = "tags.kind = 'train'"
     runs = client.search_runs([exp.experiment_id], filter_string=query, max_results=5000)
+    if calls != "all":
+        runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in set(calls)]
+    frame = pd.DataFrame([_row(run) for run in runs])
+    if frame.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    pooled = calls == "all" or len(calls) > 1
+    return pool(frame) if pooled else frame.reset_index(drop=True)
+
+
+def _row(run) -> dict:
+    m, t, p = run.data.metrics, run.data.tags, run.data.params
+    reported = t.get("reported_metric", "val_top1")
+    row = {"run_id": run.info.run_id, "config": t.get("config", run.info.run_name),
+           "seed": int(p.get("train.seed", -1)), "status": run.info.status,
+           "top1": m.get("final_val_top1", m.get(reported)), "best_top1": m.get("best_val_top1"),
+           "params": m.get("params"), "macs": m.get("macs"), "latency_ms": m.get("latency_ms"),
+           "img_per_s": m.get("img_per_s"), "is_reference": t.get("is_reference") == "true",
+           "parent_run_id": t.get("mlflow.parentRunId"), "start_time": run.info.start_time,
+           "num_classes": int(p["data.num_classes"]) if "data.num_classes" in p else None,
+           "val_size": int(p["data.val_size"]) if "data.val_size" in p else None}
+    row.update({k: v for k, v in p.items() if k.startswith(("model.", "train."))})
+    return row
+
+
+def identity_columns(frame: pd.DataFrame) -> list[str]:
+    """The params that define what a run learnt: every model.* and train.* param except bookkeeping."""
+    return sorted(c for c in frame.columns if c.startswith(("model.", "train.")) and c not in BOOKKEEPING)
+
+
+def pool(frame: pd.DataFrame) -> pd.DataFrame:
+    """Runs of several calls: one row per (configuration, training configuration, seed), the newest; a label
+    that names different configurations is refused (ReportError)."""
+    key = identity_columns(frame)
+    for label, group in frame.groupby("config", sort=False):
+        distinct = group[key].fillna("").drop_duplicates()
+        if len(distinct) > 1:
+            differing = [c for c in key if distinct[c].nunique() > 1]
+            raise ReportError(f"label {label!r} names {len(distinct)} different configurations in the pooled calls "
+                              f"(they differ in {', '.join(differing[:5])}): report one call, or pool calls that "
+                              "trained the same configurations")
+    newest_first = frame.sort_values("start_time", ascending=False)
+    kept = newest_first.drop_duplicates(subset=[*key, "seed"], keep="first")
+    return kept.sort_values("start_time").reset_index(drop=True)
+
+
+def summarize(runs: pd.DataFrame, num_classes: int | None = None, val_size: int | None = None) -> pd.DataFrame:
+    """Per configuration (in first-seen order): seeds, top-1 mean and 95 % t-CI half-width, cost columns, and
+    `at_chance` (mean top-1 within or below the 95 % binomial interval of chance; None if classes are unknown)."""
+    num_classes = num_classes or _single(runs, "num_classes")
+    val_size = val_size or _single(runs, "val_size")
+    chance = chance_interval(num_classes, val_size) if num_classes and val_size else None
     rows = []
-    for run in runs:
-        m, t, p = run.data.metrics, run.data.tags, run.data.params
-        row = {"run_id": run.info.run_id, "config": t.get("config", run.info.run_name), "seed": int(p.get("train.seed", -1)),
-               "status": run.info.status, "top1": m.get("final_val_top1", m.get("val_top1")),
-               "best_top1": m.get("best_val_top1"), "params": m.get("params"), "macs": m.get("macs"),
-               "latency_ms": m.get("latency_ms"), "img_per_s": m.get("img_per_s"),
-               "is_reference": t.get("is_reference") == "true", "parent_run_id": t.get("mlflow.parentRunId")}
-        row.update({k: v for k, v in p.items() if k.startswith("model.")})
-        rows.append(row)
+    done = runs[runs["status"] == "FINISHED"]
+    for config in dict.fromkeys(runs["config"]):
+        group = done[done["config"] == config]
+        mean, half = mean_ci(group["top1"].astype(float).tolist())
+        rows.append({"config": config, "seeds": len(group), "failed": int((runs["config"] == config).sum() - len(group)),
+                     "top1_mean": mean, "top1_ci95": half,
+                     "params": _first(group["params"]), "macs": _first(group["macs"]),
+                     "latency_ms": group["latency_ms"].astype(float).median() if len(group) else math.nan,
+                     "img_per_s": group["img_per_s"].astype(float).median() if len(group) else math.nan,
+                     "is_reference": bool(runs.loc[runs["config"] == config, "is_reference"].any()),
+                     "at_chance": None if chance is None or math.isnan(mean) else bool(mean <= chance[1])})
     return pd.DataFrame(rows)
+
+
+def _single(runs: pd.DataFrame, column: str):
+    values = runs[column].dropna().unique() if column in runs else []
+    return int(values[0]) if len(values) == 1 else None
+
+
+def compare_to_reference(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each configuration against the reference: difference in top-1 with a Welch 95 % CI and the noise test."""
+    done = runs[runs["status"] == "FINISHED"]
+    ref = done[done["is_reference"]]["top1"].astype(float).tolist()
+    rows = []
+    if not ref:
+        return pd.DataFrame(rows)
+    for config in dict.fromkeys(done.loc[~done["is_reference"], "config"]):
+        values = done[done["config"] == config]["top1"].astype(float).tolist()
+        d = compare(values, ref)
+        rows.append({"config": config, "diff": d.diff, "welch_low": d.low, "welch_high": d.high, "welch_df": d.df,
+                     "welch_excludes_0": d.welch_excludes_zero, "cis_overlap": d.cis_overlap,
+                     "exceeds_seed_noise": d.exceeds_noise, "seeds": len(values), "reference_seeds": len(ref)})
+    return pd.DataFrame(rows)
+
+
+def conclusions(summary: pd.DataFrame, comparison: pd.DataFrame) -> list[str]:
+    """One sentence per compared configuration, computed from the numbers (never typed in)."""
+    sentences = []
+    chance = {r["config"]: r["at_chance"] for _, r in summary.iterrows()}
+    for _, r in comparison.iterrows():
+        at_chance = [c for c in (r["config"], _reference(summary)) if chance.get(c)]
+        if at_chance:
+            sentences.append(f"`{r['config']}` vs the reference: not interpretable, {' and '.join(at_chance)} "
+                             "at chance level.")
+            continue
+        verb = "gains" if r["diff"] > 0 else "loses"
+        if math.isnan(r["welch_low"]):
+            sentences.append(f"`{r['config']}` {verb} {abs(r['diff']):.1f} points against the reference with one "
+                             "seed: no confidence interval; run --seeds 2 or more.")
+            continue
+        half = (r["welch_high"] - r["welch_low"]) / 2
+        noise = "beyond seed noise" if r["exceeds_seed_noise"] else "within seed noise"
+        sentences.append(f"`{r['config']}` {verb} {abs(r['diff']):.1f} ± {half:.1f} points against the reference "
+                         f"(Welch 95 % CI, {r['seeds']} vs {r['reference_seeds']} seeds), {noise}.")
+    return sentences
+
+
+def _reference(summary: pd.DataFrame) -> str | None:
+    refs = summary.loc[summary["is_reference"], "config"]
+    return refs.iloc[0] if len(refs) else None
+
+
+def call_report(results, reference_label: str | None, num_classes: int, val_size: int):
+    """The end-of-call report: (terminal text, markdown, [(file name, csv text)]) for the parent run."""
+    frame = results_frame(results, reference_label=reference_label)
+    summary = summarize(frame, num_classes, val_size)
+    text = format_summary(summary, num_classes=num_classes, val_size=val_size)
+    markdown = "## Summary\n\n" + format_summary(summary, markdown=True, num_classes=num_classes, val_size=val_size)
+    files = [("summary.csv", summary.to_csv(index=False)), ("runs.csv", frame.to_csv(index=False))]
+    if frame["is_reference"].any() and (~frame["is_reference"]).any():
+        comparison = compare_to_reference(frame)
+        sentences = conclusions(summary, comparison)
+        text += "\n\n" + format_comparison(comparison) + "\n\n" + "\n".join(sentences)
+        markdown += ("\n\n## Against the reference\n\n" + format_comparison(comparison, markdown=True)
+                     + "\n\nCI: Student t over seeds; Δ: Welch t interval; 'exceeds seed noise' = the two 95 % CIs "
+                     "do not overlap.\n\n" + "\n".join(f"- {s}" for s in sentences))
+        files.append(("comparison.csv", comparison.to_csv(index=False)))
+    return text, markdown, files
 
 
 def load_histories(tracking_uri: str, runs: pd.DataFrame,
@@ -68,55 +226,30 @@ def load_histories(tracking_uri: str, runs: pd.DataFrame,
     return pd.DataFrame(rows, columns=["run_id", "config", "seed", "metric", "epoch", "value"])
 
 
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration (in first-seen order): seeds, top-1 mean and 95 % t-CI half-width, cost columns."""
-    rows = []
-    done = runs[runs["status"] == "FINISHED"]
-    for config in dict.fromkeys(runs["config"]):
-        group = done[done["config"] == config]
-        mean, half = mean_ci(group["top1"].astype(float).tolist())
-        rows.append({"config": config, "seeds": len(group), "failed": int((runs["config"] == config).sum() - len(group)),
-                     "top1_mean": mean, "top1_ci95": half,
-                     "params": _first(group["params"]), "macs": _first(group["macs"]),
-                     "latency_ms": group["latency_ms"].astype(float).median() if len(group) else math.nan,
-                     "img_per_s": group["img_per_s"].astype(float).median() if len(group) else math.nan,
-                     "is_reference": bool(runs.loc[runs["config"] == config, "is_reference"].any())})
-    return pd.DataFrame(rows)
-
-
-def compare_to_reference(runs: pd.DataFrame) -> pd.DataFrame:
-    """Each configuration against the reference: difference in top-1 with a Welch 95 % CI and the noise test."""
-    done = runs[runs["status"] == "FINISHED"]
-    ref = done[done["is_reference"]]["top1"].astype(float).tolist()
-    rows = []
-    if not ref:
-        return pd.DataFrame(rows)
-    for config in dict.fromkeys(done.loc[~done["is_reference"], "config"]):
-        values = done[done["config"] == config]["top1"].astype(float).tolist()
-        d = compare(values, ref)
-        rows.append({"config": config, "diff": d.diff, "welch_low": d.low, "welch_high": d.high, "welch_df": d.df,
-                     "welch_excludes_0": d.welch_excludes_zero, "cis_overlap": d.cis_overlap,
-                     "exceeds_seed_noise": d.exceeds_noise})
-    return pd.DataFrame(rows)
-
-
 def _first(values: pd.Series):
     values = values.dropna()
     return values.iloc[0] if len(values) else math.nan
 
 
-def format_summary(summary: pd.DataFrame, markdown: bool = False) -> str:
-    """Plain-text or markdown table: configuration, seeds, top-1 mean ± 95 % CI, params, MACs, images/s."""
+def format_summary(summary: pd.DataFrame, markdown: bool = False, num_classes: int | None = None,
+                   val_size: int | None = None) -> str:
+    """Plain-text or markdown table: configuration, seeds, top-1 mean ± 95 % CI, params, MACs, images/s; a
+    configuration at chance level is marked "(chance!)"."""
     header = ["configuration", "seeds", "top-1 % (mean ± 95% CI)", "params (M)", "MACs (M, fvcore)",
               "latency bs1 (ms)", "train img/s"]
     lines = []
     for _, r in summary.iterrows():
         ci = "n/a" if math.isnan(r["top1_ci95"]) else f"{r['top1_ci95']:.2f}"
-        name = r["config"] + (" *" if r["is_reference"] else "")
+        name = r["config"] + (" *" if r["is_reference"] else "") + (" (chance!)" if r.get("at_chance") else "")
         seeds = f"{r['seeds']}" + (f" (+{r['failed']} failed)" if r["failed"] else "")
         lines.append([name, seeds, f"{r['top1_mean']:.2f} ± {ci}", _fmt(r["params"], 1e6, 3), _fmt(r["macs"], 1e6, 1),
                       _fmt(r["latency_ms"], 1, 2), _fmt(r["img_per_s"], 1, 0)])
-    return _table(header, lines, markdown) + "\n* = reference (every switch at its default)"
+    notes = "* = reference (every switch at its default)"
+    if num_classes and val_size:
+        low, high = chance_interval(num_classes, val_size)
+        notes += (f"; (chance!) = mean top-1 within or below chance, the 95 % binomial interval of "
+                  f"1/{num_classes} on {val_size} images: [{low:.1f}, {high:.1f}] %")
+    return _table(header, lines, markdown) + "\n" + notes
 
 
 def format_comparison(comparison: pd.DataFrame, markdown: bool = False) -> str:
@@ -148,20 +281,19 @@ def _table(header: list[str], lines: list[list[str]], markdown: bool) -> str:
     return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines])
 
 
-def learning_curve_figure(history: list[dict[str, float]], path: str | Path, title: str = "") -> Path:
-    """Train loss and val top-1 against epoch, saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+def learning_curve_figure(history: list[dict[str, float]], path: str | Path, title: str = "",
+                          metric: str = "val_top1") -> Path:
+    """Train loss and the reported validation top-1 (`metric`) against epoch, saved as PNG."""
+    from matplotlib.figure import Figure  # no pyplot: never switches the backend of a notebook that runs us
 
     epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3))
+    fig = Figure(figsize=(8, 3))
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
     ax1.plot(epochs, [h["val_loss"] for h in history], marker="o", label="val")
     ax1.set(xlabel="epoch", ylabel="loss")
     ax1.legend()
-    ax2.plot(epochs, [h["val_top1"] for h in history], marker="o", label="val top-1")
+    ax2.plot(epochs, [h[metric] for h in history], marker="o", label=metric.replace("_", " "))
     ax2.plot(epochs, [h["train_top1"] for h in history], marker=".", linestyle="--", label="train top-1")
     ax2.set(xlabel="epoch", ylabel="accuracy (%)")
     ax2.legend()
@@ -170,5 +302,4 @@ def learning_curve_figure(history: list[dict[str, float]], path: str | Path, tit
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

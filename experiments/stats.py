@@ -72,3 +72,10 @@ def compare(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) ->
     ci_a, ci_b = mean_ci(a, confidence), mean_ci(b, confidence)
     excludes = None if math.isnan(low) else bool(low > 0 or high < 0)
     return Difference(diff, low, high, df, ci_a, ci_b, excludes, intervals_overlap(ci_a, ci_b))
+
+
+def chance_interval(num_classes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """(low, high) top-1 in percent that guessing one of `num_classes` classes reaches on `n` images with probability
+    `confidence` (central binomial interval of Binomial(n, 1/num_classes))."""
+    low, high = _st.binom.interval(confidence, n, 1.0 / num_classes)
+    return 100.0 * low / n, 100.0 * high / n

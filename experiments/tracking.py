@@ -10,8 +10,12 @@ explicitly: MLflow's own default would be `./mlruns`-style storage relative to w
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
+import sqlite3
+import sys
 import subprocess
 import tempfile
 import time
@@ -32,31 +36,79 @@ def default_tracking_uri(output: str | Path) -> str:
     return f"sqlite:///{Path(output).resolve() / 'mlflow.db'}"
 
 
+KNOWN_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///...` URI (None for other schemes)."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
 def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
-    """Fail fast (before any training) when the tracking store cannot be reached."""
-    if uri.startswith(("http://", "https://")):
-        url = uri.rstrip("/") + "/health"
+    """Fail fast, before any run is opened, when the tracking store cannot hold the runs: an unknown scheme, an
+    in-memory or unwritable SQLite file, a file store, or a server that does not answer."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if uri.startswith(("file:", "./", "/")) or not scheme:
+        raise TrackingError(f"tracking URI {uri!r} is a file store (deprecated in MLflow 3): use "
+                            "sqlite:///ABS/PATH/mlflow.db or http://host:port")
+    if scheme.split("+")[0] not in KNOWN_SCHEMES:
+        raise TrackingError(f"tracking URI {uri!r} has an unknown scheme {scheme!r}: use sqlite:///ABS/PATH/mlflow.db, "
+                            "http(s)://host:port or postgresql://...")
+    if scheme in ("http", "https"):
+        _check_server(uri, timeout)
+    elif scheme == "sqlite":
+        _check_sqlite(uri)
+
+
+def _check_server(uri: str, timeout: float) -> None:
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http(s) only)
+            if response.status >= 400:
+                raise OSError(f"HTTP {response.status}")
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason}); start it with "
+                            "`mlflow server --host 127.0.0.1 ...` or drop --tracking-uri to use a local SQLite file"
+                            ) from None
+
+
+def _check_sqlite(uri: str) -> None:
+    path = sqlite_path(uri)
+    if path is None or str(path) in ("", ".", ":memory:") or uri.rstrip("/") in ("sqlite:", "sqlite:/"):
+        raise TrackingError(f"tracking URI {uri!r} is an in-memory SQLite database: everything would be lost when "
+                            "the process ends; give a file, sqlite:///ABS/PATH/mlflow.db")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrackingError(f"cannot create the folder of the MLflow database {folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.R_OK | os.W_OK)):
+        raise TrackingError(f"the MLflow database {path} is not writable by this user: choose another --output "
+                            "or --tracking-uri")
+
+
+def check_experiment_name(name: str) -> None:
+    if not name or not name.strip():
+        raise TrackingError("--experiment must name an MLflow experiment, got an empty name")
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """An exclusive lock beside a SQLite store: MLflow's schema set-up of a new database is not safe when several
+    processes create it at once, and neither is creating the same experiment. No-op for other stores."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http(s) only)
-                if response.status >= 400:
-                    raise OSError(f"HTTP {response.status}")
-        except (OSError, urllib.error.URLError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise TrackingError(
-                f"MLflow tracking server {uri} is unreachable ({reason}); start it with "
-                f"`mlflow server --host 127.0.0.1 ...` or drop --tracking-uri to use a local SQLite file"
-            ) from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrackingError(f"cannot create the folder of the MLflow database {folder}: {exc}") from None
-    elif uri.startswith(("file:", "./", "/")) or "://" not in uri:
-        raise TrackingError(
-            f"tracking URI {uri!r} is a file store (deprecated in MLflow 3): use sqlite:///ABS/PATH/mlflow.db "
-            f"or http://host:port"
-        )
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -108,19 +160,22 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is not None:
-            self.experiment_id = found.experiment_id
-        else:
-            location = None
-            if artifact_root is None and tracking_uri.startswith("sqlite:///"):
-                artifact_root = Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts"
-            if artifact_root is not None and not tracking_uri.startswith(("http://", "https://")):
-                # Keep artifacts beside the SQLite file, not in ./mlruns of the current folder.
-                location = Path(artifact_root).resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         self.experiment = experiment
+        db = sqlite_path(tracking_uri)
+        if artifact_root is None and db is not None:
+            artifact_root = db.parent / "mlartifacts"
+        # Keep artifacts beside a local database, not in ./mlruns of the current folder.
+        location = Path(artifact_root).resolve().as_uri() if artifact_root is not None else None
+        with store_lock(tracking_uri):
+            self.client = MlflowClient(tracking_uri=tracking_uri)  # a new database is set up here
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            else:
+                self.experiment_id = found.experiment_id
+                if db is not None and location and found.artifact_location.endswith("/mlartifacts") \
+                        and found.artifact_location != location:
+                    _relocate_artifacts(db, found.artifact_location, location)
 
     # ------------------------------------------------------------------ runs
     def start_run(self, name: str, parent_run_id: str | None = None, tags: Mapping[str, str] | None = None) -> str:
@@ -186,3 +241,13 @@ class Tracker:
                 path = Path(tmp) / name
                 path.write_text(text)
                 self.log_artifact(run_id, path)
+
+
+def _relocate_artifacts(db: Path, old: str, new: str) -> None:
+    """The output folder was moved or copied: point this database's artifact locations at the new folder, so new
+    artifacts land beside it (and a copy never writes into the original)."""
+    with contextlib.closing(sqlite3.connect(db)) as connection, connection:
+        connection.execute("UPDATE experiments SET artifact_location = ? WHERE artifact_location = ?", (new, old))
+        connection.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+                           "WHERE substr(artifact_uri, 1, ?) = ?", (new, len(old) + 1, len(old), old))
+    print(f"tracking: output folder moved; artifact locations now under {new}", file=sys.stderr)

@@ -1,93 +1,121 @@
 """`TrainConfig`: how a model is trained (the model itself is a `SepViTConfig`).
 
-Drop path is a property of the model (`SepViTConfig.drop_path_rate`, set by `--drop-path`), not listed here.
-Field names follow timm's `train.py` flags, so `--warmup-epochs` on the command line is `warmup_epochs` here,
-in MLflow params (prefix "train.") and in an Optuna trial. `ablate.py` and the search build one of these and
-hand it to `experiments.engine.train_and_evaluate`.
+Field names follow timm's `train.py` flags (`warmup_epochs` is `--warmup-epochs`), and the runner's and the
+search's training flags are generated from these fields (`experiments.flags`), so every field is settable on
+the command line, in MLflow params (prefix "train.") and in an Optuna trial, and none is copied by hand.
+Each field's `metadata["help"]` is its documentation; `metadata["flags"]` adds short aliases.
+
+Drop path and dropout are properties of the model (`SepViTConfig.drop_path_rate`, ...), not listed here.
+The image size belongs to the data: `img_size` here is the one owner (unset: the model preset's size); the
+model is built for it, and the runner refuses a model field that contradicts it.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from workbench.fields import check_known, check_types
 
 
+def _f(default: Any, help: str, *flags: str) -> Any:  # noqa: A002 (argparse's word)
+    return field(default=default, metadata={"help": help, "flags": flags})
+
+
 @dataclass
 class TrainConfig:
     # data
-    dataset: str = "synthetic"
-    data_dir: str | None = None
-    img_size: int | None = None  # None: the dataset's native size
-    train_size: int | None = None  # cap on training samples (None: the dataset's default)
-    val_size: int | None = None
-    workers: int = 0  # DataLoader workers; 0 keeps small CPU runs fast and deterministic
+    dataset: str = _f("synthetic", "synthetic, digits, cifar10, cifar100 or imagefolder (nothing is downloaded)")
+    data_dir: str | None = _f(None, "folder holding the dataset (cifar*, imagefolder)")
+    img_size: int | None = _f(None, "input side in pixels; unset: the model preset's (the model is built for it)")
+    train_size: int | None = _f(None, "cap on training images (unset: the dataset's default)")
+    val_size: int | None = _f(None, "cap on validation images")
+    workers: int = _f(0, "DataLoader worker processes (0 keeps small CPU runs fast and deterministic)", "-j")
     # optimisation (timm train.py names)
-    batch_size: int = 64
-    epochs: int = 9  # the built-in task's budget on a 2-core CPU: about 2.7 min per run, --grid paper --seeds 2 < 30 min
-    lr: float = 3e-3
-    min_lr: float = 1e-5
-    warmup_lr: float = 1e-6
-    weight_decay: float = 0.05
-    warmup_epochs: int = 1
-    opt: str = "adamw"
-    sched: str = "cosine"
-    smoothing: float = 0.1
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    mixup_prob: float = 1.0
-    mixup_switch_prob: float = 0.5
-    clip_grad: float | None = 5.0
-    model_ema: bool = False
-    model_ema_decay: float = 0.998
-    amp: bool = False  # bfloat16 autocast (CPU and GPU)
-    seed: int = 0  # model init, data order, augmentation, dropout
-    data_seed: int = 0  # the generated/sub-sampled data: fixed across --seeds so only training noise varies
-    device: str = "auto"  # "auto": cuda when available, else cpu
+    batch_size: int = _f(64, "batch size per process", "-b")
+    epochs: int = _f(9, "epochs per run (the built-in task's budget on 2 CPU cores: about 2.7 min per run)")
+    lr: float = _f(3e-3, "peak learning rate")
+    min_lr: float = _f(1e-5, "learning-rate floor of the cosine schedule")
+    warmup_lr: float = _f(1e-6, "learning rate at the start of the warm-up")
+    warmup_epochs: int = _f(1, "linear warm-up epochs (stepped per update)")
+    weight_decay: float = _f(0.05, "weight decay (never on norms and biases; see decay_tokens_cpe)")
+    decay_tokens_cpe: bool = _f(True, "weight decay on window tokens and CPE weights, as the authors' training "
+                                      "does (their optimiser never sees no_weight_decay); off: the model's "
+                                      "no_weight_decay() list is excluded, as timm's factory does")
+    opt: str = _f("adamw", "timm optimiser name")
+    opt_eps: float | None = _f(None, "optimiser epsilon (unset: the optimiser's default)")
+    opt_betas: tuple[float, ...] | None = _f(None, "optimiser betas (unset: the optimiser's default)")
+    momentum: float = _f(0.9, "SGD momentum (timm's default)")
+    sched: str = _f("cosine", "timm scheduler name")
+    sched_on_updates: bool = _f(True, "step the schedule every update (off: every epoch)")
+    smoothing: float = _f(0.1, "label smoothing")
+    mixup: float = _f(0.0, "Mixup alpha (0: off)")
+    cutmix: float = _f(0.0, "CutMix alpha (0: off)")
+    mixup_prob: float = _f(1.0, "probability of applying Mixup/CutMix to a batch")
+    mixup_switch_prob: float = _f(0.5, "probability of CutMix instead of Mixup when both are on")
+    clip_grad: float | None = _f(5.0, "max gradient norm (none: no clipping)")
+    model_ema: bool = _f(False, "keep an exponential moving average of the weights (timm ModelEmaV3); the report "
+                                "then uses the EMA's accuracy")
+    model_ema_decay: float = _f(0.998, "EMA decay")
+    model_ema_warmup: bool = _f(True, "EMA decay warm-up (timm's use_warmup): early averages do not hold the init")
+    amp: bool = _f(False, "bfloat16 autocast (CPU and GPU)")
+    seed: int = _f(0, "training seed: model init, data order, augmentation, dropout (per rank: seed + rank)")
+    data_seed: int = _f(0, "seed of the generated/sub-sampled data: fixed across --seeds so only training varies")
+    device: str = _f("auto", "auto (cuda when available), cpu, cuda or cuda:N")
     # bookkeeping
-    output: str = "output"
-    checkpoint_every: int = 1  # epochs between `last.pth` writes
+    output: str = _f("output", "folder for checkpoints, the MLflow database and artifacts")
+    checkpoint_every: int = _f(1, "epochs between last.pth writes")
 
     def __post_init__(self) -> None:
+        if isinstance(self.opt_betas, list):
+            self.opt_betas = tuple(self.opt_betas)
         self.validate()
 
     def validate(self) -> None:
         """Raise ValueError saying what to change (a wrong type included)."""
         check_types(self)
-        positive = {"batch_size": self.batch_size, "epochs": self.epochs, "checkpoint_every": self.checkpoint_every}
-        for name, value in positive.items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}: pass --{name.replace('_', '-')} 1 or more")
+        for name in ("batch_size", "epochs", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}: "
+                                 f"pass --{name.replace('_', '-')} 1 or more")
         for name in ("train_size", "val_size", "img_size"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and value < 1:
                 raise ValueError(f"{name} must be a positive integer or unset, got {value!r}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        for name in ("workers", "warmup_epochs", "weight_decay", "min_lr", "warmup_lr", "momentum"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}: pass --{name.replace('_', '-')} 0 "
+                                 "or more")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0.0 <= self.smoothing < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr:g}) is above lr ({self.lr:g}): lower --min-lr")
+        for name in ("smoothing", "mixup_prob", "mixup_switch_prob"):
+            limit_ok = 0.0 <= getattr(self, name) < 1.0 if name == "smoothing" else 0.0 <= getattr(self, name) <= 1.0
+            if not limit_ok:
+                raise ValueError(f"{name} must be a probability{' below 1' if name == 'smoothing' else ''}, "
+                                 f"got {getattr(self, name)}")
         if self.mixup < 0 or self.cutmix < 0:
             raise ValueError("mixup and cutmix are Beta-distribution alphas: use 0 (off) or a positive value")
         if self.clip_grad is not None and self.clip_grad <= 0:
-            raise ValueError(f"clip_grad must be > 0 or unset, got {self.clip_grad}")
+            raise ValueError(f"clip_grad must be > 0 or none, got {self.clip_grad}")
         if not 0.0 < self.model_ema_decay < 1.0:
             raise ValueError(f"model_ema_decay must be in (0, 1), got {self.model_ema_decay}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.opt_eps is not None and self.opt_eps <= 0:
+            raise ValueError(f"opt_eps must be > 0 or none, got {self.opt_eps}")
+        if self.device not in ("auto", "cpu", "cuda") and not (self.device.startswith("cuda:")
+                                                              and self.device[5:].isdigit()):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if not self.output.strip():
+            raise ValueError("output must name a folder, got an empty string")
 
     @property
     def uses_mixup(self) -> bool:
         return (self.mixup > 0 or self.cutmix > 0) and self.mixup_prob > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -95,4 +123,5 @@ class TrainConfig:
         return cls(**data)
 
     def replace(self, **changes: Any) -> "TrainConfig":
+        check_known(type(self), list(changes))
         return dataclasses.replace(self, **changes)

@@ -6,6 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -62,7 +63,7 @@ print("tracking URI:", TRACKING_URI, "| experiment:", EXPERIMENT)
 # ## The runs
 
 # %%
-runs = load_runs(TRACKING_URI, EXPERIMENT, PARENT)
+runs = load_runs(TRACKING_URI, EXPERIMENT, calls=[PARENT] if PARENT else "latest")  # one call, never pooled
 runs = runs[runs["status"] == "FINISHED"].reset_index(drop=True)
 summary = summarize(runs)
 print(format_summary(summary))

@@ -1,17 +1,25 @@
-"""Helpers shared by the runner/engine tests: tiny model and data settings, one migrated MLflow DB per session."""
+"""Helpers shared by the runner/engine tests: tiny model and data settings, one migrated MLflow DB per session,
+and the runner started as a subprocess (optionally with a fault injected by tests/fault_runner.py)."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from sepvit.config import SepViTConfig
 
-TINY_KWARGS = ["embed_dims=(16,32,64,128)", "num_heads=(1,1,2,4)"]
+ROOT = Path(__file__).resolve().parents[1]
+TINY_KWARGS = ["embed_dims=16,32,64,128", "num_heads=1,1,2,4"]
 TINY_FIELDS = dict(embed_dims=(16, 32, 64, 128), num_heads=(1, 1, 2, 4))
-# every CLI test adds these: micro_32 with tiny widths, 32 training / 32 validation images
-TINY_ARGS = ["--model-kwargs", *TINY_KWARGS, "--train-size", "32", "--val-size", "32", "-b", "16", "--epochs", "1"]
+# every CLI test adds these: micro_32 with tiny widths, 32 training / 32 validation images, 1 epoch
+TINY_ARGS = ["--model", "sepvit_micro_32", "--model-kwargs", *TINY_KWARGS, "--train-size", "32", "--val-size", "32",
+             "-b", "16", "--epochs", "1"]
 
 
 def tiny_model_cfg(**changes) -> SepViTConfig:
@@ -39,3 +47,42 @@ def output_dir(tmp_path, mlflow_db_template) -> Path:
 
 def tracking_uri(output: Path) -> str:
     return f"sqlite:///{output.resolve() / 'mlflow.db'}"
+
+
+def runner(args: list[str], fault: str | None = None, **kwargs) -> subprocess.Popen:
+    """ablate.py in a subprocess with one thread (as the xdist workers), SIGINT at its default (xdist ignores it)."""
+    script = ["tests/fault_runner.py", fault, "--"] if fault else ["experiments/ablate.py"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, *script, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
+
+
+def run_to_end(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = runner(args)
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def wait_for(path_glob_root: Path, name: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Until a file `name` appears under `path_glob_root` (the fault runner's pause marker)."""
+    deadline = time.time() + timeout
+    while not list(path_glob_root.rglob(name)):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, f"{name} never appeared"
+        time.sleep(0.2)
+
+
+def children(output: Path, experiment: str = "sepvit-ablation"):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri(output))
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return client, [r for r in runs if r.data.tags.get("kind") == "train"], [r for r in runs
+                                                                              if r.data.tags.get("kind") == "parent"]
+
+
+def histories(client, run) -> dict[str, list[tuple[int, float]]]:
+    return {key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+            for key in ("val_top1", "val_loss", "train_loss")}

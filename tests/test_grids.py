@@ -57,6 +57,6 @@ def test_cli_switches_map_one_to_one_onto_config_fields():
 def test_compare_plans_the_reference_with_the_switched_config():
     parser = ablate.build_parser()
     base = SepViTConfig.preset("sepvit_micro_32")
-    planned = ablate.plan(parser.parse_args(["--no-gsa", "--compare"]), base)
+    planned = ablate.plan_configs(parser.parse_args(["--no-gsa", "--compare"]), base)
     assert [label for label, _ in planned] == ["no-gsa", REFERENCE]
     assert planned[1][1] == base and planned[0][1] == base.replace(gsa=False)

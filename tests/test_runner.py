@@ -1,20 +1,22 @@
-"""The command line `experiments/ablate.py`: refusing bad input, a compare call end to end, kill-and-resume."""
+"""The command line `experiments/ablate.py`: refusing bad input before any run exists, a compare call end to end,
+the call as the unit of resume (kill mid-call, resume, same numbers), interrupts, concurrency, relocation."""
 from __future__ import annotations
 
-import os
+import contextlib
+import io
+import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from experiments import ablate
-from runner_support import TINY_ARGS, TINY_KWARGS, mlflow_db_template, output_dir, tracking_uri  # noqa: F401
-
-ROOT = Path(__file__).resolve().parents[1]
+from experiments.calls import Call, new_call_folder
+from runner_support import (TINY_ARGS, children, histories, mlflow_db_template, output_dir, run_to_end,  # noqa: F401
+                            runner, tracking_uri, wait_for)
 
 
 def _free_port() -> int:
@@ -23,42 +25,81 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _broken_imagefolder(root: Path) -> str:
+    for split in ("train", "val"):
+        (root / split / "a").mkdir(parents=True)
+        from PIL import Image
+
+        Image.new("RGB", (8, 8)).save(root / split / "a" / "ok.png")
+    (root / "train" / "a" / "broken.png").write_bytes(b"not an image at all")
+    return str(root)
+
+
+# case -> (argv, a word the one-line error must contain); the catalogue of refusals (README lists the categories)
 BAD_INPUT = {
+    # contradictory or impossible switches
     "contradictory --no-lwt/--window-token": (["--no-lwt", "--window-token", "avgpool"], "--no-lwt"),
     "contradictory --no-dssa/--no-lwt": (["--no-dssa", "--no-lwt"], "--no-dssa"),
     "contradictory --no-gsa/--group-size": (["--no-gsa", "--group-size", "2"], "--group-size"),
     "contradictory --no-dssa/--group-size": (["--no-dssa", "--group-size", "2"], "--group-size"),
     "switch only for sepvit blocks": (["--block-pattern", "swin", "--no-dssa"], "block_pattern"),
     "grid plus switches": (["--grid", "paper", "--no-gsa"], "--grid"),
-    "unknown dataset": (["--dataset", "mnist"], "unknown dataset"),
-    "unknown model": (["--model", "resnet50"], "unknown model"),
+    "group size that does not fit": (["--group-size", "16"], "does not fit"),
     "unknown choice": (["--window-token", "conv"], "invalid choice"),
+    # model configuration
+    "unknown model": (["--model", "resnet50"], "unknown model"),
+    "heads that do not divide": (["--model-kwargs", "embed_dims=16,32,64,128", "num_heads=3,1,2,4"], "num_heads"),
+    "unknown config field": (["--model-kwargs", "colour=1"], "colour"),
+    "badly typed config field": (["--model-kwargs", "gsa=maybe"], "gsa"),
+    "unparsable per-stage list": (["--model-kwargs", "depths=abc"], "depths"),
+    "model field owned by the data": (["--model-kwargs", "img_size=64"], "--img-size"),
+    "classes owned by the data": (["--model-kwargs", "num_classes=5"], "dataset"),
+    # data
+    "unknown dataset": (["--dataset", "mnist"], "unknown dataset"),
     "missing data folder": (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "does not exist"),
     "data folder not given": (["--dataset", "imagefolder"], "--data-dir"),
+    "unreadable image": (["--dataset", "imagefolder", "--data-dir", "BROKEN_IMAGEFOLDER"], "broken.png"),
+    # training settings
     "zero batch size": (["-b", "0"], "batch_size"),
     "negative epochs": (["--epochs", "-1"], "epochs"),
+    "fractional epochs": (["--epochs", "1.5"], "epochs"),
     "zero seeds": (["--seeds", "0"], "--seeds"),
-    "group size that does not fit": (["--group-size", "16"], "does not fit"),
-    "heads that do not divide": (["--model-kwargs", "embed_dims=(16,32,64,128)", "num_heads=(3,1,2,4)"], "num_heads"),
-    "unknown config field": (["--model-kwargs", "colour=1"], "colour"),
+    "negative min lr": (["--min-lr", "-0.00001"], "min_lr"),
+    "min lr above lr": (["--min-lr", "1"], "min_lr"),
+    "unknown optimiser": (["--opt", "adamq"], "--opt"),
+    "unknown schedule": (["--sched", "zigzag"], "--sched"),
+    "unparsable clip": (["--clip-grad", "lots"], "clip_grad"),
+    "unknown device": (["--device", "tpu"], "device"),
+    # tracking
     "file-store tracking uri": (["--tracking-uri", "./mlruns"], "sqlite"),
+    "in-memory sqlite": (["--tracking-uri", "sqlite:///"], "in-memory"),
+    "unknown uri scheme": (["--tracking-uri", "ftp://host/db"], "scheme"),
+    "unwritable tracking location": (["--tracking-uri", "sqlite:////proc/no/mlflow.db"], "/proc/no"),
+    "empty experiment name": (["--experiment", ""], "experiment"),
 }
+if not torch.cuda.is_available():
+    BAD_INPUT["cuda without a GPU"] = (["--device", "cuda"], "GPU")
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT), ids=list(BAD_INPUT))
-def test_bad_input_is_refused_before_training(case, tmp_path, capsys, monkeypatch):
-    import experiments.engine as engine
+def test_bad_input_is_refused_before_any_run(case, tmp_path, output_dir, capsys, monkeypatch):
+    import experiments.run as run
 
     def no_training(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(engine, "train_and_evaluate", no_training)
+    monkeypatch.setattr(run, "train_and_evaluate", no_training)
     argv, expected = BAD_INPUT[case]
-    rc = _call([*argv, "--output", str(tmp_path)])
+    if "BROKEN_IMAGEFOLDER" in argv:
+        argv = [_broken_imagefolder(tmp_path / "images") if a == "BROKEN_IMAGEFOLDER" else a for a in argv]
+    rc = _call([*TINY_ARGS, *argv, "--output", str(output_dir)])
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert len(err.splitlines()) == 1, err
-    assert expected in err and "Traceback" not in err
+    assert expected in err and "Traceback" not in err, err
+    _, trained, parents = children(output_dir)
+    assert not trained and not parents  # the database is unchanged: no run was opened
+    assert not (output_dir / "sepvit-ablation").exists()  # and no call folder
 
 
 def _call(argv: list[str]) -> int:
@@ -77,153 +118,219 @@ def test_unreachable_tracking_server_fails_fast(tmp_path, capsys):
     assert time.perf_counter() - start < 10
 
 
-def _runner(args: list[str], env_extra: dict | None = None, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
-    return subprocess.Popen([sys.executable, str(ROOT / "experiments" / "ablate.py"), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+# ---------------------------------------------------------------------------------- a whole call
+COMPARE = ["--no-gsa", "--compare", "--seeds", "2", *TINY_ARGS[:-2], "--epochs", "2"]
 
 
-def test_sigkill_during_epoch_two_then_resume_matches_uninterrupted_run(tmp_path, mlflow_db_template):
-    import shutil
+@pytest.fixture(scope="module")
+def straight_compare(tmp_path_factory, mlflow_db_template):
+    """One uninterrupted `--no-gsa --compare --seeds 2` call (4 runs of 2 epochs) in a subprocess."""
+    out = tmp_path_factory.mktemp("straight")
+    shutil.copy(mlflow_db_template, out / "mlflow.db")
+    done = run_to_end([*COMPARE, "--output", str(out), "--experiment", "cmp"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done, out
 
-    from experiments.checkpoint import load_checkpoint
-    from mlflow.tracking import MlflowClient
 
-    common = [*TINY_ARGS[:-2], "--epochs", "2", "--warmup-epochs", "1"]
-    runs = {}
-    for name in ("straight", "killed"):
-        out = tmp_path / name
-        out.mkdir()
-        shutil.copy(mlflow_db_template, out / "mlflow.db")
-        runs[name] = out
-    # the killed run pauses at the first batch of epoch 2 (test hook), and is SIGKILLed there
-    killed = _runner([*common, "--output", str(runs["killed"])], {"SEPVIT_TEST_PAUSE_AT_EPOCH": "2"})
-    straight = _runner([*common, "--output", str(runs["straight"])])
-    deadline = time.time() + 240
-    while not list(runs["killed"].rglob("paused")):
-        assert killed.poll() is None, killed.communicate()
-        assert time.time() < deadline, "the run never reached epoch 2"
-        time.sleep(0.2)
-    os.kill(killed.pid, signal.SIGKILL)
+def test_compare_call_prints_the_table_and_records_one_parent_with_children(straight_compare):
+    done, out = straight_compare
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:2] == ["configuration", "seeds"] and "MACs" in lines[0]
+    assert any(line.startswith("no-gsa ") and " 2 " in line for line in lines)
+    assert any(line.startswith("reference *") for line in lines)
+    assert any("Welch 95% CI" in line for line in lines)
+    assert any(line.startswith("`no-gsa` vs the reference") or line.startswith("`no-gsa` ") for line in lines)
+    client, trained, parents = children(out, "cmp")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0].info.run_id
+    assert sorted((c.data.tags["config"], c.data.params["train.seed"]) for c in trained) == [
+        ("no-gsa", "0"), ("no-gsa", "1"), ("reference", "0"), ("reference", "1")]
+    assert all(c.info.status == "FINISHED" and c.data.tags["mlflow.parentRunId"] == parent for c in trained)
+    assert {c.data.tags["is_reference"] for c in trained if c.data.tags["config"] == "reference"} == {"true"}
+    assert {a.path for a in client.list_artifacts(parent)} >= {"summary.csv", "summary.md", "comparison.csv",
+                                                               "call.json"}
+    # the artifacts live next to the database, not in ./mlruns of the current folder
+    assert all(c.info.artifact_uri.startswith((out / "mlartifacts").resolve().as_uri()) for c in trained)
+    call = Call.load(out / parents[0].data.tags["call_folder"])
+    assert call.parent_run_id == parent and [r.name for r in call.runs] == [
+        "no-gsa seed0", "no-gsa seed1", "reference seed0", "reference seed1"]
+    assert all(call.state_of(r) == "finished" for r in call.runs)
+
+
+def test_killed_compare_call_resumes_every_run_with_the_same_numbers(straight_compare, output_dir):
+    """SIGKILL in epoch 2 of the 2nd of 4 runs; --resume CALL: run 1 skipped, run 2 continued, runs 3-4 trained."""
+    killed = runner([*COMPARE, "--output", str(output_dir), "--experiment", "cmp"], fault="pause:2:2")
+    wait_for(output_dir, "paused", killed)
+    killed.send_signal(signal.SIGKILL)
     killed.communicate()
-    out_straight, err_straight = straight.communicate(timeout=240)
-    assert straight.returncode == 0, err_straight
+    client, trained, parents = children(output_dir, "cmp")
+    assert parents[0].info.status == "RUNNING"  # SIGKILL: nobody could close it
+    call_folder = output_dir / parents[0].data.tags["call_folder"]
+    call = Call.load(call_folder)
+    assert [call.state_of(r) for r in call.runs] == ["finished", "resumable", "new", "new"]
 
-    last = next(runs["killed"].rglob("last.pth"))
-    ckpt = load_checkpoint(last)
-    assert ckpt["epoch"] == 1  # the last complete epoch before the kill
-    client = MlflowClient(tracking_uri(runs["killed"]))
-    assert client.get_run(ckpt["run_id"]).info.status == "RUNNING"  # SIGKILL: nobody could mark it
-
-    resumed = _runner(["--resume", str(last)])
-    _, err = resumed.communicate(timeout=240)
-    assert resumed.returncode == 0, err
-
-    def final(out: Path):
-        c = MlflowClient(tracking_uri(out))
-        exp = c.get_experiment_by_name("sepvit-ablation")
-        children = c.search_runs([exp.experiment_id], filter_string="tags.kind = 'train'")
-        assert len(children) == 1  # one MLflow run, continued
-        run = children[0]
-        history = {key: [(m.step, m.value) for m in c.get_metric_history(run.info.run_id, key)]
-                   for key in ("val_top1", "val_loss", "train_loss")}
-        return run, history
-
-    run_a, hist_a = final(runs["straight"])
-    run_b, hist_b = final(runs["killed"])
-    assert run_b.info.status == "FINISHED" and run_b.data.tags.get("resumed") == "true"
-    for key in hist_a:
-        steps_b = [s for s, _ in hist_b[key]]
-        assert sorted(steps_b) == [1, 2] and len(set(steps_b)) == len(steps_b)  # no duplicated steps
-        a = dict(hist_a[key])
-        b = dict(hist_b[key])
-        for step in a:
-            assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6), (key, step)
+    resumed = run_to_end(["--resume", str(call_folder / call.runs[1].folder / "last.pth")])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "1 of 4 runs finished" in resumed.stderr
+    client, trained, parents = children(output_dir, "cmp")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(trained) == 4 and all(r.info.status == "FINISHED" for r in trained)
+    assert {a.path for a in client.list_artifacts(parents[0].info.run_id)} >= {"comparison.csv", "summary.csv"}
+    straight_client, straight_runs, _ = children(straight_compare[1], "cmp")
+    expected = {r.info.run_name: histories(straight_client, r) for r in straight_runs}
+    for run in trained:
+        got = histories(client, run)
+        for key, points in expected[run.info.run_name].items():
+            assert [s for s, _ in got[key]] == [1, 2], (run.info.run_name, key)  # no duplicated steps
+            assert [v for _, v in got[key]] == pytest.approx([v for _, v in points], rel=1e-5, abs=1e-6)
+    assert "Welch 95% CI" in resumed.stdout
 
 
 @pytest.mark.parametrize("sig, word", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
 def test_interrupt_marks_runs_killed_with_reason_and_keeps_checkpoints(sig, word, output_dir):
-    from mlflow.tracking import MlflowClient
-
     from experiments.checkpoint import load_checkpoint
 
-    # pytest-xdist workers ignore SIGINT and children inherit that: give the runner a terminal's default
-    proc = _runner([*TINY_ARGS[:-2], "--epochs", "2", "--output", str(output_dir)], {"SEPVIT_TEST_PAUSE_AT_EPOCH": "2"},
-                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 240
-    while not list(output_dir.rglob("paused")):
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "the run never reached epoch 2"
-        time.sleep(0.2)
+    proc = runner([*TINY_ARGS[:-2], "--epochs", "2", "--output", str(output_dir)], fault="pause:2")
+    wait_for(output_dir, "paused", proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == ablate.EXIT_INTERRUPTED, err
     assert "--resume" in err and "Traceback" not in err
-
-    client = MlflowClient(tracking_uri(output_dir))
-    exp = client.get_experiment_by_name("sepvit-ablation")
-    runs = {r.data.tags["kind"]: r for r in client.search_runs([exp.experiment_id])}
-    child, parent = runs["train"], runs["parent"]
+    _, trained, parents = children(output_dir)
+    child, parent = trained[0], parents[0]
     assert child.info.status == "KILLED" and parent.info.status == "KILLED"
     assert f"interrupted during epoch 2 ({word})" in child.data.tags["status_reason"]
+    assert "--resume" in parent.data.tags["status_reason"] and "unfinished" in parent.data.tags["status_reason"]
     assert load_checkpoint(next(output_dir.rglob("last.pth")))["epoch"] == 1
     interrupted = load_checkpoint(next(output_dir.rglob("interrupted.pth")))
     assert interrupted["reason"].startswith("interrupted during epoch 2")
 
 
+def test_nan_then_resume_with_a_lower_lr_is_applied_and_recorded(output_dir):
+    proc = runner([*TINY_ARGS[:-2], "--epochs", "2", "--output", str(output_dir)], fault="nan:2")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == ablate.EXIT_RUN_FAILED and "lower --lr" in err
+    client, trained, parents = children(output_dir)
+    assert trained[0].info.status == "FAILED" and parents[0].info.status == "FAILED"
+    resumed = run_to_end(["--resume", str(output_dir / parents[0].data.tags["call_folder"]), "--lr", "1e-3"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _, trained, parents = children(output_dir)
+    assert trained[0].info.status == "FINISHED" and parents[0].info.status == "FINISHED"
+    assert trained[0].data.tags["resume.lr"] == "0.003 -> 0.001"
+
+
+# ---------------------------------------------------------------------------------- resume: what it refuses
 @pytest.fixture(scope="module")
-def compare_call(tmp_path_factory, mlflow_db_template):
-    """One in-process call: --no-gsa --compare --seeds 2 on tiny settings (4 runs under one parent)."""
-    import contextlib
-    import io
-    import shutil
-
-    out = tmp_path_factory.mktemp("compare")
+def finished_call(tmp_path_factory, mlflow_db_template):
+    """A finished one-run call (1 epoch): tests copy it, which also exercises moved output folders."""
+    out = tmp_path_factory.mktemp("finished") / "out"
+    out.mkdir()
     shutil.copy(mlflow_db_template, out / "mlflow.db")
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        rc = ablate.main(["--no-gsa", "--compare", "--seeds", "2", *TINY_ARGS, "--output", str(out),
-                          "--experiment", "cmp"])
-    return rc, stdout.getvalue(), stderr.getvalue(), out
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert ablate.main([*TINY_ARGS, "--output", str(out)]) == 0
+    return out
 
 
-def test_compare_call_prints_the_table_and_records_one_parent_with_children(compare_call):
-    from mlflow.tracking import MlflowClient
-
-    rc, stdout, stderr, out = compare_call
-    assert rc == 0, stderr
-    lines = stdout.splitlines()
-    assert lines[0].split()[:2] == ["configuration", "seeds"] and "MACs" in lines[0]
-    assert any(line.startswith("no-gsa ") and " 2 " in line for line in lines)
-    assert any(line.startswith("reference *") for line in lines)
-    assert any("Welch 95% CI" in line for line in lines)
-    client = MlflowClient(tracking_uri(out))
-    exp = client.get_experiment_by_name("cmp")
-    parents = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'parent'")
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    parent = parents[0].info.run_id
-    children = client.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
-    assert sorted((c.data.tags["config"], c.data.params["train.seed"]) for c in children) == [
-        ("no-gsa", "0"), ("no-gsa", "1"), ("reference", "0"), ("reference", "1")]
-    assert all(c.info.status == "FINISHED" for c in children)
-    assert {c.data.tags["is_reference"] for c in children if c.data.tags["config"] == "reference"} == {"true"}
-    assert {a.path for a in client.list_artifacts(parent)} >= {"summary.csv", "summary.md", "comparison.csv"}
-    # the artifacts live next to the database, not in ./mlruns of the current folder
-    assert all(c.info.artifact_uri.startswith((out / "mlartifacts").resolve().as_uri()) for c in children)
+def _copy_call(finished_call: Path, tmp_path: Path) -> tuple[Path, Path]:
+    out = tmp_path / "moved"
+    shutil.copytree(finished_call, out)
+    folder = next(p.parent for p in out.rglob("call.json"))
+    return out, folder
 
 
-def test_report_reads_the_call_back_from_mlflow(compare_call):
-    from experiments.report import compare_to_reference, load_histories, load_runs, summarize
+def _damage(kind: str, last: Path, other: Path) -> None:
+    if kind == "truncated":
+        last.write_bytes(last.read_bytes()[:200])
+    elif kind == "not a checkpoint":
+        torch.save(torch.zeros(3), last)
+    elif kind == "unsafe pickle":
+        torch.save({"model": {}, "config": {}, "payload": Path("/tmp")}, last)
+    elif kind == "other configuration":
+        state = torch.load(last, weights_only=True)
+        state["config"]["gsa"] = not state["config"]["gsa"]
+        torch.save(state, last)
 
-    _, _, _, out = compare_call
-    runs = load_runs(tracking_uri(out), "cmp")
-    assert len(runs) == 4 and set(runs["config"]) == {"no-gsa", "reference"}
-    summary = summarize(runs).set_index("config")
-    assert summary.loc["no-gsa", "seeds"] == 2 and summary.loc["reference", "is_reference"]
-    assert summary.loc["no-gsa", "params"] != summary.loc["reference", "params"]
-    comparison = compare_to_reference(runs)
-    assert list(comparison["config"]) == ["no-gsa"]
-    expected = runs[runs.config == "no-gsa"].top1.mean() - runs[runs.config == "reference"].top1.mean()
-    assert comparison["diff"].iloc[0] == pytest.approx(expected)
-    history = load_histories(tracking_uri(out), runs)
-    assert set(history["metric"]) == {"train_loss", "val_top1"} and set(history["epoch"]) == {1}
+
+RESUME_REFUSALS = {
+    "a model switch": (["--no-gsa"], None, "--no-gsa"),
+    "a training flag": (["-b", "8"], None, "--batch-size"),
+    "a shorter run": (["--epochs", "0"], None, "epochs"),
+    "no such call": (["--resume", "/nonexistent/call"], None, "no such file"),
+    "not a call folder": (["--resume", "/tmp"], None, "not inside a runner call"),
+    "truncated checkpoint": ([], "truncated", "truncated"),
+    "foreign file": ([], "not a checkpoint", "not a workbench checkpoint"),
+    "unsafe pickle": ([], "unsafe pickle", "safe loading refuses"),
+    "other configuration": ([], "other configuration", "gsa"),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_REFUSALS), ids=list(RESUME_REFUSALS))
+def test_resume_refuses_what_it_cannot_honour(case, finished_call, tmp_path, capsys):
+    out, folder = _copy_call(finished_call, tmp_path)
+    argv, damage, expected = RESUME_REFUSALS[case]
+    run_dir = next(folder.glob("*/last.pth")).parent
+    if damage:
+        (run_dir / "result.json").unlink()  # unfinished: resume must read its last.pth
+        _damage(damage, run_dir / "last.pth", folder)
+    argv = argv if argv[:1] == ["--resume"] else ["--resume", str(folder), *argv]
+    rc = _call(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert expected in err, err
+    assert "weights_only=False" not in err
+    _, trained, parents = children(out)
+    assert parents[0].info.status == "FINISHED" and trained[0].info.status == "FINISHED"  # untouched
+
+
+def test_a_moved_output_folder_resumes_and_extends_in_place(finished_call, tmp_path, capsys):
+    out, folder = _copy_call(finished_call, tmp_path)
+    rc = _call(["--resume", str(folder), "--epochs", "2"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "0 of 1 runs finished" in captured.err and "epochs=2" in captured.err
+    client, trained, parents = children(out)
+    run = trained[0]
+    assert run.info.status == "FINISHED" and run.data.tags["resume.epochs"] == "1 -> 2"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_top1")] == [1, 2]
+    assert run.info.artifact_uri.startswith((out / "mlartifacts").resolve().as_uri())  # not the original folder
+    assert (out / "mlartifacts").is_dir() and parents[0].info.status == "FINISHED"
+
+
+# ---------------------------------------------------------------------------------- concurrency
+def test_three_runners_started_together_on_a_new_folder_all_finish(tmp_path):
+    out = tmp_path / "fresh"  # no database yet: the three race to create it
+    procs = [runner([*TINY_ARGS, "--seed", str(seed), "--output", str(out)]) for seed in range(3)]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-1500:] for _, err in results]
+    _, trained, parents = children(out)
+    assert len(parents) == 3 and len(trained) == 3
+    assert sorted(r.data.params["train.seed"] for r in trained) == ["0", "1", "2"]
+    assert len({p.data.tags["call_folder"] for p in parents}) == 3
+
+
+def test_calls_started_in_the_same_second_keep_separate_folders(tmp_path):
+    folders = {new_call_folder(tmp_path, "exp") for _ in range(20)}
+    assert len(folders) == 20 and all(f.is_dir() for f in folders)
+    assert len({f.name[:15] for f in folders}) <= 2  # same second (or two), yet distinct
+
+
+# ---------------------------------------------------------------------------------- reports over calls
+def test_reports_default_to_the_newest_call_and_pool_only_without_duplicates(straight_compare, tmp_path):
+    from experiments.report import ReportError, load_runs, pool, summarize
+
+    _, original = straight_compare
+    out = tmp_path / "two-calls"
+    shutil.copytree(original, out)  # the same experiment gets a second, identical call
+    second = run_to_end([*COMPARE, "--output", str(out), "--experiment", "cmp"])
+    assert second.returncode == 0, second.stderr[-2000:]
+    uri = tracking_uri(out)
+    latest = summarize(load_runs(uri, "cmp")).set_index("config")
+    assert latest.loc["no-gsa", "seeds"] == 2 and latest.loc["reference", "seeds"] == 2
+    pooled = summarize(load_runs(uri, "cmp", calls="all")).set_index("config")
+    assert pooled.loc["no-gsa", "seeds"] == 2 and pooled.loc["reference", "seeds"] == 2  # never 4
+    assert latest.loc["no-gsa", "top1_mean"] == pooled.loc["no-gsa", "top1_mean"]
+    frame = load_runs(uri, "cmp", calls="all")
+    relabelled = frame.copy()
+    relabelled.loc[relabelled["config"] == "reference", "config"] = "no-gsa"  # one label, two configurations
+    with pytest.raises(ReportError, match="different configurations"):
+        pool(relabelled)

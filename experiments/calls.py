@@ -1,0 +1,183 @@
+"""A call of the runner is the unit of resume: its plan, its folder, and the state of each planned run.
+
+    <output>/<experiment>/<call id>/        call id = UTC time + a random suffix: unique even within a second
+        call.json                           the plan, written before any training (below)
+        <run>/last.pth, best.pth            checkpoints (see experiments.run)
+        <run>/result.json                   written when the run ends: status, reason, history, best, cost, ids
+
+`call.json` holds the command, the MLflow experiment and parent run id, the tracking URI (null = the default
+SQLite store of the output folder, so a moved or copied output folder still resumes), and every planned run:
+label, seed, model and training configuration, and its folder relative to the call folder.
+`ablate.py --resume CALL` re-reads the plan, skips FINISHED runs, resumes runs that have a `last.pth` and starts
+the others, then writes the comparison.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sepvit.config import SepViTConfig
+
+from .train_config import TrainConfig
+
+CALL_FILE, RESULT_FILE = "call.json", "result.json"
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class CallError(ValueError):
+    """A call folder or resume target that cannot be used; the message is one line saying what to do."""
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomically: a reader (or a crash) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+@dataclass
+class PlannedRun:
+    label: str
+    seed: int
+    model: SepViTConfig
+    train: TrainConfig
+    folder: str  # relative to the call folder
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.label} seed{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "seed": self.seed, "model": self.model.to_dict(), "train": self.train.to_dict(),
+                "folder": self.folder, "tags": self.tags}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PlannedRun":
+        return cls(data["label"], int(data["seed"]), SepViTConfig.from_dict(data["model"]),
+                   TrainConfig.from_dict(data["train"]), data["folder"], dict(data.get("tags", {})))
+
+
+@dataclass
+class Call:
+    folder: Path
+    command: str
+    experiment: str
+    runs: list[PlannedRun]
+    reference: str | None = None  # the label of the reference configuration, if the call trains one
+    tracking_uri: str | None = None  # None: the default store of the output folder
+    parent_run_id: str | None = None
+    name: str = ""
+
+    @property
+    def output(self) -> Path:
+        """The output folder: <output>/<experiment>/<call id>."""
+        return self.folder.parents[1]
+
+    def resolved_tracking_uri(self) -> str:
+        from .tracking import default_tracking_uri
+
+        return self.tracking_uri or default_tracking_uri(self.output)
+
+    def run_dir(self, run: PlannedRun) -> Path:
+        return self.folder / run.folder
+
+    def save(self) -> None:
+        write_json(self.folder / CALL_FILE, {
+            "command": self.command, "experiment": self.experiment, "reference": self.reference,
+            "tracking_uri": self.tracking_uri, "parent_run_id": self.parent_run_id, "name": self.name,
+            "runs": [run.to_dict() for run in self.runs]})
+
+    @classmethod
+    def load(cls, folder: Path) -> "Call":
+        path = folder / CALL_FILE
+        try:
+            data = json.loads(path.read_text())
+            runs = [PlannedRun.from_dict(r) for r in data["runs"]]
+        except FileNotFoundError:
+            raise CallError(f"{folder} is not a call folder (no {CALL_FILE}): pass the folder of a runner call, a "
+                            f"last.pth inside one, or the parent run id") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CallError(f"{path} is damaged ({type(exc).__name__}: {exc}): it cannot be resumed") from None
+        return cls(folder, data["command"], data["experiment"], runs, data.get("reference"), data.get("tracking_uri"),
+                   data.get("parent_run_id"), data.get("name", ""))
+
+    def result_of(self, run: PlannedRun) -> dict[str, Any] | None:
+        """The run's result.json (None if it never ended)."""
+        path = self.run_dir(run) / RESULT_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def state_of(self, run: PlannedRun) -> str:
+        """'finished', 'resumable' (a last.pth to continue from) or 'new'."""
+        result = self.result_of(run)
+        if result is not None and result["status"] == "FINISHED":
+            return "finished"
+        return "resumable" if (self.run_dir(run) / "last.pth").is_file() else "new"
+
+
+    def needs_training(self, run: PlannedRun) -> bool:
+        """False once the run finished all its planned epochs (a resume with more --epochs extends it)."""
+        result = self.result_of(run)
+        if result is None or result["status"] != "FINISHED":
+            return True
+        return len(result["history"]) < run.train.epochs and not result.get("stopped_early")
+
+
+def new_call_folder(output: str | Path, experiment: str) -> Path:
+    """A fresh, unique call folder: two calls started in the same second never share one."""
+    parent = Path(output) / slug(experiment)
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    while True:
+        folder = parent / f"{stamp}-{secrets.token_hex(3)}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+
+
+def find_call_folder(target: str, output: str | Path, tracking_uri: str | None) -> Path:
+    """The call folder named by --resume: the folder itself, a file inside it (e.g. a run's last.pth), or the
+    parent run id (looked up in the tracking store)."""
+    path = Path(target).expanduser()
+    for candidate in (path, *path.parents[:3]):
+        if (candidate / CALL_FILE).is_file():
+            return candidate
+    if path.exists():
+        raise CallError(f"{target} is not inside a runner call folder (no {CALL_FILE} in it or above it): pass the "
+                        "call folder printed by ablate.py, a last.pth inside it, or the parent run id")
+    if RUN_ID.match(target):
+        return _call_folder_of_parent(target, output, tracking_uri)
+    raise CallError(f"--resume {target}: no such file or folder, and not an MLflow run id")
+
+
+def _call_folder_of_parent(run_id: str, output: str | Path, tracking_uri: str | None) -> Path:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from .tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri(output)
+    try:
+        run = MlflowClient(tracking_uri=uri).get_run(run_id)
+    except MlflowException:
+        raise CallError(f"no MLflow run {run_id} in {uri}: pass --output (or --tracking-uri) of the call's store, "
+                        "or the call folder") from None
+    folder = run.data.tags.get("call_folder")
+    if folder is None:
+        raise CallError(f"run {run_id} is not the parent run of a runner call: pass the parent run id")
+    resolved = Path(output) / folder
+    if not (resolved / CALL_FILE).is_file():
+        raise CallError(f"the call folder of run {run_id}, {resolved}, is gone: pass its new location")
+    return resolved

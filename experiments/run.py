@@ -1,0 +1,347 @@
+"""One training run's lifecycle around the engine: resume, checkpoint policy, MLflow, signals.
+
+    result = train_and_evaluate(model_cfg, train_cfg, tracker, run_name="no-gsa seed0", run_dir=...)
+
+`experiments/ablate.py` calls it once per (configuration, seed) and the Optuna search once per trial (with an
+`on_epoch_end` callback that reports to the trial and returns True to prune).
+
+Checkpoints (`run_dir`): `last.pth` (every `checkpoint_every` epochs and the last; everything to resume: model,
+EMA, optimiser, schedule, configs, epoch, history, MLflow ids) and `best.pth` (the reported weights of the best
+epoch, with `weights` = "ema" or "raw"; moved into the MLflow run's artifacts when the run finishes, so it is
+stored once). A NaN loss ends the run FAILED with the last good `last.pth` kept; Ctrl-C and SIGTERM save
+`interrupted.pth`, mark the MLflow run KILLED and re-raise; any other error marks it FAILED and re-raises.
+
+The reported accuracy (one rule, used by every table): `val_top1` of the raw weights, or `val_top1_ema` of the
+EMA weights when the run keeps an EMA (`--model-ema`), as timm's train.py reports it. Both are logged per epoch.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from sepvit.config import SepViTConfig
+
+from . import engine
+from .calls import RESULT_FILE, write_json
+from .checkpoint import load_checkpoint, save_checkpoint
+from .train_config import TrainConfig
+
+log = logging.getLogger("sepvit.run")
+
+EpochCallback = Callable[[int, dict[str, float]], "bool | None"]
+
+
+class RunInterrupted(BaseException):
+    """SIGTERM, turned into an exception so that the run is checkpointed and marked KILLED."""
+
+
+def reported_metric(train_cfg: TrainConfig) -> str:
+    """The per-epoch metric a run reports as its top-1: the EMA's when it keeps one, else the raw weights'."""
+    return "val_top1_ema" if train_cfg.model_ema else "val_top1"
+
+
+@dataclass
+class Result:
+    """What one training run produced. Accuracies are percentages; `history` holds one dict per epoch."""
+
+    run_name: str
+    status: str  # FINISHED, FAILED or KILLED (MLflow's words)
+    model_cfg: SepViTConfig
+    train_cfg: TrainConfig
+    history: list[dict[str, float]] = field(default_factory=list)
+    reason: str | None = None
+    run_id: str | None = None
+    run_dir: Path | None = None
+    best: dict[str, float] = field(default_factory=lambda: {"top1": -1.0, "epoch": 0})
+    cost: dict[str, float] = field(default_factory=dict)  # params, macs, latency_ms
+    stopped_early: bool = False
+
+    @property
+    def metric(self) -> str:
+        return reported_metric(self.train_cfg)
+
+    @property
+    def top1(self) -> float:
+        """The reported top-1 of the last completed epoch (less optimistic than the best epoch)."""
+        return self.history[-1][self.metric] if self.history else float("nan")
+
+    @property
+    def best_top1(self) -> float:
+        return self.best["top1"] if self.history else float("nan")
+
+    @property
+    def img_per_s(self) -> float:
+        values = [h["img_per_s"] for h in self.history]
+        return float(np.median(values)) if values else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """What `result.json` holds (the call's record of how the run ended)."""
+        return {"run_name": self.run_name, "status": self.status, "reason": self.reason, "run_id": self.run_id,
+                "model": self.model_cfg.to_dict(), "train": self.train_cfg.to_dict(), "history": self.history,
+                "best": self.best, "cost": self.cost, "stopped_early": self.stopped_early}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], run_dir: Path) -> "Result":
+        return cls(data["run_name"], data["status"], SepViTConfig.from_dict(data["model"]),
+                   TrainConfig.from_dict(data["train"]), list(data["history"]), data.get("reason"), data.get("run_id"),
+                   Path(run_dir), dict(data["best"]), dict(data.get("cost", {})), bool(data.get("stopped_early")))
+
+
+# ---------------------------------------------------------------------------------- cost
+def model_cost(model_cfg: SepViTConfig, repeats: int = 10) -> dict[str, float]:
+    """Parameters, MACs (fvcore on an explicit-attention copy, batch 1; multiply-add = 1) and batch-1 latency (ms).
+
+    Cached per configuration: the seeds of one configuration share one measurement.
+    """
+    return dict(_model_cost(json.dumps(model_cfg.to_dict(), sort_keys=True), repeats))
+
+
+@functools.lru_cache(maxsize=64)
+def _model_cost(cfg_json: str, repeats: int) -> tuple:
+    from analysis.counters import count_params, explicit_attention_copy, fvcore_count
+
+    cfg = SepViTConfig.from_dict(json.loads(cfg_json))
+    with torch.random.fork_rng():  # measuring must not move the training RNG
+        model = cfg.build().eval()
+        x = torch.randn(1, cfg.in_chans, cfg.img_size, cfg.img_size)
+        macs = fvcore_count(explicit_attention_copy(model), x).total
+        times = []
+        with torch.inference_mode():
+            for i in range(repeats + 3):
+                start = time.perf_counter()
+                model(x)
+                if i >= 3:  # warm-up
+                    times.append(time.perf_counter() - start)
+    return tuple({"params": count_params(model), "macs": macs, "latency_ms": 1000 * float(np.median(times))}.items())
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def _resume_state(parts: engine.Parts, ckpt: dict[str, Any]) -> None:
+    parts.model.load_state_dict(ckpt["model"])
+    parts.optimizer.load_state_dict(ckpt["optimizer"])  # the schedule is rebuilt from the config, not loaded
+    if parts.ema is not None and ckpt.get("ema") is not None:
+        parts.ema.load_state_dict(ckpt["ema"])
+
+
+def _last_state(parts: engine.Parts, result: Result, parent_run_id: str | None, epoch: int) -> dict[str, Any]:
+    return {"model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
+            "ema": parts.ema.state_dict() if parts.ema is not None else None,
+            "config": result.model_cfg.to_dict(), "train_config": result.train_cfg.to_dict(), "epoch": epoch,
+            "history": result.history, "best": result.best, "run_id": result.run_id,
+            "parent_run_id": parent_run_id, "run_name": result.run_name}
+
+
+def _save_best(parts: engine.Parts, result: Result, metrics: dict[str, float]) -> None:
+    weights = parts.ema.module if parts.ema is not None else parts.model
+    save_checkpoint({"model": weights.state_dict(), "weights": "ema" if parts.ema is not None else "raw",
+                     "config": result.model_cfg.to_dict(), "train_config": result.train_cfg.to_dict(),
+                     "epoch": int(metrics["epoch"]), "metrics": metrics}, result.run_dir / "best.pth")
+
+
+# ---------------------------------------------------------------------------------- MLflow
+def _open_mlflow(tracker, result: Result, info, parent_run_id, tags, resumed: bool) -> str:
+    from .tracking import environment_params, flatten
+
+    if resumed:
+        tracker.reopen_run(result.run_id)
+        for metrics in result.history:  # epochs checkpointed before a crash but never logged
+            if int(metrics["epoch"]) not in tracker.logged_steps(result.run_id, "val_top1"):
+                tracker.log_metrics(result.run_id, _epoch_metrics(metrics), step=int(metrics["epoch"]))
+        return result.run_id
+    data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(info).items()}
+    run_id = tracker.start_run(result.run_name, parent_run_id=parent_run_id,
+                               tags={"kind": "train", "reported_metric": result.metric, **(tags or {})})
+    tracker.log_params(run_id, {**flatten(result.model_cfg.to_dict(), "model."),
+                                **flatten(result.train_cfg.to_dict(), "train."), **flatten(data, "data."),
+                                **environment_params()})
+    tracker.log_json(run_id, {"model": result.model_cfg.to_dict(), "train": result.train_cfg.to_dict(),
+                              "data": data}, "config.json")
+    return run_id
+
+
+def _epoch_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if k != "epoch"}
+
+
+def _finish_mlflow(tracker, result: Result) -> None:
+    from .report import learning_curve_figure
+
+    run_id = result.run_id
+    if result.history:
+        last = result.history[-1]
+        tracker.log_metrics(run_id, {"final_val_top1": result.top1,
+                                     "final_val_top5": last[result.metric.replace("top1", "top5")],
+                                     "best_val_top1": result.best["top1"], "best_epoch": result.best["epoch"]},
+                            step=int(last["epoch"]))
+        figure = learning_curve_figure(result.history, result.run_dir / "learning_curve.png", title=result.run_name,
+                                       metric=result.metric)
+        tracker.log_artifact(run_id, figure)
+    best = result.run_dir / "best.pth"
+    if best.is_file() and result.status == "FINISHED":
+        tracker.log_artifact(run_id, best, "checkpoint")
+        best.unlink()  # stored once: in the run's artifacts
+    if result.stopped_early:
+        tracker.set_tags(run_id, {"stopped_early": "true"})
+    tracker.end_run(run_id, result.status, result.reason)
+
+
+# ---------------------------------------------------------------------------------- signals
+@contextlib.contextmanager
+def sigterm_raises():
+    """Inside: SIGTERM raises RunInterrupted (so the run is checkpointed and marked); restored on exit."""
+    def interrupted(signum, frame):
+        raise RunInterrupted(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupted)
+    except ValueError:  # not the main thread (e.g. a search worker thread): leave signals alone
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------------------- the run
+def train_and_evaluate(
+    model_cfg: SepViTConfig,
+    train_cfg: TrainConfig,
+    tracker=None,
+    on_epoch_end: EpochCallback | None = None,
+    resume_from: str | os.PathLike | None = None,
+    *,
+    run_name: str = "run",
+    run_dir: str | os.PathLike | None = None,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    datasets=None,
+    resume_changes: dict[str, Any] | None = None,
+) -> Result:
+    """Train `model_cfg` with `train_cfg`, evaluating every epoch; return a `Result`.
+
+    tracker: an `experiments.tracking.Tracker` (rank 0 logs to it) or None (no MLflow).
+    on_epoch_end(epoch, metrics): called after each epoch on every rank; return True to stop early (the run ends
+        FINISHED with the tag stopped_early=true).
+    resume_from: a `last.pth`; configs, epoch, history and MLflow ids come from it (loaded once), with
+        `resume_changes` (TrainConfig fields that may change on resume, e.g. epochs, lr) applied and recorded.
+    datasets: (train, val, DataInfo) already built (the runner builds them once for many runs).
+    """
+    ckpt = None
+    if resume_from is not None:
+        ckpt = load_checkpoint(resume_from, required=("model", "optimizer", "config", "train_config", "epoch",
+                                                      "history", "best", "run_name"))
+    if ckpt is not None:
+        model_cfg = SepViTConfig.from_dict(ckpt["config"])
+        train_cfg = TrainConfig.from_dict({**ckpt["train_config"], **(resume_changes or {})})
+        run_name, run_dir = ckpt["run_name"], Path(resume_from).parent  # the folder may have moved since
+        parent_run_id = parent_run_id or ckpt["parent_run_id"]
+    if datasets is None:
+        from .data import build_datasets
+
+        datasets = build_datasets(train_cfg.dataset, train_cfg.data_dir, train_cfg.img_size or model_cfg.img_size,
+                                  train_cfg.train_size, train_cfg.val_size, seed=train_cfg.data_seed)
+    parts = engine.build_parts(model_cfg, train_cfg, datasets)
+    result = Result(run_name, "RUNNING", engine.fit_model_to_data(model_cfg, datasets[2]), train_cfg,
+                    run_dir=Path(run_dir) if run_dir is not None else Path(train_cfg.output) / run_name)
+    if ckpt is not None:
+        _resume_state(parts, ckpt)
+        result.history, result.best, result.run_id = list(ckpt["history"]), dict(ckpt["best"]), ckpt["run_id"]
+    tracker = tracker if parts.rank == 0 else None
+    if tracker is not None:
+        result.run_id = _open_mlflow(tracker, result, datasets[2], parent_run_id, tags,
+                                     resumed=result.run_id is not None)
+        if resume_changes:
+            tracker.set_tags(result.run_id, {f"resume.{k}": f"{ckpt['train_config'][k]} -> {v}"
+                                             for k, v in resume_changes.items()})
+    if parts.rank == 0:
+        result.cost = model_cost(result.model_cfg)
+        if tracker is not None:
+            tracker.log_metrics(result.run_id, result.cost, step=0)
+    start = int(ckpt["epoch"]) + 1 if ckpt is not None else 1
+    _run_epochs(parts, result, tracker, parent_run_id, on_epoch_end, start)
+    if tracker is not None:
+        _finish_mlflow(tracker, result)
+    return result
+
+
+def _run_epochs(parts, result: Result, tracker, parent_run_id, on_epoch_end, start: int) -> None:
+    """The epoch loop with its failure policy (see the module docstring); sets result.status and writes
+    `result.json` however the run ends."""
+    cfg, epoch = result.train_cfg, start
+    try:
+        with sigterm_raises():
+            for epoch in range(start, cfg.epochs + 1):
+                metrics = _one_epoch(parts, result, tracker, parent_run_id, epoch)
+                if on_epoch_end is not None and on_epoch_end(epoch, dict(metrics)):
+                    result.stopped_early = True
+                    break
+        result.status = "FINISHED"
+    except engine.NonFiniteLoss as exc:
+        result.status, result.reason = "FAILED", f"{exc}; last good checkpoint: {result.run_dir / 'last.pth'}"
+        log.error("%s: %s", result.run_name, result.reason)
+    except (KeyboardInterrupt, RunInterrupted) as exc:
+        how = "SIGTERM" if isinstance(exc, RunInterrupted) else "Ctrl-C"
+        result.status, result.reason = "KILLED", f"interrupted during epoch {epoch} ({how})"
+        _save_interrupted(parts, result, parent_run_id, epoch)
+        if tracker is not None:
+            tracker.end_run(result.run_id, "KILLED", f"{result.reason}; resume with --resume {result.run_dir.parent}")
+        raise
+    except Exception as exc:
+        result.status, result.reason = "FAILED", f"{type(exc).__name__}: {exc}"
+        _save_interrupted(parts, result, parent_run_id, epoch)
+        if tracker is not None:
+            tracker.end_run(result.run_id, "FAILED", result.reason)
+        raise
+    finally:
+        if parts.rank == 0:
+            result.run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(result.run_dir / RESULT_FILE, result.to_dict())
+
+
+def _one_epoch(parts, result: Result, tracker, parent_run_id, epoch: int) -> dict[str, float]:
+    """Train, evaluate, checkpoint (first), then log to MLflow (a crash in between is repaired on resume)."""
+    cfg = result.train_cfg
+    engine.seed_epoch(cfg.seed, epoch, parts)
+    start = time.perf_counter()
+    metrics = engine.train_one_epoch(parts, cfg, epoch, desc=result.run_name)
+    metrics.update(engine.evaluate_parts(parts, cfg))
+    metrics["epoch_time"] = time.perf_counter() - start
+    metrics["epoch"] = epoch
+    result.history.append(metrics)
+    log.info("%s epoch %d/%d: loss %.4f  val top-1 %.2f  top-5 %.2f%s  lr %.2e  %.0f img/s  %.1f s", result.run_name,
+             epoch, cfg.epochs, metrics["train_loss"], metrics["val_top1"], metrics["val_top5"],
+             f"  EMA top-1 {metrics['val_top1_ema']:.2f}" if "val_top1_ema" in metrics else "", metrics["lr"],
+             metrics["img_per_s"], metrics["epoch_time"])
+    if parts.rank == 0:
+        if metrics[result.metric] > result.best["top1"]:
+            result.best = {"top1": metrics[result.metric], "epoch": epoch}
+            _save_best(parts, result, metrics)
+        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+            save_checkpoint(_last_state(parts, result, parent_run_id, epoch), result.run_dir / "last.pth")
+        if tracker is not None:
+            tracker.log_metrics(result.run_id, _epoch_metrics(metrics), step=epoch)
+    return metrics
+
+
+def _save_interrupted(parts, result: Result, parent_run_id, epoch: int) -> None:
+    """Keep the weights of the epoch in progress for inspection; resuming uses last.pth (a whole epoch)."""
+    if parts.rank != 0:
+        return
+    try:
+        state = _last_state(parts, result, parent_run_id, epoch - 1)
+        save_checkpoint({**state, "interrupted_in_epoch": epoch, "reason": result.reason},
+                        result.run_dir / "interrupted.pth")
+    except Exception as exc:  # never hide the original error behind a failed save
+        log.error("could not save interrupted.pth: %s", exc)

@@ -1,0 +1,64 @@
+"""Reporting rules on hand-made runs: chance level flagged, pooled duplicates dropped, conclusions computed."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from experiments.report import ReportError, compare_to_reference, conclusions, format_summary, pool, summarize
+from experiments.stats import chance_interval
+
+
+def _runs(rows):
+    base = {"status": "FINISHED", "params": 1, "macs": 1, "latency_ms": 1.0, "img_per_s": 1.0, "best_top1": 0.0,
+            "model.gsa": "True", "train.lr": "0.003", "train.seed": "0", "start_time": 0}
+    return pd.DataFrame([{**base, **row} for row in rows])
+
+
+def test_chance_interval_is_the_binomial_interval_of_guessing():
+    low, high = chance_interval(10, 1000)
+    assert low < 10 < high and high - low == pytest.approx(3.7, abs=0.2)
+
+
+def test_a_configuration_at_chance_is_flagged_and_not_interpreted():
+    runs = _runs([
+        {"run_id": "a", "config": "no-ope", "seed": 0, "top1": 10.5, "is_reference": False},
+        {"run_id": "b", "config": "no-ope", "seed": 1, "top1": 9.9, "is_reference": False},
+        {"run_id": "c", "config": "reference", "seed": 0, "top1": 60.0, "is_reference": True},
+        {"run_id": "d", "config": "reference", "seed": 1, "top1": 66.0, "is_reference": True},
+    ])
+    summary = summarize(runs, num_classes=10, val_size=1000)
+    assert summary.set_index("config")["at_chance"].to_dict() == {"no-ope": True, "reference": False}
+    assert "no-ope (chance!)" in format_summary(summary, num_classes=10, val_size=1000)
+    sentence, = conclusions(summary, compare_to_reference(runs))
+    assert "not interpretable" in sentence and "no-ope" in sentence
+
+
+def test_conclusion_sentence_states_the_measured_difference():
+    runs = _runs([{"run_id": str(i), "config": c, "seed": i % 3, "top1": v, "is_reference": c == "reference"}
+                  for i, (c, v) in enumerate([("no-dssa", 44.3), ("no-dssa", 36.8), ("no-dssa", 33.2),
+                                              ("reference", 65.5), ("reference", 59.4), ("reference", 62.8)])])
+    summary = summarize(runs, num_classes=10, val_size=1000)
+    comparison = compare_to_reference(runs)
+    sentence, = conclusions(summary, comparison)
+    half = (comparison["welch_high"].iloc[0] - comparison["welch_low"].iloc[0]) / 2
+    assert sentence.startswith("`no-dssa` loses 24.5 ± ") and f"{half:.1f}" in sentence
+    assert "beyond seed noise" in sentence and "3 vs 3 seeds" in sentence
+
+
+def test_pooling_drops_repeated_seeds_keeping_the_newest():
+    runs = _runs([
+        {"run_id": "old", "config": "ref", "seed": 0, "top1": 50.0, "is_reference": True, "start_time": 1},
+        {"run_id": "new", "config": "ref", "seed": 0, "top1": 50.0, "is_reference": True, "start_time": 2},
+        {"run_id": "s1", "config": "ref", "seed": 1, "top1": 52.0, "is_reference": True, "start_time": 2,
+         "train.seed": "1"},
+    ])
+    pooled = pool(runs)
+    assert sorted(pooled["run_id"]) == ["new", "s1"]
+    assert summarize(pooled)["seeds"].iloc[0] == 2
+
+
+def test_pooling_refuses_one_label_for_two_configurations():
+    runs = _runs([{"run_id": "a", "config": "x", "seed": 0, "top1": 1.0, "is_reference": False},
+                  {"run_id": "b", "config": "x", "seed": 0, "top1": 1.0, "is_reference": False, "model.gsa": "False"}])
+    with pytest.raises(ReportError, match="model.gsa"):
+        pool(runs)
