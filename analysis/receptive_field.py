@@ -353,11 +353,17 @@ def validation_images(dataset: str = "synthetic", count: int = 64, img_size: int
     return torch.stack([val[i][0] for i in range(min(count, len(val)))])
 
 
-def checkpoint_summary(path: str) -> dict[str, Any]:
-    """(model, facts) of a runner checkpoint: pattern, epoch, val top-1 (of that epoch, and best)."""
+def checkpoint_summary(path: str, untrained: bool = False, seed: int = 0) -> dict[str, Any]:
+    """The model of a runner checkpoint and its facts: pattern, epoch, val top-1 (of that epoch, and best).
+    untrained: the same configuration freshly initialised (`torch.manual_seed(seed)`), for comparison."""
     from experiments.checkpoint import load_checkpoint, load_model
 
     ckpt = load_checkpoint(path)
+    if untrained:
+        torch.manual_seed(seed)
+        model = SepViTConfig.from_dict(ckpt["config"]).build().eval()
+        return dict(model=model, path=str(path), block_pattern=model.config.block_pattern, epoch=0,
+                    val_top1=None, best_val_top1=None, train_config=ckpt.get("train_config") or {})
     model = load_model(path)
     history = ckpt.get("history") or [ckpt.get("metrics") or {}]
     best = ckpt.get("best") or {}
@@ -403,10 +409,13 @@ def plot_erf(results: Sequence[ERFResult], *, vmin: float = 1e-4, vmax: float = 
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"r90={r.stats['radius_90']:g}, out={100 * r.stats['outside_window']:.0f}%", fontsize=7)
-    for i, name in enumerate(row_names):
-        axes[i, 0].set_ylabel(_label(row_key, name, results), fontsize=7)
+    filled = {(row_names.index(getattr(r, row_key)), col_names.index(getattr(r, col_key))) for r in results}
+    for i, name in enumerate(row_names):  # label each row and column on its first panel that holds a map
+        j = min(j for (ii, j) in filled if ii == i)
+        axes[i, j].set_ylabel(_label(row_key, name, results), fontsize=7)
     for j, name in enumerate(col_names):
-        axes[0, j].set_title(f"{_label(col_key, name, results)}\n{axes[0, j].get_title()}", fontsize=7)
+        i = min(i for (i, jj) in filled if jj == j)
+        axes[i, j].set_title(f"{_label(col_key, name, results)}\n{axes[i, j].get_title()}", fontsize=7)
     fig.colorbar(image, ax=axes, shrink=0.8, extend="min", label="share of gradient mass per input pixel (log)")
     if title:
         fig.suptitle(title, fontsize=9)
@@ -422,9 +431,13 @@ def _label(key: str, value, results: Sequence[ERFResult]) -> str:
 
 # ================================================================================== tables
 def comparable(results: Sequence[ERFResult], tolerance: float = 0.5) -> list[dict[str, Any]]:
-    """Per stage: the SepViT block's radius_90, mean distance and reach against each pair's, and whether
-    they are comparable: the SepViT block's mean distance is at least (1 - tolerance) of the pair's
-    (it sees about as far or farther)."""
+    """Per stage: the SepViT block against each two-block pair (a first block alone where a stage has one),
+    side by side: radius_90, mean distance, share outside the own window, reach and analytic MACs.
+
+    Verdict `comparable`: the SepViT block's mean distance is at least (1 - tolerance) times the pair's,
+    i.e. it sees about as far (within a factor 2 at the default) or farther. Mean distance decides because
+    radius_90 jumps when the shortcut spike at the query crosses 90 % of the mass.
+    """
     out = []
     for stage in sorted({r.stage for r in results}):
         here = {r.unit: r for r in results if r.stage == stage}
@@ -432,14 +445,31 @@ def comparable(results: Sequence[ERFResult], tolerance: float = 0.5) -> list[dic
         if sepvit is None:
             continue
         for name, r in here.items():
-            if not name.endswith("pair") and not name.endswith("block0"):
+            if not (name.endswith("_pair") or name.endswith("_block0")):
                 continue
-            ratio = sepvit.stats["mean_distance"] / r.stats["mean_distance"] if r.stats["mean_distance"] else math.inf
-            out.append(dict(stage=stage, pair=name, sepvit_radius_90=sepvit.stats["radius_90"],
-                            pair_radius_90=r.stats["radius_90"], mean_distance_ratio=ratio,
-                            sepvit_reach=sepvit.stats["reach"], pair_reach=r.stats["reach"],
+            a, b = sepvit.stats, r.stats
+            ratio = a["mean_distance"] / b["mean_distance"] if b["mean_distance"] else math.inf
+            out.append(dict(stage=stage, pair=name, sepvit_radius_90=a["radius_90"], pair_radius_90=b["radius_90"],
+                            sepvit_mean_distance=a["mean_distance"], pair_mean_distance=b["mean_distance"],
+                            mean_distance_ratio=ratio, sepvit_outside_window=a["outside_window"],
+                            pair_outside_window=b["outside_window"], sepvit_reach=a["reach"], pair_reach=b["reach"],
+                            macs_ratio=(sepvit.macs / r.macs) if sepvit.macs and r.macs else None,
                             comparable=bool(ratio >= 1 - tolerance)))
     return out
+
+
+def format_comparison(rows: list[dict[str, Any]]) -> str:
+    """One sentence per stage and pair, from the numbers of `comparable`."""
+    lines = []
+    for c in rows:
+        macs = f", {c['macs_ratio']:.2f}x its MACs" if c["macs_ratio"] else ""
+        lines.append(
+            f"stage {c['stage']}: SepViT block vs {c['pair']}: mean distance {c['sepvit_mean_distance']:.2f} vs "
+            f"{c['pair_mean_distance']:.2f} px (ratio {c['mean_distance_ratio']:.2f}), r90 {c['sepvit_radius_90']:g} vs "
+            f"{c['pair_radius_90']:g}, outside own window {100 * c['sepvit_outside_window']:.1f} % vs "
+            f"{100 * c['pair_outside_window']:.1f} %, reach {100 * c['sepvit_reach']:.0f} % vs "
+            f"{100 * c['pair_reach']:.0f} %{macs}: " + ("comparable or wider" if c["comparable"] else "NOT comparable"))
+    return "\n".join(lines)
 
 
 def format_table(results: Sequence[ERFResult]) -> str:
@@ -502,6 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, help="input side (default: the preset's)")
     p.add_argument("--checkpoint", nargs="+", metavar="PATH",
                    help="runner checkpoints (last.pth/best.pth): ERF of their blocks on real validation images")
+    p.add_argument("--untrained", action="store_true",
+                   help="with --checkpoint: the same configurations freshly initialised (--seed), on the same images")
     p.add_argument("--dataset", default="synthetic", help="validation images for --checkpoint")
     p.add_argument("--data-dir", help="dataset folder (cifar*/imagefolder)")
     p.add_argument("--units", nargs="+", metavar="UNIT", help=f"units at init (default all): {', '.join(UNITS)}")
@@ -521,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = parser.prog
+    if args.untrained and not args.checkpoint:
+        return fail(prog, "--untrained needs --checkpoint (it re-initialises the checkpoints' configurations)")
     if args.inputs < 1:
         return fail(prog, f"--inputs must be >= 1, got {args.inputs}")
     if args.img_size is not None and args.img_size < 1:
@@ -530,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.checkpoint:
             rows = []
             for path in args.checkpoint:
-                facts = checkpoint_summary(path)
+                facts = checkpoint_summary(path, args.untrained, args.seed)
                 model = facts["model"]
                 images = validation_images(args.dataset, args.inputs, args.img_size or model.config.img_size,
                                            data_dir=args.data_dir)
@@ -547,8 +581,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.format == "table":
         groups: dict[str, list[ERFResult]] = {}
         for facts, r in rows:
-            key = (f"{facts['path']}: block_pattern={facts['block_pattern']}, epoch {facts['epoch']}, "
-                   f"val top-1 {facts['val_top1']:.1f} %" if facts else
+            key = (f"{facts['path']}: block_pattern={facts['block_pattern']}, " + (
+                   f"epoch {facts['epoch']}, val top-1 {facts['val_top1']:.1f} %" if facts["val_top1"] is not None
+                   else f"untrained (seed {args.seed})") + f", {args.inputs} {args.dataset} validation images"
+                   if facts else
                    f"{args.variant} at {args.img_size or PRESETS[args.variant].get('img_size', 224)} px, "
                    f"init={args.init}, {args.inputs} random inputs")
             groups.setdefault(key, []).append(r)
@@ -556,13 +592,17 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{'excluded' if args.no_identity else 'included'}; MACs analytic, paper convention)")
         for key, group in groups.items():
             print(f"\n{key}\n{format_table(group)}")
+        verdicts = comparable([r for _, r in rows])
+        if verdicts:
+            print("\nSepViT block vs two-block patterns (comparable = mean distance at least half the pair's):")
+            print(format_comparison(verdicts))
         return 0
     flat = []
     for facts, r in rows:
         row = r.row()
         if facts:
-            row = dict(checkpoint=facts["path"], block_pattern=facts["block_pattern"], val_top1=facts["val_top1"],
-                       **row)
+            row = dict(checkpoint=facts["path"], block_pattern=facts["block_pattern"], epoch=facts["epoch"],
+                       val_top1=facts["val_top1"], **row)
         flat.append(row)
     print(json.dumps(flat, indent=1) if args.format == "json" else to_csv(flat), end="\n" if args.format == "json" else "")
     return 0
