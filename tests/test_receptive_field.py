@@ -245,7 +245,40 @@ def test_plot_uses_one_colour_scale_with_a_colour_bar():
     assert len(fig.axes) == 5  # four panels and the colour bar
 
 
+def _result(unit: str, mean_distance: float, macs: int) -> rf.ERFResult:
+    stats = dict(radius_90=1.0, mean_distance=mean_distance, outside_window=0.1, self_share=0.5, reach=1.0)
+    return rf.ERFResult(2, unit, 16, 16, 4, (8, 8), 1, np.full((16, 16), 1 / 256), stats, macs)
+
+
+def test_verdict_compares_the_sepvit_block_with_each_pair_by_mean_distance():
+    rows = rf.comparable([_result("sepvit_block", 1.0, 50), _result("swin_pair", 1.9, 100),
+                          _result("ours_twins_pair", 2.1, 100), _result("msa_block", 9.0, 100)])
+    assert [(r["pair"], r["comparable"]) for r in rows] == [("swin_pair", True), ("ours_twins_pair", False)]
+    assert rows[0]["mean_distance_ratio"] == pytest.approx(1 / 1.9) and rows[0]["macs_ratio"] == 0.5
+    text = rf.format_comparison(rows)
+    assert "comparable or wider" in text.splitlines()[0] and "NOT comparable" in text.splitlines()[1]
+
+
 # ------------------------------------------------------------------------------ command line
+def test_cli_on_a_checkpoint_reads_its_model_and_accuracy(tmp_path, capsys):
+    from experiments.checkpoint import save_checkpoint
+
+    cfg = NANO.replace(block_pattern="twins")
+    torch.manual_seed(1)
+    model = cfg.build()
+    path = save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 3,
+                            "history": [{"val_top1": 12.5}]}, tmp_path / "last.pth")
+    argv = ["--checkpoint", str(path), "--inputs", "2", "--stages", "2", "--format", "json"]
+    assert rf.main(argv) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert [(r["unit"], r["blocks"], r["val_top1"], r["epoch"]) for r in trained] == [
+        ("ours_twins_pair", "0+1", 12.5, 3)]
+    assert rf.main(argv + ["--untrained"]) == 0
+    fresh = json.loads(capsys.readouterr().out)
+    assert fresh[0]["val_top1"] is None and fresh[0]["mean_distance"] != trained[0]["mean_distance"]
+
+
+
 def test_cli_json_and_csv(capsys):
     assert rf.main(["--variant", "sepvit_nano_32", "--stages", "4", "--inputs", "1", "--units", "sepvit_block",
                     "msa_block", "--format", "json"]) == 0
@@ -264,6 +297,7 @@ def test_cli_json_and_csv(capsys):
     (["--variant", "sepvit_nano_32", "--stages", "5"], "do not exist"),
     (["--checkpoint", "/nonexistent/last.pth"], "no checkpoint at"),
     (["--format", "xml"], "invalid choice"),
+    (["--untrained"], "--untrained needs --checkpoint"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
