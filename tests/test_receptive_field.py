@@ -30,7 +30,7 @@ STAGE2 = 1  # zero-based: nano stage 2 is a 16x16 map of 4x4 windows (4 windows 
 def _erf(unit: nn.Module, height: int, width: int, dim: int, inputs: int = 2, **kw) -> np.ndarray:
     torch.manual_seed(0)
     rf.initialise(unit).double()
-    return rf.erf_map(unit, rf.random_inputs(inputs, height, width, dim), **kw).numpy()
+    return rf.erf_map(unit, rf.random_inputs(inputs, height, width, dim, dtype=torch.float64), **kw).numpy()
 
 
 # ------------------------------------------------------------------------------ the gradient itself
@@ -192,7 +192,7 @@ def test_float32_and_float64_agree():
     rf.initialise(unit)
     x = rf.random_inputs(2, h, w, cfg.embed_dims[2])
     single = rf.erf_map(unit.float(), x.float()).numpy()
-    double = rf.erf_map(unit.double(), x).numpy()
+    double = rf.erf_map(unit.double(), x.double()).numpy()
     np.testing.assert_allclose(single, double, atol=1e-6)
 
 
@@ -252,7 +252,8 @@ def _result(unit: str, mean_distance: float, macs: int) -> rf.ERFResult:
 
 def test_verdict_compares_the_sepvit_block_with_each_pair_by_mean_distance():
     rows = rf.comparable([_result("sepvit_block", 1.0, 50), _result("swin_pair", 1.9, 100),
-                          _result("ours_twins_pair", 2.1, 100), _result("msa_block", 9.0, 100)])
+                          _result("ours_twins_pair", 2.1, 100), _result("msa_block", 9.0, 100),
+                          _result("ours_swin_block0", 1.0, 50)])
     assert [(r["pair"], r["comparable"]) for r in rows] == [("swin_pair", True), ("ours_twins_pair", False)]
     assert rows[0]["mean_distance_ratio"] == pytest.approx(1 / 1.9) and rows[0]["macs_ratio"] == 0.5
     text = rf.format_comparison(rows)
