@@ -375,7 +375,7 @@ def checkpoint_summary(path: str, untrained: bool = False, seed: int = 0) -> dic
 
 
 # ================================================================================== plotting
-def plot_erf(results: Sequence[ERFResult], *, vmin: float = 1e-4, vmax: float = 1.0, columns: str = "stage",
+def plot_erf(results: Sequence[ERFResult], *, vmin: float = 1e-6, vmax: float = 1.0, columns: str = "stage",
              title: str | None = None, cell: float = 1.9):
     """A matplotlib figure of ERF maps: one row per unit, one column per stage (or `columns="unit"` to
     swap), all panels on ONE logarithmic colour scale [vmin, vmax] of the share of gradient mass per
