@@ -11,7 +11,7 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 
 import sepvit  # noqa: F401  (registers the models with timm)
-from sepvit import BLOCK_PATTERNS, SepViTBlock, SepViTConfig, record_attention
+from sepvit import BLOCK_PATTERNS, DepthwiseSeparableSelfAttention, SepViTBlock, SepViTConfig, record_attention
 
 # (params M, fvcore MACs G) of the authors' models at 224 (reference notes).
 REFERENCE = {
@@ -86,10 +86,10 @@ def _window_isolation(block: SepViTBlock, window: int) -> tuple[torch.Tensor, to
 
 @pytest.mark.parametrize("dssa", [False, True])
 def test_dssa_switch_controls_whether_windows_exchange_information(dssa):
-    block = SepViTBlock(dim=16, num_heads=2, window_size=4, token_grid=(4, 4), dssa=dssa).eval()
+    block = SepViTBlock(16, DepthwiseSeparableSelfAttention(16, 2, 4, (4, 4), pwa=dssa)).eval()
     with torch.no_grad():  # tokens are zero at init; make them distinct so PWA has something to attend with
-        if block.window_token is not None:
-            block.window_token.tokens.normal_()
+        if block.attn.window_token is not None:
+            block.attn.window_token.tokens.normal_()
     inside, outside = _window_isolation(block, 4)
     assert inside > 1e-3
     if dssa:
@@ -165,9 +165,9 @@ def test_gradients_reach_the_window_tokens(mode):
 
 
 def test_avgpool_token_is_the_mean_of_the_windows_valid_pixels():
-    block = SepViTBlock(dim=8, num_heads=2, window_size=4, token_grid=(2, 2), window_token="avgpool")
+    attn = DepthwiseSeparableSelfAttention(8, 2, 4, (2, 2), window_token="avgpool")
     x = torch.randn(1, 7, 7, 8)  # padded to 8x8: the last row/column of windows have fewer pixels
-    tokens = block.window_token(x, grid=(2, 2), window=(4, 4), pad=(1, 1))
+    tokens = attn.window_token(x, grid=(2, 2), window=(4, 4), pad=(1, 1))
     torch.testing.assert_close(tokens[0, 0], x[0, :4, :4].mean((0, 1)))
     torch.testing.assert_close(tokens[0, 3], x[0, 4:, 4:].mean((0, 1)))
 
@@ -331,11 +331,11 @@ def test_inputs_of_any_size(pattern, size):
 
 def test_learnable_tokens_are_resampled_to_a_new_window_grid():
     model = micro().build().eval()
-    block = model.stages[0].blocks[0]
+    token = model.stages[0].blocks[0].attn.window_token
     with torch.no_grad():
-        block.window_token.tokens.copy_(torch.arange(64.0).reshape(1, 8, 8, 1).expand(1, 8, 8, 16))
-        same = block.window_token(torch.zeros(1, 32, 32, 16), grid=(8, 8), window=(4, 4), pad=(0, 0))
-        coarse = block.window_token(torch.zeros(1, 16, 16, 16), grid=(4, 4), window=(4, 4), pad=(0, 0))
+        token.tokens.copy_(torch.arange(64.0).reshape(1, 8, 8, 1).expand(1, 8, 8, 16))
+        same = token(torch.zeros(1, 32, 32, 16), grid=(8, 8), window=(4, 4), pad=(0, 0))
+        coarse = token(torch.zeros(1, 16, 16, 16), grid=(4, 4), window=(4, 4), pad=(0, 0))
     assert same.shape == (1, 64, 16) and torch.equal(same[0, :, 0], torch.arange(64.0))
     assert coarse.shape == (1, 16, 16)  # bilinear: the 4x4 grid averages 2x2 neighbourhoods
     torch.testing.assert_close(coarse[0, 0, 0], torch.tensor(4.5))
