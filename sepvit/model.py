@@ -213,7 +213,7 @@ class SepViT(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> normalised final map, channels-last (B, H/32, W/32, C)."""
-        return self.norm(self.stages(_checked_images(x, self.in_chans)))
+        return self.norm(self.stages(validate_images(x, self.in_chans)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == "avg":
@@ -236,7 +236,7 @@ class SepViT(nn.Module):
         """Stage outputs (NCHW or NHWC) and, unless intermediates_only, the final normalised map."""
         if output_fmt not in ("NCHW", "NHWC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        x = _checked_images(x, self.in_chans)
+        x = validate_images(x, self.in_chans)
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         stages = self.stages if not stop_early else self.stages[: max_index + 1]
         intermediates = []
@@ -282,8 +282,8 @@ class SepViT(nn.Module):
         return total(macs for _, macs in self.macs_breakdown(height, width))
 
 
-@register_notrace_function  # a check on the input's shape: a leaf of FX traces
-def _checked_images(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+@register_notrace_function  # a check on the input's shape: a leaf of FX traces (public: FX wraps no _names)
+def validate_images(x: torch.Tensor, in_chans: int) -> torch.Tensor:
     if x.ndim != 4 or x.shape[1] != in_chans:
         raise ValueError(f"expected images of shape (batch, {in_chans}, height, width), got {tuple(x.shape)}")
     return x
