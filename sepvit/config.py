@@ -212,8 +212,8 @@ class SepViTConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.window_token not in WINDOW_TOKENS:
             raise ValueError(f"unknown window_token {self.window_token!r}: use one of {', '.join(WINDOW_TOKENS)}")
-        if self.block_pattern not in BLOCK_PATTERNS:
-            raise ValueError(f"unknown block_pattern {self.block_pattern!r}: use one of {', '.join(BLOCK_PATTERNS)}")
+        if self.block_pattern not in PATTERN_KINDS:
+            raise ValueError(f"unknown block_pattern {self.block_pattern!r}: use one of {', '.join(PATTERN_KINDS)}")
         if not self.dssa and self.window_token != "learnable":
             raise ValueError(
                 f"window_token={self.window_token!r} has no effect with dssa=False (no window tokens without PWA): "
