@@ -260,7 +260,7 @@ class SepViT(nn.Module):
             self.reset_classifier(0, "")
         return take_indices
 
-
+    # ----- cost
     def macs_breakdown(self, height: int, width: int) -> list[tuple[str, Macs]]:
         """(module name, MACs) of every part, in forward order, for one image of height x width (batch 1):
         each part counts itself (`sepvit.macs`) on the map size the model gives it."""
