@@ -27,7 +27,7 @@ import torch
 
 Record = dict[str, Any]
 
-WINDOW_KINDS = ("dwa", "msa", "swin", "twins_local")  # (B, windows, heads, T, T) maps
+WINDOW_KINDS = ("dwa", "msa", "swin", "twins_local", "local")  # (B, windows, heads, T, T) maps
 _BLOCK_RE = re.compile(r"stages\.(\d+)\.blocks\.(\d+)")
 
 
@@ -391,35 +391,6 @@ def block_reach(stats: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
     composed = summary.groupby(keys, sort=False)["kind"].transform(lambda kinds: (kinds == "dwa+pwa").any())
     chosen = summary[(summary["kind"] == "dwa+pwa") | (~composed & (summary["kind"] != "pwa"))]
     return chosen.reset_index(drop=True)
-
-
-# ---------------------------------------------------------------------------------- trained models
-def matching_runs(runs: pd.DataFrame, config: Any) -> pd.DataFrame:
-    """The FINISHED runs (rows of `experiments.report.load_runs`) whose logged model.* params equal `config`
-    (a SepViTConfig), best validation top-1 first."""
-    from experiments.tracking import flatten
-
-    if runs.empty:
-        return runs
-    wanted = flatten(config.to_dict(), "model.")
-    keep = runs["status"].eq("FINISHED")
-    for key, value in wanted.items():
-        keep &= runs[key].astype(str).eq(value) if key in runs else False
-    return runs[keep].sort_values("best_top1", ascending=False, na_position="last")
-
-
-def load_logged_model(tracking_uri: str, run_id: str, artifact: str = "checkpoint/best.pth"):
-    """The SepViT of a runner's run: its best checkpoint, downloaded from MLflow, loaded in eval mode."""
-    import tempfile
-
-    import mlflow
-
-    from experiments.checkpoint import load_model
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp,
-                                                   tracking_uri=tracking_uri)
-        return load_model(path)
 
 
 # ---------------------------------------------------------------------------------- images

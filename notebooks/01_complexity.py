@@ -6,6 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -229,7 +230,7 @@ for name in ("swin_tiny_patch4_window7_224", "twins_svt_small"):
 
 # %%
 sizes = [224, 288, 384, 512] if SMOKE else [224, 256, 288, 320, 384, 448, 512]
-patterns = pd.DataFrame(cx.pattern_comparison("sepvit_tiny", sizes))
+patterns = pd.DataFrame(cx.pattern_comparison("sepvit_tiny", sizes, patterns=("sepvit", "swin", "twins", "msa")))
 measured = pd.DataFrame([cx.measure_model("sepvit_tiny", 224, with_ptflops=False, block_pattern=p)
                          | dict(block_pattern=p) for p in ("sepvit", "swin", "twins", "msa")])
 at224 = patterns[patterns.img_size == 224].merge(measured[["block_pattern", "params", "macs_fvcore"]], on="block_pattern")

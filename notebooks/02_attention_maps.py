@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -53,6 +55,7 @@ from analysis import attention as A
 from experiments import synthetic
 from experiments.data import build_datasets
 from experiments.grids import PAPER_CHAIN
+from experiments.logged_models import load_logged_model, matching_runs
 from sepvit import SepViTConfig, record_attention
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # mlflow is imported later, lazily
@@ -102,12 +105,12 @@ def runner_model(cfg):
             found.append(load_runs(RUNNER_URI, experiment.strip()))
         except ValueError:  # no such experiment in that store
             continue
-    runs = A.matching_runs(pd.concat(found, ignore_index=True), cfg) if found else pd.DataFrame()
+    runs = matching_runs(pd.concat(found, ignore_index=True), cfg) if found else pd.DataFrame()
     if runs.empty:
         return None
     row = runs.iloc[0]
     description = f"runner run {row['run_id'][:8]}, best top-1 {row['best_top1']:.1f} %"
-    return A.load_logged_model(RUNNER_URI, row["run_id"]), description
+    return load_logged_model(RUNNER_URI, row["run_id"]), description
 
 
 def train_here(named_configs):
@@ -125,7 +128,7 @@ def train_here(named_configs):
         train_cfg = TrainConfig(epochs=TRAIN["epochs"], batch_size=32, warmup_epochs=0, output=str(out), seed=0)
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower())
         result = train_and_evaluate(cfg, train_cfg, tracker, run_name=name, run_dir=out / slug, datasets=datasets)
-        model = A.load_logged_model(uri, result.run_id)
+        model = load_logged_model(uri, result.run_id)
         loaded[name] = (model, f"trained here: {TRAIN['epochs']} epoch(s) x {TRAIN['train_size']} images, "
                                f"val top-1 {result.top1:.1f} %")
     return loaded

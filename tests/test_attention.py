@@ -9,7 +9,6 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
@@ -25,6 +24,7 @@ EXPECTED_KINDS = {
     "swin": {"swin", "msa"},
     "twins": {"twins_local", "twins_global", "msa"},
     "msa": {"msa"},
+    "local": {"local", "msa"},
 }
 
 
@@ -160,9 +160,9 @@ def test_swin_query_map_lands_on_the_right_pixels(shift):
 def test_real_shifted_swin_block_is_unrolled_to_its_window():
     """A real SW-MSA unit: the query's keys (non-zero weights) form its shifted window, masked regions cut off."""
     torch.manual_seed(0)
-    unit = WindowMultiHeadAttention(8, 2, window_size=4, shift=True).eval()
+    unit = WindowMultiHeadAttention(8, 2, window_size=4, shift=True, stride=2).eval()
     with torch.no_grad(), record_attention(unit) as maps:
-        unit(torch.randn(1, 8, 8, 8), stride=2)
+        unit(torch.randn(1, 8, 8, 8))
     rec = maps[0]
     assert rec["shift"] == 2
     interior = A.query_attention(rec, (3 * 2, 3 * 2)).sum(0)  # feature (3,3): rolled (1,1), original window 2..5
@@ -274,41 +274,3 @@ def test_pwa_window_map_directions():
     np.testing.assert_allclose(received, [[(3 + 0.1) / 4, 0.2 / 4], [0.3 / 4, 0.4 / 4]])
     with pytest.raises(ValueError, match="direction"):
         A.pwa_window_attention(rec, (0, 1), direction="sideways")
-
-
-# ---------------------------------------------------------------------------------- trained models from MLflow
-def test_matching_runs_picks_the_best_finished_run_of_exactly_this_config():
-    from experiments.tracking import flatten
-
-    cfg = micro()
-    same = flatten(cfg.to_dict(), "model.")
-    other = flatten(cfg.replace(window_token="zero").to_dict(), "model.")
-    runs = pd.DataFrame([
-        {"run_id": "a", "status": "FINISHED", "best_top1": 20.0, **same},
-        {"run_id": "b", "status": "FINISHED", "best_top1": 30.0, **same},
-        {"run_id": "c", "status": "FAILED", "best_top1": 90.0, **same},
-        {"run_id": "d", "status": "FINISHED", "best_top1": 95.0, **other},
-    ])
-    assert A.matching_runs(runs, cfg)["run_id"].tolist() == ["b", "a"]
-    assert A.matching_runs(runs.drop(columns=["model.gsa"]), cfg).empty  # a param it cannot check: no match
-
-
-def test_load_logged_model_reads_the_runners_checkpoint_artifact(tmp_path):
-    from mlflow.tracking import MlflowClient
-
-    from experiments.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    cfg = micro()
-    model = cfg.build().eval()
-    path = save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 1}, tmp_path / "best.pth")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
-    run_id = client.create_run(exp).info.run_id
-    client.log_artifact(run_id, str(path), "checkpoint")
-    loaded = A.load_logged_model(uri, run_id)
-    x = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), model(x))
-    assert loaded.config == cfg

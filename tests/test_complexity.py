@@ -20,8 +20,9 @@ import torch
 
 from analysis import complexity as cx
 from analysis.counters import fvcore_count, ptflops_count
-from sepvit import SepViTConfig
+from sepvit import BLOCK_PATTERNS, SepViTConfig
 from sepvit.attention import (
+    DepthwiseSeparableSelfAttention,
     DepthwiseSelfAttention,
     GlobalMultiHeadAttention,
     GlobalSubsampledAttention,
@@ -29,6 +30,7 @@ from sepvit.attention import (
     WindowMultiHeadAttention,
 )
 from sepvit.layers import pad_map, window_geometry, window_partition
+from sepvit.model import SepViTBlock
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
@@ -43,39 +45,10 @@ def _windows(height: int, width: int, window: int, token: bool) -> tuple[torch.T
     wh, ww, ph, pw = window_geometry(height, width, window)
     windows = window_partition(pad_map(torch.randn(1, height, width, DIM), ph, pw), wh, ww)
     n = windows.shape[1]
-    token = token and n > 1  # as in the block: no window token for a single window
+    token = token and n > 1  # as in DSSA: no window token for a single window
     if token:
         windows = torch.cat([torch.randn(1, n, 1, DIM), windows], dim=2)
     return windows, n, token
-
-
-def _ptflops_close(ptflops: int, macs: cx.Macs, fvcore: int) -> None:
-    assert abs(ptflops - fvcore) <= 0.03 * fvcore
-    assert macs.paper <= ptflops <= macs.with_biases
-
-
-# ------------------------------------------------------------------------------ attention units
-@pytest.mark.parametrize("height,width,window", SHAPES)
-@pytest.mark.parametrize("token", [True, False])
-def test_dwa_formula_equals_fvcore(height, width, window, token):
-    windows, _, token = _windows(height, width, window, token)
-    unit = DepthwiseSelfAttention(DIM, HEADS, fused_attn=True)
-    expected = cx.dwa(height, width, DIM, window, token)
-    assert fvcore_count(unit, windows).total == expected.fvcore == expected.paper  # no norm inside DWA
-
-
-@pytest.mark.parametrize("height,width,window", SHAPES[:3])
-def test_pwa_formula_equals_fvcore_plus_its_norm(height, width, window):
-    windows, n, _ = _windows(height, width, window, token=False)
-    tokens = torch.randn(1, n, DIM)
-    unit = PointwiseSelfAttention(DIM, HEADS, fused_attn=True)
-    expected = cx.pwa(height, width, DIM, window)
-    counted = fvcore_count(unit, (tokens, windows))
-    assert counted.total == expected.fvcore
-    # Convention difference: fvcore counts PWA's LayerNorm of the window tokens (5 N C), the paper does not.
-    assert counted.total - expected.paper == counted.norms == 5 * n * DIM
-    assert expected.paper == PointwiseSelfAttention.macs(*_padded(height, width, window), DIM,
-                                                         *window_geometry(height, width, window)[:2])
 
 
 def _padded(height: int, width: int, window: int) -> tuple[int, int]:
@@ -83,43 +56,93 @@ def _padded(height: int, width: int, window: int) -> tuple[int, int]:
     return height + ph, width + pw
 
 
+def _ptflops_close(ptflops: int, macs: cx.Macs, fvcore: int) -> None:
+    assert abs(ptflops - fvcore) <= 0.03 * fvcore
+    assert macs.paper <= ptflops <= macs.with_biases
+
+
+# ------------------------------------------------------------------------------ attention units: macs() == fvcore
 @pytest.mark.parametrize("height,width,window", SHAPES)
-@pytest.mark.parametrize("kind", ["swin", "swin_shifted", "twins_local"])
-def test_window_attention_formula_equals_fvcore(height, width, window, kind):
+@pytest.mark.parametrize("token", [True, False])
+def test_dwa_counts_itself_like_fvcore_and_the_paper(height, width, window, token):
+    windows, n, token = _windows(height, width, window, token)
+    unit = DepthwiseSelfAttention(DIM, HEADS, fused_attn=True)
+    counted = unit.macs(n, windows.shape[2])
+    assert fvcore_count(unit, windows).total == counted.fvcore == counted.paper  # no norm inside DWA
+    hp, wp = _padded(height, width, window)  # paper Eq. 5 on the padded map: 3 HW C^2 + 3 N C^2 + 2 N (M^2+1)^2 C
+    assert counted.paper == 3 * hp * wp * DIM**2 + 3 * n * DIM**2 * token + 2 * n * windows.shape[2] ** 2 * DIM
+
+
+@pytest.mark.parametrize("height,width,window", SHAPES[:3])
+def test_pwa_counts_itself_like_fvcore_and_the_paper(height, width, window):
+    windows, n, _ = _windows(height, width, window, token=False)
+    unit = PointwiseSelfAttention(DIM, HEADS, fused_attn=True)
+    counted = fvcore_count(unit, (torch.randn(1, n, DIM), windows))
+    expected = unit.macs(n, windows.shape[2])
+    assert counted.total == expected.fvcore
+    # Convention difference: fvcore counts PWA's LayerNorm of the window tokens (5 N C), the paper does not.
+    assert counted.total - expected.paper == counted.norms == 5 * n * DIM
+    hp, wp = _padded(height, width, window)  # paper Eq. 6 without the projection: 2 N C^2 + N^2 C + N HW C
+    assert expected.paper == 2 * n * DIM**2 + n * n * DIM + n * hp * wp * DIM
+
+
+@pytest.mark.parametrize("height,width,window", SHAPES)
+@pytest.mark.parametrize("kind", ["swin", "swin_shifted", "twins_local", "local"])
+def test_window_attention_counts_itself_like_fvcore(height, width, window, kind):
     unit = WindowMultiHeadAttention(DIM, HEADS, window, shift=kind == "swin_shifted",
-                                    kind="twins_local" if kind == "twins_local" else "swin")
-    x = torch.randn(1, height, width, DIM)
-    expected = cx.window_msa(height, width, DIM, window)
-    counted = fvcore_count(unit, x)
-    assert counted.total == expected.fvcore == expected.paper
-    # The unit's own formula: qkv and attention on the padded map, the projection after cropping.
+                                    kind=kind.replace("_shifted", ""))
+    counted = fvcore_count(unit, torch.randn(1, height, width, DIM))
+    assert counted.total == unit.macs(height, width).fvcore == unit.macs(height, width).paper
+    # qkv and attention on the padded map, the projection after cropping; paper Eq. 4 on divisible maps
     wh, ww, ph, pw = window_geometry(height, width, window)
-    assert WindowMultiHeadAttention.macs(height, width, DIM, wh, ww, ph, pw) == counted.total
+    hp, wp = height + ph, width + pw
+    assert counted.total == 3 * hp * wp * DIM**2 + height * width * DIM**2 + 2 * wh * ww * hp * wp * DIM
+    assert cx.window_msa(height, width, DIM, window) == unit.macs(height, width)  # timm Swin's rule, cropped proj
 
 
 @pytest.mark.parametrize("height,width", [(14, 14), (9, 7), (8, 8)])
 @pytest.mark.parametrize("sr_ratio", [1, 2, 4])
-def test_twins_gsa_formula_equals_fvcore(height, width, sr_ratio):
+def test_twins_gsa_counts_itself_like_fvcore(height, width, sr_ratio):
     unit = GlobalSubsampledAttention(DIM, HEADS, sr_ratio)
-    expected = cx.twins_gsa(height, width, DIM, sr_ratio)
     counted = fvcore_count(unit, torch.randn(1, height, width, DIM))
-    assert counted.total == expected.fvcore
-    assert expected.paper == GlobalSubsampledAttention.macs(height, width, DIM, sr_ratio)
+    assert counted.total == unit.macs(height, width).fvcore
     kv_tokens = -(-height // sr_ratio) * -(-width // sr_ratio)
     assert counted.norms == (5 * kv_tokens * DIM if sr_ratio > 1 else 0)  # the LayerNorm after the sr conv
 
 
 @pytest.mark.parametrize("height,width", [(7, 7), (6, 9)])
-def test_global_msa_formula_equals_fvcore(height, width):
+def test_global_msa_counts_itself_like_fvcore_and_the_paper(height, width):
     unit = GlobalMultiHeadAttention(DIM, HEADS)
     counted = fvcore_count(unit, torch.randn(1, height, width, DIM))
-    assert counted.total == GlobalMultiHeadAttention.macs(height, width, DIM) == cx.msa(height, width, DIM).paper
+    hw = height * width
+    assert counted.total == unit.macs(height, width).paper == 4 * hw * DIM**2 + 2 * hw**2 * DIM
+    assert cx.msa(height, width, DIM) == unit.macs(height, width)
+
+
+# (map, window, built token grid): divisible, padded, resized learnable tokens, single window, built global
+BLOCK_SHAPES = [((16, 16), 4, (4, 4)), ((13, 10), 4, (4, 4)), ((20, 20), 4, (4, 4)), ((4, 3), 4, (4, 4)),
+                ((9, 9), 4, (1, 1))]
+
+
+@pytest.mark.parametrize("size,window,grid", BLOCK_SHAPES)
+@pytest.mark.parametrize("mode", ["learnable", "zero", "avgpool"])
+def test_sepvit_block_counts_itself_like_fvcore(size, window, grid, mode):
+    attn = DepthwiseSeparableSelfAttention(DIM, HEADS, window, grid, window_token=mode)
+    block = SepViTBlock(DIM, attn)
+    counted = fvcore_count(block, torch.randn(1, *size, DIM))
+    expected = block.macs(*size)
+    assert counted.total == expected.fvcore
+    assert counted.resample == expected.resample  # resized learnable tokens only
+    parts = attn.macs_parts(*size)
+    assert sum(p.paper for p in parts.values()) == attn.macs(*size).paper
+    several = (-(-size[0] // window)) * (-(-size[1] // window)) > 1 and grid != (1, 1)
+    assert (parts["pwa"].paper > 0) == several
 
 
 @pytest.mark.parametrize("height,width,window", SHAPES)
 def test_ptflops_agrees_with_fvcore_on_units(height, width, window):
     unit = WindowMultiHeadAttention(DIM, HEADS, window, shift=True)
-    expected = cx.window_msa(height, width, DIM, window)
+    expected = unit.macs(height, width)
     counted = fvcore_count(unit, torch.randn(1, height, width, DIM)).total
     _ptflops_close(ptflops_count(unit, (height, width, DIM)), expected, counted)
 
@@ -147,7 +170,7 @@ def test_fused_timm_twins_block_is_counted():
     fused = fvcore_count(wrapped, x).total
     block.attn.fused_attn = False
     assert fused == fvcore_count(wrapped, x).total
-    analytic = cx.transformer_block(8, 8, DIM, cx.twins_gsa(8, 8, DIM, 2, pad=False))
+    analytic = cx.transformer_block(8, 8, DIM, cx.twins_gsa(8, 8, DIM, 2))
     assert fused == analytic.fvcore
 
 
@@ -332,7 +355,7 @@ def test_window_group_sweep_and_patterns():
     assert by[("group", 14)]["block"] == cx.block_macs(cfg, 1, 1, 28, 28).paper
     assert by[("group", 28)]["pwa"] == 0  # one group covers the map: no PWA
     patterns = {r["block_pattern"]: r for r in cx.pattern_comparison("sepvit_tiny", [224])}
-    assert set(patterns) == {"sepvit", "swin", "twins", "msa"}
+    assert set(patterns) == set(BLOCK_PATTERNS)
     assert patterns["sepvit"]["macs_analytic_norms"] == cx.model_macs(cfg).fvcore
     assert patterns["msa"]["macs_analytic"] > patterns["swin"]["macs_analytic"]
 
