@@ -45,7 +45,7 @@ from the init, not from anything learnt. After training, the ERF also shows what
 that, `model_erf_table` captures a trained model's real stage inputs on real images.
 
 Command line: `python analysis/receptive_field.py --variant sepvit_tiny --img-size 224 --format table`,
-or `--checkpoint RUN/last.pth ...` for trained models (see `--help`).
+and `python experiments/trained_erf.py RUN/last.pth ...` for trained models' blocks on their data.
 """
 from __future__ import annotations
 
@@ -346,34 +346,6 @@ def model_erf_table(model: nn.Module, images: torch.Tensor, *, identity: bool = 
     return results
 
 
-def validation_images(dataset: str = "synthetic", count: int = 64, img_size: int | None = None,
-                      seed: int = 0, data_dir: str | None = None) -> torch.Tensor:
-    """The first `count` validation images of a workbench dataset (`experiments.data`), normalised."""
-    from experiments.data import build_datasets
-
-    _, val, _ = build_datasets(dataset, data_dir, img_size=img_size, val_size=count, seed=seed)
-    return torch.stack([val[i][0] for i in range(min(count, len(val)))])
-
-
-def checkpoint_summary(path: str, untrained: bool = False, seed: int = 0) -> dict[str, Any]:
-    """The model of a runner checkpoint and its facts: pattern, epoch, val top-1 (of that epoch, and best).
-    untrained: the same configuration freshly initialised (`torch.manual_seed(seed)`), for comparison."""
-    from experiments.checkpoint import load_checkpoint, load_model
-
-    ckpt = load_checkpoint(path)
-    if untrained:
-        torch.manual_seed(seed)
-        model = SepViTConfig.from_dict(ckpt["config"]).build().eval()
-        return dict(model=model, path=str(path), block_pattern=model.config.block_pattern, epoch=0,
-                    val_top1=None, best_val_top1=None, train_config=ckpt.get("train_config") or {})
-    model = load_model(path)
-    history = ckpt.get("history") or [ckpt.get("metrics") or {}]
-    best = ckpt.get("best") or {}
-    return dict(model=model, path=str(path), block_pattern=model.config.block_pattern, epoch=ckpt.get("epoch"),
-                val_top1=history[-1].get("val_top1"), best_val_top1=best.get("top1", history[-1].get("val_top1")),
-                train_config=ckpt.get("train_config") or {})
-
-
 # ================================================================================== plotting
 def plot_erf(results: Sequence[ERFResult], *, vmin: float = 1e-6, vmax: float = 1.0, columns: str = "stage",
              title: str | None = None, cell: float = 1.9):
@@ -535,81 +507,57 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="receptive_field.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--variant", default="sepvit_tiny", help=f"stage shapes of this preset: {', '.join(PRESETS)}")
     p.add_argument("--img-size", type=int, help="input side (default: the preset's)")
-    p.add_argument("--checkpoint", nargs="+", metavar="PATH",
-                   help="runner checkpoints (last.pth/best.pth): ERF of their blocks on real validation images")
-    p.add_argument("--untrained", action="store_true",
-                   help="with --checkpoint: the same configurations freshly initialised (--seed), on the same images")
-    p.add_argument("--dataset", default="synthetic", help="validation images for --checkpoint")
-    p.add_argument("--data-dir", help="dataset folder (cifar*/imagefolder)")
     p.add_argument("--units", nargs="+", metavar="UNIT", help=f"units at init (default all): {', '.join(UNITS)}")
     p.add_argument("--stages", type=int, nargs="+", metavar="S", help="one-based stages (default all)")
-    p.add_argument("--inputs", type=int, default=8, help="inputs averaged over (random maps / validation images)")
+    p.add_argument("--inputs", type=int, default=8, help="random input maps averaged over")
     p.add_argument("--seed", type=int, default=0, help="init and input seed")
-    p.add_argument("--init", choices=INITS, default="authors", help="init of the units (no --checkpoint)")
+    p.add_argument("--init", choices=INITS, default="authors", help="init of the units")
+    add_common_flags(p)
+    return p
+
+
+def add_common_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared with the trained-model command (`experiments/trained_erf.py`)."""
     p.add_argument("--no-identity", action="store_true", help="leave out the all-shortcut path (y[q] - x[q])")
-    p.add_argument("--with-cpe", action="store_true", help="with --checkpoint: run CPE between blocks 0 and 1")
     p.add_argument("--metric", choices=METRICS, default="chebyshev", help="distance for radius and mean distance")
     p.add_argument("--dtype", choices=list(DTYPES), default="float32", help="float64 agrees within 1e-6, 3x slower")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    return p
+
+
+def render(groups: dict[str, list[ERFResult]], fmt: str, metric: str, identity: bool,
+           extra: dict[str, dict[str, Any]] | None = None) -> str:
+    """The CLI output: per group (title -> results) a table with the verdicts, or one JSON/CSV row per result
+    (with `extra[title]` columns)."""
+    if fmt == "table":
+        text = [f"ERF ({metric} distance, query = centre pixel, identity path {'included' if identity else 'excluded'};"
+                " MACs analytic, paper convention)"]
+        text += [f"\n{title}\n{format_table(group)}" for title, group in groups.items()]
+        verdicts = comparable([r for group in groups.values() for r in group])
+        if verdicts:
+            text.append("\nSepViT block vs two-block patterns (comparable = mean distance at least half the pair's):")
+            text.append(format_comparison(verdicts))
+        return "\n".join(text)
+    flat = [{**(extra or {}).get(title, {}), **r.row()} for title, group in groups.items() for r in group]
+    return json.dumps(flat, indent=1) if fmt == "json" else to_csv(flat).rstrip("\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = parser.prog
-    if args.untrained and not args.checkpoint:
-        return fail(prog, "--untrained needs --checkpoint (it re-initialises the checkpoints' configurations)")
     if args.inputs < 1:
         return fail(prog, f"--inputs must be >= 1, got {args.inputs}")
     if args.img_size is not None and args.img_size < 1:
         return fail(prog, f"--img-size must be >= 1, got {args.img_size}")
-    dtype = DTYPES[args.dtype]
     try:
-        if args.checkpoint:
-            rows = []
-            for path in args.checkpoint:
-                facts = checkpoint_summary(path, args.untrained, args.seed)
-                model = facts["model"]
-                images = validation_images(args.dataset, args.inputs, args.img_size or model.config.img_size,
-                                           data_dir=args.data_dir)
-                for r in model_erf_table(model, images, identity=not args.no_identity, metric=args.metric,
-                                         dtype=dtype, with_cpe=args.with_cpe, stages=args.stages):
-                    rows.append((facts, r))
-        else:
-            results = unit_erf_table(args.variant, args.img_size, units=args.units, stages=args.stages,
-                                     inputs=args.inputs, seed=args.seed, init=args.init,
-                                     identity=not args.no_identity, metric=args.metric, dtype=dtype)
-            rows = [(None, r) for r in results]
-    except (ValueError, FileNotFoundError, KeyError) as error:
+        results = unit_erf_table(args.variant, args.img_size, units=args.units, stages=args.stages,
+                                 inputs=args.inputs, seed=args.seed, init=args.init,
+                                 identity=not args.no_identity, metric=args.metric, dtype=DTYPES[args.dtype])
+    except (ValueError, KeyError) as error:
         return fail(prog, str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
-    if args.format == "table":
-        groups: dict[str, list[ERFResult]] = {}
-        for facts, r in rows:
-            key = (f"{facts['path']}: block_pattern={facts['block_pattern']}, " + (
-                   f"epoch {facts['epoch']}, val top-1 {facts['val_top1']:.1f} %" if facts["val_top1"] is not None
-                   else f"untrained (seed {args.seed})") + f", {args.inputs} {args.dataset} validation images"
-                   if facts else
-                   f"{args.variant} at {args.img_size or PRESETS[args.variant].get('img_size', 224)} px, "
-                   f"init={args.init}, {args.inputs} random inputs")
-            groups.setdefault(key, []).append(r)
-        print(f"ERF ({args.metric} distance, query = centre pixel, identity path "
-              f"{'excluded' if args.no_identity else 'included'}; MACs analytic, paper convention)")
-        for key, group in groups.items():
-            print(f"\n{key}\n{format_table(group)}")
-        verdicts = comparable([r for _, r in rows])
-        if verdicts:
-            print("\nSepViT block vs two-block patterns (comparable = mean distance at least half the pair's):")
-            print(format_comparison(verdicts))
-        return 0
-    flat = []
-    for facts, r in rows:
-        row = r.row()
-        if facts:
-            row = dict(checkpoint=facts["path"], block_pattern=facts["block_pattern"], epoch=facts["epoch"],
-                       val_top1=facts["val_top1"], **row)
-        flat.append(row)
-    print(json.dumps(flat, indent=1) if args.format == "json" else to_csv(flat), end="\n" if args.format == "json" else "")
+    title = (f"{args.variant} at {args.img_size or PRESETS[args.variant].get('img_size', 224)} px, init={args.init}, "
+             f"{args.inputs} random inputs")
+    print(render({title: results}, args.format, args.metric, not args.no_identity))
     return 0
 
 

@@ -141,8 +141,8 @@ def test_window_attention_alone_has_no_mass_outside_its_window():
     h = w = NANO.stage_resolution(STAGE2)
     dim = NANO.embed_dims[STAGE2]
     q = rf.centre(h, w)
-    for unit in (make_block(NANO.replace(block_pattern="swin"), STAGE2, 0, 0.0),  # W-MSA, no shift
-                 make_block(NANO.replace(dssa=False), STAGE2, 0, 0.0)):  # SepViT block, DSSA off
+    for unit in (make_block(NANO.replace(block_pattern="swin").block_spec(STAGE2, 0)),  # W-MSA, no shift
+                 make_block(NANO.replace(dssa=False).block_spec(STAGE2, 0))):  # SepViT block, DSSA off
         stats = rf.erf_stats(_erf(unit, h, w, dim), q, NANO.window_size)
         assert stats["outside_window"] == 0.0
         assert stats["reach"] == pytest.approx(16 / 256)  # exactly its 4x4 window
@@ -181,7 +181,7 @@ def test_sepvit_block_reaches_every_window_at_the_same_relative_position_at_init
             assert (window > 0).all()
             if (gi, gj) != (2, 2):
                 assert np.unravel_index(window.argmax(), window.shape) == (0, 0)  # the query's relative position
-    local = _erf(make_block(NANO.replace(dssa=False), STAGE2, 0, 0.0), h, w, NANO.embed_dims[STAGE2])
+    local = _erf(make_block(NANO.replace(dssa=False).block_spec(STAGE2, 0)), h, w, NANO.embed_dims[STAGE2])
     assert rf.erf_stats(local, q, 4)["outside_window"] == 0.0
 
 
@@ -212,9 +212,11 @@ def test_unit_table_rows_carry_stats_and_analytic_macs():
 
 
 def test_trained_model_path_captures_the_real_block_inputs():
+    from experiments import trained_erf
+
     torch.manual_seed(0)
     model = NANO.build().eval()
-    images = rf.validation_images("synthetic", 3)
+    images = trained_erf.validation_images("synthetic", 3)
     captured = rf.capture_block_inputs(model, images, [(0, 0), (1, 1)])
     with torch.no_grad():
         stage1_in = model.stages[0].patch_embed(images)
@@ -261,7 +263,8 @@ def test_verdict_compares_the_sepvit_block_with_each_pair_by_mean_distance():
 
 
 # ------------------------------------------------------------------------------ command line
-def test_cli_on_a_checkpoint_reads_its_model_and_accuracy(tmp_path, capsys):
+def test_trained_erf_command_reads_a_checkpoint_its_model_and_accuracy(tmp_path, capsys):
+    from experiments import trained_erf
     from experiments.checkpoint import save_checkpoint
 
     cfg = NANO.replace(block_pattern="twins")
@@ -269,12 +272,12 @@ def test_cli_on_a_checkpoint_reads_its_model_and_accuracy(tmp_path, capsys):
     model = cfg.build()
     path = save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 3,
                             "history": [{"val_top1": 12.5}]}, tmp_path / "last.pth")
-    argv = ["--checkpoint", str(path), "--inputs", "2", "--stages", "2", "--format", "json"]
-    assert rf.main(argv) == 0
+    argv = [str(path), "--inputs", "2", "--stages", "2", "--format", "json"]
+    assert trained_erf.main(argv) == 0
     trained = json.loads(capsys.readouterr().out)
     assert [(r["unit"], r["blocks"], r["val_top1"], r["epoch"]) for r in trained] == [
         ("ours_twins_pair", "0+1", 12.5, 3)]
-    assert rf.main(argv + ["--untrained"]) == 0
+    assert trained_erf.main(argv + ["--untrained"]) == 0
     fresh = json.loads(capsys.readouterr().out)
     assert fresh[0]["val_top1"] is None and fresh[0]["mean_distance"] != trained[0]["mean_distance"]
 
@@ -296,9 +299,7 @@ def test_cli_json_and_csv(capsys):
     (["--inputs", "0"], "--inputs must be >= 1"),
     (["--variant", "sepvit_nano_32", "--units", "swin"], "unknown unit"),
     (["--variant", "sepvit_nano_32", "--stages", "5"], "do not exist"),
-    (["--checkpoint", "/nonexistent/last.pth"], "no checkpoint at"),
     (["--format", "xml"], "invalid choice"),
-    (["--untrained"], "--untrained needs --checkpoint"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -306,6 +307,14 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_trained_erf_refuses_a_missing_checkpoint_in_one_line(capsys):
+    from experiments import trained_erf
+
+    assert trained_erf.main(["/nonexistent/last.pth"]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint at" in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_script_runs_without_traceback_on_bad_input():
