@@ -300,7 +300,7 @@ def benchmark_blocks(variant: str, settings: Settings, units: Sequence[str] = BL
         row: dict[str, Any] = dict(variant=variant, stage=stage, height=h, width=w, dim=dim, heads=shape["heads"],
                                    window=shape["window"], reference=reference, macs_convention=BLOCK_MACS)
         ref_macs = shape[f"{reference}_analytic"]
-        for name in units:
+        for name in BLOCK_UNITS:  # every unit's keys, None where not timed: one schema for json/csv
             measured = name in timings.seconds
             ms = spread([1000 * s for s in timings.seconds[name]]) if measured else None
             macs = shape.get(f"{name}_analytic")
