@@ -299,3 +299,68 @@ def test_compiled_models_are_timed_after_compilation_in_warmup():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3))
     rows = benchmark_models([ModelCandidate("lin", model, 3)], fast_settings(compile=True, rounds=2, warmup=1))
     assert rows[0]["compile"] is True and rows[0]["img_per_s"] > 0
+
+
+# ------------------------------------------------------------------ the training-step profile
+@pytest.mark.parametrize("name, kind", [
+    ("aten::_scaled_dot_product_flash_attention_for_cpu", "attention"),
+    ("ScaledDotProductFlashAttentionForCpuBackward0", "attention"),
+    ("BmmBackward0", "attention"),
+    ("aten::_log_softmax", "loss"),
+    ("aten::addmm", "Linear"),
+    ("MmBackward0", "Linear"),
+    ("NativeLayerNormBackward0", "norms"),
+    ("SliceBackward0", "padding"),
+    ("aten::constant_pad_nd", "padding"),
+    ("CatBackward0", "padding"),
+    ("aten::copy_", "reshape"),
+    ("PermuteBackward0", "reshape"),
+    ("ConvolutionBackward0", "conv"),
+    ("aten::add", "elementwise"),
+])
+def test_operators_fall_into_their_kinds(name, kind):
+    from analysis.profiling import kind_of
+
+    assert kind_of(name).startswith(kind)
+
+
+def test_wall_clock_splits_the_step_into_its_phases():
+    from analysis.profiling import PHASES, wall_clock
+
+    clock = FakeClock()
+    cost = {"data": 0.010, "forward": 0.030, "backward": 0.050, "optimizer": 0.004}
+
+    class Step:
+        def run(self, phase):
+            for name in ("data", "forward", "optimizer", "backward", "optimizer"):
+                phase(name, lambda name=name: setattr(clock, "now", clock.now + cost[name]))
+            return 8
+
+    wall = wall_clock(Step(), steps=3, clock=clock)
+    assert wall["step_ms"] == pytest.approx(98.0) and wall["img_per_s"] == pytest.approx(8 / 0.098)
+    assert wall["phases_ms"]["optimizer"] == pytest.approx(8.0)  # two calls in one step add up
+    assert set(wall["phases_ms"]) == set(PHASES) and wall["phases_ms"]["metrics"] == 0.0
+
+
+def test_profile_of_the_runner_step_attributes_forward_and_backward():
+    from analysis.profiling import OUTSIDE, profile_runner
+
+    report = profile_runner("sepvit_nano_32", batch_size=4, train_size=8, steps=1, profile_steps_=1, warmup=1)
+    prof = report["profile"]
+    kinds = prof["kinds_ms"]
+    assert kinds["attention (SDPA, softmax, attention matmuls)"] > 0 and kinds["Linear matmuls"] > 0
+    assert OUTSIDE in kinds
+    model_ms = prof["phases_ms"]["forward"] + prof["phases_ms"]["backward"]
+    assert sum(kinds.values()) == pytest.approx(model_ms, rel=0.02)  # every microsecond of the two phases, once
+    assert prof["top_ops"][0]["self_ms"] >= prof["top_ops"][-1]["self_ms"]
+    assert report["wall"]["batch_size"] == 4 and report["wall"]["phases_ms"]["backward"] > 0
+
+
+def test_profile_command_refuses_bad_input(capsys):
+    from analysis import profiling
+
+    assert profiling.main(["--model", "sepvit_nano_23"]) == 2
+    assert profiling.main(["--model-kwargs", "gsa=maybe"]) == 2
+    assert profiling.main(["-b", "0"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and "unknown model" in err[0] and "gsa" in err[1] and "--batch-size" in err[2]
