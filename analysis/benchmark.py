@@ -296,7 +296,8 @@ def benchmark_blocks(variant: str, settings: Settings, units: Sequence[str] = BL
                            else forward_step(timed, x, settings))
         log(f"stage {stage}: {h}x{w}x{dim}, timing {', '.join(steps)}")
         timings = time_interleaved(steps, settings.rounds, settings.warmup, clock=clock, sync=settings.sync())
-        ratios = round_ratios(timings.seconds, reference)
+        # a reference absent at this stage (e.g. sepvit_gsa_block at stage 1) leaves the stage without ratios
+        ratios = round_ratios(timings.seconds, reference) if reference in timings.seconds else {}
         row: dict[str, Any] = dict(variant=variant, stage=stage, height=h, width=w, dim=dim, heads=shape["heads"],
                                    window=shape["window"], reference=reference, macs_convention=BLOCK_MACS)
         ref_macs = shape[f"{reference}_analytic"]
@@ -307,9 +308,9 @@ def benchmark_blocks(variant: str, settings: Settings, units: Sequence[str] = BL
             row[f"{name}_ms"] = ms.median if ms else None
             row[f"{name}_ms_q1"] = ms.q1 if ms else None
             row[f"{name}_ms_q3"] = ms.q3 if ms else None
-            row[f"{name}_time_ratio"] = statistics.median(ratios[name]) if measured else None
+            row[f"{name}_time_ratio"] = statistics.median(ratios[name]) if measured and ratios else None
             row[f"{name}_macs"] = macs if measured else None
-            row[f"{name}_macs_ratio"] = macs / ref_macs if measured and macs is not None and ref_macs else None
+            row[f"{name}_macs_ratio"] = macs / ref_macs if measured and ratios and macs is not None and ref_macs else None
         row.update(settings.describe())
         rows.append(row)
     return rows

@@ -364,3 +364,13 @@ def test_profile_command_refuses_bad_input(capsys):
     assert profiling.main(["-b", "0"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and "unknown model" in err[0] and "gsa" in err[1] and "--batch-size" in err[2]
+
+
+def test_a_reference_missing_at_a_stage_leaves_that_stage_without_ratios():
+    settings = fast_settings(batch_size=1, img_size=32, rounds=1, warmup=0)
+    rows = benchmark_blocks("sepvit_nano_32", settings, ("sepvit_block", "sepvit_gsa_block"), stages=[1, 2],
+                            reference="sepvit_gsa_block")
+    stage1, stage2 = rows
+    assert stage1["sepvit_gsa_block_ms"] is None and stage1["sepvit_block_time_ratio"] is None
+    assert stage1["sepvit_block_ms"] > 0
+    assert stage2["sepvit_gsa_block_time_ratio"] == 1.0 and stage2["sepvit_block_time_ratio"] > 0
