@@ -308,7 +308,10 @@ def benchmark_blocks(variant: str, settings: Settings, units: Sequence[str] = BL
             row[f"{name}_ms"] = ms.median if ms else None
             row[f"{name}_ms_q1"] = ms.q1 if ms else None
             row[f"{name}_ms_q3"] = ms.q3 if ms else None
-            row[f"{name}_time_ratio"] = statistics.median(ratios[name]) if measured and ratios else None
+            ratio = spread(ratios[name]) if measured and ratios else None
+            row[f"{name}_time_ratio"] = ratio.median if ratio else None
+            row[f"{name}_time_ratio_q1"] = ratio.q1 if ratio else None
+            row[f"{name}_time_ratio_q3"] = ratio.q3 if ratio else None
             row[f"{name}_macs"] = macs if measured else None
             row[f"{name}_macs_ratio"] = macs / ref_macs if measured and ratios and macs is not None and ref_macs else None
         row.update(settings.describe())
@@ -426,11 +429,12 @@ def benchmark_models(candidates: Sequence[ModelCandidate], settings: Settings, r
         seconds = timings.seconds[c.name]
         img_s = spread([b / t for t in seconds])
         ms = spread([1000 * t for t in seconds])
+        speed = spread([1 / r for r in ratios[c.name]])
         rows.append(dict(
             model=c.name, img_per_s=img_s.median, img_per_s_q1=img_s.q1, img_per_s_q3=img_s.q3,
             ms_per_batch=ms.median, ms_per_batch_q1=ms.q1, ms_per_batch_q3=ms.q3, reference=reference,
             time_ratio=statistics.median(ratios[c.name]),
-            speed_ratio=statistics.median(1 / r for r in ratios[c.name]),
+            speed_ratio=speed.median, speed_ratio_q1=speed.q1, speed_ratio_q3=speed.q3,
             params=c.params, macs=c.macs, macs_analytic=c.macs_analytic,
             macs_convention=MODEL_MACS if c.macs is not None else None, **settings.describe(),
         ))
@@ -440,6 +444,12 @@ def benchmark_models(candidates: Sequence[ModelCandidate], settings: Settings, r
 # ================================================================================== output
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _ratio_iqr(row: dict[str, Any], key: str) -> str:
+    if row.get(f"{key}_q1") is None:
+        return "-"
+    return f"[{row[f'{key}_q1']:.2f}, {row[f'{key}_q3']:.2f}]"
 
 
 def _header(rows: list[dict[str, Any]], what: str) -> str:
@@ -457,7 +467,7 @@ def format_block_table(rows: list[dict[str, Any]]) -> str:
     lines = [_header(rows, f"blocks of {rows[0]['variant']}"),
              f"MACs: {BLOCK_MACS}",
              f"{'stage':<6}{'map':<13}{'unit':<34}{'ms':>9} {'IQR':>19} {'MMACs':>9} {'time/' + ref[:10]:>16} "
-             f"{'MACs/' + ref[:10]:>16}"]
+             f"{'IQR':>14} {'MACs/' + ref[:10]:>16}"]
     for row in rows:
         shape = f"{row['height']}x{row['width']}x{row['dim']}"
         for name in BLOCK_UNITS:
@@ -467,7 +477,7 @@ def format_block_table(rows: list[dict[str, Any]]) -> str:
             macs = row[f"{name}_macs"]
             lines.append(f"{row['stage']:<6}{shape:<13}{TITLES.get(name, name):<34}{row[f'{name}_ms']:9.2f} {iqr:>19} "
                          f"{_fmt(macs and macs / 1e6, 1):>9} {_fmt(row[f'{name}_time_ratio']):>16} "
-                         f"{_fmt(row[f'{name}_macs_ratio']):>16}")
+                         f"{_ratio_iqr(row, f'{name}_time_ratio'):>14} {_fmt(row[f'{name}_macs_ratio']):>16}")
     return "\n".join(lines)
 
 
@@ -475,12 +485,13 @@ def format_model_table(rows: list[dict[str, Any]]) -> str:
     ref = rows[0]["reference"]
     lines = [_header(rows, "whole models"),
              f"MACs: {MODEL_MACS}; analytic: the paper's formulas (workbench models)",
-             f"{'model':<40}{'img/s':>8} {'IQR':>17} {'ms/batch':>9} {'speed vs ' + ref[:16]:>26} {'GMACs':>7} "
-             f"{'analytic':>9} {'params (M)':>11}"]
+             f"{'model':<40}{'img/s':>8} {'IQR':>17} {'ms/batch':>9} {'speed vs ' + ref[:16]:>26} {'IQR':>14} "
+             f"{'GMACs':>7} {'analytic':>9} {'params (M)':>11}"]
     for r in rows:
         iqr = f"[{r['img_per_s_q1']:.1f}, {r['img_per_s_q3']:.1f}]"
         lines.append(f"{r['model']:<40}{r['img_per_s']:8.1f} {iqr:>17} {r['ms_per_batch']:9.1f} "
-                     f"{r['speed_ratio']:26.2f} {_fmt(r['macs'] and r['macs'] / 1e9, 3):>7} "
+                     f"{r['speed_ratio']:26.2f} {_ratio_iqr(r, 'speed_ratio'):>14} "
+                     f"{_fmt(r['macs'] and r['macs'] / 1e9, 3):>7} "
                      f"{_fmt(r['macs_analytic'] and r['macs_analytic'] / 1e9, 3):>9} {r['params'] / 1e6:11.2f}")
     return "\n".join(lines)
 

@@ -99,6 +99,7 @@ def test_models_report_medians_iqr_and_same_round_ratios():
     assert by["slow"]["ms_per_batch"] == pytest.approx(400.0)
     assert by["slow"]["ms_per_batch_q3"] == pytest.approx(500.0)  # [400, 400, 800, 400] inclusive quartiles
     assert by["slow"]["time_ratio"] == pytest.approx(4.0) and by["slow"]["speed_ratio"] == pytest.approx(0.25)
+    assert by["slow"]["speed_ratio_q1"] == pytest.approx(0.21875)  # per-round speeds [.25, .25, .125, .25]
     assert by["fast"]["reference"] == "fast" and by["fast"]["time_ratio"] == 1.0
     for key in ("model", "img_per_s", "ms_per_batch", "macs", "mode", "threads", "device", "dtype"):
         assert key in by["slow"]
