@@ -176,7 +176,7 @@ def wall_clock(step: RunnerStep, steps: int, clock: Callable[[], float] = time.p
     for _ in range(steps):
         spent: dict[str, float] = defaultdict(float)
 
-        def phase(name, fn):
+        def phase(name, fn, spent=spent):
             start = clock()
             result = fn()
             spent[name] += clock() - start
@@ -290,7 +290,7 @@ def format_report(report: dict[str, Any], top: int = 20) -> str:
               f"   {'kind':<62}{'ms':>8}{'share':>8}"]
     for kind, ms in prof["kinds_ms"].items():
         lines.append(f"   {kind:<62}{ms:8.2f}{ms / model_ms:8.1%}")
-    lines += ["", f"   phases under the profiler: " + ", ".join(f"{p} {ms:.1f} ms" for p, ms in prof["phases_ms"].items()),
+    lines += ["", "   phases under the profiler: " + ", ".join(f"{p} {ms:.1f} ms" for p, ms in prof["phases_ms"].items()),
               "", f"3. top {top} operators by self CPU time (all phases, ms per step)",
               f"   {'operator':<62}{'ms':>8}{'calls':>8}"]
     for op in prof["top_ops"][:top]:
