@@ -517,7 +517,7 @@ def log_to_mlflow(rows: list[dict[str, Any]], kind: str, tracking_uri: str, expe
                   command: Sequence[str], table: str) -> str:
     """One parent run (settings as params, results.json and table.txt as artifacts) with a child run per row
     (stage or model: numbers as metrics, text as params). Returns the parent run id."""
-    from experiments.tracking import Tracker, environment_params
+    from workbench.tracking import Tracker, environment_params
 
     tracker = Tracker(tracking_uri, experiment)
     settings = {k: rows[0][k] for k in Settings().describe()}
@@ -616,7 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_args(args)
         tracking_uri = None
         if args.mlflow:
-            from experiments.tracking import TrackingError, check_tracking_uri, default_tracking_uri
+            from workbench.tracking import TrackingError, check_tracking_uri, default_tracking_uri
 
             tracking_uri = args.tracking_uri or default_tracking_uri(args.output)
             try:

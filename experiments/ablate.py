@@ -163,7 +163,7 @@ def prepare(args):
     """Validate everything and build the data, before any MLflow run exists: (runs, reference, datasets, uri)."""
     from experiments.data import check_dataset, build_datasets
     from experiments.engine import check_training_settings, fit_model_to_data
-    from experiments.tracking import check_experiment_name, check_tracking_uri, default_tracking_uri
+    from workbench.tracking import check_experiment_name, check_tracking_uri, default_tracking_uri
 
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.resume:
         return resume(args, given_flags(parser, argv))
     from experiments.data import DataError
-    from experiments.tracking import TrackingError
+    from workbench.tracking import TrackingError
 
     try:
         runs, reference, datasets, uri = prepare(args)
@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def resume(args, given: set[str]) -> int:
     """Finish a call: skip its FINISHED runs, resume those with a last.pth, start the rest; then report."""
     from experiments.data import DataError, build_datasets
-    from experiments.tracking import TrackingError, check_tracking_uri
+    from workbench.tracking import TrackingError, check_tracking_uri
 
     try:
         call = Call.load(find_call_folder(args.resume, args.output, args.tracking_uri))
@@ -278,7 +278,7 @@ def run_call(call: Call, datasets, uri: str, rank: int, world: int, changes: dic
         logging.getLogger("sepvit").setLevel(logging.WARNING)
     try:
         if rank == 0:
-            from experiments.tracking import Tracker
+            from workbench.tracking import Tracker
 
             tracker = Tracker(uri, call.experiment,
                               artifact_root=None if call.tracking_uri else call.output / "mlartifacts")

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from experiments.checkpoint import load_model
-from experiments.tracking import flatten
+from workbench.tracking import flatten
 
 
 def matching_runs(runs: pd.DataFrame, config: Any) -> pd.DataFrame:

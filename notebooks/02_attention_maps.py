@@ -116,7 +116,7 @@ def runner_model(cfg):
 def train_here(named_configs):
     """Train each config briefly with the runner's engine, log to a temporary MLflow store, load it back."""
     from experiments.run import train_and_evaluate
-    from experiments.tracking import Tracker
+    from workbench.tracking import Tracker
     from experiments.train_config import TrainConfig
 
     out = Path(tempfile.mkdtemp(prefix="attention-maps-"))

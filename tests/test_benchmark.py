@@ -205,6 +205,7 @@ def test_blocks_rows_carry_every_unit_with_analytic_macs_and_ratios_to_swin():
 
 def test_block_units_time_what_they_say(monkeypatch):
     """Each unit's figure is the time of that unit's module: scripted costs come back per unit."""
+    import analysis.complexity  # noqa: F401  (bound to the real stage_units before the patch below)
     from analysis import units as units_module
 
     clock = FakeClock()
@@ -320,13 +321,13 @@ def test_compiled_models_are_timed_after_compilation_in_warmup():
     ("aten::add", "elementwise"),
 ])
 def test_operators_fall_into_their_kinds(name, kind):
-    from analysis.profiling import kind_of
+    from experiments.profiling import kind_of
 
     assert kind_of(name).startswith(kind)
 
 
 def test_wall_clock_splits_the_step_into_its_phases():
-    from analysis.profiling import PHASES, wall_clock
+    from experiments.profiling import PHASES, wall_clock
 
     clock = FakeClock()
     cost = {"data": 0.010, "forward": 0.030, "backward": 0.050, "optimizer": 0.004}
@@ -344,7 +345,7 @@ def test_wall_clock_splits_the_step_into_its_phases():
 
 
 def test_profile_of_the_runner_step_attributes_forward_and_backward():
-    from analysis.profiling import OUTSIDE, profile_runner
+    from experiments.profiling import OUTSIDE, profile_runner
 
     report = profile_runner("sepvit_nano_32", batch_size=4, train_size=8, steps=1, profile_steps_=1, warmup=1)
     prof = report["profile"]
@@ -358,7 +359,7 @@ def test_profile_of_the_runner_step_attributes_forward_and_backward():
 
 
 def test_profile_command_refuses_bad_input(capsys):
-    from analysis import profiling
+    from experiments import profiling
 
     assert profiling.main(["--model", "sepvit_nano_23"]) == 2
     assert profiling.main(["--model-kwargs", "gsa=maybe"]) == 2

@@ -5,7 +5,7 @@ import pandas as pd
 import torch
 
 from experiments.logged_models import load_logged_model, matching_runs
-from experiments.tracking import flatten
+from workbench.tracking import flatten
 from sepvit import SepViTConfig
 
 

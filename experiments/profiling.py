@@ -1,8 +1,8 @@
 """Where one training step of the runner goes: phases by wall clock, model compute by operator kind, top operators.
 
-    python analysis/profiling.py                               # the default ablation: sepvit_nano_32, batch 64, 32 px
-    python analysis/profiling.py --model-kwargs dssa=false     # the local-only model of `ablate.py --no-dssa`
-    python analysis/profiling.py --steps 20 --threads 2 --top 30 --format json
+    python experiments/profiling.py                               # the default ablation: sepvit_nano_32, batch 64, 32 px
+    python experiments/profiling.py --model-kwargs dssa=false     # the local-only model of `ablate.py --no-dssa`
+    python experiments/profiling.py --steps 20 --threads 2 --top 30 --format json
 
 The step is the runner's (`experiments/engine.py`): the next batch from a DataLoader over the built-in
 synthetic set (`experiments.data.build_datasets`, generated on the main thread with the runner's default
@@ -33,7 +33,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-if __package__ in (None, ""):  # `python analysis/profiling.py`: make the repository root importable
+if __package__ in (None, ""):  # `python experiments/profiling.py`: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
