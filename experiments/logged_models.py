@@ -38,6 +38,9 @@ def matching_runs(runs: pd.DataFrame, config: Any) -> pd.DataFrame:
 
 def load_logged_model(tracking_uri: str, run_id: str, artifact: str = "checkpoint/best.pth"):
     """The SepViT of a runner's run: its checkpoint artifact, downloaded from MLflow, loaded in eval mode."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in notebooks
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
