@@ -31,10 +31,10 @@
 #
 # **The models** come from `experiments/zoo.py`: ordinary runs of the ablation runner, all at one budget (the
 # runner's default: 9 epochs of its built-in task, one seed), logged to `output/mlflow.db` (experiment
-# `notebook-models`) and loaded from there; a missing one is trained first (about 3 minutes each on 2 CPU cores).
+# `notebook-models`) and loaded from there; a missing one is trained first (a few minutes each on a CPU).
 # Each model's accuracy is printed beside its maps, and a model whose accuracy is at chance is flagged and not
-# interpreted. `SEPVIT_SMOKE=1` (CI) trains tiny throw-away models instead: they stay at chance, and the notebook
-# says so wherever they appear.
+# interpreted. `SEPVIT_SMOKE=1` (CI) trains tiny throw-away models instead (one epoch of 64 images, near chance
+# by design): the notebook then flags them wherever they appear.
 #
 # **Your own image:** set `YOUR_IMAGE` in the next cell to an image file; the last section shows the same maps
 # on it.
@@ -79,8 +79,10 @@ print(f"smoke={SMOKE}")
 # all (the local-only model: window attention in every block), or another block pattern (Swin, Twins, global MSA)
 # in the same backbone. "Untrained" below is the same configuration freshly initialised (seed 0).
 #
-# A model is **at chance** when its validation top-1 lies within or below the 95 % interval that guessing
-# reaches on the same number of images (`experiments.stats.chance_interval`).
+# The maps are those of each run's checkpoint (its best epoch), so the accuracy shown beside them, `top1`, is
+# that checkpoint's validation top-1 (the run's last-epoch top-1 is in the table too). A model is **at chance**
+# when it lies within or below the 95 % interval that guessing reaches on the same number of images
+# (`experiments.stats.chance_interval`).
 
 # %%
 NAMES = list(zoo.ZOO)
@@ -88,11 +90,13 @@ t0 = time.time()
 ZOO_MODELS = zoo.trained(NAMES, smoke=SMOKE)
 fresh = [name for name, m in ZOO_MODELS.items() if m.trained_here]
 print(f"{len(NAMES)} models in {time.time() - t0:.0f} s; trained now: {', '.join(fresh) or 'none (all loaded)'}")
-ACCURACY = A.chance_table({name: m.top1 for name, m in ZOO_MODELS.items()},
+# the maps are those of the best epoch's checkpoint: its top-1 is the accuracy beside them
+ACCURACY = A.chance_table({name: m.best_top1 for name, m in ZOO_MODELS.items()},
                           {name: chance_interval(m.num_classes, m.val_size) for name, m in ZOO_MODELS.items()})
 LABELS = {name: A.model_label(ACCURACY, name) for name in NAMES}
-ACCURACY.assign(run_id=[ZOO_MODELS[name].run_id[:8] for name in ACCURACY.index],
-                val_images=[ZOO_MODELS[name].val_size for name in ACCURACY.index])
+ACCURACY.assign(last_epoch_top1=[ZOO_MODELS[name].top1 for name in ACCURACY.index],
+                val_images=[ZOO_MODELS[name].val_size for name in ACCURACY.index],
+                run_id=[ZOO_MODELS[name].run_id[:8] for name in ACCURACY.index])
 
 # %%
 A.plot_accuracy(ACCURACY, title="Validation top-1 of the compared models (one budget)")
