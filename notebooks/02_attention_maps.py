@@ -131,7 +131,8 @@ WINDOW = ZOO_MODELS["sepvit"].model.config.window_size  # feature pixels; at str
 # stage-*s* feature pixel covers stride × stride image pixels (1, 2, 4, 8 in stages 1-4). Multi-head maps show
 # the mean over heads (per head in section 5). A SepViT block is shown as one map from the query to pixels:
 # DWA then PWA chained (the query reaches pixel *k* of window *j* with weight `A_pwa[i, j] · A_dwa(j)[p, k]`, DWA
-# renormalised over pixels, inner shortcuts left out).
+# renormalised over pixels, inner shortcuts left out). Under each model's maps, a table gives its blocks' mean
+# attention distance and normalised entropy over all eight images and every query (defined in section 6).
 
 # %%
 _, val_ds, INFO = build_datasets("synthetic", img_size=32, train_size=8, val_size=8)
@@ -158,10 +159,19 @@ def record(model, x):
 
 RECORDS = {state: {name: record(model, images) for name, model in models.items()}
            for state, models in MODELS.items()}
+# per block, over the eight images and every query pixel (section 6 explains and plots them)
+STATS = pd.concat([A.attention_statistics(RECORDS[state][name], model=name, state=state)
+                   for state in RECORDS for name in NAMES], ignore_index=True)
+COMPARISON = A.trained_vs_untrained(STATS)
+SUMMARY_COLUMNS = {"mean_distance_px_trained": "mean distance (px), trained",
+                   "mean_distance_px_untrained": "mean distance (px), untrained",
+                   "entropy_ratio_trained": "entropy / log(keys), trained",
+                   "entropy_ratio_untrained": "entropy / log(keys), untrained"}
 
 
 def show_model(name, title):
-    """The model's accuracy (a warning when at chance), then every block's map for the query, trained vs untrained."""
+    """The model's accuracy (a warning when at chance), every block's map for the query, trained vs untrained, and
+    the blocks' mean attention distance and normalised entropy (all images, all queries)."""
     if ACCURACY.loc[name, "at_chance"]:
         display(Markdown(A.chance_markdown(ACCURACY, [name])))
     else:
@@ -170,6 +180,8 @@ def show_model(name, title):
                                             ("untrained\n(seed 0)", RECORDS["untrained"][name])],
                       QUERY, batch=IMG, base_window=WINDOW, window_px=WINDOW, title=title)
     plt.show()
+    rows = COMPARISON[COMPARISON.model == name].set_index("unit")
+    display(rows[list(SUMMARY_COLUMNS)].rename(columns=SUMMARY_COLUMNS).T.round(2))
 
 
 # %% [markdown]
@@ -295,9 +307,6 @@ display(Markdown(A.chance_markdown(ACCURACY)))
 #   are the whole window, so Swin's shifted blocks stay below 1 even untrained: the shift mask removes some.
 
 # %%
-STATS = pd.concat([A.attention_statistics(RECORDS[state][name], model=name, state=state)
-                   for state in RECORDS for name in NAMES], ignore_index=True)
-COMPARISON = A.trained_vs_untrained(STATS)
 A.plot_block_statistics(COMPARISON, "mean_distance_px", LABELS, title="Mean attention distance per block")
 plt.show()
 A.plot_block_statistics(COMPARISON, "entropy_ratio", LABELS, title="Normalised entropy per block")
