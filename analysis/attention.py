@@ -551,6 +551,11 @@ def chance_markdown(table: pd.DataFrame, names: Sequence[str] | None = None) -> 
             f"attends like an untrained one, and nothing below draws a conclusion from it.")
 
 
+def _signed(value: float) -> str:
+    text = f"{value:+.1f}"
+    return "+0.0" if text == "-0.0" else text
+
+
 def training_effect_markdown(comparison: pd.DataFrame, table: pd.DataFrame, model: str = "model") -> str:
     """Markdown bullets, one per model, computed from `trained_vs_untrained`: how training changed the mean
     attention distance and the normalised entropy of its blocks; models at chance are named, not interpreted."""
@@ -565,7 +570,7 @@ def training_effect_markdown(comparison: pd.DataFrame, table: pd.DataFrame, mode
             f"- **{name}** ({table.loc[name, 'top1']:.1f} %): training lowered the normalised entropy in {focused} of "
             f"{len(rows)} blocks (mean over blocks {rows['entropy_ratio_untrained'].mean():.2f} → "
             f"{rows['entropy_ratio_trained'].mean():.2f}); mean distance changed by "
-            f"{rows['distance_change_px'].min():+.1f} to {rows['distance_change_px'].max():+.1f} px, most in "
+            f"{_signed(rows['distance_change_px'].min())} to {_signed(rows['distance_change_px'].max())} px, most in "
             f"{largest['unit']} ({largest['mean_distance_px_untrained']:.1f} → "
             f"{largest['mean_distance_px_trained']:.1f} px).")
     return "\n".join(lines)
@@ -573,7 +578,7 @@ def training_effect_markdown(comparison: pd.DataFrame, table: pd.DataFrame, mode
 
 def reach_markdown(comparison: pd.DataFrame, table: pd.DataFrame, model: str = "model") -> str:
     """Markdown bullets, one per stage: the trained models above chance ranked by mean attention distance
-    (mean over the stage's blocks, input px), farthest first."""
+    (mean over the stage's blocks, input px), farthest first ("- stage 1: a 16.8, b 2.1 px")."""
     usable = [name for name in comparison[model].unique() if not table.loc[name, "at_chance"]]
     if not usable:
         return "- No model is above chance: there is no trained attention to compare."
@@ -581,7 +586,8 @@ def reach_markdown(comparison: pd.DataFrame, table: pd.DataFrame, model: str = "
     lines = []
     for stage, rows in part.groupby("stage", sort=True):
         ranked = rows.groupby(model, sort=False)["mean_distance_px_trained"].mean().sort_values(ascending=False)
-        lines.append(f"- stage {stage + 1}: " + " > ".join(f"{name} {value:.1f} px" for name, value in ranked.items()))
+        lines.append(f"- stage {stage + 1}: " + ", ".join(f"{name} {value:.1f}" for name, value in ranked.items())
+                     + " px")
     return "\n".join(lines)
 
 
@@ -647,6 +653,13 @@ def _cmap():
     return matplotlib.colormaps["magma"].with_extremes(bad=NOT_A_KEY, under="black")
 
 
+def _for_log_scale(values: np.ndarray) -> np.ma.MaskedArray:
+    """Probabilities ready for the log colour scale: NaN (not a key) masked, grey; an exact 0 (a softmax
+    underflow, a masked key) raised to a tiny positive value so that it shows as "under" (black), not as grey."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.ma.masked_invalid(np.where(values <= 0, PROBABILITY_RANGE[0] * 1e-3, values))
+
+
 def _extent(shape: tuple[int, ...]) -> tuple[float, float, float, float]:
     return (-0.5, shape[1] - 0.5, shape[0] - 0.5, -0.5)
 
@@ -679,7 +692,7 @@ def draw_attention(ax, fmap: np.ndarray, record: Record, query_px: tuple[int, in
     window (and group) borders and the query marked. Returns the image artist (for a colour bar)."""
     size = image_size or (record["map_size"][0] * record["stride"], record["map_size"][1] * record["stride"])
     heat = upsample_to_image(fmap, record["stride"], size)
-    artist = ax.imshow(np.ma.masked_invalid(heat), cmap=_cmap(), norm=probability_norm(), extent=_extent(heat.shape),
+    artist = ax.imshow(_for_log_scale(heat), cmap=_cmap(), norm=probability_norm(), extent=_extent(heat.shape),
                        interpolation="nearest")
     draw_borders(ax, record, base_window)
     _mark_query(ax, query_px)
@@ -780,7 +793,7 @@ def plot_dssa_anatomy(image: np.ndarray, rows: Sequence[tuple[str, Sequence[Reco
             artist = draw_attention(axes[r, c], fmap, dwa, query_px if c != 2 else None, size, base_window)
         matrix = _attn(pwa, batch).mean(0)
         ax = axes[r, -1]
-        ax.imshow(matrix, cmap=_cmap(), norm=probability_norm(), interpolation="nearest")
+        ax.imshow(_for_log_scale(matrix), cmap=_cmap(), norm=probability_norm(), interpolation="nearest")
         window, _ = query_location(dwa, query_px)
         ax.add_patch(Rectangle((-0.5, window - 0.5), matrix.shape[1], 1, fill=False, ec="cyan", lw=1))
         ticks = np.arange(0, matrix.shape[0], max(1, matrix.shape[0] // 4))

@@ -390,6 +390,11 @@ def test_trained_vs_untrained_and_computed_sentences():
     assert "lowered the normalised entropy in 1 of 1 blocks (mean over blocks 1.00 → 0.00)" in text
     assert "s2b1 (3.4 → 0.0 px)" in text and "**b**: at chance (10.0 %), not interpreted." in text
     assert A.reach_markdown(comparison, table) == "- stage 2: a 0.0 px"
+    both = A.chance_table({"a": 50.0, "b": 50.0}, {"a": (6.0, 14.0), "b": (6.0, 14.0)})
+    shifted = comparison.assign(mean_distance_px_trained=np.where(comparison.model == "b", 2.5, 0.0),
+                                distance_change_px=np.where(comparison.model == "b", -0.01, 0.0))
+    assert A.reach_markdown(shifted, both) == "- stage 2: b 2.5, a 0.0 px"  # farthest first
+    assert "changed by +0.0 to +0.0 px" in A.training_effect_markdown(shifted, both)  # never "-0.0"
     all_stuck = A.chance_table({"a": 1.0, "b": 1.0}, {"a": (6.0, 14.0), "b": (6.0, 14.0)})
     assert "No model is above chance" in A.reach_markdown(comparison, all_stuck)
     stats = two_state_stats()
@@ -472,4 +477,19 @@ def test_statistics_and_accuracy_plots():
     fig = A.plot_accuracy(table)
     bars = fig.axes[0].patches
     assert [b.get_hatch() for b in bars if b.get_width() in (50.0, 10.0)] == [None, "//"]
+    plt.close("all")
+
+
+def test_zero_probability_shows_black_and_a_non_key_grey():
+    attn = torch.zeros(1, 1, 1, 4, 4)
+    attn[..., 0] = 1.0  # every query attends to pixel (0, 0) alone: the others underflow to exactly 0
+    rec = window_record("msa", attn, (2, 2), 2, stride=1)
+    fmap = A.query_attention(rec, (1, 1))[0].astype(np.float64)
+    fmap[0, 1] = np.nan  # as block_query_attention marks pixels outside the query's window
+    fig, ax = plt.subplots()
+    artist = A.draw_attention(ax, fmap, rec)
+    rgba = artist.to_rgba(artist.get_array())
+    np.testing.assert_allclose(rgba[1, 1], (0, 0, 0, 1))  # zero: below the scale, black
+    np.testing.assert_allclose(rgba[0, 1], matplotlib.colors.to_rgba(A.NOT_A_KEY))  # not a key: grey
+    np.testing.assert_allclose(rgba[0, 0], matplotlib.colormaps["magma"](1.0))  # probability 1: the top
     plt.close("all")
