@@ -48,7 +48,6 @@ import time
 import warnings
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
