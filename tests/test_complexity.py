@@ -524,15 +524,18 @@ def test_time_sentences_split_the_gap_between_mac_and_other_operators():
     fast = dict(ref, name="c", title="C", time_ratio=0.5, macs_ratio=2.0, time_per_mac=0.25, follows=False)
     contradicted = dict(ref, name="d", title="D", time_ratio=2.0, macs_ratio=1.0, time_per_mac=2.0, follows=False)
     unprofiled = dict(ref, name="e", title="E", time_ratio=2.0, macs_ratio=1.0, time_per_mac=2.0, follows=False)
+    small = dict(ref, name="f", title="F", time_ratio=2.0, macs_ratio=1.0, time_per_mac=2.0, follows=False)
     profiles = {("stage 1", "ref"): _profile(8.0, 2.0, rate=10.0),
                 # half the MACs: 4 + 1 ms expected; MAC operators at the reference's rate, 5 ms more elsewhere
                 ("stage 1", "b"): _profile(4.0, 6.0, rate=10.0, top=[("aten::roll", 3.0)]),
                 # twice the MACs: 16 + 4 ms expected; MAC operators 4x as fast, others as expected
                 ("stage 1", "c"): _profile(4.0, 4.0, rate=40.0),
                 # timed 2x slower, but the profile shows it faster than its MACs predict
-                ("stage 1", "d"): _profile(4.0, 2.0, rate=20.0)}
-    lines = cx.time_sentences([ref, follows, overhead, fast, contradicted, unprofiled], profiles)
-    assert len(lines) == 5  # the reference itself gets no sentence
+                ("stage 1", "d"): _profile(4.0, 2.0, rate=20.0),
+                # timed 2x slower, profiled only 1.1x: within the tolerance, no reason can be read off it
+                ("stage 1", "f"): _profile(8.0, 3.0, rate=10.0)}
+    lines = cx.time_sentences([ref, follows, overhead, fast, contradicted, unprofiled, small], profiles)
+    assert len(lines) == 6  # the reference itself gets no sentence
     assert lines[0].endswith("time follows MACs (within 20 %).")
     assert "2.00x the time its MACs predict (slower)" in lines[1]
     assert "MAC operators +0.0 ms, at 10 vs 10 GMAC/s" in lines[1] and "other operators +5.0 ms" in lines[1]
@@ -540,5 +543,6 @@ def test_time_sentences_split_the_gap_between_mac_and_other_operators():
     assert lines[1].endswith("mostly the operators outside the MAC count.")
     assert "(faster)" in lines[2] and "MAC operators -12.0 ms, at 40 vs 10 GMAC/s" in lines[2]
     assert "other operators +0.0 ms" in lines[2] and lines[2].endswith("mostly its MAC operators.")
-    assert "does not reproduce the gap" in lines[3] and "0.60x the reference's operator time" in lines[3]
+    assert "does not reproduce the gap" in lines[3] and "0.60x the time its MACs predict" in lines[3]
     assert lines[4].endswith("(slower).")
+    assert "does not reproduce the gap" in lines[5] and "1.10x" in lines[5] and "mostly" not in lines[5]
