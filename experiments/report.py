@@ -183,7 +183,13 @@ def conclusions(summary: pd.DataFrame, comparison: pd.DataFrame) -> list[str]:
                              "seed: no confidence interval; run --seeds 2 or more.")
             continue
         half = (r["welch_high"] - r["welch_low"]) / 2
-        noise = "beyond seed noise" if r["exceeds_seed_noise"] else "within seed noise"
+        if r["exceeds_seed_noise"]:
+            noise = "beyond seed noise (the two 95 % CIs do not overlap)"
+        elif r["welch_excludes_0"]:
+            noise = ("the interval excludes 0, but the two configurations' 95 % CIs overlap: not beyond seed noise "
+                     "by the stricter rule; more seeds would tell")
+        else:
+            noise = "within seed noise (the interval holds 0)"
         sentences.append(f"`{r['config']}` {verb} {abs(r['diff']):.1f} ± {half:.1f} points against the reference "
                          f"(Welch 95 % CI, {r['seeds']} vs {r['reference_seeds']} seeds), {noise}.")
     return sentences

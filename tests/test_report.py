@@ -45,6 +45,19 @@ def test_conclusion_sentence_states_the_measured_difference():
     assert "beyond seed noise" in sentence and "3 vs 3 seeds" in sentence
 
 
+@pytest.mark.parametrize("no_dssa, rule", [
+    ((45.8, 43.8, 32.6), "the interval excludes 0, but the two configurations' 95 % CIs overlap"),  # main call, seeds 0-2
+    ((70.0, 61.0, 52.0), "within seed noise (the interval holds 0)"),
+])
+def test_conclusion_names_the_rule_that_decides_seed_noise(no_dssa, rule):
+    values = [("no-dssa", v) for v in no_dssa] + [("reference", v) for v in (71.2, 72.9, 52.1)]
+    runs = _runs([{"run_id": str(i), "config": c, "seed": i % 3, "top1": v, "is_reference": c == "reference"}
+                  for i, (c, v) in enumerate(values)])
+    comparison = compare_to_reference(runs)
+    sentence, = conclusions(summarize(runs, num_classes=10, val_size=1000), comparison)
+    assert rule in sentence and "beyond seed noise (" not in sentence
+
+
 def test_pooling_drops_repeated_seeds_keeping_the_newest():
     runs = _runs([
         {"run_id": "old", "config": "ref", "seed": 0, "top1": 50.0, "is_reference": True, "start_time": 1},
