@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pruner", choices=PRUNERS,
                    help="stop poor trials on their per-epoch validation top-1 (default: median; none with several "
                         "objectives, which Optuna cannot prune)")
-    s.add_argument("--workers", type=int, default=1,
+    s.add_argument("--workers", dest="search_workers", type=int, default=1,
                    help="worker processes sharing the study (the runner's DataLoader workers are -j/--loader-workers)")
     s.add_argument("--heartbeat", type=int, default=20,
                    help="seconds between a running trial's heartbeats; a trial silent for 3 heartbeats (its worker "
@@ -262,7 +262,7 @@ def prepare(args) -> Prepared:
     if len(objectives) > 1 and pruner != "none":
         raise UsageError(f"--pruner {pruner} needs a single objective (Optuna cannot prune multi-objective trials): "
                          "drop --pruner or the extra objectives")
-    for flag, value, minimum in (("--n-trials", args.n_trials, 1), ("--workers", args.workers, 1),
+    for flag, value, minimum in (("--n-trials", args.n_trials, 1), ("--workers", args.search_workers, 1),
                                  ("--heartbeat", args.heartbeat, 1)):
         if value < minimum:
             raise UsageError(f"{flag} must be >= {minimum}, got {value}")
@@ -298,7 +298,7 @@ def prepare(args) -> Prepared:
         model=base.to_dict(), train=train.to_dict(), objectives=objectives, sampler=args.sampler, pruner=pruner,
         seed=train.seed, heartbeat=args.heartbeat, tracking_uri=tracking_uri, experiment=args.experiment,
         artifact_root=None if args.tracking_uri else str(Path(args.output).resolve() / "mlartifacts"),
-        n_trials=args.n_trials, workers=args.workers, timeout=args.timeout)
+        n_trials=args.n_trials, workers=args.search_workers, timeout=args.timeout)
     storage = open_storage(url, heartbeat=None)
     study_id = _study_id(storage, args.study_name)
     if study_id is not None:
@@ -497,6 +497,10 @@ class TrialObjective:
                                           dict(trial.params))
             raise optuna.TrialPruned(reason) from None
         tags = trial_tags(s, number, values, reference)
+        same = next((t for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                     if t.params == trial.params and t.number != number), None)
+        if same is not None:  # the same configuration with the same seed trains to the same numbers: reuse them
+            return self._reuse(trial, same, tags, values)
         macs = analytic_macs(model_cfg)
         trial.set_user_attr("macs", macs)
         trial.set_user_attr("config", model_cfg.to_dict())
@@ -547,6 +551,23 @@ class TrialObjective:
         self.tracker.set_tags(result.run_id, {"optuna.state": "COMPLETE"})
         out = [float(objective_values[o]) for o in s.objectives]
         return out[0] if len(out) == 1 else out
+
+    def _reuse(self, trial: optuna.Trial, same: optuna.trial.FrozenTrial, tags: dict, values: dict):
+        """A repeat of a COMPLETE trial (samplers re-propose configurations): its values, without training again
+        (trials share the training seed, so the run would repeat itself); marked `duplicate_of` everywhere."""
+        for key in ("top1", "best_top1", "epochs", "macs", "config", "latency_ms"):
+            if key in same.user_attrs:
+                trial.set_user_attr(key, same.user_attrs[key])
+        trial.set_user_attr("duplicate_of", same.number)
+        reason = f"duplicate of trial {same.number}: its values are reused (same configuration and seed)"
+        run_id = self.tracker.start_run(tags["config"], parent_run_id=self.settings.parent_run_id,
+                                        tags={**tags, "optuna.state": "COMPLETE", "optuna.duplicate_of": str(same.number),
+                                              "status_reason": reason})
+        self.tracker.log_params(run_id, {f"trial.{k}": v for k, v in values.items()})
+        self.tracker.log_metrics(run_id, {"final_val_top1": same.values[0]}, step=0)
+        self.tracker.end_run(run_id, "FINISHED")
+        trial.set_user_attr("mlflow_run_id", run_id)
+        return same.values[0] if len(same.values) == 1 else list(same.values)
 
     def _mark_failed(self, number: int, tags: dict, reason: str, values: dict, trial: optuna.Trial,
                      run_id: str | None = None) -> None:

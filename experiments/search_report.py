@@ -55,6 +55,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["seconds"] = t.duration.total_seconds() if t.duration else math.nan
         row["note"] = t.user_attrs.get("invalid") or t.user_attrs.get("fail_reason") or ""
         row["call"] = t.user_attrs.get("mlflow_parent_run_id")
+        row["duplicate_of"] = t.user_attrs.get("duplicate_of", math.nan)
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -67,7 +68,11 @@ def param_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def completed(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[frame["state"] == "COMPLETE"].reset_index(drop=True)
+    """COMPLETE trials, without repeats of an earlier trial (`duplicate_of`: values reused, not a new run)."""
+    done = frame[frame["state"] == "COMPLETE"]
+    if "duplicate_of" in done:
+        done = done[done["duplicate_of"].isna()]
+    return done.reset_index(drop=True)
 
 
 def reference_row(frame: pd.DataFrame) -> pd.Series | None:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OURS = {"workbench", "sepvit", "experiments", "analysis", "runner_support", "fault_runner"}
-NOT_IMPORTED = {"jupyterlab": "the notebook UI users open; nothing imports it",
-                "optuna": "declared for the hyper-parameter search (experiments/search.py), which is not built yet"}
+NOT_IMPORTED = {"jupyterlab": "the notebook UI users open; nothing imports it"}
 CODE = ["workbench", "sepvit", "experiments", "analysis", "notebooks", "tests"]
 
 
