@@ -57,7 +57,7 @@ SAMPLERS = ("tpe", "grid", "random")
 PRUNERS = ("median", "hyperband", "none")
 # The search trains many configurations, so its default budget per trial is smaller than the runner's (9 epochs
 # of 4000 images): 8 trials fit in 10 minutes on 2 CPU cores (README, "Searching").
-SEARCH_BUDGET = {"epochs": 4, "train_size": 2000, "val_size": 500}
+SEARCH_BUDGET = {"epochs": 3, "train_size": 2000, "val_size": 500}
 TPE_STARTUP_TRIALS = 5  # Optuna's default 10 would leave an 8-trial study random
 MEDIAN_STARTUP_TRIALS, MEDIAN_WARMUP_EPOCHS = 4, 2
 # Settings that may differ between calls of one study (they do not change what a trial measures).
@@ -335,11 +335,14 @@ def open_study(prepared: Prepared) -> optuna.Study:
     storage = open_storage(settings.storage, heartbeat=None)
     study = optuna.create_study(study_name=settings.study_name, storage=storage, directions=settings.directions,
                                 load_if_exists=True)
-    if "sepvit.settings" not in study.user_attrs:  # new: its first trial is the reference configuration
+    new = "sepvit.settings" not in study.user_attrs
+    if new:
         study.set_user_attr("sepvit.settings", settings.comparable())
         study.set_user_attr("sepvit.objectives", {o: OBJECTIVES[o][1] for o in settings.objectives})
-        if prepared.reference is not None:
-            study.enqueue_trial(prepared.reference, user_attrs={"reference": True}, skip_if_exists=True)
+    references = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("reference")]
+    # a new study starts with the reference; a study whose reference only failed (e.g. interrupted) gets it again
+    if prepared.reference is not None and all(t.state == optuna.trial.TrialState.FAIL for t in references):
+        study.enqueue_trial(prepared.reference, user_attrs={"reference": True})
     return study
 
 
@@ -659,7 +662,7 @@ def run_worker(settings: Settings, index: int, slots, datasets=None) -> None:
     if settings.workers > 1:
         logging.basicConfig(level=logging.INFO, format=f"[worker {index}] %(message)s", stream=sys.stderr,
                             force=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial's outcome is one line of ours
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     space = parse_space(settings.space, settings.space_source)
     base, train = SepViTConfig.from_dict(settings.model), TrainConfig.from_dict(settings.train)
@@ -732,7 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial's outcome is one line of ours
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     from experiments.data import DataError
     from experiments.tracking import TrackingError

@@ -420,3 +420,23 @@ def test_trials_frame_marks_the_reference_and_reports_group_sizes(continued_stud
     frame = trials_frame(_study(continued_study[0]))
     assert frame.loc[frame["reference"], "number"].tolist() == [0]
     assert {"param group_size.2", "param group_size.3", "param window_size", "param window_token"} <= set(frame)
+
+
+def test_the_example_space_file_is_a_finite_space_holding_the_reference():
+    space = load_space(str(ROOT / "experiments" / "spaces" / "example.yaml"), NANO, TRAIN)
+    info = space.check(NANO, TRAIN)
+    assert space.finite and info["combinations"] == info["valid"] > 0
+    assert space.reference_values(NANO, TRAIN)[0] is not None
+
+
+def test_a_reference_that_only_failed_is_enqueued_again(out):
+    args = search.build_parser().parse_args([*TINY, "--output", str(out)])
+    prepared = search.prepare(args)
+    study = search.open_study(prepared)
+    study.optimize(lambda trial: 1 / 0, n_trials=1, catch=(ZeroDivisionError,))  # the reference trial fails
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL and study.trials[0].user_attrs["reference"]
+    study = search.open_study(prepared)
+    assert [(t.state.name, t.user_attrs.get("reference")) for t in study.trials] == [("FAIL", True),
+                                                                                     ("WAITING", True)]
+    search.open_study(prepared)  # waiting: not enqueued twice
+    assert len(_study(out).trials) == 2
