@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pruner", choices=PRUNERS,
                    help="stop poor trials on their per-epoch validation top-1 (default: median; none with several "
                         "objectives, which Optuna cannot prune)")
-    s.add_argument("--workers", dest="search_workers", type=int, default=1,
+    s.add_argument("--workers", dest="search_workers", type=int, default=1, metavar="N",
                    help="worker processes sharing the study (the runner's DataLoader workers are -j/--loader-workers)")
     s.add_argument("--heartbeat", type=int, default=20,
                    help="seconds between a running trial's heartbeats; a trial silent for 3 heartbeats (its worker "
@@ -641,6 +641,8 @@ def trial_line(trial: optuna.trial.FrozenTrial, settings: Settings, index: int) 
         values = trial.values
         outcome = "top-1 %.2f" % values[0] + "".join(
             f"  {o} {v:.4g}" for o, v in zip(settings.objectives[1:], values[1:]))
+        if "duplicate_of" in trial.user_attrs:
+            outcome += f" (repeat of trial {trial.user_attrs['duplicate_of']}: its values)"
     elif trial.state == optuna.trial.TrialState.PRUNED:
         outcome = trial.user_attrs.get("invalid") and f"invalid: {trial.user_attrs['invalid']}" or "pruned"
     else:
@@ -713,13 +715,15 @@ def run_workers(settings: Settings, datasets) -> list[int]:
     return [p.exitcode for p in processes]
 
 
-def fail_dead_workers_trials(settings: Settings, study: optuna.Study) -> list[int]:
-    """After a worker died: wait out the heartbeat grace period, then fail its trials (numbers returned)."""
-    grace = 3 * settings.heartbeat
+def fail_stale_trials(settings: Settings, study: optuna.Study, wait: bool) -> list[int]:
+    """Fail the trials whose worker stopped beating (in Optuna and MLflow); numbers returned. After a worker of this
+    call died, `wait` out the grace period first; otherwise only trials already silent that long (e.g. left by an
+    earlier call that was killed) are failed."""
     running = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
     if not running:
         return []
-    time.sleep(grace + 1)
+    if wait:
+        time.sleep(3 * settings.heartbeat + 1)
     stale = MarkStaleTrial(settings.tracking_uri, settings.experiment, settings.artifact_root)
     checked = optuna.load_study(study_name=settings.study_name,
                                 storage=open_storage(settings.storage, settings.heartbeat, stale))
@@ -794,7 +798,7 @@ def run_search(prepared: Prepared, command: str) -> int:
               f"(traceback in {folder / 'search-error.log'})", file=sys.stderr)
         return EXIT_FAILED
     dead = [(i, c) for i, c in enumerate(codes) if c not in (0, None)]
-    failed_by_heartbeat = fail_dead_workers_trials(settings, study) if dead else []
+    failed_by_heartbeat = fail_stale_trials(settings, study, wait=bool(dead))
     if any(c == EXIT_INTERRUPTED for _, c in dead):
         tracker.end_run(parent, "KILLED", "interrupted")
         return EXIT_INTERRUPTED
@@ -803,6 +807,7 @@ def run_search(prepared: Prepared, command: str) -> int:
     print(text)
     if dead:
         message = "; ".join(f"worker {i} died (exit code {c})" for i, c in dead)
+        failed_by_heartbeat = [n for n in failed_by_heartbeat if n >= before]
         if failed_by_heartbeat:
             message += f"; its trial(s) {', '.join(map(str, failed_by_heartbeat))} marked FAIL (no heartbeat)"
         tracker.set_tags(parent, {"dead_workers": message})

@@ -273,10 +273,7 @@ def conclusions(study: optuna.Study) -> list[str]:
 def figures(study: optuna.Study, folder: Path) -> list[Path]:
     """Optuna's matplotlib plots (optimisation history, importances, parallel coordinates, and the Pareto front of a
     multi-objective study) as PNG files; a plot Optuna cannot draw yet (too few trials) is skipped."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib  # headless processes fall back to the Agg backend by themselves
     from optuna.visualization import matplotlib as ovm
 
     objectives = objectives_of(study)
@@ -289,21 +286,30 @@ def figures(study: optuna.Study, folder: Path) -> list[Path]:
     if len(objectives) > 1:
         plots["pareto_front.png"] = lambda: ovm.plot_pareto_front(study, target_names=objectives)
     written = []
-    for name, plot in plots.items():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                axes = plot()
-            figure = (np.ravel(axes)[0] if isinstance(axes, np.ndarray) else axes).get_figure()
-            figure.set_size_inches(9, 5)
-            figure.tight_layout()
-            figure.savefig(folder / name, dpi=90)
-            written.append(folder / name)
-        except (ValueError, RuntimeError, ZeroDivisionError, KeyError, IndexError):
-            pass
-        finally:
-            plt.close("all")
+    with matplotlib.rc_context():  # Optuna switches to its ggplot style: keep that out of the caller's plots
+        for name, plot in plots.items():
+            path = _save_plot(plot, folder / name)
+            if path is not None:
+                written.append(path)
     return written
+
+
+def _save_plot(plot, path: Path) -> Path | None:
+    import matplotlib.pyplot as plt
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            axes = plot()
+        figure = (np.ravel(axes)[0] if isinstance(axes, np.ndarray) else axes).get_figure()
+        figure.set_size_inches(9, 5)
+        figure.tight_layout()
+        figure.savefig(path, dpi=90)
+        return path
+    except (ValueError, RuntimeError, ZeroDivisionError, KeyError, IndexError):
+        return None  # too few trials for this plot
+    finally:
+        plt.close("all")
 
 
 def finish_study(study: optuna.Study, settings, tracker, parent_run_id: str, started: float) -> str:

@@ -37,10 +37,13 @@
 # All computation is in `experiments/search_report.py` (tested in `tests/test_search.py`); this notebook only plots.
 
 # %%
+import contextlib
+import io
 import os
 import tempfile
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import optuna
 import seaborn as sns
 
@@ -57,8 +60,9 @@ if STORAGE is None:
     # no study given: run a small one (SMOKE: 4 trials x 1 epoch x 32 images; else 8 trials x 2 epochs x 256)
     output = tempfile.mkdtemp(prefix="sepvit-search-")
     size = "32" if SMOKE else "256"
-    search.main(["--n-trials", "4" if SMOKE else "8", "--epochs", "1" if SMOKE else "2", "--train-size", size,
-                 "--val-size", size, "-b", "16", "--output", output, "--study-name", STUDY])
+    with contextlib.redirect_stdout(io.StringIO()):  # its report is printed below
+            search.main(["--n-trials", "4" if SMOKE else "8", "--epochs", "1" if SMOKE else "2", "--train-size", size,
+                     "--val-size", size, "-b", "16", "--output", output, "--study-name", STUDY])
     STORAGE = f"sqlite:///{output}/optuna.db"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 study = optuna.load_study(study_name=STUDY, storage=search.open_storage(STORAGE, None))
@@ -86,6 +90,7 @@ for ax, column in zip(axes[0], group_columns):
         ax.scatter([reference[column]], [reference["top1"]], marker="*", s=350, color="crimson", zorder=5,
                    label="paper's configuration")
     ax.set(xlabel=f"group size, stage {column.rsplit('.', 1)[1]} (windows per side)", ylabel="validation top-1 (%)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(title="window size", fontsize=8, loc="best")
 plt.tight_layout()
 

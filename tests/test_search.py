@@ -92,12 +92,16 @@ def test_default_space_covers_every_group_size_that_fits_and_nothing_else():
     assert space.names == ["window_size", "group_size.2", "group_size.3", "window_token"]
     combos, complete = space.combinations(NANO, TRAIN)
     assert complete and all(error is None for _, error in combos)  # nothing invalid is ever proposed
-    # maps 16 and 8 px in stages 2-3: windows 2/4/8 give 8/4/2 and 4/2/1 windows per side
-    fits = {2: (8, 4), 4: (4, 2), 8: (2, 1)}
+    # maps 16 and 8 px in stages 2-3: windows 4/8 give 4/2 and 2/1 windows per side
+    fits = {4: (4, 2), 8: (2, 1)}
     for window, (most2, most3) in fits.items():
         seen = {(v["group_size.2"], v["group_size.3"]) for v, _ in combos if v["window_size"] == window}
         assert seen == {(a, b) for a in range(1, most2 + 1) for b in range(1, most3 + 1)}
     assert len(combos) == 3 * sum(a * b for a, b in fits.values())
+    with_small = parse_space({**space.to_dict(), "window_size": [2, 4, 8]}, "t")  # a smaller window, by YAML
+    seen = {(v["group_size.2"], v["group_size.3"]) for v, _ in with_small.combinations(NANO, TRAIN)[0]
+            if v["window_size"] == 2}
+    assert seen == {(a, b) for a in range(1, 9) for b in range(1, 5)}
     for values, _ in combos[:40]:
         _, model, _ = space.sample_fixed(values, NANO, TRAIN)
         for stage in (1, 2):
