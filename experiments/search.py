@@ -798,7 +798,7 @@ def run_search(prepared: Prepared, command: str) -> int:
               f"(traceback in {folder / 'search-error.log'})", file=sys.stderr)
         return EXIT_FAILED
     dead = [(i, c) for i, c in enumerate(codes) if c not in (0, None)]
-    failed_by_heartbeat = fail_stale_trials(settings, study, wait=bool(dead))
+    fail_stale_trials(settings, study, wait=bool(dead))
     if any(c == EXIT_INTERRUPTED for _, c in dead):
         tracker.end_run(parent, "KILLED", "interrupted")
         return EXIT_INTERRUPTED
@@ -807,7 +807,10 @@ def run_search(prepared: Prepared, command: str) -> int:
     print(text)
     if dead:
         message = "; ".join(f"worker {i} died (exit code {c})" for i, c in dead)
-        failed_by_heartbeat = [n for n in failed_by_heartbeat if n >= before]
+        # failed by the heartbeat, here or by another worker: FAIL without the reason our objective records
+        failed_by_heartbeat = [t.number for t in study.get_trials(deepcopy=False)
+                               if t.user_attrs.get("mlflow_parent_run_id") == parent
+                               and t.state == optuna.trial.TrialState.FAIL and "fail_reason" not in t.user_attrs]
         if failed_by_heartbeat:
             message += f"; its trial(s) {', '.join(map(str, failed_by_heartbeat))} marked FAIL (no heartbeat)"
         tracker.set_tags(parent, {"dead_workers": message})

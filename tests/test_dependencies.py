@@ -10,7 +10,8 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = {"workbench", "sepvit", "experiments", "analysis", "runner_support", "fault_runner"}
+OURS = {"workbench", "sepvit", "experiments", "analysis", "runner_support", "fault_runner", "postgres_support",
+        "search_faults"}
 NOT_IMPORTED = {"jupyterlab": "the notebook UI users open; nothing imports it"}
 CODE = ["workbench", "sepvit", "experiments", "analysis", "notebooks", "tests"]
 
