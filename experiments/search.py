@@ -549,6 +549,7 @@ class TrialObjective:
         if pruned:
             epoch, value = pruned[0]
             reason = f"pruned after epoch {epoch} of {train_cfg.epochs}: top-1 {value:.2f}"
+            trial.set_user_attr("pruned_reason", reason)
             self.tracker.set_tags(result.run_id, {"optuna.state": "PRUNED", "optuna.pruned_reason": reason})
             raise optuna.TrialPruned(reason)
         self.tracker.set_tags(result.run_id, {"optuna.state": "COMPLETE"})
@@ -644,7 +645,8 @@ def trial_line(trial: optuna.trial.FrozenTrial, settings: Settings, index: int) 
         if "duplicate_of" in trial.user_attrs:
             outcome += f" (repeat of trial {trial.user_attrs['duplicate_of']}: its values)"
     elif trial.state == optuna.trial.TrialState.PRUNED:
-        outcome = trial.user_attrs.get("invalid") and f"invalid: {trial.user_attrs['invalid']}" or "pruned"
+        outcome = (f"invalid: {trial.user_attrs['invalid']}" if "invalid" in trial.user_attrs
+                   else trial.user_attrs.get("pruned_reason", "pruned"))
     else:
         outcome = trial.user_attrs.get("fail_reason", "failed")
     params = " ".join(f"{k}={v}" for k, v in trial.params.items())

@@ -53,7 +53,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row.update({f"param {k}": v for k, v in t.params.items()})
         row["epochs"] = t.user_attrs.get("epochs", math.nan)
         row["seconds"] = t.duration.total_seconds() if t.duration else math.nan
-        row["note"] = t.user_attrs.get("invalid") or t.user_attrs.get("fail_reason") or ""
+        row["note"] = (t.user_attrs.get("invalid") or t.user_attrs.get("fail_reason")
+                       or t.user_attrs.get("pruned_reason") or "")
         row["call"] = t.user_attrs.get("mlflow_parent_run_id")
         row["duplicate_of"] = t.user_attrs.get("duplicate_of", math.nan)
         rows.append(row)

@@ -326,6 +326,7 @@ def test_a_pruned_trial_stops_training_and_is_tagged(out):
     child = children[0]
     assert child.data.tags["optuna.state"] == "PRUNED" and child.data.tags["stopped_early"] == "true"
     assert "pruned after epoch 1 of 3" in child.data.tags["optuna.pruned_reason"]
+    assert trial.user_attrs["pruned_reason"] == child.data.tags["optuna.pruned_reason"]
 
 
 # ---------------------------------------------------------------------------------- faults
