@@ -259,6 +259,16 @@ def conclusions(study: optuna.Study) -> list[str]:
             out.append(f"{stage_column[len('param '):]}: mean top-1 per value "
                        + ", ".join(f"{int(k)}: {v['mean']:.1f} ({int(v['count'])} trials)" for k, v in groups.iterrows())
                        + f"; highest at {int(top)}.")
+    settings = study.user_attrs.get("sepvit.settings", {})
+    val_size = settings.get("train", {}).get("val_size")
+    classes = settings.get("model", {}).get("num_classes")
+    if val_size and classes:
+        p = best["top1"] / 100
+        half = 196 * math.sqrt(p * (1 - p) / val_size)
+        out.append(f"Noise: with {val_size} validation images one trial's top-1 has a 95 % interval of about "
+                   f"±{half:.1f} points (binomial), and chance is {100 / classes:.1f} %; the trials span "
+                   f"{done['top1'].min():.1f}–{done['top1'].max():.1f} %, so differences smaller than that interval "
+                   "are not evidence.")
     found = importances(study)
     if found.get("top1"):
         name, value = max(found["top1"].items(), key=lambda kv: kv[1])
