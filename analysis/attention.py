@@ -12,7 +12,16 @@ Windows are row-major over the bottom/right-padded map. Swin's shifted windows h
 -shift, so a window position (r, c) in rolled coordinates is the original pixel ((r + shift) mod Hp,
 (c + shift) mod Wp); every map here is returned in original (un-shifted) coordinates with padding cropped.
 
-Everything except the `plot_*` functions is pure (records in, arrays / DataFrames out) and tested in
+A whole block for one query: `block_query_attention` gives the probabilities over the block's keys (NaN
+elsewhere); a SepViT block is its DWA and PWA chained (`dssa_query_attention`). Statistics per block: mean
+attention distance (input pixels) and entropy, also normalised by log(keys); `trained_vs_untrained` compares
+them. Accuracy: `chance_table` says which models are at chance, and the `*_markdown` functions state
+conclusions computed from the numbers, leaving models at chance uninterpreted.
+
+Plots draw every map on one fixed colour scale (probabilities, log, `PROBABILITY_RANGE`) with its colour bar,
+the query marked and window / group borders drawn.
+
+Everything except the `draw_*` / `plot_*` functions is pure (records in, arrays / DataFrames out) and tested in
 tests/test_attention.py. Plot functions return the matplotlib Figure.
 """
 from __future__ import annotations
@@ -27,7 +36,7 @@ import torch
 
 Record = dict[str, Any]
 
-WINDOW_KINDS = ("dwa", "msa", "swin", "twins_local")  # (B, windows, heads, T, T) maps
+WINDOW_KINDS = ("dwa", "msa", "swin", "twins_local", "local")  # (B, windows, heads, T, T) maps
 _BLOCK_RE = re.compile(r"stages\.(\d+)\.blocks\.(\d+)")
 
 
@@ -242,6 +251,97 @@ def pwa_received_attention(record: Record, batch: int | None = None) -> np.ndarr
     return received if batch is None else received[batch]
 
 
+# ---------------------------------------------------------------------------------- (d) one block, one query
+def block_names(records: Iterable[Record]) -> list[str]:
+    """The blocks that recorded maps, in forward order."""
+    return list(dict.fromkeys(r["block"] for r in records))
+
+
+def short_block(block: str) -> str:
+    """"stages.1.blocks.0" -> "s2b1": stage and block counted from 1, as the paper counts stages."""
+    match = _BLOCK_RE.search(block)
+    return f"s{int(match.group(1)) + 1}b{int(match.group(2)) + 1}" if match else block
+
+
+def block_label(records: Sequence[Record], base_window: int | None = None) -> str:
+    """What a block's attention is, e.g. "s2b2 GSA: 4 groups of 8 px", "s2b2 SW-MSA", "s3b2 Twins GSA sr2".
+    `base_window`: the model's window side (feature pixels), to tell GSA groups from plain DSSA windows."""
+    kinds = {r["kind"]: r for r in records}
+    first = records[0]
+    name = short_block(first["block"])
+    if "pwa" in kinds:
+        dwa = kinds["dwa"]
+        n, side = dwa["grid"][0] * dwa["grid"][1], dwa["window"][0]
+        grouped = base_window is not None and side > base_window
+        return f"{name} {'GSA' if grouped else 'DSSA'}: {n} {'groups' if grouped else 'windows'} of {side}"
+    kind = first["kind"]
+    if kind == "dwa":
+        return f"{name} window {first['window'][0]}, no PWA"
+    if kind == "swin":
+        return f"{name} {'SW-MSA' if first.get('shift') else 'W-MSA'} ({first['window'][0]})"
+    if kind == "twins_local":
+        return f"{name} Twins LSA ({first['window'][0]})"
+    if kind == "twins_global":
+        return f"{name} Twins GSA sr{first['sr_ratio']}"
+    if kind == "local":
+        return f"{name} local window ({first['window'][0]})"
+    return f"{name} global MSA"
+
+
+def query_keys(record: Record, query_px: tuple[int, int]) -> np.ndarray:
+    """(H, W) True where a feature pixel is one of the query pixel's keys: its (shifted) window for windowed
+    kinds (Swin's masked regions included: they are keys with ~0 weight), the whole map otherwise."""
+    h, w = record["map_size"]
+    if record["kind"] not in WINDOW_KINDS:
+        return np.ones((h, w), dtype=bool)
+    window, _ = query_location(record, query_px)
+    keys = np.zeros((record["grid"][0] * record["grid"][1], record["window"][0] * record["window"][1]), dtype=bool)
+    keys[window] = True
+    return stitch_windows(keys, record)
+
+
+def dssa_query_attention(dwa: Record, pwa: Record, query_px: tuple[int, int], batch: int = 0) -> np.ndarray:
+    """One DSSA block as a single query-to-pixel map (heads, H, W), each head summing to 1: DWA then PWA
+    (paper Eq. 2-3 chained, the inner shortcuts left out). PWA mixes window j's DWA output at the query's own
+    position p into the query's window i, so the query reaches pixel k of window j with weight
+    A_pwa[i, j] * A_dwa(j)[p, k], DWA rows renormalised over pixels (the window token has no position)."""
+    if dwa["kind"] != "dwa" or pwa["kind"] != "pwa" or dwa["block"] != pwa["block"]:
+        raise ValueError("dssa_query_attention needs the 'dwa' and the 'pwa' record of one block")
+    window, position = query_location(dwa, query_px)
+    offset = _has_token(dwa)
+    rows = _attn(dwa, batch)[:, :, position + offset, offset:]  # (windows, heads, window pixels)
+    rows = rows / np.clip(rows.sum(-1, keepdims=True), 1e-30, None)
+    weights = _attn(pwa, batch)[:, window, :]  # (heads, windows): A_pwa[i, j]
+    return stitch_windows(weights[:, :, None] * rows.transpose(1, 0, 2), dwa)
+
+
+def block_query_attention(records: Sequence[Record], query_px: tuple[int, int],
+                          batch: int = 0) -> tuple[np.ndarray, Record]:
+    """A whole block's attention for one query pixel: (heads, H, W) probabilities on the block's feature map,
+    NaN where a pixel is not one of the query's keys, and the record that gives its geometry. A block with DWA
+    and PWA is chained into one map (`dssa_query_attention`); DWA alone shows its pixel columns (with window
+    tokens, the token's share is set aside and the row does not sum to 1)."""
+    kinds = {r["kind"]: r for r in records}
+    if len({r["block"] for r in records}) != 1:
+        raise ValueError("block_query_attention takes the records of one block (select(records, block=...))")
+    if "pwa" in kinds and "dwa" in kinds:
+        return dssa_query_attention(kinds["dwa"], kinds["pwa"], query_px, batch), kinds["dwa"]
+    record = records[0]
+    maps = query_attention(record, query_px, batch).astype(np.float64)
+    maps[:, ~query_keys(record, query_px)] = np.nan
+    return maps, record
+
+
+def received_share(record: Record, windows: Sequence[tuple[int, int]]) -> np.ndarray:
+    """(batch,) the PWA attention window windows[b] (row, col) receives in image b, averaged over query windows
+    and heads, as a multiple of the uniform share (1 = every window attended equally)."""
+    received = pwa_received_attention(record)
+    if len(windows) != received.shape[0]:
+        raise ValueError(f"one window per image: {len(windows)} windows for {received.shape[0]} images")
+    n = record["grid"][0] * record["grid"][1]
+    return np.array([received[b][r, c] * n for b, (r, c) in enumerate(windows)])
+
+
 # ---------------------------------------------------------------------------------- (e) statistics
 def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
     return -(p * np.log(np.clip(p, 1e-30, None))).sum(axis=axis)
@@ -350,9 +450,14 @@ def attention_entropy(record: Record) -> np.ndarray:
     return record_statistics(record)["entropy"]
 
 
+def _entropy_ratio(entropy: float, keys: int) -> float:
+    return entropy / math.log(keys) if keys > 1 else float("nan")
+
+
 def attention_statistics(records: Sequence[Record], compose_dssa: bool = True, **labels: Any) -> pd.DataFrame:
     """A tidy table, one row per (record, head): block, kind, stage, head, mean_distance_px, entropy,
-    token_share, keys, plus any `labels` as constant columns (e.g. variant="zero tokens").
+    token_share, keys, entropy_ratio (entropy / log(keys): 1 = uniform over the keys, 0 = one key), plus any
+    `labels` as constant columns (e.g. variant="zero tokens").
 
     With `compose_dssa`, each SepViT block with both DWA and PWA also gets rows of kind "dwa+pwa": the
     two maps chained into one query-to-pixel path (how far a whole DSSA block reaches).
@@ -364,6 +469,7 @@ def attention_statistics(records: Sequence[Record], compose_dssa: bool = True, *
             rows.append(dict(block=block, kind=kind, stage=block_stage(block), head=head,
                              mean_distance_px=float(dist) * stride, entropy=float(stats["entropy"][head]),
                              token_share=float(stats["token_share"][head]), keys=int(stats["keys"][head]),
+                             entropy_ratio=_entropy_ratio(float(stats["entropy"][head]), int(stats["keys"][head])),
                              **labels))
 
     last_dwa: Record | None = None
@@ -373,14 +479,16 @@ def attention_statistics(records: Sequence[Record], compose_dssa: bool = True, *
             last_dwa = record
         elif record["kind"] == "pwa" and compose_dssa and last_dwa is not None and last_dwa["block"] == record["block"]:
             add(record["block"], "dwa+pwa", record["stride"], _dssa_stats(last_dwa, record))
-    columns = ["block", "kind", "stage", "head", "mean_distance_px", "entropy", "token_share", "keys", *labels]
+    columns = ["block", "kind", "stage", "head", "mean_distance_px", "entropy", "token_share", "keys", "entropy_ratio",
+               *labels]
     return pd.DataFrame(rows, columns=columns)
 
 
 def block_summary(stats: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
     """Mean over heads per (labels..., block, kind), in forward order."""
     keys = [*by, "block", "kind", "stage"]
-    return (stats.groupby(keys, sort=False)[["mean_distance_px", "entropy", "token_share"]].mean().reset_index())
+    values = [c for c in ("mean_distance_px", "entropy", "entropy_ratio", "token_share") if c in stats]
+    return stats.groupby(keys, sort=False)[values].mean().reset_index()
 
 
 def block_reach(stats: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
@@ -393,36 +501,126 @@ def block_reach(stats: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
     return chosen.reset_index(drop=True)
 
 
-# ---------------------------------------------------------------------------------- trained models
-def matching_runs(runs: pd.DataFrame, config: Any) -> pd.DataFrame:
-    """The FINISHED runs (rows of `experiments.report.load_runs`) whose logged model.* params equal `config`
-    (a SepViTConfig), best validation top-1 first."""
-    from experiments.tracking import flatten
+def trained_vs_untrained(stats: pd.DataFrame, model: str = "model", state: str = "state") -> pd.DataFrame:
+    """One row per (model, block) in forward order: the block's label and its mean attention distance (input
+    px) and normalised entropy trained and untrained (`block_reach`: DSSA blocks as their chained path, mean over
+    heads), with the changes. `stats` holds both states (column `state`: "trained" / "untrained")."""
+    reach = block_reach(stats, by=[model, state])
+    wide = reach.pivot_table(index=[model, "block", "stage"], columns=state, sort=False,
+                             values=["mean_distance_px", "entropy_ratio"])
+    wide.columns = [f"{metric}_{which}" for metric, which in wide.columns]
+    missing = {f"{m}_{w}" for m in ("mean_distance_px", "entropy_ratio") for w in ("trained", "untrained")} \
+        - set(wide.columns)
+    if missing:
+        raise ValueError(f"statistics of both states are needed, missing {', '.join(sorted(missing))}")
+    wide = wide.reset_index()
+    wide.insert(2, "unit", wide["block"].map(short_block))
+    wide["distance_change_px"] = wide["mean_distance_px_trained"] - wide["mean_distance_px_untrained"]
+    wide["entropy_ratio_change"] = wide["entropy_ratio_trained"] - wide["entropy_ratio_untrained"]
+    return wide
 
-    if runs.empty:
-        return runs
-    wanted = flatten(config.to_dict(), "model.")
-    keep = runs["status"].eq("FINISHED")
-    for key, value in wanted.items():
-        keep &= runs[key].astype(str).eq(value) if key in runs else False
-    return runs[keep].sort_values("best_top1", ascending=False, na_position="last")
+
+# ---------------------------------------------------------------------------------- accuracy and chance
+def chance_table(top1: dict[str, float], chance: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """One row per model (in the given order): top1 (percent), the 95 % interval of guessing (chance_low,
+    chance_high) and at_chance: top-1 within or below that interval (the reporting rule of experiments.report)."""
+    rows = [dict(model=name, top1=float(value), chance_low=float(chance[name][0]), chance_high=float(chance[name][1]),
+                 at_chance=bool(value <= chance[name][1])) for name, value in top1.items()]
+    return pd.DataFrame(rows).set_index("model")
 
 
-def load_logged_model(tracking_uri: str, run_id: str, artifact: str = "checkpoint/best.pth"):
-    """The SepViT of a runner's run: its best checkpoint, downloaded from MLflow, loaded in eval mode."""
-    import tempfile
+def model_label(table: pd.DataFrame, name: str) -> str:
+    """"swin · top-1 48.2 %", with "· AT CHANCE" where the model is at chance."""
+    row = table.loc[name]
+    return f"{name} · top-1 {row.top1:.1f} %" + (" · AT CHANCE" if row.at_chance else "")
 
-    import mlflow
 
-    from experiments.checkpoint import load_model
+def chance_markdown(table: pd.DataFrame, names: Sequence[str] | None = None) -> str:
+    """A Markdown statement, from `chance_table`, on whether the models (default all) can be interpreted:
+    a warning naming every model at chance (its maps mean nothing), or that all are above chance."""
+    part = table.loc[list(names) if names is not None else table.index]
+    low, high = part["chance_low"].min(), part["chance_high"].max()
+    band = f"the 95 % interval of guessing is {low:.1f}–{high:.1f} % top-1"
+    stuck = part[part["at_chance"]]
+    if stuck.empty:
+        listed = ", ".join(f"{name} {row.top1:.1f} %" for name, row in part.iterrows())
+        return f"All {len(part)} models are above chance ({band}): {listed}."
+    listed = ", ".join(f"**{name}** ({row.top1:.1f} %)" for name, row in stuck.iterrows())
+    return (f"⚠️ **At chance, not interpreted:** {listed}: top-1 within or below chance ({band}). "
+            f"Their maps are drawn for completeness but mean nothing: a model that has not learnt the task "
+            f"attends like an untrained one, and nothing below draws a conclusion from it.")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp,
-                                                   tracking_uri=tracking_uri)
-        return load_model(path)
+
+def _signed(value: float) -> str:
+    text = f"{value:+.1f}"
+    return "+0.0" if text == "-0.0" else text
+
+
+def training_effect_markdown(comparison: pd.DataFrame, table: pd.DataFrame, model: str = "model") -> str:
+    """Markdown bullets, one per model, computed from `trained_vs_untrained`: how training changed the mean
+    attention distance and the normalised entropy of its blocks; models at chance are named, not interpreted."""
+    lines = []
+    for name, rows in comparison.groupby(model, sort=False):
+        if table.loc[name, "at_chance"]:
+            lines.append(f"- **{name}**: at chance ({table.loc[name, 'top1']:.1f} %), not interpreted.")
+            continue
+        focused = int((rows["entropy_ratio_change"] < 0).sum())
+        largest = rows.loc[rows["distance_change_px"].abs().idxmax()]
+        lines.append(
+            f"- **{name}** ({table.loc[name, 'top1']:.1f} %): training lowered the normalised entropy in {focused} of "
+            f"{len(rows)} blocks (mean over blocks {rows['entropy_ratio_untrained'].mean():.2f} → "
+            f"{rows['entropy_ratio_trained'].mean():.2f}); mean distance changed by "
+            f"{_signed(rows['distance_change_px'].min())} to {_signed(rows['distance_change_px'].max())} px, most in "
+            f"{largest['unit']} ({largest['mean_distance_px_untrained']:.1f} → "
+            f"{largest['mean_distance_px_trained']:.1f} px).")
+    return "\n".join(lines)
+
+
+def reach_markdown(comparison: pd.DataFrame, table: pd.DataFrame, model: str = "model") -> str:
+    """Markdown bullets, one per stage: the trained models above chance ranked by mean attention distance
+    (mean over the stage's blocks, input px), farthest first ("- stage 1: a 16.8, b 2.1 px")."""
+    usable = [name for name in comparison[model].unique() if not table.loc[name, "at_chance"]]
+    if not usable:
+        return "- No model is above chance: there is no trained attention to compare."
+    part = comparison[comparison[model].isin(usable)]
+    lines = []
+    for stage, rows in part.groupby("stage", sort=True):
+        ranked = rows.groupby(model, sort=False)["mean_distance_px_trained"].mean().sort_values(ascending=False)
+        lines.append(f"- stage {stage + 1}: " + ", ".join(f"{name} {value:.1f}" for name, value in ranked.items())
+                     + " px")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------- images
+def load_image(source: Any, size: int) -> np.ndarray:
+    """An RGB image, from a file path or an (H, W[, 3|4]) array, centre-cropped to a square and resized to
+    size x size (antialiased): (size, size, 3) float32 in [0, 1]."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    if isinstance(source, (str, Path)):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"no image file at {path}: give the path of an image file (or None)")
+        picture = Image.open(path).convert("RGB")
+    else:
+        array = np.asarray(source)
+        if array.dtype != np.uint8:
+            array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+        picture = Image.fromarray(array if array.ndim == 3 else np.stack([array] * 3, -1)).convert("RGB")
+    side = min(picture.size)
+    left, top = (picture.width - side) // 2, (picture.height - side) // 2
+    picture = picture.crop((left, top, left + side, top + side)).resize((size, size), Image.LANCZOS)
+    return np.asarray(picture, dtype=np.float32) / 255.0
+
+
+def to_model_input(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(H, W, 3) in [0, 1] -> (1, 3, H, W), normalised with the training data's mean and std."""
+    x = torch.as_tensor(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
+    return ((x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1))[None]
+
+
 def to_display_image(image: Any, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
     """A (3, H, W) tensor or (H, W, 3) array, optionally normalised with mean/std, as (H, W, 3) in [0, 1]."""
     if isinstance(image, torch.Tensor):
@@ -436,134 +634,270 @@ def to_display_image(image: Any, mean: Sequence[float] | None = None, std: Seque
 
 
 # ---------------------------------------------------------------------------------- plots
-def _axes(ax=None, figsize=(4, 4)):
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize)
-        return fig, ax
-    return ax.figure, ax
+# One colour scale for every attention map: probabilities on a log scale, fixed, so that uniform attention over
+# many keys is dark and a flat map stays flat (a per-panel scale would turn a 2 % ripple into structure).
+PROBABILITY_RANGE = (1e-4, 1.0)
+NOT_A_KEY = "0.8"  # grey: pixels the query cannot attend to (outside its window)
+COLOURBAR_LABEL = "attention probability (log scale; grey: not a key)"
 
 
-def _draw_overlay(ax, image: np.ndarray | None, heat: np.ndarray, record: Record, alpha: float = 0.6,
-                  cmap: str = "inferno", query_px: tuple[int, int] | None = None, grid: bool = True) -> None:
-    extent = (-0.5, heat.shape[1] - 0.5, heat.shape[0] - 0.5, -0.5)
-    if image is not None:
-        ax.imshow(image, extent=extent)
-    ax.imshow(heat, cmap=cmap, alpha=alpha if image is not None else 1.0, extent=extent, interpolation="nearest")
-    if grid:
-        ys, xs = window_grid_lines(record)
-        for y in ys:
-            ax.axhline(y - 0.5, color="white", lw=0.6, alpha=0.8)
-        for x in xs:
-            ax.axvline(x - 0.5, color="white", lw=0.6, alpha=0.8)
+def probability_norm():
+    from matplotlib.colors import LogNorm
+
+    return LogNorm(*PROBABILITY_RANGE, clip=False)
+
+
+def _cmap():
+    import matplotlib
+
+    return matplotlib.colormaps["magma"].with_extremes(bad=NOT_A_KEY, under="black")
+
+
+def _for_log_scale(values: np.ndarray) -> np.ma.MaskedArray:
+    """Probabilities ready for the log colour scale: NaN (not a key) masked, grey; an exact 0 (a softmax
+    underflow, a masked key) raised to a tiny positive value so that it shows as "under" (black), not as grey."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.ma.masked_invalid(np.where(values <= 0, PROBABILITY_RANGE[0] * 1e-3, values))
+
+
+def _extent(shape: tuple[int, ...]) -> tuple[float, float, float, float]:
+    return (-0.5, shape[1] - 0.5, shape[0] - 0.5, -0.5)
+
+
+def _mark_query(ax, query_px: tuple[int, int] | None) -> None:
     if query_px is not None:
-        ax.plot(query_px[1], query_px[0], marker="x", color="cyan", markersize=8, mew=2)
-    ax.set_xlim(extent[0], extent[1])
-    ax.set_ylim(extent[2], extent[3])
+        ax.plot(query_px[1], query_px[0], marker="x", color="cyan", markersize=7, mew=2)
+
+
+def draw_borders(ax, record: Record, base_window: int | None = None) -> None:
+    """The record's window borders (solid white: Swin shifted, Twins' key cells), and, where its windows are GSA
+    groups of `base_window`-pixel windows, the inner window borders (dotted)."""
+    stride = record["stride"]
+    h, w = record["map_size"]
+    if record["kind"] in ("dwa", "pwa") and base_window and record["window"][0] > base_window:
+        for y in range(0, h + 1, base_window):
+            ax.axhline(y * stride - 0.5, color="white", lw=0.5, ls=":", alpha=0.9)
+        for x in range(0, w + 1, base_window):
+            ax.axvline(x * stride - 0.5, color="white", lw=0.5, ls=":", alpha=0.9)
+    ys, xs = window_grid_lines(record)
+    for y in ys:
+        ax.axhline(y - 0.5, color="white", lw=0.9, alpha=0.9)
+    for x in xs:
+        ax.axvline(x - 0.5, color="white", lw=0.9, alpha=0.9)
+
+
+def draw_attention(ax, fmap: np.ndarray, record: Record, query_px: tuple[int, int] | None = None,
+                   image_size: tuple[int, int] | None = None, base_window: int | None = None):
+    """A feature-map probability map (H, W) (NaN: not a key) in image pixels on the fixed colour scale, with the
+    window (and group) borders and the query marked. Returns the image artist (for a colour bar)."""
+    size = image_size or (record["map_size"][0] * record["stride"], record["map_size"][1] * record["stride"])
+    heat = upsample_to_image(fmap, record["stride"], size)
+    artist = ax.imshow(_for_log_scale(heat), cmap=_cmap(), norm=probability_norm(), extent=_extent(heat.shape),
+                       interpolation="nearest")
+    draw_borders(ax, record, base_window)
+    _mark_query(ax, query_px)
+    ax.set_xlim(-0.5, heat.shape[1] - 0.5)
+    ax.set_ylim(heat.shape[0] - 0.5, -0.5)
     ax.set_xticks([])
     ax.set_yticks([])
+    return artist
 
 
-def _image_size(image: np.ndarray | None, record: Record) -> tuple[int, int]:
-    if image is not None:
-        return image.shape[0], image.shape[1]
-    h, w = record["map_size"]
-    return h * record["stride"], w * record["stride"]
+def draw_image(ax, image: np.ndarray, query_px: tuple[int, int] | None = None, window_px: int | None = None,
+               title: str | None = None) -> None:
+    """The input image with the query marked and, optionally, the stage-1 window grid (`window_px` pixels)."""
+    ax.imshow(image, extent=_extent(image.shape), interpolation="nearest")
+    if window_px:
+        for v in range(0, max(image.shape[:2]) + 1, window_px):
+            ax.axhline(v - 0.5, color="white", lw=0.4, alpha=0.5)
+            ax.axvline(v - 0.5, color="white", lw=0.4, alpha=0.5)
+    _mark_query(ax, query_px)
+    ax.set_xlim(-0.5, image.shape[1] - 0.5)
+    ax.set_ylim(image.shape[0] - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
 
 
-def _reduce_heads(maps: np.ndarray, head: int | None) -> np.ndarray:
-    return maps.mean(0) if head is None else maps[head]
+def add_colorbar(fig, artist, axes) -> None:
+    bar = fig.colorbar(artist, ax=axes, shrink=0.85, extend="min", pad=0.015, fraction=0.03)
+    bar.set_label(COLOURBAR_LABEL, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
 
 
-def plot_window_token_attention(image: np.ndarray | None, record: Record, batch: int = 0, head: int | None = None,
-                                ax=None, title: str | None = None):
-    """Window-token attention over each window's pixels, over the image with the window grid. Returns the Figure."""
-    fig, ax = _axes(ax)
-    heat = upsample_to_image(_reduce_heads(window_token_attention(record, batch), head), record["stride"],
-                             _image_size(image, record))
-    _draw_overlay(ax, image, heat, record)
-    ax.set_title(title or f"{record['block']} window tokens" + ("" if head is None else f" h{head}"), fontsize=9)
-    return fig
+def _row_label(ax, label: str) -> None:
+    ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center", labelpad=6)
 
 
-def plot_query_attention(image: np.ndarray | None, record: Record, query_px: tuple[int, int], batch: int = 0,
-                         head: int | None = None, ax=None, title: str | None = None, direction: str = "from"):
-    """One query pixel's attention (DWA/Swin/Twins/MSA; PWA as window weights, see `pwa_window_attention`),
-    over the image, the query marked. Returns the Figure."""
-    fig, ax = _axes(ax)
-    if record["kind"] == "pwa":
-        maps = pwa_window_attention(record, query_px, batch, direction)
-    else:
-        maps = query_attention(record, query_px, batch)
-    heat = upsample_to_image(_reduce_heads(maps, head), record["stride"], _image_size(image, record))
-    _draw_overlay(ax, image, heat, record, query_px=query_px)
-    ax.set_title(title or f"{record['block']} {record['kind']} from {tuple(query_px)}", fontsize=9)
-    return fig
-
-
-def plot_pwa_heatmap(record: Record, batch: int = 0, head: int | None = None, ax=None, title: str | None = None,
-                     annotate: bool | None = None):
-    """PWA as a window-by-window heatmap, windows labelled "(r,c)" by grid position. Returns the Figure."""
-    import seaborn as sns
-
-    frame = pwa_matrix(record, batch, head)
-    n = len(frame)
-    fig, ax = _axes(ax, figsize=(max(3.5, 0.16 * n + 2), max(3.0, 0.16 * n + 1.5)))
-    annotate = n <= 16 if annotate is None else annotate
-    step = max(1, n // 16)
-    sns.heatmap(frame, ax=ax, cmap="viridis", square=True, annot=annotate, fmt=".2f", annot_kws=dict(fontsize=7),
-                xticklabels=step, yticklabels=step, cbar_kws=dict(shrink=0.7))
-    ax.tick_params(labelsize=7)
-    ax.set_title(title or f"{record['block']} PWA" + (" (mean of heads)" if head is None else f" head {head}"),
-                 fontsize=9)
-    return fig
-
-
-def plot_head_grid(image: np.ndarray | None, record: Record, maps: np.ndarray, columns: int = 4,
-                   title: str | None = None, query_px: tuple[int, int] | None = None):
-    """One overlay per head of feature-map maps (heads, H, W) (e.g. `window_token_attention`). Returns the Figure."""
+def plot_block_maps(image: np.ndarray, rows: Sequence[tuple[str, Sequence[Record]]], query_px: tuple[int, int],
+                    batch: int = 0, base_window: int | None = None, title: str | None = None,
+                    window_px: int | None = None):
+    """One row per model (label, its records on the batch): the image, then every block's attention for the
+    query pixel (`block_query_attention`, mean over heads), one colour scale and bar. Returns the Figure."""
     import matplotlib.pyplot as plt
 
-    heads = maps.shape[0]
-    cols = min(columns, heads)
-    rows = math.ceil(heads / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows + 0.4), squeeze=False)
-    size = _image_size(image, record)
-    for h, ax in enumerate(axes.flat):
-        if h >= heads:
-            ax.axis("off")
-            continue
-        _draw_overlay(ax, image, upsample_to_image(maps[h], record["stride"], size), record, query_px=query_px)
-        ax.set_title(f"head {h}", fontsize=8)
-    fig.suptitle(title or f"{record['block']} {record['kind']}", fontsize=9)
-    fig.tight_layout()
+    blocks = max((block_names(records) for _, records in rows), key=len)
+    fig, axes = plt.subplots(len(rows), len(blocks) + 1, figsize=(1.75 * (len(blocks) + 1) + 2.6, 1.95 * len(rows) + 0.5),
+                             squeeze=False, layout="constrained")
+    artist = None
+    for r, (label, records) in enumerate(rows):
+        draw_image(axes[r, 0], image, query_px, window_px, title="input" if r == 0 else None)
+        _row_label(axes[r, 0], label)
+        for c, block in enumerate(blocks, start=1):
+            ax = axes[r, c]
+            mine = select(records, block=block)
+            if not mine:
+                ax.axis("off")
+                continue
+            maps, geometry = block_query_attention(mine, query_px, batch)
+            artist = draw_attention(ax, maps.mean(0), geometry, query_px,
+                                    image.shape[:2], base_window)
+            ax.set_title(block_label(mine, base_window), fontsize=7)
+    add_colorbar(fig, artist, axes)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 
-def plot_mean_distance(stats: pd.DataFrame, hue: str = "variant", per_kind: bool = False, ax=None,
-                       title: str | None = None):
-    """Mean attention distance (input pixels) per block, one colour per `hue` value (e.g. variant).
+def plot_dssa_anatomy(image: np.ndarray, rows: Sequence[tuple[str, Sequence[Record], str]],
+                      query_px: tuple[int, int], batch: int = 0, base_window: int | None = None,
+                      title: str | None = None):
+    """DSSA taken apart, one row per (label, records, block), mean over heads: the image; DWA of the query
+    pixel inside its window (pixel columns; the token's share aside); what each window token attends to in its
+    window (DWA row 0); PWA from the query's window, A[i, j] over windows j; PWA to it, A[j, i]; both chained
+    (`dssa_query_attention`); the PWA matrix (query window row outlined). Returns the Figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
-    Default: one value per block (`block_reach`: DSSA blocks as their chained DWA+PWA path), mean over heads.
-    per_kind=True: one bar per block and attention kind, error bars spanning the heads. Returns the Figure.
-    """
-    import seaborn as sns
+    columns = ["input", "DWA of the query", "window tokens (DWA row 0)", "PWA from the query's window",
+               "PWA to the query's window", "DWA then PWA, chained", "PWA matrix (rows: query windows)"]
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(2.0 * len(columns) + 2.6, 2.15 * len(rows) + 0.6),
+                             squeeze=False, layout="constrained")
+    artist = None
+    for r, (label, records, block) in enumerate(rows):
+        dwa, pwa = select(records, "dwa", block), select(records, "pwa", block)
+        if not dwa or not pwa:
+            raise ValueError(f"{label}: {block} has no DWA and PWA to take apart")
+        dwa, pwa = dwa[0], pwa[0]
+        size = image.shape[:2]
+        draw_image(axes[r, 0], image, query_px)
+        _row_label(axes[r, 0], label)
+        query = query_attention(dwa, query_px, batch).mean(0)
+        query[~query_keys(dwa, query_px)] = np.nan
+        panels = [query, window_token_attention(dwa, batch).mean(0),
+                  pwa_window_attention(pwa, query_px, batch, "from").mean(0),
+                  pwa_window_attention(pwa, query_px, batch, "to").mean(0),
+                  dssa_query_attention(dwa, pwa, query_px, batch).mean(0)]
+        for c, fmap in enumerate(panels, start=1):
+            artist = draw_attention(axes[r, c], fmap, dwa, query_px if c != 2 else None, size, base_window)
+        matrix = _attn(pwa, batch).mean(0)
+        ax = axes[r, -1]
+        ax.imshow(_for_log_scale(matrix), cmap=_cmap(), norm=probability_norm(), interpolation="nearest")
+        window, _ = query_location(dwa, query_px)
+        ax.add_patch(Rectangle((-0.5, window - 0.5), matrix.shape[1], 1, fill=False, ec="cyan", lw=1))
+        ticks = np.arange(0, matrix.shape[0], max(1, matrix.shape[0] // 4))
+        labels = window_labels(pwa["grid"])
+        ax.set_xticks(ticks, [labels[t] for t in ticks], fontsize=6, rotation=90)
+        ax.set_yticks(ticks, [labels[t] for t in ticks], fontsize=6)
+        for c in range(len(columns)):
+            axes[r, c].set_title(columns[c] if r == 0 else "", fontsize=7)
+        axes[r, 1].set_title(f"{block_label([dwa, pwa], base_window)}\n{columns[1]}" if r == 0 else
+                             block_label([dwa, pwa], base_window), fontsize=7)
+    add_colorbar(fig, artist, axes)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
 
-    by = [hue] if hue in stats else []
-    data = stats if per_kind else block_reach(stats, by)
-    short = data["block"].str.replace("stages.", "s", regex=False).str.replace(".blocks.", ".b", regex=False)
-    data = data.assign(unit=short + " " + data["kind"] if per_kind else short)
-    groups = data["unit"].nunique() * (data[hue].nunique() if by else 1)
-    fig, ax = _axes(ax, figsize=(max(6.0, 0.25 * groups + 3.0), 3.8))
-    sns.barplot(data=data, x="unit", y="mean_distance_px", hue=hue if by else None, ax=ax,
-                errorbar=("pi", 100) if per_kind else None, err_kws=dict(linewidth=0.8))
-    ax.set_xlabel("block and attention kind" if per_kind else "block (SepViT blocks: DWA then PWA)")
-    ax.set_ylabel("mean distance (input px)")
-    ax.tick_params(axis="x", rotation=60 if per_kind else 0, labelsize=7)
-    ax.set_title(title or ("Mean attention distance per block and kind" if per_kind else
-                           "How far each block attends (mean attention distance)"), fontsize=10)
-    if by:
-        ax.legend(fontsize=7, title=hue, title_fontsize=8, bbox_to_anchor=(1.01, 1.0), loc="upper left")
+
+def plot_head_maps(image: np.ndarray, rows: Sequence[tuple[str, Sequence[Record]]], blocks: Sequence[str],
+                   query_px: tuple[int, int], batch: int = 0, base_window: int | None = None,
+                   title: str | None = None):
+    """Per head: one row per model (label, records), one column per (block, head) of `blocks`, each the block's
+    attention for the query pixel (`block_query_attention`), one colour scale and bar. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    heads = {}
+    for block in blocks:
+        found = [block_query_attention(select(records, block=block), query_px, batch)[0].shape[0]
+                 for _, records in rows if select(records, block=block)]
+        heads[block] = max(found, default=0)
+    columns = [(block, h) for block in blocks for h in range(heads[block])]
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.45 * len(columns) + 2.8, 1.55 * len(rows) + 0.6),
+                             squeeze=False, layout="constrained")
+    artist = None
+    for r, (label, records) in enumerate(rows):
+        _row_label(axes[r, 0], label)
+        for c, (block, head) in enumerate(columns):
+            ax = axes[r, c]
+            mine = select(records, block=block)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if not mine:
+                continue
+            maps, geometry = block_query_attention(mine, query_px, batch)
+            if head >= maps.shape[0]:
+                continue
+            artist = draw_attention(ax, maps[head], geometry, query_px, image.shape[:2], base_window)
+            ax.set_title(f"{block_label(mine, base_window)}\nhead {head + 1} of {maps.shape[0]}", fontsize=6)
+    add_colorbar(fig, artist, axes)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_block_statistics(comparison: pd.DataFrame, metric: str, labels: dict[str, str] | None = None,
+                          model: str = "model", columns: int = 4, title: str | None = None):
+    """From `trained_vs_untrained`: one panel per model, the blocks' `metric` ("mean_distance_px" or
+    "entropy_ratio") trained vs untrained, side by side. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    names = list(comparison[model].unique())
+    cols = min(columns, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.5 * rows + 0.7), squeeze=False, sharey=True,
+                             layout="constrained")
+    top = max(comparison[f"{metric}_trained"].max(), comparison[f"{metric}_untrained"].max())
+    for ax, name in zip(axes.flat, names):
+        part = comparison[comparison[model] == name]
+        x = np.arange(len(part))
+        ax.bar(x - 0.2, part[f"{metric}_untrained"], 0.4, color="0.7", label="untrained")
+        ax.bar(x + 0.2, part[f"{metric}_trained"], 0.4, color="C0", label="trained")
+        ax.set_xticks(x, part["unit"], fontsize=7)
+        ax.set_ylim(0, top * 1.1)
+        ax.set_title((labels or {}).get(name, name), fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    ylabel = {"mean_distance_px": "mean attention distance (input px)",
+              "entropy_ratio": "entropy / log(keys)"}.get(metric, metric)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel, fontsize=8)
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), fontsize=8, loc="outside upper right", ncols=2)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_accuracy(table: pd.DataFrame, title: str | None = None):
+    """Top-1 per model (from `chance_table`) as bars, the 95 % interval of guessing as a grey band; bars of
+    models at chance hatched. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(table) + 1.2))
+    y = np.arange(len(table))[::-1]
+    low, high = table["chance_low"].min(), table["chance_high"].max()
+    ax.axvspan(low, high, color="0.85", zorder=0)
+    bars = ax.barh(y, table["top1"], color=["0.6" if c else "C0" for c in table["at_chance"]], zorder=1)
+    for bar, at_chance in zip(bars, table["at_chance"]):
+        if at_chance:
+            bar.set_hatch("//")
+    for yi, value in zip(y, table["top1"]):
+        ax.text(value + 1, yi, f"{value:.1f} %", va="center", fontsize=8)
+    ax.set_yticks(y, table.index, fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel(f"validation top-1 (%); grey band: chance, 95 % interval of guessing ({low:.1f}–{high:.1f} %)",
+                  fontsize=8)
+    ax.set_title(title or "The compared models", fontsize=10)
     fig.tight_layout()
     return fig

@@ -1,12 +1,14 @@
 """Complexity of SepViT and its peers in MACs (multiply-add = 1), three ways: the paper's formulas, fvcore, ptflops.
 
-Analytic side: the paper's per-unit formulas live on the units themselves (`DepthwiseSelfAttention.macs`,
-`PointwiseSelfAttention.macs`, `WindowMultiHeadAttention.macs`, `GlobalSubsampledAttention.macs`,
-`GlobalMultiHeadAttention.macs`, `PatchEmbed.macs`, `ConditionalPositionEncoding.macs`, `mlp_macs`); this
-module composes them, with the geometry the code really runs (padding, single windows, window tokens only
-where there are several windows), into block, stage and whole-model totals for any `SepViTConfig` and input.
+Analytic side: nothing here re-derives the model. Every unit of ours counts itself (`macs()` on
+`DepthwiseSelfAttention`, `PointwiseSelfAttention`, `DepthwiseSeparableSelfAttention`, the peers' units,
+the blocks, `PatchEmbed`, `ConditionalPositionEncoding`; `SepViT.macs_breakdown` walks the stages), with the
+geometry its forward runs (padding, single windows, window tokens only where there are several windows).
+This module builds the model a `SepViTConfig` describes (on the meta device: no memory, no random draws)
+and reads those counts. Only timm's own blocks (the Swin/Twins/ViT references of the block comparison)
+are counted by formulas here, because they are not ours.
 
-Every count is a `Macs` split by convention, so that no table hides a difference between counters:
+Every count is a `sepvit.macs.Macs` split by convention, so that no table hides a difference between counters:
   paper     Linear/conv weights and the attention matmuls (q k^T, attn v): the paper's formulas.
   norms     LayerNorm as fvcore counts it (5 per normalised element); the paper counts none.
   resample  bilinear resizing of learnable window tokens (input grid != built grid), fvcore: 4 per output.
@@ -19,34 +21,36 @@ Command line (`sepvit-complexity` or `python analysis/complexity.py`): see `--he
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import functools
 import json
 import math
+import os
 import sys
-from dataclasses import dataclass, fields
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 if __package__ in (None, ""):  # `python analysis/complexity.py`: make the repository root importable
-    import os
-
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import torch
+
 from sepvit.attention import (
-    DepthwiseSelfAttention,
+    DepthwiseSeparableSelfAttention,
     GlobalMultiHeadAttention,
     GlobalSubsampledAttention,
-    PointwiseSelfAttention,
     WindowMultiHeadAttention,
 )
-from sepvit.config import PRESETS, SepViTConfig, patch_embed_geometry
-from sepvit.layers import ConditionalPositionEncoding, PatchEmbed, mlp_macs, window_geometry
+from sepvit.config import BLOCK_PATTERNS, PRESETS, SepViTConfig
+from sepvit.geometry import window_geometry
+from sepvit.macs import Macs, attention_matmuls, layer_norm, linear, total
+from sepvit.macs import mlp as _mlp
+from sepvit.model import make_block
 from workbench.cli import OneLineParser
 
 from analysis.units import TITLES, UNITS, stage_units
 
-NORM_MACS_PER_ELEMENT = 5  # fvcore's LayerNorm estimate (affine); the paper counts 0
-RESAMPLE_MACS_PER_ELEMENT = 4  # fvcore's aten::upsample_bilinear2d estimate
+__all__ = ["Macs", "total", "norm", "linear", "mlp"]  # the counting record, re-exported for callers
 
 # Published numbers at 224x224 (params in M, MACs in G) as their sources give them: the SepViT reference table
 # (official code + fvcore, explicit attention), Swin's README (attention matmuls included) and Twins' README
@@ -63,6 +67,10 @@ PUBLISHED = {
     "twins_svt_base": dict(params_m=56.0, gmacs=8.3, source="Twins README (attention matmuls left out)"),
     "twins_svt_large": dict(params_m=99.2, gmacs=14.8, source="Twins README (attention matmuls left out)"),
 }
+# The same models as other papers quote them (params_m None: not recorded here). A reader meets both numbers.
+PUBLISHED_ELSEWHERE = [
+    dict(model="twins_svt_small", params_m=None, gmacs=2.9, source="SepViT paper's comparison table"),
+]
 
 CONVENTIONS = """\
 All counts are MACs (one multiply-add = 1), batch 1, one forward pass. 1 GMAC = 1e9 MACs (= 2e9 FLOPs).
@@ -83,199 +91,65 @@ Columns:
 Published numbers are not counted alike: Swin's README includes attention matmuls, Twins' leaves them out."""
 
 
-# ================================================================================== the Macs record
-@dataclass(frozen=True)
-class Macs:
-    """MACs of one piece of network, split by counting convention (see the module docstring)."""
-
-    paper: int = 0
-    norms: int = 0
-    resample: int = 0
-    biases: int = 0
-
-    def __add__(self, other: "Macs") -> "Macs":
-        return Macs(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
-
-    def __mul__(self, factor: int) -> "Macs":
-        return Macs(*(getattr(self, f.name) * factor for f in fields(self)))
-
-    __rmul__ = __mul__
-
-    @property
-    def fvcore(self) -> int:
-        """What fvcore counts: paper + norms + window-token resizing."""
-        return self.paper + self.norms + self.resample
-
-    @property
-    def with_biases(self) -> int:
-        """paper + bias adds: what ptflops' aten backend counts where every Linear lowers to addmm."""
-        return self.paper + self.biases
-
-
-def total(parts: Iterable[Macs]) -> Macs:
-    out = Macs()
-    for part in parts:
-        out = out + part
-    return out
-
-
 # ================================================================================== elementary pieces
-def norm(tokens: int, dim: int) -> Macs:
-    """One LayerNorm over `tokens` x `dim`: 0 in the paper, 5 per element for fvcore."""
-    return Macs(norms=NORM_MACS_PER_ELEMENT * tokens * dim)
-
-
-def linear(tokens: int, dim_in: int, dim_out: int, bias: bool = True) -> Macs:
-    """A Linear layer applied to `tokens` tokens."""
-    return Macs(paper=tokens * dim_in * dim_out, biases=tokens * dim_out if bias else 0)
+norm = layer_norm  # one LayerNorm over tokens x dim (0 in the paper, 5 per element for fvcore)
 
 
 def mlp(tokens: int, dim: int, mlp_ratio: float) -> Macs:
-    """The block MLP, fc1 + fc2 (GELU not counted): `sepvit.layers.mlp_macs`."""
-    hidden = int(dim * mlp_ratio)
-    return Macs(paper=mlp_macs(tokens, dim, mlp_ratio), biases=tokens * (hidden + dim))
+    """The block MLP (fc1 + fc2, hidden = int(dim * mlp_ratio)); GELU not counted."""
+    return _mlp(tokens, dim, int(dim * mlp_ratio))
 
 
-def patch_embed(height_out: int, width_out: int, in_chans: int, dim: int, kernel: int) -> Macs:
-    """OPE conv (`PatchEmbed.macs`) + its LayerNorm."""
-    tokens = height_out * width_out
-    return Macs(paper=PatchEmbed.macs(height_out, width_out, in_chans, dim, kernel), biases=tokens * dim) + norm(tokens, dim)
-
-
-def cpe(height: int, width: int, dim: int) -> Macs:
-    """CPE: depthwise 3x3 conv (`ConditionalPositionEncoding.macs`, 9 HWC)."""
-    return Macs(paper=ConditionalPositionEncoding.macs(height, width, dim), biases=height * width * dim)
-
-
-# ================================================================================== attention kinds
+# ================================================================================== timm's blocks (not ours)
 def msa(height: int, width: int, dim: int) -> Macs:
-    """Global MSA (paper Eq. 4): 4 HW C^2 + 2 (HW)^2 C (`GlobalMultiHeadAttention.macs`)."""
+    """Global MSA with projection (paper Eq. 4): 4 HW C^2 + 2 (HW)^2 C: timm's ViT attention."""
     tokens = height * width
-    return Macs(paper=GlobalMultiHeadAttention.macs(height, width, dim), biases=4 * tokens * dim)
+    return linear(tokens, dim, 3 * dim) + attention_matmuls(1, tokens, tokens, dim, dim) + linear(tokens, dim, dim)
 
 
 def window_msa(height: int, width: int, dim: int, window: int, *, shrink_to_map: bool = True,
                proj_on_padded: bool = False) -> Macs:
-    """Windowed MSA with projection: Swin W-MSA / SW-MSA and Twins LSA (paper Eq. 4): 4 HW C^2 + 2 M^2 HW C.
+    """Windowed MSA with projection (paper Eq. 4): 4 HW C^2 + 2 M^2 HW C, as timm's Swin and Twins run it.
 
-    (`WindowMultiHeadAttention.macs`; the shift of SW-MSA changes nothing.) The map is padded to whole
-    windows, so qkv and the attention run on Hp x Wp tokens; the projection runs after cropping in our
-    unit and in Twins' LSA (HW C^2) but on the padded windows in timm's Swin (`proj_on_padded=True`).
-    `shrink_to_map`: a map no larger than the window is one window of the map's size (ours, timm Swin);
+    The map is padded to whole windows, so qkv and the attention run on Hp x Wp tokens; the projection runs
+    after cropping in Twins' LSA (HW C^2) but on the padded windows in timm's Swin (`proj_on_padded=True`).
+    `shrink_to_map`: a map no larger than the window is one window of the map's size (timm's Swin);
     timm's Twins LSA pads such a map up to a full window instead (`shrink_to_map=False`).
     """
     if shrink_to_map:
         wh, ww, ph, pw = window_geometry(height, width, window)
     else:
         wh, ww, ph, pw = window, window, (-height) % window, (-width) % window
-    hp, wp = height + ph, width + pw
-    proj_tokens = hp * wp if proj_on_padded else height * width
-    paper = WindowMultiHeadAttention.macs(height, width, dim, wh, ww, ph, pw) + (proj_tokens - height * width) * dim**2
-    return Macs(paper=paper, biases=3 * hp * wp * dim + proj_tokens * dim)
+    padded, per_window = (height + ph) * (width + pw), wh * ww
+    proj_tokens = padded if proj_on_padded else height * width
+    return (linear(padded, dim, 3 * dim) + attention_matmuls(padded // per_window, per_window, per_window, dim, dim)
+            + linear(proj_tokens, dim, dim))
 
 
-def twins_gsa(height: int, width: int, dim: int, sr_ratio: int, *, pad: bool = True) -> Macs:
-    """Twins' global sub-sampled attention (`GlobalSubsampledAttention.macs`):
-    2 HW C^2 (q, proj) + 2 (HW/sr^2) C^2 (kv) + HW C^2 (sr x sr conv) + 2 HW (HW/sr^2) C, + LayerNorm of the
-    sub-sampled map. `pad`: our unit pads the map to a multiple of sr; timm's Twins floors it (`pad=False`).
-    """
-    if pad:
-        kv_h, kv_w = -(-height // sr_ratio), -(-width // sr_ratio)
-        paper = GlobalSubsampledAttention.macs(height, width, dim, sr_ratio)
-    else:
-        kv_h, kv_w = height // sr_ratio, width // sr_ratio
-        kv = kv_h * kv_w
-        conv = kv * dim * dim * sr_ratio**2 if sr_ratio > 1 else 0
-        paper = 2 * height * width * dim**2 + 2 * kv * dim**2 + conv + 2 * height * width * kv * dim
-    kv = kv_h * kv_w
-    tokens = height * width
-    biases = 2 * tokens * dim + 2 * kv * dim + (kv * dim if sr_ratio > 1 else 0)
-    out = Macs(paper=paper, biases=biases)
-    return out + norm(kv, dim) if sr_ratio > 1 else out
+def twins_gsa(height: int, width: int, dim: int, sr_ratio: int) -> Macs:
+    """timm's Twins global sub-sampled attention: the map is floored to a multiple of sr (ours pads it):
+    2 HW C^2 (q, proj) + 2 kv C^2 + kv C^2 sr^2 (conv) + 2 HW kv C, + the LayerNorm of the kv map."""
+    tokens, kv = height * width, (height // sr_ratio) * (width // sr_ratio)
+    out = (linear(tokens, dim, dim) + linear(kv, dim, 2 * dim) + attention_matmuls(1, tokens, kv, dim, dim)
+           + linear(tokens, dim, dim))
+    if sr_ratio > 1:
+        out = out + Macs(paper=kv * dim * dim * sr_ratio**2, biases=kv * dim) + norm(kv, dim)
+    return out
 
 
-def dwa(height: int, width: int, dim: int, window: int, window_token: bool) -> Macs:
-    """DWA (paper Eq. 5): 3 HW C^2 + 3 N C^2 + 2 N (M^2 + 1)^2 C (`DepthwiseSelfAttention.macs`), on the padded map."""
-    wh, ww, ph, pw = window_geometry(height, width, window)
-    hp, wp = height + ph, width + pw
-    windows = (hp // wh) * (wp // ww)
-    tokens = windows * (wh * ww + int(window_token))
-    return Macs(paper=DepthwiseSelfAttention.macs(hp, wp, dim, wh, ww, window_token), biases=3 * tokens * dim)
-
-
-def pwa(height: int, width: int, dim: int, window: int) -> Macs:
-    """PWA (paper Eq. 6 without the projection, which the block counts): 2 N C^2 + N^2 C + N HW C
-    (`PointwiseSelfAttention.macs`, on the padded map), + the LayerNorm of the window tokens."""
-    wh, ww, ph, pw = window_geometry(height, width, window)
-    hp, wp = height + ph, width + pw
-    windows = (hp // wh) * (wp // ww)
-    return Macs(paper=PointwiseSelfAttention.macs(hp, wp, dim, wh, ww), biases=2 * windows * dim) + norm(windows, dim)
-
-
-# ================================================================================== blocks
 def transformer_block(height: int, width: int, dim: int, attention: Macs, mlp_ratio: float = 4.0) -> Macs:
-    """Pre-norm block around a peer's attention unit: LN, attention, LN, MLP."""
+    """Pre-norm block around an attention unit: LN, attention, LN, MLP."""
     tokens = height * width
     return norm(tokens, dim) + attention + norm(tokens, dim) + mlp(tokens, dim, mlp_ratio)
 
 
-def sepvit_block(height: int, width: int, dim: int, window: int, *, dssa: bool = True,
-                 global_attention: bool = False, window_token: str = "learnable",
-                 built_grid: tuple[int, int] | None = None, mlp_ratio: float = 4.0) -> Macs:
-    """One SepViT block (`sepvit.model.SepViTBlock`) on an H x W map.
-
-    LN; window tokens (learnable ones resized when the input's window grid differs from `built_grid`);
-    DWA; PWA only where there are several windows; the output projection HW C^2 (the paper's PWA term,
-    counted here on the cropped map as the code runs it); LN; MLP. A `global_attention` block (built as
-    one window) is global MSA at any input size: 4 HW C^2 + 2 (HW)^2 C.
-    """
-    if global_attention:
-        window = max(height, width)
-    wh, ww, ph, pw = window_geometry(height, width, window)
-    grid = ((height + ph) // wh, (width + pw) // ww)
-    windows = grid[0] * grid[1]
-    tokens = height * width
-    use_tokens = dssa and not global_attention and windows > 1
-    out = norm(tokens, dim)
-    if use_tokens:
-        out = out + norm(windows, dim)
-        has_parameters = window_token == "learnable" and built_grid is not None and built_grid[0] * built_grid[1] > 1
-        if has_parameters and tuple(grid) != tuple(built_grid):
-            out = out + Macs(resample=RESAMPLE_MACS_PER_ELEMENT * windows * dim)
-    out = out + dwa(height, width, dim, window, use_tokens)
-    if use_tokens:
-        out = out + pwa(height, width, dim, window)
-    out = out + linear(tokens, dim, dim)
-    return out + norm(tokens, dim) + mlp(tokens, dim, mlp_ratio)
+# ================================================================================== ours: read from the modules
+def meta_model(cfg: SepViTConfig) -> torch.nn.Module:
+    """The model `cfg` describes, built on the meta device: its structure and counts, no weights."""
+    with torch.device("meta"):
+        return cfg.build()
 
 
-def _built_geometry(cfg: SepViTConfig, stage: int, window: int) -> tuple[bool, tuple[int, int]]:
-    """(global_attention, token grid) of a SepViT block as `sepvit.model.make_block` builds it."""
-    side = cfg.stage_resolution(stage)
-    if side <= window:
-        return True, (1, 1)
-    return False, (math.ceil(side / window),) * 2
-
-
-def block_macs(cfg: SepViTConfig, stage: int, index: int, height: int, width: int) -> Macs:
-    """The block at (stage, index) of a model built from `cfg`, run on an H x W map."""
-    dim, ratio = cfg.embed_dims[stage], cfg.mlp_ratio
-    if cfg.block_pattern == "sepvit":
-        window = cfg.block_window_sizes(stage)[index]
-        global_attention, grid = _built_geometry(cfg, stage, window)
-        return sepvit_block(height, width, dim, window, dssa=cfg.dssa, global_attention=global_attention,
-                            window_token=cfg.window_token, built_grid=grid, mlp_ratio=ratio)
-    if cfg.block_pattern == "swin":
-        attention = window_msa(height, width, dim, cfg.window_size)
-    elif cfg.block_pattern == "twins":
-        attention = (window_msa(height, width, dim, cfg.window_size) if index % 2 == 0
-                     else twins_gsa(height, width, dim, cfg.twins_sr_ratios[stage]))
-    else:
-        attention = msa(height, width, dim)
-    return transformer_block(height, width, dim, attention, ratio)
-
-
-# ================================================================================== stages and models
 def _size2(size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(size, int):
         return size, size
@@ -283,45 +157,27 @@ def _size2(size: int | Sequence[int]) -> tuple[int, int]:
     return (size[-2], size[-1]) if len(size) >= 2 else (size[0], size[0])
 
 
-def stage_input_sizes(cfg: SepViTConfig, img_size: int | Sequence[int] | None = None) -> list[tuple[int, int]]:
-    """(H, W) of each stage's map for an input image (conv arithmetic of the patch embeddings)."""
-    h, w = _size2(cfg.img_size if img_size is None else img_size)
-    sizes = []
-    for stage in range(cfg.num_stages):
-        stride = cfg.stem_stride if stage == 0 else 2
-        kernel, padding = patch_embed_geometry(stride, cfg.ope)
-        h = (h + 2 * padding - kernel) // stride + 1
-        w = (w + 2 * padding - kernel) // stride + 1
-        sizes.append((h, w))
-    return sizes
+def block_macs(cfg: SepViTConfig, stage: int, index: int, height: int, width: int) -> Macs:
+    """The block at (stage, index) of a model built from `cfg` (its spec), run on an H x W map."""
+    with torch.device("meta"):
+        return make_block(cfg.block_spec(stage, index)).macs(height, width)
 
 
 def model_breakdown(cfg: SepViTConfig, img_size: int | Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Analytic MACs of every part of the model built from `cfg`, on an input of `img_size` (default
-    cfg.img_size): one row per patch embedding, block, CPE, final norm and head."""
-    rows: list[dict[str, Any]] = []
-    in_chans = cfg.in_chans
-    sizes = stage_input_sizes(cfg, img_size)
-    for stage, (h, w) in enumerate(sizes):
-        dim = cfg.embed_dims[stage]
-        stride = cfg.stem_stride if stage == 0 else 2
-        kernel, _ = patch_embed_geometry(stride, cfg.ope)
-        rows.append(dict(stage=stage, part="patch_embed", macs=patch_embed(h, w, in_chans, dim, kernel)))
-        for index in range(cfg.depths[stage]):
-            rows.append(dict(stage=stage, part=f"block{index}", macs=block_macs(cfg, stage, index, h, w)))
-            if index == 0 and cfg.cpe:
-                rows.append(dict(stage=stage, part="cpe", macs=cpe(h, w, dim)))
-        in_chans = dim
-    h, w = sizes[-1]
-    rows.append(dict(stage=None, part="norm", macs=norm(h * w, cfg.embed_dims[-1])))
-    if cfg.num_classes > 0:
-        rows.append(dict(stage=None, part="head", macs=linear(1, cfg.embed_dims[-1], cfg.num_classes)))
+    cfg.img_size): one row per patch embedding, block, CPE, final norm and head (`SepViT.macs_breakdown`)."""
+    rows = []
+    for name, macs in meta_model(cfg).macs_breakdown(*_size2(cfg.img_size if img_size is None else img_size)):
+        parts = name.split(".")
+        stage = int(parts[1]) if parts[0] == "stages" else None
+        part = parts[-1] if parts[-2:-1] != ["blocks"] else f"block{parts[-1]}"
+        rows.append(dict(stage=stage, part=part, macs=macs))
     return rows
 
 
 def model_macs(cfg: SepViTConfig, img_size: int | Sequence[int] | None = None) -> Macs:
     """Analytic MACs of the whole model built from `cfg` on an input of `img_size` (default cfg.img_size)."""
-    return total(row["macs"] for row in model_breakdown(cfg, img_size))
+    return meta_model(cfg).macs(*_size2(cfg.img_size if img_size is None else img_size))
 
 
 # ================================================================================== building models by name
@@ -455,31 +311,98 @@ def model_table(names: Sequence[str], img_size: int | None = None, *, with_ptflo
             for name in names]
 
 
+# ================================================================================== published values, explained
+# How a whole-model count can be read off one measured row of `model_table` (GMACs = MACs / 1e9). Consecutive
+# conventions differ by one term: norms (fvcore's LayerNorm), then the attention matmuls (q k^T and attn v);
+# ptflops replaces the norms by bias adds.
+COUNT_CONVENTIONS = {
+    "fvcore": "fvcore (weights + attention matmuls + norms)",
+    "paper": "paper convention (weights + attention matmuls)",
+    "no_attention_matmuls": "without attention matmuls (weights only)",
+    "ptflops": "ptflops (weights + bias adds)",
+}
+
+
+def convention_counts(row: dict[str, Any]) -> dict[str, int | None]:
+    """The MACs of one `measure_model` row in every convention of COUNT_CONVENTIONS (None: not counted)."""
+    no_norms = row["macs_fvcore_no_norms"]
+    return dict(fvcore=row["macs_fvcore"], paper=no_norms,
+                no_attention_matmuls=no_norms - row["fvcore_attention_matmuls"], ptflops=row.get("macs_ptflops"))
+
+
+def published_precision(value: float) -> int:
+    """Decimals a published figure is given to (2.9 -> 1, 4.53 -> 2, 15 -> 0)."""
+    import decimal
+
+    return max(0, -decimal.Decimal(str(value)).normalize().as_tuple().exponent)
+
+
+def rounds_to(count_g: float, published: float) -> bool:
+    """Whether a count (in G) rounds to the published figure at the precision it is published with."""
+    half_step = 0.5 * 10 ** -published_precision(published)
+    return abs(count_g - published) <= half_step + 1e-12
+
+
+def published_comparison(rows: Sequence[dict[str, Any]], own: dict[str, dict[str, Any]] | None = None,
+                         elsewhere: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every published figure of the measured models (`rows` from `model_table`) beside the counts in each
+    convention: which conventions round to it (`matches`), which is closest, and the two terms that separate
+    the conventions (norms, attention matmuls), in GMACs. Defaults: PUBLISHED and PUBLISHED_ELSEWHERE."""
+    own = PUBLISHED if own is None else own
+    elsewhere = PUBLISHED_ELSEWHERE if elsewhere is None else elsewhere
+    out = []
+    for row in rows:
+        name = row["model"]
+        sources = ([dict(model=name, **own[name])] if name in own else []) + [e for e in elsewhere if e["model"] == name]
+        counts = {key: (None if value is None else value / 1e9) for key, value in convention_counts(row).items()}
+        for source in sources:
+            published = source["gmacs"]
+            known = {key: value for key, value in counts.items() if value is not None}
+            out.append(dict(
+                model=name, source=source["source"], published_gmacs=published, published_params_m=source["params_m"],
+                params_m=row["params"] / 1e6, **{f"{key}_gmacs": value for key, value in counts.items()},
+                matches=[key for key, value in known.items() if rounds_to(value, published)],
+                closest=min(known, key=lambda key: abs(known[key] - published)),
+                norms_gmacs=row["fvcore_norms"] / 1e9, attention_matmuls_gmacs=row["fvcore_attention_matmuls"] / 1e9,
+            ))
+    return out
+
+
+def published_sentences(comparison: Sequence[dict[str, Any]]) -> list[str]:
+    """One sentence per published figure, from the numbers of `published_comparison`: which convention it
+    matches and how large the terms that separate the conventions are."""
+    lines = []
+    for c in comparison:
+        counts = ", ".join(f"{key} {c[f'{key}_gmacs']:.3f}" for key in COUNT_CONVENTIONS if c[f"{key}_gmacs"] is not None)
+        if c["matches"]:
+            verdict = "is what " + ", ".join(COUNT_CONVENTIONS[k] for k in c["matches"]) + " round to"
+        else:
+            verdict = f"matches no convention at its precision (closest: {COUNT_CONVENTIONS[c['closest']]})"
+        lines.append(f"{c['model']}: {c['published_gmacs']:g} G ({c['source']}) {verdict}; counted here (G): {counts}; "
+                     f"the attention matmuls are {c['attention_matmuls_gmacs']:.3f} G, the norms {c['norms_gmacs']:.3f} G.")
+    return lines
+
+
 # ================================================================================== block comparison
 BLOCK_UNITS, BLOCK_UNIT_TITLES = UNITS, TITLES
 
 
-def _unit_macs(cfg: SepViTConfig, stage: int, height: int, width: int) -> dict[str, Macs | None]:
-    """name -> analytic Macs of every unit of `analysis.units.stage_units` at one stage's shape."""
+def _unit_macs(cfg: SepViTConfig, stage: int, height: int, width: int,
+               units: dict[str, torch.nn.Module | None]) -> dict[str, Macs | None]:
+    """name -> analytic Macs of every unit of `analysis.units.stage_units` at one stage's shape: ours as
+    the modules count themselves, timm's blocks by the formulas above."""
     dim, window, ratio = cfg.embed_dims[stage], cfg.window_size, cfg.mlp_ratio
-    sepvit_cfg = cfg.replace(block_pattern="sepvit")
-    grouped = [i for i, w in enumerate(sepvit_cfg.block_window_sizes(stage)) if w != window]
     sr = cfg.twins_sr_ratios[stage]
-    macs: dict[str, Macs | None] = {
-        "sepvit_block": block_macs(sepvit_cfg, stage, 0, height, width),
-        "sepvit_gsa_block": block_macs(sepvit_cfg, stage, grouped[0], height, width) if grouped else None,
+    timm_blocks = {
         "swin_pair": transformer_block(height, width, dim,
                                        window_msa(height, width, dim, window, proj_on_padded=True), ratio) * 2,
         "twins_pair": (transformer_block(height, width, dim, window_msa(height, width, dim, window, shrink_to_map=False),
                                          ratio)
-                       + transformer_block(height, width, dim, twins_gsa(height, width, dim, sr, pad=False), ratio)),
+                       + transformer_block(height, width, dim, twins_gsa(height, width, dim, sr), ratio)),
         "msa_block": transformer_block(height, width, dim, msa(height, width, dim), ratio),
     }
-    for pattern, count in (("swin", 2), ("twins", 2), ("msa", 1)):
-        pattern_cfg = cfg.replace(block_pattern=pattern)
-        name = f"ours_{pattern}_pair" if count == 2 else f"ours_{pattern}_block"
-        macs[name] = total(block_macs(pattern_cfg, stage, i, height, width) for i in range(count))
-    return macs
+    return {name: timm_blocks[name] if name in timm_blocks else (unit.macs(height, width) if unit is not None else None)
+            for name, unit in units.items()}
 
 
 def block_comparison(variant: str = "sepvit_tiny", img_size: int | None = None, *,
@@ -491,8 +414,6 @@ def block_comparison(variant: str = "sepvit_tiny", img_size: int | None = None, 
     the paper's convention, `<unit>_analytic_norms` = fvcore's convention. Ratios of the SepViT block to
     the Swin pair: analytic (paper convention), attention only (MLPs removed) and fvcore.
     """
-    import torch
-
     from analysis.counters import fvcore_count
 
     if variant not in PRESETS:
@@ -502,11 +423,12 @@ def block_comparison(variant: str = "sepvit_tiny", img_size: int | None = None, 
     cfg, note = build_config(variant, img_size)
     size = img_size or cfg.img_size
     rows = []
-    for stage, (h, w) in enumerate(stage_input_sizes(cfg, size)):
+    for stage, (h, w) in enumerate(cfg.stage_sizes(size, size)):
         dim = cfg.embed_dims[stage]
         row: dict[str, Any] = dict(stage=stage + 1, height=h, width=w, dim=dim, heads=cfg.num_heads[stage],
                                    window=cfg.window_size, img_size=size)
-        units, unit_macs = stage_units(cfg, stage, h, w), _unit_macs(cfg, stage, h, w)
+        units = stage_units(cfg, stage, h, w)
+        unit_macs = _unit_macs(cfg, stage, h, w, units)
         for name in BLOCK_UNITS:
             module, macs = units[name], unit_macs[name]
             if module is None:
@@ -538,24 +460,32 @@ ATTENTION_KINDS = ("global MSA", "Swin W-MSA", "Twins LSA", "Twins GSA", "SepViT
                    "SepViT DSSA (DWA + PWA + proj)")
 
 
-def attention_unit_macs(kind: str, height: int, width: int, dim: int, window: int = 7, sr_ratio: int = 8) -> Macs:
-    """MACs of one attention unit (no norms around it, no MLP) by kind name (see ATTENTION_KINDS)."""
-    if kind == "global MSA":
-        return msa(height, width, dim)
-    if kind in ("Swin W-MSA", "Twins LSA"):
-        return window_msa(height, width, dim, window)
-    if kind == "Twins GSA":
-        return twins_gsa(height, width, dim, sr_ratio)
+def _dssa_parts(height: int, width: int, dim: int, window: int) -> dict[str, Macs]:
+    """Our DSSA unit at one map and window, built for that map (window tokens and PWA where it has several
+    windows, no token resizing): its own count per step."""
     wh, ww, ph, pw = window_geometry(height, width, window)
-    several = ((height + ph) // wh) * ((width + pw) // ww) > 1
-    if kind == "SepViT DWA":
-        return dwa(height, width, dim, window, several)
-    if kind == "SepViT PWA":
-        return pwa(height, width, dim, window) if several else Macs()
-    if kind == "SepViT DSSA (DWA + PWA + proj)":
-        out = dwa(height, width, dim, window, several) + linear(height * width, dim, dim)
-        return out + pwa(height, width, dim, window) if several else out
-    raise ValueError(f"unknown attention kind {kind!r}: use one of {', '.join(ATTENTION_KINDS)}")
+    with torch.device("meta"):
+        unit = DepthwiseSeparableSelfAttention(dim, 1, window, ((height + ph) // wh, (width + pw) // ww))
+    return unit.macs_parts(height, width)
+
+
+def attention_unit_macs(kind: str, height: int, width: int, dim: int, window: int = 7, sr_ratio: int = 8) -> Macs:
+    """MACs of one of our attention units (no norms around it, no MLP) by kind name (see ATTENTION_KINDS)."""
+    if kind not in ATTENTION_KINDS:
+        raise ValueError(f"unknown attention kind {kind!r}: use one of {', '.join(ATTENTION_KINDS)}")
+    if kind.startswith("SepViT"):
+        parts = _dssa_parts(height, width, dim, window)
+        if kind == "SepViT DWA":
+            return parts["dwa"]
+        if kind == "SepViT PWA":
+            return parts["pwa"]
+        return parts["dwa"] + parts["pwa"] + parts["proj"]
+    with torch.device("meta"):  # heads do not change MACs
+        unit = {"global MSA": lambda: GlobalMultiHeadAttention(dim, 1),
+                "Swin W-MSA": lambda: WindowMultiHeadAttention(dim, 1, window),
+                "Twins LSA": lambda: WindowMultiHeadAttention(dim, 1, window, kind="twins_local"),
+                "Twins GSA": lambda: GlobalSubsampledAttention(dim, 1, sr_ratio)}[kind]()
+    return unit.macs(height, width)
 
 
 def attention_vs_resolution(resolutions: Iterable[int] = range(112, 1025, 16), *, dim: int = 96, stride: int = 4,
@@ -595,16 +525,15 @@ def window_group_sweep(variant: str = "sepvit_tiny", stage: int = 1, img_size: i
     against its window size M (DSSA block) and, at the variant's window, against the group size g of a GSA
     block (window g M). Split into DWA, PWA, projection and MLP (paper convention); padding included."""
     cfg, _ = build_config(variant, img_size)
-    h, w = stage_input_sizes(cfg, img_size)[stage]
+    size = cfg.img_size if img_size is None else img_size
+    h, w = cfg.stage_sizes(size, size)[stage]
     dim, ratio = cfg.embed_dims[stage], cfg.mlp_ratio
     rows = []
 
     def parts(window: int) -> dict[str, int]:
-        wh, ww, ph, pw = window_geometry(h, w, window)
-        several = ((h + ph) // wh) * ((w + pw) // ww) > 1
-        return dict(dwa=dwa(h, w, dim, window, several).paper,
-                    pwa=pwa(h, w, dim, window).paper if several else 0,
-                    proj=linear(h * w, dim, dim).paper, mlp=mlp(h * w, dim, ratio).paper)
+        unit = _dssa_parts(h, w, dim, window)
+        return dict(dwa=unit["dwa"].paper, pwa=unit["pwa"].paper, proj=unit["proj"].paper,
+                    mlp=mlp(h * w, dim, ratio).paper)
 
     for window in (windows if windows is not None else range(2, max(h, w) + 1)):
         p = parts(window)
@@ -616,13 +545,12 @@ def window_group_sweep(variant: str = "sepvit_tiny", stage: int = 1, img_size: i
     return rows
 
 
-def pattern_comparison(variant: str = "sepvit_tiny", img_sizes: Iterable[int] = (224,)) -> list[dict[str, Any]]:
-    """Analytic whole-model MACs of `variant`'s backbone under each block_pattern (same widths, depths, stem,
+def pattern_comparison(variant: str = "sepvit_tiny", img_sizes: Iterable[int] = (224,),
+                       patterns: Sequence[str] = BLOCK_PATTERNS) -> list[dict[str, Any]]:
+    """Analytic whole-model MACs of `variant`'s backbone under each block pattern (same widths, depths, stem,
     CPE and head), per input size; paper convention and fvcore's."""
-    from sepvit.config import BLOCK_PATTERNS
-
     rows = []
-    for pattern in BLOCK_PATTERNS:
+    for pattern in patterns:
         cfg, _ = build_config(variant, None, block_pattern=pattern)
         for size in img_sizes:
             built, _ = build_config(variant, size, block_pattern=pattern)
@@ -630,6 +558,197 @@ def pattern_comparison(variant: str = "sepvit_tiny", img_sizes: Iterable[int] = 
             rows.append(dict(variant=variant, block_pattern=pattern, img_size=size,
                              macs_analytic=macs.paper, macs_analytic_norms=macs.fvcore))
     return rows
+
+
+# ================================================================================== time against MACs (notebook 05)
+# Operators whose work a MAC counter counts (fvcore's and ptflops' matmul/conv handles, and SDPA with our handle);
+# every other operator (norms, softmax outside SDPA, GELU, copies, padding, rolls, adds) costs time and no MACs.
+MAC_OPERATORS = frozenset({"mm", "bmm", "addmm", "baddbmm", "addbmm", "matmul", "linear", "einsum", "conv2d",
+                           "convolution", "_convolution", "mkldnn_convolution", "scaled_dot_product_attention"})
+
+
+def counted_by_macs(operator: str) -> bool:
+    """Whether a profiler operator name (e.g. 'aten::addmm') is work that the MAC counts count."""
+    name = operator.split("::")[-1]
+    return name in MAC_OPERATORS or name.startswith(("_scaled_dot_product", "_mkl_linear"))
+
+
+def follows_macs(time_ratio: float, macs_ratio: float, tolerance: float = 0.2) -> bool:
+    """Time follows MACs when the time ratio to a reference is within a factor (1 + tolerance) of the MAC ratio."""
+    excess = time_ratio / macs_ratio
+    return 1 / (1 + tolerance) <= excess <= 1 + tolerance
+
+
+def block_time_vs_macs(rows: Sequence[dict[str, Any]], tolerance: float = 0.2) -> list[dict[str, Any]]:
+    """One row per stage and timed unit of `analysis.benchmark.benchmark_blocks` rows: median time [IQR], analytic
+    MACs per image, time and MAC ratios to the run's reference, achieved GMAC/s, and whether time follows MACs."""
+    out = []
+    for row in rows:
+        batch, reference = row["batch_size"], row["reference"]
+        for name in UNITS:
+            ms, macs = row.get(f"{name}_ms"), row.get(f"{name}_macs")
+            if ms is None or macs is None:
+                continue
+            time_ratio, macs_ratio = row[f"{name}_time_ratio"], row[f"{name}_macs_ratio"]
+            out.append(dict(
+                group=f"stage {row['stage']}", stage=row["stage"], name=name, title=TITLES[name], reference=reference,
+                ms=ms, ms_q1=row[f"{name}_ms_q1"], ms_q3=row[f"{name}_ms_q3"], macs=macs,
+                gmacs_per_s=macs * batch / (ms / 1000) / 1e9,
+                time_ratio=time_ratio, time_ratio_q1=row[f"{name}_time_ratio_q1"],
+                time_ratio_q3=row[f"{name}_time_ratio_q3"], macs_ratio=macs_ratio,
+                time_per_mac=None if time_ratio is None or not macs_ratio else time_ratio / macs_ratio,
+                follows=None if time_ratio is None or not macs_ratio else follows_macs(time_ratio, macs_ratio, tolerance),
+            ))
+    return out
+
+
+def model_time_vs_macs(rows: Sequence[dict[str, Any]], tolerance: float = 0.2) -> list[dict[str, Any]]:
+    """One row per model of `analysis.benchmark.benchmark_models` rows (MACs counted): median time per batch
+    [IQR], MACs per image, time and MAC ratios to the run's reference model, GMAC/s, and whether time follows."""
+    by_name = {r["model"]: r for r in rows}
+    out = []
+    for r in rows:
+        reference = by_name[r["reference"]]
+        if r["macs"] is None or reference["macs"] is None:
+            raise ValueError(f"{r['model']}: no MAC count (benchmark the models with count_macs=True)")
+        macs_ratio = r["macs"] / reference["macs"]
+        out.append(dict(
+            group="models", stage=None, name=r["model"], title=r["model"], reference=r["reference"],
+            ms=r["ms_per_batch"], ms_q1=r["ms_per_batch_q1"], ms_q3=r["ms_per_batch_q3"], macs=r["macs"],
+            gmacs_per_s=r["macs"] * r["batch_size"] / (r["ms_per_batch"] / 1000) / 1e9,
+            time_ratio=r["time_ratio"], time_ratio_q1=1 / r["speed_ratio_q3"], time_ratio_q3=1 / r["speed_ratio_q1"],
+            macs_ratio=macs_ratio, time_per_mac=r["time_ratio"] / macs_ratio,
+            follows=follows_macs(r["time_ratio"], macs_ratio, tolerance),
+        ))
+    return out
+
+
+def timing_noise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """How noisy a run was: the inter-quartile range of each timed candidate relative to its median
+    (rows from `block_time_vs_macs` or `model_time_vs_macs`)."""
+    spreads = sorted(((r["ms_q3"] - r["ms_q1"]) / r["ms"], f"{r['group']} {r['name']}") for r in rows)
+    if not spreads:
+        raise ValueError("no timed rows")
+    return dict(median_relative_iqr=spreads[len(spreads) // 2][0], max_relative_iqr=spreads[-1][0],
+                noisiest=spreads[-1][1], candidates=len(spreads))
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """The profiler library writes start/stop lines (and a GPU probe's error) to file descriptor 2, which a
+    notebook kernel forwards into the cell's output: send them to /dev/null while profiling."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def op_profile(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1, top: int = 3,
+               macs: int | None = None) -> dict[str, Any]:
+    """Where the time of `fn()` goes on the CPU, by torch.profiler: self CPU time of every operator, per call,
+    split into operators a MAC count counts (`counted_by_macs`) and the rest; the `top` slowest of the rest.
+    `macs`: the MACs one call does (all images), for the rate the MAC operators reach (`mac_gmacs_per_s`).
+    Profiled calls carry the profiler's overhead: read shares and rates side by side, not as absolute times."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(warmup):
+        fn()
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            fn()
+    per_op: dict[str, float] = {}
+    for event in prof.key_averages():
+        if event.key.startswith("ProfilerStep"):
+            continue
+        per_op[event.key] = per_op.get(event.key, 0.0) + event.self_cpu_time_total / 1000 / repeats
+    mac_ms = sum(ms for op, ms in per_op.items() if counted_by_macs(op))
+    total_ms = sum(per_op.values())
+    others = sorted(((op, ms) for op, ms in per_op.items() if not counted_by_macs(op)), key=lambda item: -item[1])
+    return dict(total_ms=total_ms, mac_ms=mac_ms, other_ms=total_ms - mac_ms,
+                mac_share=mac_ms / total_ms if total_ms else 0.0, top_other=others[:top],
+                mac_gmacs_per_s=macs / (mac_ms / 1000) / 1e9 if macs is not None and mac_ms else None)
+
+
+def profile_stage_units(variant: str = "sepvit_tiny", img_size: int | None = None, batch_size: int = 8, *,
+                        units: Sequence[str] | None = None, stages: Sequence[int] | None = None,
+                        repeats: int = 3) -> list[dict[str, Any]]:
+    """`op_profile` of every unit of `analysis.units.stage_units` (forward, eval, inference mode) at each stage's
+    shape of `variant`, as `analysis.benchmark.benchmark_blocks` times them (seed 0, a random batch), with the
+    unit's analytic MACs and the rate its MAC operators reach (GMAC/s, under the profiler)."""
+    cfg, _ = build_config(variant, img_size)
+    chosen = list(UNITS) if units is None else list(units)
+    rows = []
+    for shape in block_comparison(variant, img_size, measure=False):
+        stage, h, w, dim = shape["stage"], shape["height"], shape["width"], shape["dim"]
+        if stages is not None and stage not in stages:
+            continue
+        torch.manual_seed(0)
+        built = stage_units(cfg, stage - 1, h, w)
+        x = torch.randn(batch_size, h, w, dim)
+        for name in chosen:
+            module, macs = built.get(name), shape.get(f"{name}_analytic")
+            if module is None:
+                continue
+            module.eval()
+
+            def forward(module=module, x=x):
+                with torch.inference_mode():
+                    module(x)
+
+            found = op_profile(forward, repeats=repeats, macs=macs * batch_size)
+            rows.append(dict(group=f"stage {stage}", stage=stage, name=name, title=TITLES[name], macs=macs,
+                             batch_size=batch_size, **found))
+    return rows
+
+
+def time_sentences(rows: Sequence[dict[str, Any]], profiles: dict[tuple[str, str], dict[str, Any]] | None = None,
+                   tolerance: float = 0.2) -> list[str]:
+    """Does time follow MACs, and where not, why: one sentence per timed candidate other than the reference, from
+    `block_time_vs_macs` / `model_time_vs_macs` rows and, where given, `op_profile` results keyed by (group, name)
+    (e.g. from `profile_stage_units`).
+
+    Where time does not follow MACs, the profiles split the gap: against the reference's profile scaled by the MAC
+    ratio, how many ms more (or fewer) the candidate spends in MAC operators (they run at another rate) and in the
+    operators no MAC count sees (norms, softmax, GELU, copies, padding, rolls, adds); the larger part in the
+    direction of the gap is named. Where the profiled pass does not show the gap itself (beyond the tolerance, in
+    the same direction), no reason is named and the sentence says so."""
+    profiles = profiles or {}
+    lines = []
+    for r in rows:
+        if r["name"] == r["reference"] or r["time_ratio"] is None or not r["macs_ratio"]:
+            continue
+        label = f"{r['group']}, {r['title']}" if r["group"] != "models" else r["title"]
+        head = f"{label}: time {r['time_ratio']:.2f}x the reference's ({r['reference']}), MACs {r['macs_ratio']:.2f}x: "
+        if r["follows"]:
+            lines.append(head + f"time follows MACs (within {100 * tolerance:.0f} %).")
+            continue
+        slower = r["time_per_mac"] > 1
+        head += f"{r['time_per_mac']:.2f}x the time its MACs predict ({'slower' if slower else 'faster'})"
+        mine, ref = profiles.get((r["group"], r["name"])), profiles.get((r["group"], r["reference"]))
+        if not (mine and ref):
+            lines.append(head + ".")
+            continue
+        profiled = mine["total_ms"] / ref["total_ms"] / r["macs_ratio"]
+        if follows_macs(profiled, 1.0, tolerance) or (profiled > 1) != slower:
+            lines.append(head + f"; the profiled pass does not reproduce the gap (there it takes {profiled:.2f}x the "
+                                "time its MACs predict): no reason is named.")
+            continue
+        mac_part = mine["mac_ms"] - r["macs_ratio"] * ref["mac_ms"]
+        other_part = mine["other_ms"] - r["macs_ratio"] * ref["other_ms"]
+        rate = (f", at {mine['mac_gmacs_per_s']:.0f} vs {ref['mac_gmacs_per_s']:.0f} GMAC/s"
+                if mine.get("mac_gmacs_per_s") and ref.get("mac_gmacs_per_s") else "")
+        top = ", ".join(f"{op} {ms:.1f} ms" for op, ms in mine["top_other"])
+        sign = 1 if slower else -1
+        mostly = "its MAC operators" if sign * mac_part >= sign * other_part else "the operators outside the MAC count"
+        lines.append(head + f". Profiled, against the reference scaled by MACs: MAC operators {mac_part:+.1f} ms{rate}; "
+                            f"other operators {other_part:+.1f} ms ({100 * (1 - mine['mac_share']):.0f} % of its operator "
+                            f"time vs {100 * (1 - ref['mac_share']):.0f} %; largest: {top}): mostly {mostly}.")
+    return lines
 
 
 # ================================================================================== output
@@ -761,8 +880,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         print(text, flush=True)
     except BrokenPipeError:  # `... | head`: the reader left; not an error of ours
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 

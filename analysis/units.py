@@ -19,6 +19,8 @@ from __future__ import annotations
 from torch import nn
 
 from sepvit.config import SepViTConfig
+from sepvit.macs import Macs, total
+from sepvit.model import make_block
 
 UNITS = ("sepvit_block", "sepvit_gsa_block", "swin_pair", "twins_pair", "msa_block",
          "ours_swin_pair", "ours_twins_pair", "ours_msa_block")
@@ -54,7 +56,7 @@ class TokenBlocks(nn.Module):
 
 
 class StageBlocks(nn.Module):
-    """Our backbone's blocks in sequence; forward takes the map only (the stride is for recording)."""
+    """Our backbone's blocks in sequence, as `make_block` builds them from the config's block specs."""
 
     def __init__(self, *blocks: nn.Module):
         super().__init__()
@@ -65,11 +67,18 @@ class StageBlocks(nn.Module):
             x = block(x)
         return x
 
+    def macs(self, height: int, width: int) -> Macs:
+        """The blocks' own counts (`sepvit.macs`) on an H x W map."""
+        return total(block.macs(height, width) for block in self.blocks)
+
 
 def _our_blocks(cfg: SepViTConfig, stage: int, indices) -> StageBlocks:
-    from sepvit.model import make_block
-
-    return StageBlocks(*(make_block(cfg, stage, i, 0.0) for i in indices))
+    """Blocks `indices` of `stage` as the pattern makes them (a pair even where the stage has one block),
+    drop path off."""
+    indices = list(indices)
+    depths = tuple(max(d, max(indices) + 1) if s == stage else d for s, d in enumerate(cfg.depths))
+    specs = cfg.replace(depths=depths, drop_path_rate=0.0).stage_spec(stage).blocks
+    return StageBlocks(*(make_block(specs[i]) for i in indices))
 
 
 def stage_units(cfg: SepViTConfig, stage: int, height: int, width: int) -> dict[str, nn.Module | None]:
@@ -81,7 +90,7 @@ def stage_units(cfg: SepViTConfig, stage: int, height: int, width: int) -> dict[
     dim, heads, window, ratio = cfg.embed_dims[stage], cfg.num_heads[stage], cfg.window_size, cfg.mlp_ratio
     sr = cfg.twins_sr_ratios[stage]
     sepvit_cfg = cfg.replace(block_pattern="sepvit")
-    grouped = [i for i, w in enumerate(sepvit_cfg.block_window_sizes(stage)) if w != window]
+    grouped = [spec.index for spec in sepvit_cfg.stage_spec(stage).blocks if spec.kind == "gsa"]
     units: dict[str, nn.Module | None] = {
         "sepvit_block": _our_blocks(sepvit_cfg, stage, [0]),
         "sepvit_gsa_block": _our_blocks(sepvit_cfg, stage, grouped[:1]) if grouped else None,

@@ -38,7 +38,7 @@ DATA_OWNED = {"img_size": "--img-size", "in_chans": "the dataset", "num_classes"
 # more epochs to extend, a lower lr or gradient clipping after a NaN, and where/how the data is loaded.
 RESUME_MAY_CHANGE = ("epochs", "lr", "clip_grad", "workers", "device")
 # Flags that only locate the call on --resume.
-RESUME_LOCATORS = ("resume", "output", "tracking_uri")
+RESUME_LOCATORS = ("resume", "output", "tracking_uri", "parallel")
 
 log = logging.getLogger("sepvit.ablate")
 
@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--grid", choices=list(GRIDS), help="a predefined set of configurations")
     r.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<output>/mlflow.db)")
     r.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
+    r.add_argument("--parallel", type=int, default=1, metavar="N",
+                   help="train N runs of the call at once, in N processes sharing the CPU threads (a run's numbers "
+                        "then equal a sequential run with that many threads)")
     r.add_argument("--resume", metavar="CALL",
                    help="finish an interrupted call: its folder, a last.pth inside it, or its parent run id")
     return p
@@ -163,10 +166,11 @@ def prepare(args):
     """Validate everything and build the data, before any MLflow run exists: (runs, reference, datasets, uri)."""
     from experiments.data import check_dataset, build_datasets
     from experiments.engine import check_training_settings, fit_model_to_data
-    from experiments.tracking import check_experiment_name, check_tracking_uri, default_tracking_uri
+    from workbench.tracking import check_experiment_name, check_tracking_uri, default_tracking_uri
 
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    check_parallel(args.parallel)
     base = base_config(args)
     train_cfg = train_config(args, img_size=args.img_size or base.img_size)
     check_training_settings(train_cfg)
@@ -193,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.resume:
         return resume(args, given_flags(parser, argv))
     from experiments.data import DataError
-    from experiments.tracking import TrackingError
+    from workbench.tracking import TrackingError
 
     try:
         runs, reference, datasets, uri = prepare(args)
@@ -205,13 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 name=f"{args.grid or runs[0].label} {folder.name}")
     if rank == 0:
         call.save()
-    return run_call(call, datasets, uri, rank, world)
+    return run_call(call, datasets, uri, rank, world, parallel=args.parallel)
 
 
 def resume(args, given: set[str]) -> int:
     """Finish a call: skip its FINISHED runs, resume those with a last.pth, start the rest; then report."""
     from experiments.data import DataError, build_datasets
-    from experiments.tracking import TrackingError, check_tracking_uri
+    from workbench.tracking import TrackingError, check_tracking_uri
 
     try:
         call = Call.load(find_call_folder(args.resume, args.output, args.tracking_uri))
@@ -227,6 +231,7 @@ def resume(args, given: set[str]) -> int:
                                   seed=first.data_seed, verify=True)
         for run in call.runs:
             check_resumable(call, run)
+        check_parallel(args.parallel)
     except (UsageError, CallError, DataError, TrackingError, ValueError) as exc:
         return fail(PROG, str(exc))
     rank, world = _init_distributed()
@@ -235,7 +240,14 @@ def resume(args, given: set[str]) -> int:
         done = sum(not call.needs_training(r) for r in call.runs)
         print(f"resuming {call.folder}: {done} of {len(call.runs)} runs finished"
               + (f"; changed: {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else ""), file=sys.stderr)
-    return run_call(call, datasets, uri, rank, world, changes=changes)
+    return run_call(call, datasets, uri, rank, world, changes=changes, parallel=args.parallel)
+
+
+def check_parallel(parallel: int) -> None:
+    if parallel < 1:
+        raise UsageError(f"--parallel must be >= 1, got {parallel}")
+    if parallel > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("--parallel trains runs side by side in one process each: drop it under torchrun")
 
 
 def resume_changes(args, given: set[str], call: Call) -> dict:
@@ -271,21 +283,31 @@ def check_resumable(call: Call, run: PlannedRun) -> None:
                          "it; give at least that many")
 
 
-def run_call(call: Call, datasets, uri: str, rank: int, world: int, changes: dict | None = None) -> int:
+def run_call(call: Call, datasets, uri: str, rank: int, world: int, changes: dict | None = None,
+             parallel: int = 1) -> int:
     """Train every unfinished planned run under one MLflow parent; report; close the parent as its children ended."""
     tracker = None
     if rank != 0:  # only rank 0 reports
         logging.getLogger("sepvit").setLevel(logging.WARNING)
     try:
         if rank == 0:
-            from experiments.tracking import Tracker
+            from workbench.tracking import Tracker
 
             tracker = Tracker(uri, call.experiment,
                               artifact_root=None if call.tracking_uri else call.output / "mlartifacts")
             _open_parent(tracker, call)
             print(f"MLflow: {uri} experiment {call.experiment!r}, parent run {call.parent_run_id}; call folder "
                   f"{call.folder}", file=sys.stderr)
-        results = train_planned_runs(call, datasets, tracker, world, changes or {})
+        from experiments import executor
+
+        if parallel > 1:
+            import torch
+
+            threads = max(1, torch.get_num_threads() // parallel)
+            results = executor.train_in_parallel(call, uri, changes or {}, parallel, threads)
+        else:
+            results = executor.train_in_sequence(call, datasets, tracker, tracker is not None or world == 1,
+                                                 changes or {})
         if rank == 0 and not isinstance(results, str):
             report_results(results, tracker, call, datasets[2])
     except Exception as exc:  # a failure nobody foresaw: close the parent, keep the traceback, one line here
@@ -316,35 +338,6 @@ def _open_parent(tracker, call: Call) -> None:
         "call_folder": str(call.folder.relative_to(call.output))})
     call.save()
     tracker.log_artifact(call.parent_run_id, call.folder / "call.json")
-
-
-def train_planned_runs(call: Call, datasets, tracker, world: int, changes: dict):
-    """The Result of every planned run (finished ones read back), or a reason string when interrupted."""
-    from experiments.run import Result, RunInterrupted, train_and_evaluate
-
-    results = []
-    for index, run in enumerate(call.runs, 1):
-        state = call.state_of(run)
-        if not call.needs_training(run):
-            results.append(Result.from_dict(call.result_of(run), call.run_dir(run)))
-            continue
-        last = call.run_dir(run) / "last.pth"
-        try:
-            result = train_and_evaluate(
-                run.model, run.train, tracker, run_name=run.name, run_dir=call.run_dir(run),
-                parent_run_id=call.parent_run_id, tags=run.tags, datasets=datasets,
-                resume_from=last if state != "new" else None, resume_changes=changes if state != "new" else None)
-        except (KeyboardInterrupt, RunInterrupted):
-            unfinished = [r.name for r in call.runs if call.needs_training(r)]
-            reason = (f"interrupted during {run.name!r}; unfinished: {', '.join(unfinished)}; resume with "
-                      f"--resume {call.folder}")
-            print(f"{PROG}: {reason}", file=sys.stderr)
-            return reason
-        results.append(result)
-        if tracker is not None or world == 1:
-            status = f"top-1 {result.top1:.2f}" if result.status == "FINISHED" else f"{result.status}: {result.reason}"
-            print(f"[{index}/{len(call.runs)}] {run.name}: {status}", file=sys.stderr)
-    return results
 
 
 def report_results(results, tracker, call: Call, info) -> None:

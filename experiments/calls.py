@@ -85,7 +85,7 @@ class Call:
         return self.folder.parents[1]
 
     def resolved_tracking_uri(self) -> str:
-        from .tracking import default_tracking_uri
+        from workbench.tracking import default_tracking_uri
 
         return self.tracking_uri or default_tracking_uri(self.output)
 
@@ -166,7 +166,7 @@ def _call_folder_of_parent(run_id: str, output: str | Path, tracking_uri: str | 
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from .tracking import default_tracking_uri
+    from workbench.tracking import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri(output)
     try:

@@ -121,12 +121,23 @@ def _imagefolder_classes(root: Path) -> list[str]:
 
 # ---------------------------------------------------------------------------------- datasets
 class SyntheticDataset(Dataset):
-    """The "distant match count" images of ``experiments.synthetic``, generated on the fly per index."""
+    """The "distant match count" images of ``experiments.synthetic``, generated once when the set is built.
+
+    Every image is a pure function of (seed, split, index); generating them all up front (about 0.4 ms each, 2 s
+    for the default 5000) keeps the generator out of every training epoch, where it cost about a tenth of the time.
+    """
 
     def __init__(self, seed: int, split: str, size: int, img_size: int, mean, std):
         self.seed, self.split, self.size, self.img_size = int(seed), split, int(size), int(img_size)
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        images, labels = [], []
+        for index in range(self.size):
+            image, label = synthetic.generate(self.seed, self.split, index)
+            images.append((_resize_nearest(torch.from_numpy(image).permute(2, 0, 1), self.img_size) - mean) / std)
+            labels.append(int(label))
+        self.images = torch.stack(images) if images else torch.empty(0, 3, self.img_size, self.img_size)
+        self.labels = labels
 
     def __len__(self) -> int:
         return self.size
@@ -134,9 +145,7 @@ class SyntheticDataset(Dataset):
     def __getitem__(self, index: int):
         if not 0 <= index < self.size:
             raise IndexError(index)
-        image, label = synthetic.generate(self.seed, self.split, index)
-        x = _resize_nearest(torch.from_numpy(image).permute(2, 0, 1), self.img_size)
-        return (x - self.mean) / self.std, int(label)
+        return self.images[index], self.labels[index]
 
 
 class TensorImages(Dataset):

@@ -97,6 +97,7 @@ def _row(run) -> dict:
            "params": m.get("params"), "macs": m.get("macs"), "latency_ms": m.get("latency_ms"),
            "img_per_s": m.get("img_per_s"), "is_reference": t.get("is_reference") == "true",
            "parent_run_id": t.get("mlflow.parentRunId"), "start_time": run.info.start_time,
+           "reported_metric": reported,
            "num_classes": int(p["data.num_classes"]) if "data.num_classes" in p else None,
            "val_size": int(p["data.val_size"]) if "data.val_size" in p else None}
     row.update({k: v for k, v in p.items() if k.startswith(("model.", "train."))})
@@ -212,17 +213,19 @@ def call_report(results, reference_label: str | None, num_classes: int, val_size
 
 
 def load_histories(tracking_uri: str, runs: pd.DataFrame,
-                   metrics: Sequence[str] = ("train_loss", "val_top1")) -> pd.DataFrame:
-    """Long table of per-epoch metrics: run_id, config, seed, metric, epoch, value."""
+                   metrics: Sequence[str] = ("train_loss", "reported")) -> pd.DataFrame:
+    """Long table of per-epoch metrics: run_id, config, seed, metric, epoch, value. "reported" is each run's
+    reported top-1 (`val_top1`, or `val_top1_ema` for a run that kept an EMA)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
     rows = []
     for _, run in runs.iterrows():
-        for key in metrics:
+        for name in metrics:
+            key = run.get("reported_metric", "val_top1") if name == "reported" else name
             for point in client.get_metric_history(run["run_id"], key):
                 rows.append({"run_id": run["run_id"], "config": run["config"], "seed": run["seed"],
-                             "metric": key, "epoch": point.step, "value": point.value})
+                             "metric": name, "epoch": point.step, "value": point.value})
     return pd.DataFrame(rows, columns=["run_id", "config", "seed", "metric", "epoch", "value"])
 
 

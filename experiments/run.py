@@ -151,7 +151,7 @@ def _save_best(parts: engine.Parts, result: Result, metrics: dict[str, float]) -
 
 # ---------------------------------------------------------------------------------- MLflow
 def _open_mlflow(tracker, result: Result, info, parent_run_id, tags, resumed: bool) -> str:
-    from .tracking import environment_params, flatten
+    from workbench.tracking import environment_params, flatten
 
     if resumed:
         tracker.reopen_run(result.run_id)
@@ -231,7 +231,7 @@ def train_and_evaluate(
 ) -> Result:
     """Train `model_cfg` with `train_cfg`, evaluating every epoch; return a `Result`.
 
-    tracker: an `experiments.tracking.Tracker` (rank 0 logs to it) or None (no MLflow).
+    tracker: an `workbench.tracking.Tracker` (rank 0 logs to it) or None (no MLflow).
     on_epoch_end(epoch, metrics): called after each epoch on every rank; return True to stop early (the run ends
         FINISHED with the tag stopped_early=true).
     resume_from: a `last.pth`; configs, epoch, history and MLflow ids come from it (loaded once), with

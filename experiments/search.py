@@ -250,7 +250,7 @@ def prepare(args) -> Prepared:
     """Validate everything (no study, trial or MLflow run is created): a bad request raises a one-line error."""
     from experiments.data import build_datasets, check_dataset
     from experiments.engine import check_training_settings, fit_model_to_data
-    from experiments.tracking import check_experiment_name, check_tracking_uri, default_tracking_uri
+    from workbench.tracking import check_experiment_name, check_tracking_uri, default_tracking_uri
 
     objectives = tuple(args.objectives)
     if len(set(objectives)) != len(objectives):
@@ -445,7 +445,7 @@ class MarkStaleTrial:
         self.tracking_uri, self.experiment, self.artifact_root = tracking_uri, experiment, artifact_root
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        from experiments.tracking import Tracker
+        from workbench.tracking import Tracker
 
         reason = "its worker stopped sending heartbeats (killed or crashed): the trial is FAIL"
         try:
@@ -659,7 +659,7 @@ def run_worker(settings: Settings, index: int, slots, datasets=None) -> None:
     import torch
 
     from experiments.data import build_datasets
-    from experiments.tracking import Tracker
+    from workbench.tracking import Tracker
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -744,7 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial's outcome is one line of ours
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     from experiments.data import DataError
-    from experiments.tracking import TrackingError
+    from workbench.tracking import TrackingError
 
     try:
         prepared = prepare(args)
@@ -755,7 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_search(prepared: Prepared, command: str) -> int:
     from experiments.search_report import finish_study
-    from experiments.tracking import Tracker, flatten
+    from workbench.tracking import Tracker, flatten
 
     settings = prepared.settings
     study = open_study(prepared)

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -12,327 +14,331 @@
 # ---
 
 # %% [markdown]
-# # 02 · What SepViT attends to
+# # 02 · What SepViT attends to, next to Swin, Twins, global MSA and window attention alone
 #
-# SepViT splits self-attention into two steps (see `sepvit/attention.py`):
+# SepViT splits self-attention into two steps (paper Sec. 3.1-3.2; `sepvit/attention.py`):
 #
-# - **DWA** (depthwise self-attention) works inside each window, over its pixels plus one *window token*;
-#   the token's row of the map says what the token summarises of its window.
-# - **PWA** (pointwise self-attention) works across windows: each window token asks every other one, and
+# - **DWA** (depthwise self-attention) works inside each window, over its pixels plus one *window token*; the
+#   token's row of the map says what the token summarises of its window.
+# - **PWA** (pointwise self-attention) works across windows: each window token attends to every other one, and
 #   window *i* mixes in window *j*'s DWA output, at the same relative position, with weight `A[i, j]`.
+# - **GSA** (grouped self-attention) is the same over groups of 2×2 windows, in every second block of stages 2-3.
 #
-# This notebook records the maps with `sepvit.record_attention` (it works with fused attention: the model
-# takes the explicit path only while recording), places them on the image with `analysis.attention`, and
-# compares variants: learnable vs zero vs average-pooled window tokens, grouped (GSA) vs plain blocks, and
-# SepViT vs the Swin block pattern. All computation is in `analysis/attention.py` (tested in
-# `tests/test_attention.py`); this notebook only chooses images and draws.
+# This notebook records the attention maps of eight models (`sepvit.record_attention`, fused attention
+# included), places them on the image (`analysis/attention.py`, tested in `tests/test_attention.py`) and
+# compares them, trained and freshly initialised, with numbers beside the pictures: mean attention distance
+# and entropy per block.
 #
-# **Models.** If the ablation runner (`experiments/ablate.py`) has logged a finished run of a variant to MLflow
-# (set `SEPVIT_TRACKING_URI` and `SEPVIT_EXPERIMENT`, which may list several experiments separated by commas; by default `<repo>/output/mlflow.db`, experiment
-# `sepvit-ablation`), its best checkpoint is loaded. Otherwise each variant is trained here, briefly, on the
-# built-in "distant match count" images (`experiments/synthetic.py`) with the runner's own engine, logged to a
-# throw-away MLflow store, and loaded back the same way. `SEPVIT_SMOKE=1` (CI) trains only a few steps:
-# the pictures then show near-initial attention, which is what the smoke run checks (that everything runs).
+# **The models** come from `experiments/zoo.py`: ordinary runs of the ablation runner, all at one budget (the
+# runner's default: 9 epochs of its built-in task, one seed), logged to `output/mlflow.db` (experiment
+# `notebook-models`) and loaded from there; a missing one is trained first (a few minutes each on a CPU).
+# Each model's accuracy is printed beside its maps, and a model whose accuracy is at chance is flagged and not
+# interpreted. `SEPVIT_SMOKE=1` (CI) trains tiny throw-away models instead (one epoch of 64 images, near chance
+# by design): the notebook then flags them wherever they appear.
+#
+# **Your own image:** set `YOUR_IMAGE` in the next cell to an image file; the last section shows the same maps
+# on it.
 
 # %%
+YOUR_IMAGE = None  # the path of an image of your own (any size; centre-cropped, resized to 32 px); None: a bundled photo
+YOUR_QUERY = None  # (y, x) in the 32 px image; None: its centre
+
 import os
-import re
-import tempfile
 import time
-from pathlib import Path
+import warnings
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
+from IPython.display import Markdown, display
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # timm imports tqdm.auto; no widgets here
 from skimage import data as skdata
-from skimage.transform import resize
 
 import sepvit  # noqa: F401  (registers the models with timm)
 from analysis import attention as A
-from experiments import synthetic
+from experiments import synthetic, zoo
 from experiments.data import build_datasets
-from experiments.grids import PAPER_CHAIN
-from sepvit import SepViTConfig, record_attention
+from experiments.stats import chance_interval
+from sepvit import record_attention
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # mlflow is imported later, lazily
 SMOKE = os.environ.get("SEPVIT_SMOKE", "0") == "1"
 torch.set_num_threads(int(os.environ.get("SEPVIT_THREADS", "1")))  # the machine is shared: one thread each
-ROOT = Path.cwd() if (Path.cwd() / "sepvit").is_dir() else Path.cwd().parent
-EXPERIMENT = os.environ.get("SEPVIT_EXPERIMENT", "sepvit-ablation")
-_default_db = ROOT / "output" / "mlflow.db"
-RUNNER_URI = os.environ.get("SEPVIT_TRACKING_URI") or (f"sqlite:///{_default_db}" if _default_db.is_file() else None)
-# Training budget for variants that are not in MLflow (same for every variant, so they compare fairly).
-TRAIN = (dict(epochs=1, train_size=64, val_size=64) if SMOKE
-         else dict(epochs=int(os.environ.get("SEPVIT_ATTN_EPOCHS", 3)), train_size=800, val_size=256))
 pd.set_option("display.precision", 3)
-plt.rcParams["figure.dpi"] = 80
+plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80})
 start_time = time.time()
-print(f"smoke={SMOKE}  runner store={RUNNER_URI or 'none'}  in-notebook training: {TRAIN}")
+print(f"smoke={SMOKE}")
 
 # %% [markdown]
-# ## The variants
+# ## 1 · The models and their accuracy
 #
-# All are `sepvit_nano_32`, the runner's default (32 px input, stem stride 1, window 4): stage maps 32/16/8/4 px
-# = 8/4/2/1 windows per side, the window schedule SepViT-T has at 224 px, so stage 1 has 64 windows and PWA is
-# 64×64 there. The Swin variant is the first step of the runner's `--grid paper` chain (Swin pattern with CPE,
-# plain patch embedding), so that the runner's runs of it are found.
+# All are the runner's default model, `sepvit_nano_32` (32 px input, stem stride 1, window 4: stage maps of
+# 32/16/8/4 px = 8/4/2/1 windows per side, the window schedule SepViT-T has at 224 px; 1/1/2/4 heads), with one
+# switch each: window tokens zero or average-pooled instead of learnt, plain blocks instead of GSA, no DSSA at
+# all (the local-only model: window attention in every block), or another block pattern (Swin, Twins, global MSA)
+# in the same backbone. "Untrained" below is the same configuration freshly initialised (seed 0).
+#
+# The maps are those of each run's checkpoint (its best epoch), so the accuracy shown beside them, `top1`, is
+# that checkpoint's validation top-1 (the run's last-epoch top-1 is in the table too). A model is **at chance**
+# when it lies within or below the 95 % interval that guessing reaches on the same number of images
+# (`experiments.stats.chance_interval`).
 
 # %%
-BASE = SepViTConfig.preset("sepvit_nano_32")
-VARIANTS = {
-    "learnable tokens": {},
-    "zero tokens": {"window_token": "zero"},
-    "avgpool tokens": {"window_token": "avgpool"},
-    "plain blocks (no GSA)": {"gsa": False},
-    "Swin pattern": dict(PAPER_CHAIN[0][1]),
-}
-CONFIGS = {name: BASE.replace(**changes) for name, changes in VARIANTS.items()}
-
-
-def runner_model(cfg):
-    """(model, description) of the best finished runner run with exactly this config, or None."""
-    if RUNNER_URI is None:
-        return None
-    from experiments.report import load_runs
-
-    found = []
-    for experiment in EXPERIMENT.split(","):
-        try:
-            found.append(load_runs(RUNNER_URI, experiment.strip()))
-        except ValueError:  # no such experiment in that store
-            continue
-    runs = A.matching_runs(pd.concat(found, ignore_index=True), cfg) if found else pd.DataFrame()
-    if runs.empty:
-        return None
-    row = runs.iloc[0]
-    description = f"runner run {row['run_id'][:8]}, best top-1 {row['best_top1']:.1f} %"
-    return A.load_logged_model(RUNNER_URI, row["run_id"]), description
-
-
-def train_here(named_configs):
-    """Train each config briefly with the runner's engine, log to a temporary MLflow store, load it back."""
-    from experiments.run import train_and_evaluate
-    from experiments.tracking import Tracker
-    from experiments.train_config import TrainConfig
-
-    out = Path(tempfile.mkdtemp(prefix="attention-maps-"))
-    uri = f"sqlite:///{out / 'mlflow.db'}"
-    tracker = Tracker(uri, "attention-maps", artifact_root=out / "mlartifacts")
-    datasets = build_datasets("synthetic", img_size=32, train_size=TRAIN["train_size"], val_size=TRAIN["val_size"])
-    loaded = {}
-    for name, cfg in named_configs.items():
-        train_cfg = TrainConfig(epochs=TRAIN["epochs"], batch_size=32, warmup_epochs=0, output=str(out), seed=0)
-        slug = re.sub(r"[^a-z0-9]+", "-", name.lower())
-        result = train_and_evaluate(cfg, train_cfg, tracker, run_name=name, run_dir=out / slug, datasets=datasets)
-        model = A.load_logged_model(uri, result.run_id)
-        loaded[name] = (model, f"trained here: {TRAIN['epochs']} epoch(s) x {TRAIN['train_size']} images, "
-                               f"val top-1 {result.top1:.1f} %")
-    return loaded
-
-
-MODELS = {}
-for name, cfg in CONFIGS.items():
-    found = runner_model(cfg)
-    if found is not None:
-        MODELS[name] = found
-missing = {name: cfg for name, cfg in CONFIGS.items() if name not in MODELS}
+NAMES = list(zoo.ZOO)
 t0 = time.time()
-MODELS.update(train_here(missing) if missing else {})
-print(f"trained {len(missing)} variant(s) here in {time.time() - t0:.0f} s")
-for name in CONFIGS:
-    print(f"{name:24s} {MODELS[name][1]}")
+ZOO_MODELS = zoo.trained(NAMES, smoke=SMOKE)
+fresh = [name for name, m in ZOO_MODELS.items() if m.trained_here]
+print(f"{len(NAMES)} models in {time.time() - t0:.0f} s; trained now: {', '.join(fresh) or 'none (all loaded)'}")
+# the maps are those of the best epoch's checkpoint: its top-1 is the accuracy beside them
+ACCURACY = A.chance_table({name: m.best_top1 for name, m in ZOO_MODELS.items()},
+                          {name: chance_interval(m.num_classes, m.val_size) for name, m in ZOO_MODELS.items()})
+LABELS = {name: A.model_label(ACCURACY, name) for name in NAMES}
+ACCURACY.assign(last_epoch_top1=[ZOO_MODELS[name].top1 for name in ACCURACY.index],
+                val_images=[ZOO_MODELS[name].val_size for name in ACCURACY.index],
+                run_id=[ZOO_MODELS[name].run_id[:8] for name in ACCURACY.index])
 
 # %%
-# The runner's learning-curve plot switched matplotlib to Agg: back to inline figures.
-# %matplotlib inline
+A.plot_accuracy(ACCURACY, title="Validation top-1 of the compared models (one budget)")
+plt.show()
+display(Markdown(A.chance_markdown(ACCURACY)))
+
+
+# %%
+def untrained(model, seed=0):
+    """The same configuration, freshly initialised."""
+    torch.manual_seed(seed)
+    return model.config.build().eval()
+
+
+MODELS = {"trained": {name: m.model.eval() for name, m in ZOO_MODELS.items()},
+          "untrained": {name: untrained(m.model) for name, m in ZOO_MODELS.items()}}
+WINDOW = ZOO_MODELS["sepvit"].model.config.window_size  # feature pixels; at stride 1, image pixels of stage 1
 
 # %% [markdown]
-# ## Images and recording
+# ## 2 · Images, query and how to read the maps
 #
-# Eight validation images of the built-in task. Each holds ten 3×3 glyphs in cells that coincide with the
-# stage-1 windows: one hollow **ring** (the reference) and nine filled squares; the label counts how many
-# squares have the ring's colour. A model can only solve it if windows exchange information before the
-# pooled head, which PWA does from stage 1 on.
+# Eight validation images of the built-in task ("distant match count", `experiments/synthetic.py`). Each holds
+# ten 3×3 glyphs in cells that coincide with the stage-1 windows: one hollow **ring** (the reference) and nine
+# filled squares; the label counts the squares of the ring's colour. Solving it needs windows to exchange
+# information before the pooled head. The **query** (cyan ×) is the centre of the ring in image 0.
+#
+# **Reading the maps.** Every map shows attention probabilities on one fixed logarithmic colour scale,
+# 10⁻⁴ to 1, with its colour bar: uniform attention over *n* keys has colour 1/*n* (1/16 for a 4×4 window, 1/1024
+# for the whole stage-1 map), so an untrained model's flat maps look flat. Grey: not a key of the query (outside
+# its window); black: below 10⁻⁴ (e.g. the pixels Swin's shift mask cuts off). White lines: the block's windows
+# (solid; shifted for SW-MSA; Twins' sub-sampled key cells), and the windows inside a GSA group (dotted). A
+# stage-*s* feature pixel covers stride × stride image pixels (1, 2, 4, 8 in stages 1-4). Multi-head maps show
+# the mean over heads (per head in section 5). A SepViT block is shown as one map from the query to pixels:
+# DWA then PWA chained (the query reaches pixel *k* of window *j* with weight `A_pwa[i, j] · A_dwa(j)[p, k]`, DWA
+# renormalised over pixels, inner shortcuts left out). Under each model's maps, a table gives its blocks' mean
+# attention distance and normalised entropy over all eight images and every query (defined in section 6).
 
 # %%
-train_ds, val_ds, info = build_datasets("synthetic", img_size=32, train_size=8, val_size=8)
+_, val_ds, INFO = build_datasets("synthetic", img_size=32, train_size=8, val_size=8)
 images = torch.stack([val_ds[i][0] for i in range(8)])
 layouts = [synthetic.sample_layout(0, "val", i) for i in range(8)]
-display_images = [A.to_display_image(x, info.mean, info.std) for x in images]
+display_images = [A.to_display_image(x, INFO.mean, INFO.std) for x in images]
+ring_cells = [divmod(int(layout["cells"][0]), synthetic.GRID) for layout in layouts]
+ring_px = [(r * synthetic.CELL + 1, c * synthetic.CELL + 1) for r, c in ring_cells]  # the ring's middle pixel
+IMG, QUERY = 0, ring_px[0]
+
+fig, axes = plt.subplots(1, 8, figsize=(13, 2.2), layout="constrained")
+for i, ax in enumerate(axes):
+    A.draw_image(ax, display_images[i], ring_px[i], WINDOW, title=f"image {i}: label {layouts[i]['label']}")
+fig.suptitle("Validation images (× = the ring; lines = the stage-1 windows)", fontsize=10)
+plt.show()
 
 
-def cell_centre(cell: int) -> tuple[int, int]:
-    r, c = divmod(int(cell), synthetic.GRID)
-    return r * synthetic.CELL + 1, c * synthetic.CELL + 1  # the glyph's middle pixel
-
-
+# %%
 def record(model, x):
     with torch.no_grad(), record_attention(model) as maps:
-        logits = model(x)
-    return maps, logits
+        model(x)
+    return maps
 
 
-RECORDS = {name: record(model, images)[0] for name, (model, _) in MODELS.items()}
-for kind_counts in [pd.Series([r["kind"] for r in RECORDS["learnable tokens"]]).value_counts()]:
-    print("records of the learnable-token model:", dict(kind_counts))
-IMG = 0
-ref_px = cell_centre(layouts[IMG]["cells"][0])
-layout = layouts[IMG]
-copies = [divmod(int(c), 8) for c, s in zip(layout["cells"][1:], layout["kinds"][1:]) if s == layout["kinds"][0]]
-print(f"image {IMG}: label {layout['label']}, reference ring in cell {divmod(int(layout['cells'][0]), 8)} "
-      f"(pixel {ref_px}), squares of its colour in cells {copies}")
+RECORDS = {state: {name: record(model, images) for name, model in models.items()}
+           for state, models in MODELS.items()}
+# per block, over the eight images and every query pixel (section 6 explains and plots them)
+STATS = pd.concat([A.attention_statistics(RECORDS[state][name], model=name, state=state)
+                   for state in RECORDS for name in NAMES], ignore_index=True)
+COMPARISON = A.trained_vs_untrained(STATS)
+SUMMARY_COLUMNS = {"mean_distance_px_trained": "mean distance (px), trained",
+                   "mean_distance_px_untrained": "mean distance (px), untrained",
+                   "entropy_ratio_trained": "entropy / log(keys), trained",
+                   "entropy_ratio_untrained": "entropy / log(keys), untrained"}
+
+
+def show_model(name, title):
+    """The model's accuracy (a warning when at chance), every block's map for the query, trained vs untrained, and
+    the blocks' mean attention distance and normalised entropy (all images, all queries)."""
+    if ACCURACY.loc[name, "at_chance"]:
+        display(Markdown(A.chance_markdown(ACCURACY, [name])))
+    else:
+        display(Markdown(f"**{LABELS[name]}** (above chance)"))
+    A.plot_block_maps(display_images[IMG], [(f"trained\n{LABELS[name]}", RECORDS["trained"][name]),
+                                            ("untrained\n(seed 0)", RECORDS["untrained"][name])],
+                      QUERY, batch=IMG, base_window=WINDOW, window_px=WINDOW, title=title)
+    plt.show()
+    rows = COMPARISON[COMPARISON.model == name].set_index("unit")
+    display(rows[list(SUMMARY_COLUMNS)].rename(columns=SUMMARY_COLUMNS).T.round(2))
+
 
 # %% [markdown]
-# ## Window tokens and PWA in stage 1 (learnable tokens)
+# ## 3 · SepViT: DWA, window tokens, PWA and GSA groups
 #
-# Left: the image, reference marked. Middle: what each window token attends to inside its window (DWA row 0,
-# mean over heads; white lines = windows). Right: PWA seen from the reference's window, direction "to": how much
-# every window reads from the reference window (`A[j, ref]`). If the model has learnt to broadcast the reference,
-# that map lights up everywhere; a row of the PWA matrix that is flat means a window mixes all windows equally.
+# DSSA taken apart in stage 1 (64 windows of 4×4 px), for the query's window: DWA of the query inside its window
+# (the share it gives its window token aside), what every window token attends to in its window, PWA *from*
+# the query's window (`A[i, j]`: how much window *i* mixes in each window *j*) and *to* it (`A[j, i]`: how much
+# every window reads from the ring's), the two chained into one map, and the whole 64×64 PWA matrix (the query
+# window's row outlined).
 
 # %%
-recs = RECORDS["learnable tokens"]
-dwa1 = A.select(recs, "dwa", "stages.0.blocks.0")[0]
-pwa1 = A.select(recs, "pwa", "stages.0.blocks.0")[0]
-fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
-axes[0].imshow(display_images[IMG])
-axes[0].plot(ref_px[1], ref_px[0], "x", color="cyan", mew=2)
-axes[0].set_title("input (x = the reference ring)", fontsize=9)
-axes[0].axis("off")
-A.plot_window_token_attention(display_images[IMG], dwa1, batch=IMG, ax=axes[1])
-A.plot_query_attention(display_images[IMG], pwa1, ref_px, batch=IMG, ax=axes[2], direction="to",
-                       title="stage-1 PWA: A[window, reference window]")
-plt.tight_layout()
-
-# %%
-fig, axes = plt.subplots(1, 2, figsize=(14, 6.2), gridspec_kw=dict(width_ratios=[1.6, 1]))
-A.plot_pwa_heatmap(pwa1, batch=IMG, ax=axes[0], title="stage-1 PWA (64 windows, mean of heads)")
-A.plot_pwa_heatmap(A.select(recs, "pwa", "stages.1.blocks.0")[0], batch=IMG, ax=axes[1],
-                   title="stage-2 PWA (16 windows)")
-plt.tight_layout()
-frame = A.pwa_matrix(pwa1, batch=IMG)
-print("stage-1 PWA: windows most attended to (mean over query windows):")
-print(frame.mean(axis=0).sort_values(ascending=False).head(5).round(4).to_string())
-print(f"reference window {divmod(int(layouts[IMG]['cells'][0]), 8)} gets "
-      f"{frame.mean(axis=0).iloc[int(layouts[IMG]['cells'][0])]:.4f} on average (uniform: {1 / 64:.4f})")
+A.plot_dssa_anatomy(display_images[IMG], [
+    (f"trained\n{LABELS['sepvit']}", RECORDS["trained"]["sepvit"], "stages.0.blocks.0"),
+    ("untrained", RECORDS["untrained"]["sepvit"], "stages.0.blocks.0"),
+], QUERY, batch=IMG, base_window=WINDOW, title="SepViT, stage 1: DSSA taken apart")
+plt.show()
 
 # %% [markdown]
-# Does PWA single out the reference ring's window? For each of the eight images: the stage-1 PWA attention the
-# reference window receives (mean over query windows and heads), as a multiple of uniform (1/64), per variant.
+# Every block of the SepViT model: DSSA in stage 1 and the first blocks of stages 2-3, GSA (DSSA over 2×2-window
+# groups) in the second block of stage 2, and global attention where one window or group covers the map
+# (stage 3's second block, stage 4).
 
 # %%
-ref_cells = [divmod(int(lay["cells"][0]), 8) for lay in layouts]
-ref_share = pd.DataFrame({
-    name: [A.pwa_received_attention(A.select(RECORDS[name], "pwa", "stages.0.blocks.0")[0], b)[rc] * 64
-           for b, rc in enumerate(ref_cells)]
-    for name in CONFIGS if A.select(RECORDS[name], "pwa", "stages.0.blocks.0")
-}, index=pd.Index(range(8), name="image"))
-ref_share.describe().loc[["mean", "min", "max"]]
+show_model("sepvit", "SepViT (learnt window tokens, GSA): every block's attention from the ring")
 
 # %% [markdown]
-# Per head: the window tokens of stage 2 (block 0, 4×4 windows of 4×4 px on the 16×16 map, 8×8 image pixels
-# each) and a query pixel's DWA attention inside its window.
-
-# %%
-dwa2 = A.select(recs, "dwa", "stages.1.blocks.0")[0]
-fig = A.plot_head_grid(display_images[IMG], dwa2, A.window_token_attention(dwa2, IMG),
-                     title="stage-2 window tokens per head")
-fig = A.plot_head_grid(display_images[IMG], dwa1, A.query_attention(dwa1, ref_px, IMG), query_px=ref_px,
-                 title="stage-1 DWA of the reference pixel, per head")
-
-# %% [markdown]
-# ## A real photo
+# ### Window tokens: learnt vs zero vs average-pooled
 #
-# scikit-image's astronaut, resized to 64 px (the model accepts any size: maps are padded to whole windows and
-# learnable window tokens are resampled to the new 16×16 window grid). The model never saw a photo, so this shows
-# how the learnt attention generalises, not what it was trained for.
+# The same anatomy for the three kinds of window token (stage 1). Below it: the stage-1 PWA attention that the
+# ring's window receives, averaged over query windows and heads, as a multiple of the uniform share (1 = no
+# window singled out), over the eight images.
 
 # %%
-photo = resize(skdata.astronaut()[:300, 100:400], (64, 64), anti_aliasing=True).astype(np.float32)
-photo_x = ((torch.from_numpy(photo).permute(2, 0, 1) - torch.tensor(info.mean).view(3, 1, 1))
-           / torch.tensor(info.std).view(3, 1, 1))[None]
-photo_recs, _ = record(MODELS["learnable tokens"][0], photo_x)
-p_dwa = A.select(photo_recs, "dwa", "stages.0.blocks.0")[0]
-p_pwa = A.select(photo_recs, "pwa", "stages.0.blocks.0")[0]
-face = (20, 34)
-fig, axes = plt.subplots(1, 4, figsize=(14, 3.8))
-axes[0].imshow(photo)
-axes[0].axis("off")
-axes[0].set_title(f"astronaut, 64 px ({p_dwa['grid'][0]}x{p_dwa['grid'][1]} stage-1 windows)", fontsize=9)
-A.plot_window_token_attention(photo, p_dwa, ax=axes[1])
-A.plot_query_attention(photo, p_pwa, face, ax=axes[2], title="stage-1 PWA from the face window")
-A.plot_query_attention(photo, A.select(photo_recs, "msa", "stages.2.blocks.1")[0], face, ax=axes[3],
-                       title="stage-3 grouped block (global) from the face")
-plt.tight_layout()
+TOKEN_MODELS = ["sepvit", "sepvit, zero tokens", "sepvit, avgpool tokens"]
+A.plot_dssa_anatomy(display_images[IMG], [(LABELS[name].replace(" · top-1", "\ntop-1"), RECORDS["trained"][name],
+                                           "stages.0.blocks.0") for name in TOKEN_MODELS],
+                    QUERY, batch=IMG, base_window=WINDOW, title="Window tokens, stage 1 (trained)")
+plt.show()
+
+# %%
+PWA_MODELS = ["sepvit", "sepvit, zero tokens", "sepvit, avgpool tokens", "sepvit without GSA"]
+ring_share = pd.DataFrame({
+    (state, name): A.received_share(A.select(RECORDS[state][name], "pwa", "stages.0.blocks.0")[0], ring_cells)
+    for name in PWA_MODELS for state in ("trained", "untrained")})
+ring_share.columns.names = ["state", "model"]
+ring_share.index.name = "image"
+share = ring_share.agg(["mean", "min", "max"]).T.unstack("state")
+lines = []
+for name in PWA_MODELS:
+    if ACCURACY.loc[name, "at_chance"]:
+        lines.append(f"- {name}: at chance, not interpreted.")
+    else:
+        lines.append(f"- {name} ({ACCURACY.loc[name, 'top1']:.1f} %): the ring's window receives "
+                     f"{share.loc[name, ('mean', 'trained')]:.2f}× the uniform share in stage-1 PWA (range "
+                     f"{share.loc[name, ('min', 'trained')]:.2f}–{share.loc[name, ('max', 'trained')]:.2f} over the "
+                     f"images), untrained {share.loc[name, ('mean', 'untrained')]:.2f}×.")
+display(Markdown("\n".join(lines)))
+share
 
 # %% [markdown]
-# ## Window tokens: learnable vs zero vs average-pooled
+# ### GSA groups vs plain blocks
 #
-# Same image, stage-1 window-token attention and PWA of each token kind. `token_share` is the attention pixel
-# queries give to their window token in DWA (the rest goes to pixels).
+# Stage 2, second block: with GSA it is DSSA over 4 groups of 2×2 windows (8×8 feature pixels = 16×16 image
+# pixels: DWA inside the group, PWA among 4 group tokens); without GSA it is a plain DSSA block (16 windows).
 
 # %%
-token_variants = ["learnable tokens", "zero tokens", "avgpool tokens"]
-fig, axes = plt.subplots(2, 3, figsize=(12, 8))
-for col, name in enumerate(token_variants):
-    r_dwa = A.select(RECORDS[name], "dwa", "stages.0.blocks.0")[0]
-    r_pwa = A.select(RECORDS[name], "pwa", "stages.0.blocks.0")[0]
-    A.plot_window_token_attention(display_images[IMG], r_dwa, batch=IMG, ax=axes[0, col],
-                                  title=f"{name}: window tokens")
-    A.plot_pwa_heatmap(r_pwa, batch=IMG, ax=axes[1, col], title=f"{name}: stage-1 PWA")
-plt.tight_layout()
+A.plot_dssa_anatomy(display_images[IMG], [
+    (f"GSA, trained\n{LABELS['sepvit']}", RECORDS["trained"]["sepvit"], "stages.1.blocks.1"),
+    ("GSA, untrained", RECORDS["untrained"]["sepvit"], "stages.1.blocks.1"),
+    (f"plain, trained\n{LABELS['sepvit without GSA']}", RECORDS["trained"]["sepvit without GSA"], "stages.1.blocks.1"),
+], QUERY, batch=IMG, base_window=WINDOW, title="Stage 2, block 2: GSA groups vs a plain DSSA block")
+plt.show()
+
+# %%
+show_model("sepvit without GSA", "SepViT without GSA (plain DSSA blocks): every block's attention from the ring")
 
 # %% [markdown]
-# ## Grouped vs plain blocks, and SepViT vs Swin
+# ## 4 · The other patterns in the same backbone
 #
-# Stage 2, block 1: with GSA it is a grouped block (8×8-token windows = 2×2 groups of windows, PWA among 4 groups);
-# without GSA it is a plain block (4×4 windows, PWA among 16); in the Swin pattern it is a shifted-window block
-# (SW-MSA, shown un-shifted). The query is the reference ring.
+# **Swin**: W-MSA (windows of 4) then SW-MSA (windows shifted by 2; the shift mask keeps pixels that were not
+# neighbours apart, black). **Twins**: LSA (windows of 4) then Twins' GSA (every pixel attends to a sub-sampled
+# map: sr×sr cells, sr = 8/4/2/1 by stage; stage 1 has only its LSA block). **Global MSA**: every block attends
+# to the whole map. **Local-only** (`dssa=False`): window attention of 4 in every block, no window tokens, no PWA,
+# no groups; stage 4 (one window) is global.
 
 # %%
-fig, axes = plt.subplots(1, 4, figsize=(14, 3.8))
-for ax, name, kind in [(axes[0], "learnable tokens", "dwa"), (axes[1], "learnable tokens", "pwa"),
-                       (axes[2], "plain blocks (no GSA)", "pwa"), (axes[3], "Swin pattern", "swin")]:
-    rec = A.select(RECORDS[name], kind, "stages.1.blocks.1")[0]
-    A.plot_query_attention(display_images[IMG], rec, ref_px, batch=IMG, ax=ax,
-                           title=f"{name}: stage-2 block 1 {kind}")
-plt.tight_layout()
+show_model("swin", "Swin pattern: W-MSA / SW-MSA")
+
+# %%
+show_model("twins", "Twins pattern: LSA / GSA (sub-sampled global)")
+
+# %%
+show_model("msa", "Global MSA in every block")
+
+# %%
+show_model("local-only", "Local-only (dssa=False): window attention alone")
 
 # %% [markdown]
-# ## Mean attention distance and entropy per block
+# ## 5 · Per head
 #
-# `mean_distance_px`: expected distance, in input pixels, between a query pixel and the pixels it attends to
-# (windows, padding, Swin shifts and stage strides accounted for; DWA rows renormalised over pixels since the
-# window token has no position). PWA rows count the distance between windows (it mixes the same relative position).
-# `dwa+pwa` chains the two maps of a SepViT block into one query-to-pixel path: how far one DSSA block reaches.
-# For reference, uniform attention over the whole 32×32 image gives about 16.7 px; over one 4×4 window, 2.0 px.
+# `sepvit_nano_32` has one head in stages 1-2, two in stage 3 and four in stage 4, so heads can differ only in
+# stages 3-4: every model's map for the query, head by head (trained).
 
 # %%
-STATS = pd.concat([A.attention_statistics(RECORDS[name], variant=name) for name in CONFIGS], ignore_index=True)
-reach = A.block_reach(STATS, by=["variant"])
-fig = A.plot_mean_distance(STATS)
-reach.pivot_table(index=["stage", "block"], columns="variant", values="mean_distance_px", sort=False)[list(CONFIGS)]
+HEAD_BLOCKS = ["stages.2.blocks.0", "stages.2.blocks.1", "stages.3.blocks.0"]
+A.plot_head_maps(display_images[IMG], [(LABELS[name].replace(" · top-1", "\ntop-1"), RECORDS["trained"][name])
+                                       for name in NAMES],
+                 HEAD_BLOCKS, QUERY, batch=IMG, base_window=WINDOW, title="Stages 3-4, per head (trained)")
+plt.show()
+display(Markdown(A.chance_markdown(ACCURACY)))
 
 # %% [markdown]
-# Per attention kind of the SepViT variants (bars span the heads; the Swin pattern has one kind per block, shown
-# above), and the entropy of the same maps (nats; uniform attention gives the log of the number of keys: 2.83 for
-# DWA over a 4×4 window plus its token, 4.16 for PWA over 64 windows, 2.77 over 16, 1.39 over 4).
+# ## 6 · How far and how sharply each block attends, trained vs untrained
+#
+# Over all eight images and every query pixel, per block (mean over heads):
+#
+# - **mean attention distance**: the expected distance, in input pixels, between a query pixel and the pixels
+#   it attends to (windows, padding, Swin's shift and the stage's stride accounted for). A SepViT block counts as
+#   its DWA-then-PWA path, how far one DSSA block reaches. Uniform attention over the whole 32×32 image gives
+#   about 16.7 px; over one 4×4 window of stage 1, 2.0 px.
+# - **normalised entropy**: entropy / log(number of keys); 1 = uniform over the keys, lower = sharper. The keys
+#   are the whole window, so Swin's shifted blocks stay below 1 even untrained: the shift mask removes some.
 
 # %%
-sepvit_variants = [name for name, cfg in CONFIGS.items() if cfg.block_pattern == "sepvit"]
-summary = A.block_summary(STATS[STATS.variant.isin(sepvit_variants)], by=["variant"])
-fig = A.plot_mean_distance(STATS[STATS.variant.isin(sepvit_variants)], per_kind=True)
-summary.pivot_table(index=["stage", "block", "kind"], columns="variant", values="mean_distance_px",
-                    sort=False)[sepvit_variants]
+A.plot_block_statistics(COMPARISON, "mean_distance_px", LABELS, title="Mean attention distance per block")
+plt.show()
+A.plot_block_statistics(COMPARISON, "entropy_ratio", LABELS, title="Normalised entropy per block")
+plt.show()
+
+# %% [markdown]
+# What the numbers above say (computed from them; models at chance are named, not interpreted):
 
 # %%
-summary.pivot_table(index=["stage", "block", "kind"], columns="variant", values="entropy", sort=False)[sepvit_variants]
+display(Markdown("**Trained vs untrained**\n\n" + A.training_effect_markdown(COMPARISON, ACCURACY)
+                 + "\n\n**Reach of the trained models per stage** (mean attention distance, mean over the stage's "
+                   "blocks, farthest first)\n\n" + A.reach_markdown(COMPARISON, ACCURACY)))
+COMPARISON.set_index(["model", "unit"])[["mean_distance_px_trained", "mean_distance_px_untrained",
+                                         "entropy_ratio_trained", "entropy_ratio_untrained"]]
+
+# %% [markdown]
+# ## 7 · Your own image
+#
+# `YOUR_IMAGE` (first code cell) names an image file; without one, scikit-image's bundled photo of Chelsea the
+# cat is used (no download). It is centre-cropped and resized to the models' 32 px input, normalised like the
+# training images, and the query is `YOUR_QUERY` (default: the centre). The models never saw a photo: this shows
+# how their learnt attention behaves on one, not what they were trained for.
 
 # %%
-token_table = summary[summary.kind == "dwa"].pivot_table(index="block", columns="variant", values="token_share")
-print("DWA attention that pixels give to their window token:")
-token_table[[c for c in token_variants + ["plain blocks (no GSA)"] if c in token_table]]
+own = A.load_image(YOUR_IMAGE if YOUR_IMAGE is not None else skdata.chelsea(), size=32)
+own_query = tuple(YOUR_QUERY) if YOUR_QUERY is not None else (16, 16)
+own_records = {name: record(model, A.to_model_input(own, INFO.mean, INFO.std))
+               for name, model in MODELS["trained"].items()}
+A.plot_block_maps(own, [(LABELS[name].replace(" · top-1", "\ntop-1"), own_records[name]) for name in NAMES],
+                  own_query, base_window=WINDOW, window_px=WINDOW,
+                  title=f"{YOUR_IMAGE or 'scikit-image chelsea'}: every model's attention from pixel {own_query}")
+plt.show()
+display(Markdown(A.chance_markdown(ACCURACY)))
 
 # %%
 print(f"notebook ran in {time.time() - start_time:.0f} s (smoke={SMOKE})")

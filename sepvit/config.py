@@ -9,16 +9,109 @@ Every deviation from the authors' model is a named switch whose default is the a
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Callable
+
+import torch
 
 from workbench.fields import check_known, check_types
 
+from .geometry import patch_embed_output_size, window_grid
+
 WINDOW_TOKENS = ("learnable", "zero", "avgpool")
-BLOCK_PATTERNS = ("sepvit", "swin", "twins", "msa")
+# Each block pattern is the cycle of block kinds over a stage's blocks (block i has kind cycle[i % len]).
+# Adding a pattern made of existing kinds is one line here; a new kind adds its unit to `make_block`.
+PATTERN_KINDS: dict[str, tuple[str, ...]] = {
+    "sepvit": ("dssa", "gsa"),  # "gsa" only in GSA_STAGES with gsa on, else "dssa"; "dwa" everywhere with dssa off
+    "swin": ("swin", "swin_shifted"),
+    "twins": ("twins_local", "twins_global"),
+    "msa": ("msa",),
+    "local": ("local",),
+}
+BLOCK_PATTERNS = tuple(PATTERN_KINDS)
+SEPVIT_KINDS = ("dssa", "gsa", "dwa")
 GSA_STAGES = (1, 2)  # zero-based: the authors group windows in stages 2 and 3 only
 _PER_STAGE = ("embed_dims", "depths", "num_heads", "group_size", "twins_sr_ratios")
+
+
+# ---------------------------------------------------------------------------------- the structure, stated once
+@dataclass(frozen=True)
+class BlockSpec:
+    """One block as the configuration states it. `sepvit.model.make_block` builds it, each unit's
+    `macs()` counts it, and `python -m sepvit` prints it.
+
+    kind: "dssa" (SepViT block: window tokens, DWA, PWA), "gsa" (grouped self-attention: a DSSA block
+        over groups of group_size x group_size windows), "dwa" (a SepViT block with dssa off: window
+        attention only); the peers' "swin" (W-MSA), "swin_shifted" (SW-MSA), "twins_local" (LSA),
+        "twins_global" (sub-sampled GSA), "msa" (global) and "local" (plain window attention).
+    window: attention window side (GSA: group_size * window_size); None for kinds without windows.
+    map_size: side of the stage's map at the config's img_size; token_grid: windows per side there,
+        (1, 1) = one window, i.e. global attention (SepViT blocks are then built without window tokens
+        or PWA, as in the authors' code).
+    stride: input pixels per map pixel (recorded with attention maps).
+    """
+
+    stage: int
+    index: int
+    kind: str
+    dim: int
+    num_heads: int
+    mlp_ratio: float
+    window: int | None
+    map_size: int
+    token_grid: tuple[int, int]
+    stride: int
+    drop_path: float = 0.0
+    proj_drop: float = 0.0
+    attn_drop: float = 0.0
+    fused_attn: bool = True
+    group_size: int = 1
+    shift: int = 0
+    sr_ratio: int = 1
+    window_token: str = "learnable"
+    inner_shortcuts: bool = True
+
+    @property
+    def global_attention(self) -> bool:
+        """One window covers the map at img_size (or the kind has no windows: MSA)."""
+        return self.kind == "msa" or (self.window is not None and self.token_grid == (1, 1))
+
+    @property
+    def separable(self) -> bool:
+        """Window tokens and PWA are built: a DSSA/GSA block with several windows at img_size."""
+        return self.kind in ("dssa", "gsa") and not self.global_attention
+
+    @property
+    def label(self) -> str:
+        """How `python -m sepvit` prints the block: window side -> windows per map, or the unit's name."""
+        n = self.token_grid[0] * self.token_grid[1]
+        if self.kind in SEPVIT_KINDS:
+            if self.global_attention:
+                return "GSA global" if self.kind == "gsa" else "global"
+            name = {"dssa": "DSSA", "gsa": "GSA", "dwa": "DWA"}[self.kind]
+            return f"{name} {self.window}->{n}" + (" (no PWA)" if self.kind == "dwa" else "")
+        if self.kind == "twins_global":
+            return f"Twins GSA sr{self.sr_ratio}"
+        if self.kind == "msa":
+            return "MSA"
+        name = {"swin": "W-MSA", "swin_shifted": "SW-MSA", "twins_local": "LSA", "local": "local"}[self.kind]
+        return f"{name} {self.window}->{n}" if not self.global_attention else f"{name} global"
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: patch embedding (OPE), its blocks, CPE after the first block."""
+
+    index: int
+    in_chans: int
+    dim: int
+    embed_stride: int
+    overlapping: bool
+    reduction: int
+    map_size: int
+    cpe: bool
+    proj_drop: float
+    blocks: tuple[BlockSpec, ...] = field(default=())
 
 
 @dataclass
@@ -41,6 +134,13 @@ class SepViTConfig:
       ope: overlapping patch embedding (kernel 2*stride-1) instead of kernel = stride.
       cpe: conditional position encoding (3x3 depthwise conv + residual) after each stage's first block.
       inner_shortcuts: the authors' two shortcuts inside DSSA; False follows the paper's equations.
+    Regularisation (defaults 0, as the authors' training):
+      drop_rate: dropout before the classifier head only (timm's meaning).
+      proj_drop_rate: the authors' `drop_rate`: dropout after each patch embedding, after every attention
+          projection and inside the MLP (after the activation and after fc2).
+      attn_drop_rate: dropout on the attention probabilities (DWA, PWA and the peers' attention; the
+          fused kernel's dropout_p, applied in training only).
+      drop_path_rate: stochastic depth, rising linearly from 0 over all blocks.
     Implementation switches:
       fused_attn: use F.scaled_dot_product_attention (same output as the explicit path within 1e-5).
     """
@@ -57,6 +157,8 @@ class SepViTConfig:
     window_size: int = 7
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
+    proj_drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
     # paper switches
     window_token: str = "learnable"
     dssa: bool = True
@@ -105,13 +207,13 @@ class SepViTConfig:
             raise ValueError("img_size and in_chans must be >= 1 and num_classes >= 0")
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
-        for name in ("drop_rate", "drop_path_rate"):
+        for name in ("drop_rate", "drop_path_rate", "proj_drop_rate", "attn_drop_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.window_token not in WINDOW_TOKENS:
             raise ValueError(f"unknown window_token {self.window_token!r}: use one of {', '.join(WINDOW_TOKENS)}")
-        if self.block_pattern not in BLOCK_PATTERNS:
-            raise ValueError(f"unknown block_pattern {self.block_pattern!r}: use one of {', '.join(BLOCK_PATTERNS)}")
+        if self.block_pattern not in PATTERN_KINDS:
+            raise ValueError(f"unknown block_pattern {self.block_pattern!r}: use one of {', '.join(PATTERN_KINDS)}")
         if not self.dssa and self.window_token != "learnable":
             raise ValueError(
                 f"window_token={self.window_token!r} has no effect with dssa=False (no window tokens without PWA): "
@@ -163,21 +265,80 @@ class SepViTConfig:
     def stage_resolution(self, stage: int, img_size: int | None = None) -> int:
         """Side of the stage's feature map for a square input (conv arithmetic of the patch embeddings)."""
         size = self.img_size if img_size is None else img_size
-        for s in range(stage + 1):
-            stride = self.stem_stride if s == 0 else 2
-            kernel, padding = patch_embed_geometry(stride, self.ope)
-            size = (size + 2 * padding - kernel) // stride + 1
-        return size
+        return self.stage_sizes(size, size)[stage][0]
+
+    def stage_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """(H, W) of every stage's map for an input of height x width."""
+        sizes = []
+        for stage in range(self.num_stages):
+            stride = self.embed_stride(stage)
+            height = patch_embed_output_size(height, stride, self.ope)
+            width = patch_embed_output_size(width, stride, self.ope)
+            sizes.append((height, width))
+        return sizes
+
+    def embed_stride(self, stage: int) -> int:
+        """Stride of the stage's patch embedding: stem_stride, then 2."""
+        return self.stem_stride if stage == 0 else 2
 
     def windows_per_side(self, stage: int) -> int:
-        return math.ceil(self.stage_resolution(stage) / self.window_size)
+        return window_grid(self.stage_resolution(stage), self.window_size)[0]
 
-    def block_window_sizes(self, stage: int) -> tuple[int, ...]:
-        """Window side of every block of a stage: grouped blocks use group_size * window_size."""
-        base = self.window_size
-        grouped = base * self.group_sizes[stage]
-        use_groups = stage in self.gsa_stages
-        return tuple(grouped if (use_groups and i % 2 == 1) else base for i in range(self.depths[stage]))
+    def block_window_sizes(self, stage: int) -> tuple[int | None, ...]:
+        """Window side of every block of a stage (grouped blocks: group_size * window_size)."""
+        return tuple(spec.window for spec in self.stage_spec(stage).blocks)
+
+    # ------------------------------------------------------------------ the per-block specification
+    def block_kind(self, stage: int, index: int) -> str:
+        """The kind of block `index` of `stage` (see BlockSpec.kind), from the pattern's cycle of kinds."""
+        cycle = PATTERN_KINDS[self.block_pattern]
+        kind = cycle[index % len(cycle)]
+        if self.block_pattern == "sepvit":
+            if not self.dssa:
+                return "dwa"
+            if kind == "gsa" and (stage not in self.gsa_stages or self.group_sizes[stage] == 1):
+                return "dssa"
+        return kind
+
+    def stage_specs(self) -> tuple[StageSpec, ...]:
+        """Every stage with its blocks: the one statement of the model's structure."""
+        # float32 rates exactly as torch computes them (the runner's seeded results depend on them)
+        rates = torch.linspace(0, self.drop_path_rate, sum(self.depths), device="cpu").tolist()
+        stages, start = [], 0
+        for stage, depth in enumerate(self.depths):
+            stages.append(self._stage_spec(stage, rates[start:start + depth]))
+            start += depth
+        return tuple(stages)
+
+    def stage_spec(self, stage: int) -> StageSpec:
+        return self.stage_specs()[stage]
+
+    def block_spec(self, stage: int, index: int) -> BlockSpec:
+        return self.stage_spec(stage).blocks[index]
+
+    def _stage_spec(self, stage: int, drop_paths: list[float]) -> StageSpec:
+        side = self.stage_resolution(stage)
+        reduction = self.stem_stride * 2**stage
+        blocks = tuple(self._block_spec(stage, i, side, reduction, rate) for i, rate in enumerate(drop_paths))
+        return StageSpec(index=stage, in_chans=self.in_chans if stage == 0 else self.embed_dims[stage - 1],
+                         dim=self.embed_dims[stage], embed_stride=self.embed_stride(stage), overlapping=self.ope,
+                         reduction=reduction, map_size=side, cpe=self.cpe, proj_drop=self.proj_drop_rate,
+                         blocks=blocks)
+
+    def _block_spec(self, stage: int, index: int, side: int, stride: int, drop_path: float) -> BlockSpec:
+        kind = self.block_kind(stage, index)
+        group = self.group_sizes[stage] if kind == "gsa" else 1
+        window = None if kind in ("msa", "twins_global") else self.window_size * group
+        return BlockSpec(
+            stage=stage, index=index, kind=kind, dim=self.embed_dims[stage], num_heads=self.num_heads[stage],
+            mlp_ratio=self.mlp_ratio, window=window, map_size=side,
+            token_grid=window_grid(side, window) if window is not None else (1, 1), stride=stride,
+            drop_path=drop_path, proj_drop=self.proj_drop_rate, attn_drop=self.attn_drop_rate,
+            fused_attn=self.fused_attn, group_size=group,
+            shift=self.window_size // 2 if kind == "swin_shifted" else 0,
+            sr_ratio=self.twins_sr_ratios[stage] if kind == "twins_global" else 1,
+            window_token=self.window_token, inner_shortcuts=self.inner_shortcuts,
+        )
 
     # ------------------------------------------------------------------ conversion
     def to_dict(self) -> dict[str, Any]:
@@ -204,10 +365,11 @@ class SepViTConfig:
         return {k: v for k, v in self.to_dict().items() if ref.get(k) != v}
 
     def build(self):
-        """Build the `SepViT` model this config describes."""
-        from .model import SepViT
-
-        return SepViT(self)
+        """Build the model this config describes (`sepvit.model.SepViT`, which registers itself as the
+        builder when the package is imported: the configuration does not import the model)."""
+        if _BUILDER is None:
+            raise RuntimeError("no model builder registered: import sepvit (its package import registers SepViT)")
+        return _BUILDER(self)
 
     @classmethod
     def preset(cls, name: str, **changes: Any) -> "SepViTConfig":
@@ -217,12 +379,13 @@ class SepViTConfig:
         return cls.from_dict({**PRESETS[name], **changes})
 
 
-def patch_embed_geometry(stride: int, overlapping: bool) -> tuple[int, int]:
-    """(kernel, padding) of a patch embedding. OPE: kernel 2*stride-1 (7 for 4, 3 for 2, 3 for 1)."""
-    if not overlapping:
-        return stride, 0
-    kernel = 2 * stride - 1 if stride > 1 else 3
-    return kernel, kernel // 2
+_BUILDER: Callable[[SepViTConfig], Any] | None = None
+
+
+def register_builder(builder: Callable[[SepViTConfig], Any]) -> None:
+    """Make `SepViTConfig.build()` call `builder(config)` (the model module registers its class)."""
+    global _BUILDER
+    _BUILDER = builder
 
 
 # The authors' variants at 224x224 (head_dim 32 everywhere) and small presets for 32-64 px on a CPU.

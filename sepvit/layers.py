@@ -1,7 +1,7 @@
 """Helpers: window partitioning, window tokens, overlapping patch embedding (OPE) and CPE.
 
 Feature maps are channels-last, (B, H, W, C), everywhere inside the backbone.
-MAC formulas follow the paper's convention (multiply-add = 1; norms, biases and adds left out).
+Each layer's `macs()` counts what its forward runs (`sepvit.macs`: multiply-add = 1, split by convention).
 """
 from __future__ import annotations
 
@@ -11,22 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import patch_embed_geometry
+from .geometry import conv_output_size, patch_embed_geometry, window_geometry
+from .macs import Macs, conv, layer_norm, resample
+
+__all__ = ["window_geometry", "pad_map", "window_partition", "window_reverse", "WindowToken", "PatchEmbed",
+           "ConditionalPositionEncoding", "trunc_normal_init"]
 
 
 # ---------------------------------------------------------------------------------- windows
-def window_geometry(height: int, width: int, window: int) -> tuple[int, int, int, int]:
-    """(window_h, window_w, pad_h, pad_w) for partitioning a map.
-
-    A map that fits in one window becomes a single window of its own size (no padding): the block
-    degenerates to full attention, as in the authors' code at stage 4. Otherwise the map is padded with
-    zeros on the bottom/right to a multiple of the window (the authors' dense-prediction backbones).
-    """
-    if height <= window and width <= window:
-        return height, width, 0, 0
-    return window, window, (-height) % window, (-width) % window
-
-
 def pad_map(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
     """Zero-pad a (B, H, W, C) map on the bottom and right."""
     if pad_h or pad_w:
@@ -62,7 +54,7 @@ class WindowToken(nn.Module):
       "zero": fixed zero tokens (the paper's ablation), no parameters.
       "avgpool": each window's mean over its valid (unpadded) pixels (the paper's Table-7 alternative).
     The token is normalised by the block's pre-norm like every other token (paper Eq. 1: z~ = concat(z, wt)).
-    Cost: no MACs (the qkv of the extra token is counted in DWA).
+    Cost: resizing only (the qkv of the extra token is counted in DWA).
     """
 
     def __init__(self, mode: str, dim: int, grid: tuple[int, int]):
@@ -92,6 +84,12 @@ class WindowToken(nn.Module):
             tokens = tokens.permute(0, 2, 3, 1)
         return tokens.reshape(1, gh * gw, self.dim).expand(b, -1, -1)
 
+    def macs(self, grid: tuple[int, int]) -> Macs:
+        """Learnable tokens met on a window grid other than the built one are resized (bilinear)."""
+        if self.tokens is not None and tuple(grid) != tuple(self.built_grid):
+            return resample(grid[0] * grid[1] * self.dim)
+        return Macs()
+
     def extra_repr(self) -> str:
         return f"mode={self.mode}, dim={self.dim}, grid={self.built_grid}"
 
@@ -108,6 +106,7 @@ class PatchEmbed(nn.Module):
     def __init__(self, in_chans: int, dim: int, stride: int, overlapping: bool = True, channels_last_in: bool = True):
         super().__init__()
         kernel, padding = patch_embed_geometry(stride, overlapping)
+        self.in_chans, self.dim, self.kernel, self.stride, self.padding = in_chans, dim, kernel, stride, padding
         self.channels_last_in = channels_last_in
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=kernel, stride=stride, padding=padding)
         self.norm = nn.LayerNorm(dim, eps=1e-5)
@@ -117,9 +116,15 @@ class PatchEmbed(nn.Module):
             x = x.permute(0, 3, 1, 2)
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
-    @staticmethod
-    def macs(height_out: int, width_out: int, in_chans: int, dim: int, kernel: int) -> int:
-        return height_out * width_out * dim * in_chans * kernel * kernel
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H', W') of the embedded map for an input of height x width."""
+        return (conv_output_size(height, self.kernel, self.stride, self.padding),
+                conv_output_size(width, self.kernel, self.stride, self.padding))
+
+    def macs(self, height: int, width: int) -> Macs:
+        """The conv and its LayerNorm, for an input of height x width."""
+        h, w = self.output_size(height, width)
+        return conv(h * w, self.in_chans, self.dim, self.kernel) + layer_norm(h * w, self.dim)
 
 
 class ConditionalPositionEncoding(nn.Module):
@@ -130,19 +135,14 @@ class ConditionalPositionEncoding(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
+        self.dim = dim
         self.proj = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
-    @staticmethod
-    def macs(height: int, width: int, dim: int) -> int:
-        return 9 * height * width * dim
-
-
-def mlp_macs(tokens: int, dim: int, mlp_ratio: float) -> int:
-    """MACs of the block MLP (two Linears): 2 * tokens * dim * hidden."""
-    return 2 * tokens * dim * int(dim * mlp_ratio)
+    def macs(self, height: int, width: int) -> Macs:
+        return conv(height * width, self.dim, self.dim, 3, groups=self.dim)
 
 
 def trunc_normal_init(module: nn.Module) -> None:

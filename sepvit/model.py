@@ -1,180 +1,144 @@
 """SepViT backbone: blocks -> stage -> model -> timm registry (the layout of timm's swin_transformer.py).
 
-One backbone, four block patterns (`SepViTConfig.block_pattern`) with the same stem, stages, widths, CPE
-and head, so that the attention pattern is the only difference between them.
+One backbone, several block patterns (`SepViTConfig.block_pattern`) with the same stem, stages, widths,
+CPE and head, so that the attention pattern is the only difference between them. The structure comes
+from the configuration's block specs (`SepViTConfig.stage_specs()`); `make_block` is the one dispatch
+from a block kind to modules.
 """
 from __future__ import annotations
 
-import math
+import re
 from typing import Any
 
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath, Mlp, register_notrace_function, register_notrace_module
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
-
 from .attention import (
-    DepthwiseSelfAttention,
+    DepthwiseSeparableSelfAttention,
     GlobalMultiHeadAttention,
     GlobalSubsampledAttention,
-    PointwiseSelfAttention,
+    GroupedSelfAttention,
     WindowMultiHeadAttention,
 )
-from .config import PRESETS, SepViTConfig
-from .layers import (
-    ConditionalPositionEncoding,
-    PatchEmbed,
-    WindowToken,
-    pad_map,
-    trunc_normal_init,
-    window_geometry,
-    window_partition,
-    window_reverse,
-)
+from .config import PRESETS, BlockSpec, SepViTConfig, StageSpec, register_builder
+from .layers import ConditionalPositionEncoding, PatchEmbed, trunc_normal_init
+from .macs import Macs, layer_norm, linear, mlp, total
 
-__all__ = ["SepViT", "SepViTBlock", "TransformerBlock", "SepViTStage"]
+__all__ = ["SepViT", "SepViTBlock", "TransformerBlock", "SepViTStage", "make_block", "checkpoint_filter_fn"]
 
 
 # ---------------------------------------------------------------------------------- blocks
+@register_notrace_module  # DSSA's structure (tokens and PWA or not) depends on the input's window grid
 class SepViTBlock(nn.Module):
-    """The SepViT block (paper Eq. 1-3, Fig. 2): window tokens + DWA + PWA + projection, then MLP.
+    """The SepViT block (paper Eq. 1-3, Fig. 2), a pre-norm block around DSSA (or GSA):
+    z' = z + DropPath(DSSA(z; LN)),  out = z' + DropPath(MLP(LN(z'))).
 
-    Authors' code (inner_shortcuts=True):
-        z~ = concat(wt, windows(z));  d = DWA(LN(z~)) + LN(z~);  (t, p) = split(d)
-        z' = z + proj(PWA(t, p) + p);  out = z' + MLP(LN(z'))
-    Paper equations (inner_shortcuts=False): d = DWA(LN(z~)), z' = z + proj(PWA(t, p)).
-    With dssa=False there are no window tokens and no PWA (window attention only; the config then
-    gives every block the base window, since GSA groups belong to DSSA).
-    A block whose window covers the whole map at the model's img_size (token_grid == (1, 1)) is built
-    as in the authors' code, without window token or PWA parameters: global MSA plus the inner shortcut
-    (the authors' stage 4 and stage-3 GSA blocks at 224). It stays global at any input size.
-    A GSA block (paper Sec. 3.3) is this block with a window of group_size x window_size.
+    DSSA receives the pre-norm rather than a normalised map because it normalises the window tokens
+    with the pixels (paper Eq. 1: LN(concat(z, wt))).
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        window_size: int,
-        token_grid: tuple[int, int],
-        window_token: str = "learnable",
-        dssa: bool = True,
-        inner_shortcuts: bool = True,
-        mlp_ratio: float = 4.0,
-        drop_path: float = 0.0,
-        fused_attn: bool = True,
-    ):
-        super().__init__()
-        self.global_attention = tuple(token_grid) == (1, 1)
-        self.window_size = window_size
-        self.dssa = dssa and not self.global_attention
-        self.inner_shortcuts = inner_shortcuts
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.window_token = WindowToken(window_token, dim, token_grid) if self.dssa else None
-        self.dwa = DepthwiseSelfAttention(dim, num_heads, fused_attn=fused_attn)
-        self.pwa = PointwiseSelfAttention(dim, num_heads, fused_attn=fused_attn) if self.dssa else None
-        self.proj = nn.Linear(dim, dim)
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor, stride: int = 1) -> torch.Tensor:
-        x = x + self.drop_path1(self.separable_attention(x, stride))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
-
-    def separable_attention(self, x: torch.Tensor, stride: int) -> torch.Tensor:
-        b, height, width, c = x.shape
-        window = max(height, width) if self.global_attention else self.window_size
-        wh, ww, ph, pw = window_geometry(height, width, window)
-        windows = window_partition(pad_map(self.norm1(x), ph, pw), wh, ww)
-        grid = ((height + ph) // wh, (width + pw) // ww)
-        use_tokens = self.dssa and windows.shape[1] > 1
-        if use_tokens:
-            tokens = self.norm1(self.window_token(x, grid, (wh, ww), (ph, pw)))
-            windows = torch.cat([tokens.unsqueeze(2), windows], dim=2)
-        meta = dict(map_size=(height, width), window=(wh, ww), grid=grid, padding=(ph, pw), shift=0,
-                    stride=stride, window_token=use_tokens)
-        kind = "dwa" if windows.shape[1] > 1 else "msa"
-        mixed = self.dwa(windows, kind=kind, **meta)
-        if self.inner_shortcuts:
-            mixed = mixed + windows
-        if use_tokens:
-            tokens, pixels = mixed[:, :, 0], mixed[:, :, 1:]
-            mixed = self.pwa(tokens, pixels, **meta)
-            if self.inner_shortcuts:
-                mixed = mixed + pixels
-        out = window_reverse(mixed, wh, ww, height + ph, width + pw)[:, :height, :width]
-        return self.proj(out)
-
-
-class TransformerBlock(nn.Module):
-    """A pre-norm transformer block around one of the peers' attention units:
-    Swin W-MSA / SW-MSA, Twins LSA / GSA, or global MSA. out = z' + MLP(LN(z')), z' = z + Attn(LN(z)).
-    """
-
-    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+    def __init__(self, dim: int, attn: DepthwiseSeparableSelfAttention, mlp_ratio: float = 4.0,
+                 drop_path: float = 0.0, proj_drop: float = 0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = attn
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, stride: int = 1) -> torch.Tensor:
-        x = x + self.drop_path1(self.attn(self.norm1(x), stride=stride))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.attn(x, self.norm1))
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 
+    def macs(self, height: int, width: int) -> Macs:
+        """DSSA (with the pre-norm it applies), LN, MLP on an H x W map."""
+        tokens = height * width
+        return (self.attn.macs(height, width) + layer_norm(tokens, self.norm2.normalized_shape[0])
+                + mlp(tokens, self.mlp.fc1.in_features, self.mlp.fc1.out_features))
 
-def make_block(cfg: SepViTConfig, stage: int, index: int, drop_path: float) -> nn.Module:
-    """The block at (stage, index) for the configured block pattern."""
-    dim, heads = cfg.embed_dims[stage], cfg.num_heads[stage]
-    common = dict(mlp_ratio=cfg.mlp_ratio, drop_path=drop_path)
-    if cfg.block_pattern == "sepvit":
-        window = cfg.block_window_sizes(stage)[index]
-        side = cfg.stage_resolution(stage)
-        grid = (1, 1) if side <= window else (math.ceil(side / window),) * 2
-        return SepViTBlock(dim, heads, window, grid, window_token=cfg.window_token, dssa=cfg.dssa,
-                           inner_shortcuts=cfg.inner_shortcuts, fused_attn=cfg.fused_attn, **common)
-    if cfg.block_pattern == "swin":
-        attn = WindowMultiHeadAttention(dim, heads, cfg.window_size, shift=index % 2 == 1, kind="swin",
-                                        fused_attn=cfg.fused_attn)
-    elif cfg.block_pattern == "twins":
-        if index % 2 == 0:
-            attn = WindowMultiHeadAttention(dim, heads, cfg.window_size, kind="twins_local", fused_attn=cfg.fused_attn)
-        else:
-            attn = GlobalSubsampledAttention(dim, heads, cfg.twins_sr_ratios[stage], fused_attn=cfg.fused_attn)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before DSSA became a module keep its parts directly under the block.
+        for part in ("window_token.", "dwa.", "pwa.", "proj."):
+            for key in [k for k in state_dict if k.startswith(prefix + part)]:
+                state_dict[prefix + "attn." + key[len(prefix):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class TransformerBlock(nn.Module):
+    """A pre-norm transformer block around one of the peers' attention units (Swin W-MSA / SW-MSA,
+    Twins LSA / GSA, global MSA, plain window attention): out = z' + MLP(LN(z')), z' = z + Attn(LN(z)).
+    """
+
+    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, drop_path: float = 0.0,
+                 proj_drop: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = attn
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+    def macs(self, height: int, width: int) -> Macs:
+        tokens, dim = height * width, self.norm1.normalized_shape[0]
+        return (layer_norm(tokens, dim) + self.attn.macs(height, width) + layer_norm(tokens, dim)
+                + mlp(tokens, dim, self.mlp.fc1.out_features))
+
+
+def make_block(spec: BlockSpec) -> nn.Module:
+    """The block a spec describes: the one dispatch from a block kind to its modules."""
+    common = dict(fused_attn=spec.fused_attn, attn_drop=spec.attn_drop, proj_drop=spec.proj_drop, stride=spec.stride)
+    dim, heads = spec.dim, spec.num_heads
+    if spec.kind in ("dssa", "dwa"):
+        attn = DepthwiseSeparableSelfAttention(dim, heads, spec.window, spec.token_grid, window_token=spec.window_token,
+                                               pwa=spec.kind == "dssa", inner_shortcuts=spec.inner_shortcuts, **common)
+    elif spec.kind == "gsa":
+        attn = GroupedSelfAttention(dim, heads, spec.window // spec.group_size, spec.group_size, spec.token_grid,
+                                    window_token=spec.window_token, inner_shortcuts=spec.inner_shortcuts, **common)
+    elif spec.kind in ("swin", "swin_shifted", "twins_local", "local"):
+        attn = WindowMultiHeadAttention(dim, heads, spec.window, shift=spec.shift > 0,
+                                        kind="swin" if spec.kind == "swin_shifted" else spec.kind, **common)
+    elif spec.kind == "twins_global":
+        attn = GlobalSubsampledAttention(dim, heads, spec.sr_ratio, **common)
+    elif spec.kind == "msa":
+        attn = GlobalMultiHeadAttention(dim, heads, **common)
     else:
-        attn = GlobalMultiHeadAttention(dim, heads, fused_attn=cfg.fused_attn)
-    return TransformerBlock(dim, attn, **common)
+        raise ValueError(f"no unit for block kind {spec.kind!r}")
+    block = SepViTBlock if isinstance(attn, DepthwiseSeparableSelfAttention) else TransformerBlock
+    return block(dim, attn, mlp_ratio=spec.mlp_ratio, drop_path=spec.drop_path, proj_drop=spec.proj_drop)
 
 
 # ---------------------------------------------------------------------------------- stage
 class SepViTStage(nn.Module):
     """Patch embedding (OPE), then the stage's blocks, with CPE after the first block (as in Twins)."""
 
-    def __init__(self, cfg: SepViTConfig, stage: int, drop_paths: list[float]):
+    def __init__(self, spec: StageSpec):
         super().__init__()
-        self.stride = cfg.stem_stride * 2**stage
-        in_chans = cfg.in_chans if stage == 0 else cfg.embed_dims[stage - 1]
-        self.patch_embed = PatchEmbed(in_chans, cfg.embed_dims[stage], cfg.stem_stride if stage == 0 else 2,
-                                      overlapping=cfg.ope, channels_last_in=stage > 0)
-        self.blocks = nn.ModuleList(make_block(cfg, stage, i, dp) for i, dp in enumerate(drop_paths))
-        self.cpe = ConditionalPositionEncoding(cfg.embed_dims[stage]) if cfg.cpe else None
+        self.stride = spec.reduction
+        self.patch_embed = PatchEmbed(spec.in_chans, spec.dim, spec.embed_stride, overlapping=spec.overlapping,
+                                      channels_last_in=spec.index > 0)
+        self.pos_drop = nn.Dropout(spec.proj_drop)
+        self.blocks = nn.ModuleList(make_block(block) for block in spec.blocks)
+        self.cpe = ConditionalPositionEncoding(spec.dim) if spec.cpe else None
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
+        x = self.pos_drop(self.patch_embed(x))
         for i, block in enumerate(self.blocks):
             if self.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
-                x = checkpoint(block, x, self.stride, use_reentrant=False)
+                x = checkpoint(block, x, use_reentrant=False)
             else:
-                x = block(x, self.stride)
+                x = block(x)
             if i == 0 and self.cpe is not None:
                 x = self.cpe(x)
         return x
@@ -189,25 +153,23 @@ class SepViT(nn.Module):
     resampled to the input's window grid (see `WindowToken`).
     """
 
-    def __init__(self, config: SepViTConfig | None = None, **overrides: Any):
+    def __init__(self, config: SepViTConfig | None = None, global_pool: str = "avg", **overrides: Any):
         super().__init__()
         if "img_size" in overrides and isinstance(overrides["img_size"], (tuple, list)):
             overrides["img_size"] = _square_size(overrides["img_size"])
         cfg = config.replace(**overrides) if config is not None else SepViTConfig(**overrides)
         self.config = cfg
+        self.in_chans = cfg.in_chans
         self.num_classes = cfg.num_classes
         self.num_features = self.head_hidden_size = cfg.embed_dims[-1]
-        self.global_pool = "avg"
+        self.global_pool = _check_pool(global_pool)
+        self.output_fmt = "NHWC"  # forward_features and the stages return channels-last maps
         self.grad_checkpointing = False
 
-        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
-        stages, start = [], 0
-        self.feature_info = []
-        for s, depth in enumerate(cfg.depths):
-            stages.append(SepViTStage(cfg, s, rates[start:start + depth]))
-            start += depth
-            self.feature_info.append(dict(num_chs=cfg.embed_dims[s], reduction=stages[-1].stride, module=f"stages.{s}"))
-        self.stages = nn.Sequential(*stages)
+        specs = cfg.stage_specs()
+        self.stages = nn.Sequential(*(SepViTStage(spec) for spec in specs))
+        self.feature_info = [dict(num_chs=spec.dim, reduction=spec.reduction, module=f"stages.{spec.index}")
+                             for spec in specs]
         self.norm = nn.LayerNorm(self.num_features, eps=1e-6)
         self.head_drop = nn.Dropout(cfg.drop_rate)
         self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
@@ -242,25 +204,16 @@ class SepViT(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         if global_pool is not None:
-            if global_pool not in ("avg", ""):
-                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
+            self.global_pool = _check_pool(global_pool)
         self.num_classes = num_classes
         self.config = self.config.replace(num_classes=num_classes)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             trunc_normal_init(self.head)
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != self.config.in_chans:
-            raise ValueError(
-                f"expected images of shape (batch, {self.config.in_chans}, height, width), got {tuple(x.shape)}"
-            )
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> normalised final map, channels-last (B, H/32, W/32, C)."""
-        self._check_input(x)
-        return self.norm(self.stages(x))
+        return self.norm(self.stages(validate_images(x, self.in_chans)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == "avg":
@@ -283,7 +236,7 @@ class SepViT(nn.Module):
         """Stage outputs (NCHW or NHWC) and, unless intermediates_only, the final normalised map."""
         if output_fmt not in ("NCHW", "NHWC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        self._check_input(x)
+        x = validate_images(x, self.in_chans)
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         stages = self.stages if not stop_early else self.stages[: max_index + 1]
         intermediates = []
@@ -307,6 +260,40 @@ class SepViT(nn.Module):
             self.reset_classifier(0, "")
         return take_indices
 
+    # ----- cost
+    def macs_breakdown(self, height: int, width: int) -> list[tuple[str, Macs]]:
+        """(module name, MACs) of every part, in forward order, for one image of height x width (batch 1):
+        each part counts itself (`sepvit.macs`) on the map size the model gives it."""
+        parts = []
+        for s, stage in enumerate(self.stages):
+            parts.append((f"stages.{s}.patch_embed", stage.patch_embed.macs(height, width)))
+            height, width = stage.patch_embed.output_size(height, width)
+            for i, block in enumerate(stage.blocks):
+                parts.append((f"stages.{s}.blocks.{i}", block.macs(height, width)))
+                if i == 0 and stage.cpe is not None:
+                    parts.append((f"stages.{s}.cpe", stage.cpe.macs(height, width)))
+        parts.append(("norm", layer_norm(height * width, self.num_features)))
+        if self.num_classes > 0:
+            parts.append(("head", linear(1, self.num_features, self.num_classes)))
+        return parts
+
+    def macs(self, height: int, width: int) -> Macs:
+        """MACs of one image of height x width (batch 1)."""
+        return total(macs for _, macs in self.macs_breakdown(height, width))
+
+
+@register_notrace_function  # a check on the input's shape: a leaf of FX traces (public: FX wraps no _names)
+def validate_images(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+    if x.ndim != 4 or x.shape[1] != in_chans:
+        raise ValueError(f"expected images of shape (batch, {in_chans}, height, width), got {tuple(x.shape)}")
+    return x
+
+
+def _check_pool(global_pool: str) -> str:
+    if global_pool not in ("avg", ""):
+        raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+    return global_pool
+
 
 def _square_size(size) -> int:
     size = tuple(size)
@@ -317,10 +304,40 @@ def _square_size(size) -> int:
     return int(size[0])
 
 
+register_builder(SepViT)
+
+
 # ---------------------------------------------------------------------------------- registry
+_AUTHORS_KEYS = (  # the authors' classification/sepvit.py names -> ours
+    (re.compile(r"^patch_embeds\.(\d+)\.(proj|norm)\."), r"stages.\1.patch_embed.\2."),
+    (re.compile(r"^pos_block\.(\d+)\.proj\.0\."), r"stages.\1.cpe.proj."),
+    (re.compile(r"^blocks\.(\d+)\.(\d+)\.win_tokens$"), r"stages.\1.blocks.\2.attn.window_token.tokens"),
+    (re.compile(r"^blocks\.(\d+)\.(\d+)\.attn\.DSA_qkv\."), r"stages.\1.blocks.\2.attn.dwa.qkv."),
+    (re.compile(r"^blocks\.(\d+)\.(\d+)\.attn\.win_tokens_norm\."), r"stages.\1.blocks.\2.attn.pwa.norm."),
+    (re.compile(r"^blocks\.(\d+)\.(\d+)\.attn\.PSA_qk\."), r"stages.\1.blocks.\2.attn.pwa.qk."),
+    (re.compile(r"^blocks\.(\d+)\.(\d+)\.attn\.proj\."), r"stages.\1.blocks.\2.attn.proj."),
+    (re.compile(r"^blocks\.(\d+)\.(\d+)\.(norm1|norm2|mlp)\."), r"stages.\1.blocks.\2.\3."),
+)
+
+
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: SepViT) -> dict[str, torch.Tensor]:
-    """Accept workbench checkpoints saved as {'model': state_dict, ...} or a bare state dict."""
-    return state_dict.get("model", state_dict) if isinstance(state_dict, dict) else state_dict
+    """Workbench checkpoints ({'model': state_dict, ...} or a bare state dict) pass through; the authors'
+    state dicts (`classification/sepvit.py`: `patch_embeds.*`, `pos_block.*`, `blocks.S.B.*`) are renamed,
+    and their window tokens, (1, N, 1, C) with N windows row-major, become our (1, rows, cols, C)."""
+    state_dict = state_dict.get("model", state_dict)
+    if "patch_embeds.0.proj.weight" not in state_dict:
+        return state_dict
+    ours = model.state_dict()
+    out = {}
+    for key, value in state_dict.items():
+        for pattern, replacement in _AUTHORS_KEYS:
+            if pattern.match(key):
+                key = pattern.sub(replacement, key)
+                break
+        if key.endswith(".window_token.tokens") and key in ours and value.dim() == 4 and value.shape[2] == 1:
+            value = value.reshape(ours[key].shape)  # (1, N, 1, C) -> (1, rows, cols, C): N = row * cols + col
+        out[key] = value
+    return out
 
 
 def _create_sepvit(variant: str, pretrained: bool = False, **kwargs: Any) -> SepViT:
@@ -335,24 +352,20 @@ def _create_sepvit(variant: str, pretrained: bool = False, **kwargs: Any) -> Sep
     )
 
 
-def _cfg(input_size: int = 224, num_classes: int = 1000, **kwargs: Any) -> dict[str, Any]:
+def _cfg(variant: str, **kwargs: Any) -> dict[str, Any]:
+    cfg = SepViTConfig.preset(variant)
+    side = cfg.stage_resolution(cfg.num_stages - 1)
     return dict(
-        url="", num_classes=num_classes, input_size=(3, input_size, input_size), pool_size=None,
-        crop_pct=0.875 if input_size == 224 else 1.0, interpolation="bicubic",
-        mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
-        first_conv="stages.0.patch_embed.proj", classifier="head", **kwargs,
+        url="", num_classes=cfg.num_classes, input_size=(cfg.in_chans, cfg.img_size, cfg.img_size),
+        pool_size=(side, side), crop_pct=0.875 if cfg.img_size == 224 else 1.0, interpolation="bicubic",
+        fixed_input_size=False, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+        first_conv="stages.0.patch_embed.proj", classifier="head",
+        paper_ids="arXiv:2203.15380", paper_name="SepViT: Separable Vision Transformer",
+        origin_url="https://github.com/liwei109/SepViT", **kwargs,
     )
 
 
-default_cfgs = generate_default_cfgs({
-    "sepvit_lite": _cfg(),
-    "sepvit_tiny": _cfg(),
-    "sepvit_small": _cfg(),
-    "sepvit_base": _cfg(),
-    "sepvit_micro_32": _cfg(input_size=32, num_classes=10),
-    "sepvit_micro_64": _cfg(input_size=64, num_classes=10),
-    "sepvit_nano_32": _cfg(input_size=32, num_classes=10),
-})
+default_cfgs = generate_default_cfgs({name: _cfg(name) for name in PRESETS})
 
 
 @register_model

@@ -15,23 +15,15 @@ from .config import PRESETS, SepViTConfig
 
 
 def describe(cfg: SepViTConfig) -> str:
-    model = cfg.build()
+    """The stage-by-stage block specs of `cfg` (what `make_block` builds) and its parameter count."""
     lines = [f"block_pattern={cfg.block_pattern} img_size={cfg.img_size} window_size={cfg.window_size} "
              f"window_token={cfg.window_token} dssa={cfg.dssa} gsa={cfg.gsa} ope={cfg.ope} cpe={cfg.cpe}"]
     lines.append(f"{'stage':<6}{'map':>8}{'dim':>6}{'heads':>6}  blocks (window side -> windows per map)")
-    for s, stage in enumerate(model.stages):
-        side = cfg.stage_resolution(s)
-        blocks = []
-        for block in stage.blocks:
-            if type(block).__name__ == "SepViTBlock":
-                if block.global_attention:
-                    blocks.append("global")
-                else:
-                    n = -(-side // block.window_size)
-                    blocks.append(f"{block.window_size}->{n * n}" + ("" if block.dssa else " (no PWA)"))
-            else:
-                blocks.append(type(block.attn).__name__)
-        lines.append(f"{s + 1:<6}{f'{side}x{side}':>8}{cfg.embed_dims[s]:>6}{cfg.num_heads[s]:>6}  " + ", ".join(blocks))
+    for stage in cfg.stage_specs():
+        side, heads = stage.map_size, cfg.num_heads[stage.index]
+        blocks = ", ".join(block.label for block in stage.blocks)
+        lines.append(f"{stage.index + 1:<6}{f'{side}x{side}':>8}{stage.dim:>6}{heads:>6}  {blocks}")
+    model = cfg.build()
     params = sum(p.numel() for p in model.parameters())
     tokens = sum(p.numel() for n, p in model.named_parameters() if ".window_token." in n)
     lines.append(f"params: {params:,} ({params / 1e6:.2f} M), of which window tokens {tokens:,}")

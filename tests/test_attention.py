@@ -25,6 +25,7 @@ EXPECTED_KINDS = {
     "swin": {"swin", "msa"},
     "twins": {"twins_local", "twins_global", "msa"},
     "msa": {"msa"},
+    "local": {"local", "msa"},
 }
 
 
@@ -160,9 +161,9 @@ def test_swin_query_map_lands_on_the_right_pixels(shift):
 def test_real_shifted_swin_block_is_unrolled_to_its_window():
     """A real SW-MSA unit: the query's keys (non-zero weights) form its shifted window, masked regions cut off."""
     torch.manual_seed(0)
-    unit = WindowMultiHeadAttention(8, 2, window_size=4, shift=True).eval()
+    unit = WindowMultiHeadAttention(8, 2, window_size=4, shift=True, stride=2).eval()
     with torch.no_grad(), record_attention(unit) as maps:
-        unit(torch.randn(1, 8, 8, 8), stride=2)
+        unit(torch.randn(1, 8, 8, 8))
     rec = maps[0]
     assert rec["shift"] == 2
     interior = A.query_attention(rec, (3 * 2, 3 * 2)).sum(0)  # feature (3,3): rolled (1,1), original window 2..5
@@ -241,26 +242,6 @@ def test_uniform_dwa_then_uniform_pwa_reach_like_uniform_global_attention():
     assert stats.stage.tolist() == [1, 1, 1, 1]
 
 
-# ---------------------------------------------------------------------------------- plots
-def test_plots_return_figures():
-    torch.manual_seed(0)
-    model = micro(block_pattern="sepvit").build().eval()
-    x = torch.rand(1, 3, 32, 32)
-    _, maps = record(model, x)
-    image = A.to_display_image(x[0])
-    dwa, pwa = A.select(maps, "dwa")[0], A.select(maps, "pwa")[1]
-    figures = [
-        A.plot_window_token_attention(image, dwa),
-        A.plot_query_attention(image, dwa, (5, 9)),
-        A.plot_query_attention(image, pwa, (5, 9)),
-        A.plot_pwa_heatmap(pwa),
-        A.plot_head_grid(image, pwa, A.pwa_window_attention(pwa, (5, 9))),
-        A.plot_mean_distance(A.attention_statistics(maps, variant="a")),
-    ]
-    assert all(isinstance(f, matplotlib.figure.Figure) and f.axes for f in figures)
-    plt.close("all")
-
-
 def test_pwa_window_map_directions():
     pwa = torch.zeros(1, 1, 4, 4)
     pwa[0, 0, :3, 0] = 1.0
@@ -276,39 +257,239 @@ def test_pwa_window_map_directions():
         A.pwa_window_attention(rec, (0, 1), direction="sideways")
 
 
-# ---------------------------------------------------------------------------------- trained models from MLflow
-def test_matching_runs_picks_the_best_finished_run_of_exactly_this_config():
-    from experiments.tracking import flatten
-
-    cfg = micro()
-    same = flatten(cfg.to_dict(), "model.")
-    other = flatten(cfg.replace(window_token="zero").to_dict(), "model.")
-    runs = pd.DataFrame([
-        {"run_id": "a", "status": "FINISHED", "best_top1": 20.0, **same},
-        {"run_id": "b", "status": "FINISHED", "best_top1": 30.0, **same},
-        {"run_id": "c", "status": "FAILED", "best_top1": 90.0, **same},
-        {"run_id": "d", "status": "FINISHED", "best_top1": 95.0, **other},
-    ])
-    assert A.matching_runs(runs, cfg)["run_id"].tolist() == ["b", "a"]
-    assert A.matching_runs(runs.drop(columns=["model.gsa"]), cfg).empty  # a param it cannot check: no match
+# ---------------------------------------------------------------------------------- one block, one query
+def dssa_pair(window_rows=None):
+    """DWA and PWA records of one block: 8x8 map, 2x2 windows of 4, window tokens, stride 2, one head."""
+    dwa = window_record("dwa", torch.full((1, 4, 1, 17, 17), 1 / 17), (8, 8), 4, stride=2, token=True)
+    if window_rows is not None:
+        dwa["attn"] = window_rows
+    pwa = dict(dwa, kind="pwa", attn=torch.full((1, 1, 4, 4), 0.25))
+    return dwa, pwa
 
 
-def test_load_logged_model_reads_the_runners_checkpoint_artifact(tmp_path):
-    from mlflow.tracking import MlflowClient
+def test_dssa_query_map_reads_other_windows_at_the_query_position():
+    # PWA: window 0 mixes in window 3 only; DWA of window 3: the pixel at position p attends to position p + 1.
+    attn = torch.full((1, 4, 1, 17, 17), 1 / 17)
+    attn[0, 3, 0, 1:] = 0.0
+    for p in range(16):
+        attn[0, 3, 0, 1 + p, 0] = 0.5  # the token's share is set aside
+        attn[0, 3, 0, 1 + p, 1 + (p + 1) % 16] = 0.5
+    dwa, pwa = dssa_pair(attn)
+    pwa["attn"][0, 0, 0] = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    query_px = (2 * 1, 2 * 2)  # feature pixel (1, 2): window 0, position 1 * 4 + 2 = 6
+    fmap = A.dssa_query_attention(dwa, pwa, query_px)[0]
+    assert fmap.sum() == pytest.approx(1.0)
+    # window 3 starts at (4, 4); position 7 is (1, 3) inside it
+    assert np.unravel_index(fmap.argmax(), fmap.shape) == (5, 7) and fmap.max() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="one block"):
+        A.dssa_query_attention(dwa, dict(pwa, block="stages.0.blocks.0"), query_px)
 
-    from experiments.checkpoint import save_checkpoint
 
+def test_dssa_query_maps_average_to_the_chained_statistics():
+    """The per-query chained map and the chained statistics are two implementations of one path: averaged over
+    every query pixel, the maps' expected distance and entropy equal the statistics' dwa+pwa values."""
     torch.manual_seed(0)
-    cfg = micro()
-    model = cfg.build().eval()
-    path = save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 1}, tmp_path / "best.pth")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
-    run_id = client.create_run(exp).info.run_id
-    client.log_artifact(run_id, str(path), "checkpoint")
-    loaded = A.load_logged_model(uri, run_id)
-    x = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), model(x))
-    assert loaded.config == cfg
+    dwa, pwa = dssa_pair(torch.softmax(3 * torch.randn(1, 4, 1, 17, 17), -1))
+    pwa["attn"] = torch.softmax(3 * torch.randn(1, 1, 4, 4), -1)
+    yy, xx = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
+    distances, entropies = [], []
+    for i in range(8):
+        for j in range(8):
+            fmap = A.dssa_query_attention(dwa, pwa, (2 * i, 2 * j))[0]
+            distances.append((fmap * np.hypot(yy - i, xx - j)).sum() * 2)
+            entropies.append(-(fmap * np.log(np.clip(fmap, 1e-30, None))).sum())
+    stats = A.attention_statistics([dwa, pwa])
+    chained = stats[stats.kind == "dwa+pwa"].iloc[0]
+    assert chained.mean_distance_px == pytest.approx(np.mean(distances), rel=1e-5)
+    assert chained.entropy == pytest.approx(np.mean(entropies), rel=1e-5)
+    assert chained.entropy_ratio == pytest.approx(chained.entropy / math.log(64), rel=1e-9)
+
+
+def test_block_query_map_keys_are_the_query_window():
+    torch.manual_seed(0)
+    unit = WindowMultiHeadAttention(8, 2, window_size=4, shift=True, stride=2).eval()
+    with torch.no_grad(), record_attention(unit) as maps:
+        unit(torch.randn(1, 8, 8, 8))
+    fmap, geometry = A.block_query_attention(maps, (3 * 2, 3 * 2))
+    assert geometry is maps[0] and fmap.shape == (2, 8, 8)
+    keys = ~np.isnan(fmap[0])
+    np.testing.assert_array_equal(keys, A.query_keys(maps[0], (6, 6)))
+    assert keys.sum() == 16 and keys[2:6, 2:6].all()  # the shifted window around feature (3, 3)
+    np.testing.assert_allclose(np.nansum(fmap, axis=(1, 2)), 1.0, atol=1e-5)
+
+
+NANO_LABELS = {
+    "sepvit": ["s1b1 DSSA: 64 windows of 4", "s2b1 DSSA: 16 windows of 4", "s2b2 GSA: 4 groups of 8",
+               "s3b1 DSSA: 4 windows of 4", "s3b2 global MSA", "s4b1 global MSA"],
+    "swin": ["s1b1 W-MSA (4)", "s2b1 W-MSA (4)", "s2b2 SW-MSA (4)", "s3b1 W-MSA (4)", "s3b2 SW-MSA (4)",
+             "s4b1 global MSA"],
+    "twins": ["s1b1 Twins LSA (4)", "s2b1 Twins LSA (4)", "s2b2 Twins GSA sr4", "s3b1 Twins LSA (4)",
+              "s3b2 Twins GSA sr2", "s4b1 global MSA"],
+    "local-only": ["s1b1 window 4, no PWA", "s2b1 window 4, no PWA", "s2b2 window 4, no PWA",
+                   "s3b1 window 4, no PWA", "s3b2 window 4, no PWA", "s4b1 global MSA"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(NANO_LABELS))
+def test_every_block_of_every_pattern_gives_one_query_map(name):
+    changes = dict(dssa=False) if name == "local-only" else dict(block_pattern=name)
+    torch.manual_seed(0)
+    model = SepViTConfig.preset("sepvit_nano_32", **changes).build().eval()
+    _, maps = record(model, torch.randn(2, 3, 32, 32))
+    blocks = A.block_names(maps)
+    assert [A.block_label(A.select(maps, block=b), base_window=4) for b in blocks] == NANO_LABELS[name]
+    for block in blocks:
+        fmap, geometry = A.block_query_attention(A.select(maps, block=block), (21, 9), batch=1)
+        assert fmap.shape[1:] == tuple(geometry["map_size"])
+        token_share = geometry["kind"] == "dwa" and geometry["window_token"] and "pwa" not in \
+            {r["kind"] for r in A.select(maps, block=block)}
+        assert not token_share  # every DWA with tokens is chained with its PWA
+        np.testing.assert_allclose(np.nansum(fmap, axis=(1, 2)), 1.0, atol=1e-4)
+
+
+def test_received_share_is_one_when_uniform_and_counts_windows():
+    pwa = dict(block="b", kind="pwa", attn=torch.full((2, 1, 4, 4), 0.25), map_size=(8, 8), window=(4, 4),
+               grid=(2, 2), padding=(0, 0), shift=0, stride=1)
+    np.testing.assert_allclose(A.received_share(pwa, [(0, 0), (1, 1)]), [1.0, 1.0])
+    pwa["attn"] = torch.zeros(2, 1, 4, 4)
+    pwa["attn"][..., 1] = 1.0  # every window reads window (0, 1) only
+    np.testing.assert_allclose(A.received_share(pwa, [(0, 1), (1, 1)]), [4.0, 0.0])
+    with pytest.raises(ValueError, match="one window per image"):
+        A.received_share(pwa, [(0, 1)])
+
+
+# ---------------------------------------------------------------------------------- accuracy, chance, conclusions
+def test_chance_table_labels_and_warning():
+    table = A.chance_table({"good": 40.0, "edge": 14.0, "low": 3.0}, {n: (6.0, 14.0) for n in ("good", "edge", "low")})
+    assert table["at_chance"].tolist() == [False, True, True]  # within or below the interval: at chance
+    assert A.model_label(table, "good") == "good · top-1 40.0 %"
+    assert A.model_label(table, "edge") == "edge · top-1 14.0 % · AT CHANCE"
+    warning = A.chance_markdown(table)
+    assert "not interpreted" in warning and "**edge** (14.0 %)" in warning and "**low** (3.0 %)" in warning
+    assert "good" not in warning and "6.0–14.0 %" in warning
+    assert A.chance_markdown(table, ["good"]) == ("All 1 models are above chance (the 95 % interval of guessing is "
+                                                  "6.0–14.0 % top-1): good 40.0 %.")
+
+
+def two_state_stats():
+    """Model "a": untrained uniform, trained identity attention on one 2x2 window block; model "b" the same."""
+    uniform = window_record("msa", torch.full((1, 1, 1, 4, 4), 0.25), (2, 2), 2, stride=4)
+    identity = window_record("msa", torch.eye(4).reshape(1, 1, 1, 4, 4), (2, 2), 2, stride=4)
+    return pd.concat([A.attention_statistics([rec], model=m, state=s) for m in ("a", "b")
+                      for s, rec in (("untrained", uniform), ("trained", identity))], ignore_index=True)
+
+
+def test_trained_vs_untrained_and_computed_sentences():
+    comparison = A.trained_vs_untrained(two_state_stats())
+    row = comparison.iloc[0]
+    assert (row.model, row.unit) == ("a", "s2b1")
+    assert row.mean_distance_px_untrained == pytest.approx((2 + math.sqrt(2)) * 4 / 4) and row.mean_distance_px_trained == 0
+    assert row.entropy_ratio_untrained == pytest.approx(1.0) and row.entropy_ratio_trained == pytest.approx(0.0, abs=1e-9)
+    table = A.chance_table({"a": 50.0, "b": 10.0}, {"a": (6.0, 14.0), "b": (6.0, 14.0)})
+    text = A.training_effect_markdown(comparison, table)
+    assert "lowered the normalised entropy in 1 of 1 blocks (mean over blocks 1.00 → 0.00)" in text
+    assert "s2b1 (3.4 → 0.0 px)" in text and "**b**: at chance (10.0 %), not interpreted." in text
+    assert A.reach_markdown(comparison, table) == "- stage 2: a 0.0 px"
+    both = A.chance_table({"a": 50.0, "b": 50.0}, {"a": (6.0, 14.0), "b": (6.0, 14.0)})
+    shifted = comparison.assign(mean_distance_px_trained=np.where(comparison.model == "b", 2.5, 0.0),
+                                distance_change_px=np.where(comparison.model == "b", -0.01, 0.0))
+    assert A.reach_markdown(shifted, both) == "- stage 2: b 2.5, a 0.0 px"  # farthest first
+    assert "changed by +0.0 to +0.0 px" in A.training_effect_markdown(shifted, both)  # never "-0.0"
+    all_stuck = A.chance_table({"a": 1.0, "b": 1.0}, {"a": (6.0, 14.0), "b": (6.0, 14.0)})
+    assert "No model is above chance" in A.reach_markdown(comparison, all_stuck)
+    stats = two_state_stats()
+    with pytest.raises(ValueError, match="both states"):
+        A.trained_vs_untrained(stats[stats.state == "trained"])
+
+
+# ---------------------------------------------------------------------------------- images
+def test_load_image_from_array_and_file(tmp_path):
+    from PIL import Image
+
+    wide = np.zeros((40, 60, 3), np.uint8)
+    wide[:, 10:50] = 255  # the centre square is white, the 10-px side bands black and cropped away
+    image = A.load_image(wide, 32)
+    assert image.shape == (32, 32, 3) and image.dtype == np.float32
+    assert image.min() > 0.95
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((20, 20), 128, np.uint8)).save(grey)
+    loaded = A.load_image(str(grey), 32)
+    assert loaded.shape == (32, 32, 3) and np.allclose(loaded, 128 / 255, atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="no image file at"):
+        A.load_image(tmp_path / "missing.jpg", 32)
+    mean, std = (0.2, 0.3, 0.4), (0.5, 0.25, 0.1)
+    x = A.to_model_input(loaded, mean, std)
+    assert x.shape == (1, 3, 32, 32)
+    np.testing.assert_allclose(A.to_display_image(x[0], mean, std), loaded, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------- plots
+def map_images(fig):
+    return [im for ax in fig.axes for im in ax.get_images() if im.norm is not None and im.get_array().ndim == 2]
+
+
+def test_map_plots_share_one_fixed_colour_scale_with_a_colour_bar():
+    torch.manual_seed(0)
+    sepvit_maps = record(SepViTConfig.preset("sepvit_nano_32").build().eval(), torch.randn(1, 3, 32, 32))[1]
+    swin_maps = record(SepViTConfig.preset("sepvit_nano_32", block_pattern="swin").build().eval(),
+                       torch.randn(1, 3, 32, 32))[1]
+    image, query = np.random.default_rng(0).random((32, 32, 3)), (21, 29)
+    figures = [
+        A.plot_block_maps(image, [("sepvit", sepvit_maps), ("swin", swin_maps)], query, base_window=4, window_px=4),
+        A.plot_dssa_anatomy(image, [("s1", sepvit_maps, "stages.0.blocks.0"), ("s2", sepvit_maps, "stages.1.blocks.1")],
+                            query, base_window=4),
+        A.plot_head_maps(image, [("sepvit", sepvit_maps), ("swin", swin_maps)], ["stages.2.blocks.0", "stages.3.blocks.0"],
+                         query, base_window=4),
+    ]
+    expected_panels = [2 * 6, 2 * 6, 2 * (2 + 4)]
+    for fig, panels in zip(figures, expected_panels):
+        images = map_images(fig)
+        assert len(images) == panels
+        assert {(im.norm.vmin, im.norm.vmax) for im in images} == {A.PROBABILITY_RANGE}  # never rescaled per panel
+        assert [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"] == [A.COLOURBAR_LABEL]
+        markers = [line for ax in fig.axes for line in ax.get_lines() if line.get_marker() == "x"]
+        assert markers and all(tuple(line.get_xydata()[0]) == (query[1], query[0]) for line in markers)
+    with pytest.raises(ValueError, match="no DWA and PWA"):
+        A.plot_dssa_anatomy(image, [("swin", swin_maps, "stages.0.blocks.0")], query)
+    plt.close("all")
+
+
+def test_borders_follow_windows_groups_and_shifts():
+    torch.manual_seed(0)
+    maps = record(SepViTConfig.preset("sepvit_nano_32").build().eval(), torch.randn(1, 3, 32, 32))[1]
+    grouped = A.select(maps, "dwa", "stages.1.blocks.1")[0]  # 2x2 groups of 8 feature px at stride 2
+    fig, ax = plt.subplots()
+    A.draw_borders(ax, grouped, base_window=4)
+    rows = [line for line in ax.get_lines() if line.get_ydata()[0] == line.get_ydata()[1]]  # the axhlines
+    solid = sorted(line.get_ydata()[0] + 0.5 for line in rows if line.get_linestyle() == "-")
+    dotted = sorted(line.get_ydata()[0] + 0.5 for line in rows if line.get_linestyle() == ":")
+    assert solid == [0, 16, 32] and dotted == [0, 8, 16, 24, 32]
+    plt.close("all")
+
+
+def test_statistics_and_accuracy_plots():
+    comparison = A.trained_vs_untrained(two_state_stats())
+    table = A.chance_table({"a": 50.0, "b": 10.0}, {"a": (6.0, 14.0), "b": (6.0, 14.0)})
+    fig = A.plot_block_statistics(comparison, "entropy_ratio", {n: A.model_label(table, n) for n in table.index})
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["a · top-1 50.0 %", "b · top-1 10.0 % · AT CHANCE"]
+    heights = sorted(round(p.get_height(), 6) for p in fig.axes[0].patches)
+    assert heights == [0.0, 1.0]
+    fig = A.plot_accuracy(table)
+    bars = fig.axes[0].patches
+    assert [b.get_hatch() for b in bars if b.get_width() in (50.0, 10.0)] == [None, "//"]
+    plt.close("all")
+
+
+def test_zero_probability_shows_black_and_a_non_key_grey():
+    attn = torch.zeros(1, 1, 1, 4, 4)
+    attn[..., 0] = 1.0  # every query attends to pixel (0, 0) alone: the others underflow to exactly 0
+    rec = window_record("msa", attn, (2, 2), 2, stride=1)
+    fmap = A.query_attention(rec, (1, 1))[0].astype(np.float64)
+    fmap[0, 1] = np.nan  # as block_query_attention marks pixels outside the query's window
+    fig, ax = plt.subplots()
+    artist = A.draw_attention(ax, fmap, rec)
+    rgba = artist.to_rgba(artist.get_array())
+    np.testing.assert_allclose(rgba[1, 1], (0, 0, 0, 1))  # zero: below the scale, black
+    np.testing.assert_allclose(rgba[0, 1], matplotlib.colors.to_rgba(A.NOT_A_KEY))  # not a key: grey
+    np.testing.assert_allclose(rgba[0, 0], matplotlib.colormaps["magma"](1.0))  # probability 1: the top
+    plt.close("all")

@@ -20,8 +20,9 @@ import torch
 
 from analysis import complexity as cx
 from analysis.counters import fvcore_count, ptflops_count
-from sepvit import SepViTConfig
+from sepvit import BLOCK_PATTERNS, SepViTConfig
 from sepvit.attention import (
+    DepthwiseSeparableSelfAttention,
     DepthwiseSelfAttention,
     GlobalMultiHeadAttention,
     GlobalSubsampledAttention,
@@ -29,6 +30,7 @@ from sepvit.attention import (
     WindowMultiHeadAttention,
 )
 from sepvit.layers import pad_map, window_geometry, window_partition
+from sepvit.model import SepViTBlock
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
@@ -43,39 +45,10 @@ def _windows(height: int, width: int, window: int, token: bool) -> tuple[torch.T
     wh, ww, ph, pw = window_geometry(height, width, window)
     windows = window_partition(pad_map(torch.randn(1, height, width, DIM), ph, pw), wh, ww)
     n = windows.shape[1]
-    token = token and n > 1  # as in the block: no window token for a single window
+    token = token and n > 1  # as in DSSA: no window token for a single window
     if token:
         windows = torch.cat([torch.randn(1, n, 1, DIM), windows], dim=2)
     return windows, n, token
-
-
-def _ptflops_close(ptflops: int, macs: cx.Macs, fvcore: int) -> None:
-    assert abs(ptflops - fvcore) <= 0.03 * fvcore
-    assert macs.paper <= ptflops <= macs.with_biases
-
-
-# ------------------------------------------------------------------------------ attention units
-@pytest.mark.parametrize("height,width,window", SHAPES)
-@pytest.mark.parametrize("token", [True, False])
-def test_dwa_formula_equals_fvcore(height, width, window, token):
-    windows, _, token = _windows(height, width, window, token)
-    unit = DepthwiseSelfAttention(DIM, HEADS, fused_attn=True)
-    expected = cx.dwa(height, width, DIM, window, token)
-    assert fvcore_count(unit, windows).total == expected.fvcore == expected.paper  # no norm inside DWA
-
-
-@pytest.mark.parametrize("height,width,window", SHAPES[:3])
-def test_pwa_formula_equals_fvcore_plus_its_norm(height, width, window):
-    windows, n, _ = _windows(height, width, window, token=False)
-    tokens = torch.randn(1, n, DIM)
-    unit = PointwiseSelfAttention(DIM, HEADS, fused_attn=True)
-    expected = cx.pwa(height, width, DIM, window)
-    counted = fvcore_count(unit, (tokens, windows))
-    assert counted.total == expected.fvcore
-    # Convention difference: fvcore counts PWA's LayerNorm of the window tokens (5 N C), the paper does not.
-    assert counted.total - expected.paper == counted.norms == 5 * n * DIM
-    assert expected.paper == PointwiseSelfAttention.macs(*_padded(height, width, window), DIM,
-                                                         *window_geometry(height, width, window)[:2])
 
 
 def _padded(height: int, width: int, window: int) -> tuple[int, int]:
@@ -83,43 +56,93 @@ def _padded(height: int, width: int, window: int) -> tuple[int, int]:
     return height + ph, width + pw
 
 
+def _ptflops_close(ptflops: int, macs: cx.Macs, fvcore: int) -> None:
+    assert abs(ptflops - fvcore) <= 0.03 * fvcore
+    assert macs.paper <= ptflops <= macs.with_biases
+
+
+# ------------------------------------------------------------------------------ attention units: macs() == fvcore
 @pytest.mark.parametrize("height,width,window", SHAPES)
-@pytest.mark.parametrize("kind", ["swin", "swin_shifted", "twins_local"])
-def test_window_attention_formula_equals_fvcore(height, width, window, kind):
+@pytest.mark.parametrize("token", [True, False])
+def test_dwa_counts_itself_like_fvcore_and_the_paper(height, width, window, token):
+    windows, n, token = _windows(height, width, window, token)
+    unit = DepthwiseSelfAttention(DIM, HEADS, fused_attn=True)
+    counted = unit.macs(n, windows.shape[2])
+    assert fvcore_count(unit, windows).total == counted.fvcore == counted.paper  # no norm inside DWA
+    hp, wp = _padded(height, width, window)  # paper Eq. 5 on the padded map: 3 HW C^2 + 3 N C^2 + 2 N (M^2+1)^2 C
+    assert counted.paper == 3 * hp * wp * DIM**2 + 3 * n * DIM**2 * token + 2 * n * windows.shape[2] ** 2 * DIM
+
+
+@pytest.mark.parametrize("height,width,window", SHAPES[:3])
+def test_pwa_counts_itself_like_fvcore_and_the_paper(height, width, window):
+    windows, n, _ = _windows(height, width, window, token=False)
+    unit = PointwiseSelfAttention(DIM, HEADS, fused_attn=True)
+    counted = fvcore_count(unit, (torch.randn(1, n, DIM), windows))
+    expected = unit.macs(n, windows.shape[2])
+    assert counted.total == expected.fvcore
+    # Convention difference: fvcore counts PWA's LayerNorm of the window tokens (5 N C), the paper does not.
+    assert counted.total - expected.paper == counted.norms == 5 * n * DIM
+    hp, wp = _padded(height, width, window)  # paper Eq. 6 without the projection: 2 N C^2 + N^2 C + N HW C
+    assert expected.paper == 2 * n * DIM**2 + n * n * DIM + n * hp * wp * DIM
+
+
+@pytest.mark.parametrize("height,width,window", SHAPES)
+@pytest.mark.parametrize("kind", ["swin", "swin_shifted", "twins_local", "local"])
+def test_window_attention_counts_itself_like_fvcore(height, width, window, kind):
     unit = WindowMultiHeadAttention(DIM, HEADS, window, shift=kind == "swin_shifted",
-                                    kind="twins_local" if kind == "twins_local" else "swin")
-    x = torch.randn(1, height, width, DIM)
-    expected = cx.window_msa(height, width, DIM, window)
-    counted = fvcore_count(unit, x)
-    assert counted.total == expected.fvcore == expected.paper
-    # The unit's own formula: qkv and attention on the padded map, the projection after cropping.
+                                    kind=kind.replace("_shifted", ""))
+    counted = fvcore_count(unit, torch.randn(1, height, width, DIM))
+    assert counted.total == unit.macs(height, width).fvcore == unit.macs(height, width).paper
+    # qkv and attention on the padded map, the projection after cropping; paper Eq. 4 on divisible maps
     wh, ww, ph, pw = window_geometry(height, width, window)
-    assert WindowMultiHeadAttention.macs(height, width, DIM, wh, ww, ph, pw) == counted.total
+    hp, wp = height + ph, width + pw
+    assert counted.total == 3 * hp * wp * DIM**2 + height * width * DIM**2 + 2 * wh * ww * hp * wp * DIM
+    assert cx.window_msa(height, width, DIM, window) == unit.macs(height, width)  # timm Swin's rule, cropped proj
 
 
 @pytest.mark.parametrize("height,width", [(14, 14), (9, 7), (8, 8)])
 @pytest.mark.parametrize("sr_ratio", [1, 2, 4])
-def test_twins_gsa_formula_equals_fvcore(height, width, sr_ratio):
+def test_twins_gsa_counts_itself_like_fvcore(height, width, sr_ratio):
     unit = GlobalSubsampledAttention(DIM, HEADS, sr_ratio)
-    expected = cx.twins_gsa(height, width, DIM, sr_ratio)
     counted = fvcore_count(unit, torch.randn(1, height, width, DIM))
-    assert counted.total == expected.fvcore
-    assert expected.paper == GlobalSubsampledAttention.macs(height, width, DIM, sr_ratio)
+    assert counted.total == unit.macs(height, width).fvcore
     kv_tokens = -(-height // sr_ratio) * -(-width // sr_ratio)
     assert counted.norms == (5 * kv_tokens * DIM if sr_ratio > 1 else 0)  # the LayerNorm after the sr conv
 
 
 @pytest.mark.parametrize("height,width", [(7, 7), (6, 9)])
-def test_global_msa_formula_equals_fvcore(height, width):
+def test_global_msa_counts_itself_like_fvcore_and_the_paper(height, width):
     unit = GlobalMultiHeadAttention(DIM, HEADS)
     counted = fvcore_count(unit, torch.randn(1, height, width, DIM))
-    assert counted.total == GlobalMultiHeadAttention.macs(height, width, DIM) == cx.msa(height, width, DIM).paper
+    hw = height * width
+    assert counted.total == unit.macs(height, width).paper == 4 * hw * DIM**2 + 2 * hw**2 * DIM
+    assert cx.msa(height, width, DIM) == unit.macs(height, width)
+
+
+# (map, window, built token grid): divisible, padded, resized learnable tokens, single window, built global
+BLOCK_SHAPES = [((16, 16), 4, (4, 4)), ((13, 10), 4, (4, 4)), ((20, 20), 4, (4, 4)), ((4, 3), 4, (4, 4)),
+                ((9, 9), 4, (1, 1))]
+
+
+@pytest.mark.parametrize("size,window,grid", BLOCK_SHAPES)
+@pytest.mark.parametrize("mode", ["learnable", "zero", "avgpool"])
+def test_sepvit_block_counts_itself_like_fvcore(size, window, grid, mode):
+    attn = DepthwiseSeparableSelfAttention(DIM, HEADS, window, grid, window_token=mode)
+    block = SepViTBlock(DIM, attn)
+    counted = fvcore_count(block, torch.randn(1, *size, DIM))
+    expected = block.macs(*size)
+    assert counted.total == expected.fvcore
+    assert counted.resample == expected.resample  # resized learnable tokens only
+    parts = attn.macs_parts(*size)
+    assert sum(p.paper for p in parts.values()) == attn.macs(*size).paper
+    several = (-(-size[0] // window)) * (-(-size[1] // window)) > 1 and grid != (1, 1)
+    assert (parts["pwa"].paper > 0) == several
 
 
 @pytest.mark.parametrize("height,width,window", SHAPES)
 def test_ptflops_agrees_with_fvcore_on_units(height, width, window):
     unit = WindowMultiHeadAttention(DIM, HEADS, window, shift=True)
-    expected = cx.window_msa(height, width, DIM, window)
+    expected = unit.macs(height, width)
     counted = fvcore_count(unit, torch.randn(1, height, width, DIM)).total
     _ptflops_close(ptflops_count(unit, (height, width, DIM)), expected, counted)
 
@@ -147,7 +170,7 @@ def test_fused_timm_twins_block_is_counted():
     fused = fvcore_count(wrapped, x).total
     block.attn.fused_attn = False
     assert fused == fvcore_count(wrapped, x).total
-    analytic = cx.transformer_block(8, 8, DIM, cx.twins_gsa(8, 8, DIM, 2, pad=False))
+    analytic = cx.transformer_block(8, 8, DIM, cx.twins_gsa(8, 8, DIM, 2))
     assert fused == analytic.fvcore
 
 
@@ -332,7 +355,7 @@ def test_window_group_sweep_and_patterns():
     assert by[("group", 14)]["block"] == cx.block_macs(cfg, 1, 1, 28, 28).paper
     assert by[("group", 28)]["pwa"] == 0  # one group covers the map: no PWA
     patterns = {r["block_pattern"]: r for r in cx.pattern_comparison("sepvit_tiny", [224])}
-    assert set(patterns) == {"sepvit", "swin", "twins", "msa"}
+    assert set(patterns) == set(BLOCK_PATTERNS)
     assert patterns["sepvit"]["macs_analytic_norms"] == cx.model_macs(cfg).fvcore
     assert patterns["msa"]["macs_analytic"] > patterns["swin"]["macs_analytic"]
 
@@ -355,3 +378,171 @@ def test_cli_help_explains_conventions(capsys):
     text = capsys.readouterr().out
     for phrase in ("MACs (one multiply-add = 1)", "fvcore", "ptflops", "LayerNorm", "scaled_dot_product_attention"):
         assert phrase in text
+
+
+# ------------------------------------------------------------------------------ published values and conventions
+@pytest.mark.parametrize("value,digits", [(2.9, 1), (4.53, 2), (15, 0), (15.0, 0), (0.57, 2), (150, 0)])
+def test_published_precision(value, digits):
+    assert cx.published_precision(value) == digits
+
+
+def test_rounds_to_reads_the_published_precision():
+    assert cx.rounds_to(2.94, 2.9) and cx.rounds_to(2.85, 2.9) and not cx.rounds_to(2.809, 2.9)
+    assert cx.rounds_to(2.809, 2.8) and not cx.rounds_to(4.519, 4.53) and cx.rounds_to(4.533, 4.53)
+
+
+def test_published_comparison_explains_twins_both_sources(table_224):
+    comparison = cx.published_comparison(table_224)
+    twins = {c["source"]: c for c in comparison if c["model"] == "twins_svt_small"}
+    assert len(twins) == 2  # its own README and the SepViT paper's table
+    readme = next(c for source, c in twins.items() if "Twins README" in source)
+    paper = next(c for source, c in twins.items() if "SepViT paper" in source)
+    # Twins' README (2.8 G) leaves the attention matmuls out; the SepViT paper (2.9 G) counts them.
+    assert readme["matches"] == ["no_attention_matmuls"] and readme["published_gmacs"] == 2.8
+    assert "paper" in paper["matches"] and "no_attention_matmuls" not in paper["matches"]
+    row = next(r for r in table_224 if r["model"] == "twins_svt_small")
+    assert paper["paper_gmacs"] - readme["no_attention_matmuls_gmacs"] == pytest.approx(
+        row["fvcore_attention_matmuls"] / 1e9)
+    assert readme["attention_matmuls_gmacs"] == pytest.approx(row["fvcore_attention_matmuls"] / 1e9)
+    swin = next(c for c in comparison if c["model"] == "swin_tiny_patch4_window7_224")
+    assert "paper" in swin["matches"] and "no_attention_matmuls" not in swin["matches"]
+    sepvit = next(c for c in comparison if c["model"] == "sepvit_tiny")
+    assert sepvit["matches"] and "fvcore" in sepvit["matches"] and sepvit["closest"] in sepvit["matches"]
+    sentences = cx.published_sentences(comparison)
+    assert len(sentences) == len(comparison) == 4
+    assert any("2.8 G (Twins README" in s and "without attention matmuls" in s for s in sentences)
+
+
+def test_published_comparison_reports_a_figure_no_convention_matches():
+    row = dict(model="m", params=1e6, macs_fvcore=int(1.30e9), macs_fvcore_no_norms=int(1.29e9),
+               fvcore_attention_matmuls=int(0.1e9), fvcore_norms=int(0.01e9), macs_ptflops=None)
+    own = {"m": dict(params_m=1.0, gmacs=1.5, source="somewhere")}
+    (c,) = cx.published_comparison([row], own=own, elsewhere=[])
+    assert c["matches"] == [] and c["closest"] == "fvcore" and c["ptflops_gmacs"] is None
+    assert cx.convention_counts(row)["no_attention_matmuls"] == int(1.19e9)
+    assert "matches no convention" in cx.published_sentences([c])[0]
+
+
+# ------------------------------------------------------------------------------ time against MACs
+@pytest.mark.parametrize("op,counted", [("aten::addmm", True), ("aten::bmm", True), ("aten::mm", True),
+                                        ("aten::_scaled_dot_product_flash_attention_for_cpu", True),
+                                        ("aten::mkldnn_convolution", True), ("aten::copy_", False),
+                                        ("aten::native_layer_norm", False), ("aten::roll", False),
+                                        ("aten::_softmax", False), ("aten::gelu", False)])
+def test_counted_by_macs(op, counted):
+    assert cx.counted_by_macs(op) is counted
+
+
+def test_follows_macs_is_a_symmetric_factor():
+    assert cx.follows_macs(0.5, 0.5) and cx.follows_macs(0.59, 0.5) and cx.follows_macs(0.42, 0.5)
+    assert not cx.follows_macs(0.61, 0.5) and not cx.follows_macs(0.41, 0.5)
+    assert cx.follows_macs(0.7, 0.5, tolerance=0.5)
+
+
+def _block_row(**units):
+    row = dict(stage=2, batch_size=4, reference="swin_pair")
+    for name in cx.BLOCK_UNITS:
+        ms, macs, time_ratio, macs_ratio = units.get(name, (None, None, None, None))
+        row.update({f"{name}_ms": ms, f"{name}_ms_q1": ms and ms * 0.9, f"{name}_ms_q3": ms and ms * 1.2,
+                    f"{name}_macs": macs, f"{name}_time_ratio": time_ratio, f"{name}_time_ratio_q1": time_ratio,
+                    f"{name}_time_ratio_q3": time_ratio, f"{name}_macs_ratio": macs_ratio})
+    return row
+
+
+def test_block_time_vs_macs_rows():
+    row = _block_row(sepvit_block=(10.0, 100e6, 0.5, 0.5), swin_pair=(20.0, 200e6, 1.0, 1.0),
+                     msa_block=(10.0, 400e6, 0.5, 2.0))
+    out = {r["name"]: r for r in cx.block_time_vs_macs([row])}
+    assert list(out) == ["sepvit_block", "swin_pair", "msa_block"]  # the units' order, untimed ones left out
+    assert out["sepvit_block"]["gmacs_per_s"] == pytest.approx(100e6 * 4 / 0.010 / 1e9)
+    assert out["sepvit_block"]["follows"] and out["swin_pair"]["follows"]
+    assert out["msa_block"]["time_per_mac"] == pytest.approx(0.25) and out["msa_block"]["follows"] is False
+    noise = cx.timing_noise(list(out.values()))
+    assert noise["max_relative_iqr"] == pytest.approx(0.3) and noise["candidates"] == 3
+
+
+def test_block_time_vs_macs_reads_a_real_benchmark():
+    from analysis.benchmark import Settings, benchmark_blocks
+
+    rows = benchmark_blocks("sepvit_nano_32", Settings(batch_size=2, img_size=32, rounds=2, warmup=0), stages=[4],
+                            units=["sepvit_block", "swin_pair", "msa_block"])
+    out = cx.block_time_vs_macs(rows)
+    assert [r["name"] for r in out] == ["sepvit_block", "swin_pair", "msa_block"]
+    for r in out:
+        assert r["gmacs_per_s"] == pytest.approx(r["macs"] * 2 / (r["ms"] / 1000) / 1e9)
+        assert r["macs_ratio"] == pytest.approx(r["macs"] / out[1]["macs"])
+    assert out[1]["time_ratio"] == 1.0 and out[1]["follows"]
+
+
+def _model_row(name, ms, macs, time_ratio, reference="a"):
+    return dict(model=name, reference=reference, ms_per_batch=ms, ms_per_batch_q1=ms, ms_per_batch_q3=ms,
+                macs=macs, batch_size=8, time_ratio=time_ratio, speed_ratio_q1=1 / time_ratio,
+                speed_ratio_q3=1 / time_ratio)
+
+
+def test_model_time_vs_macs_rows():
+    out = cx.model_time_vs_macs([_model_row("a", 100.0, 4e9, 1.0), _model_row("b", 70.0, 2e9, 0.7)])
+    assert out[1]["macs_ratio"] == 0.5 and out[1]["time_per_mac"] == pytest.approx(1.4)
+    assert out[1]["follows"] is False and out[0]["follows"]
+    assert out[1]["gmacs_per_s"] == pytest.approx(2e9 * 8 / 0.07 / 1e9)
+    with pytest.raises(ValueError, match="no MAC count"):
+        cx.model_time_vs_macs([_model_row("a", 100.0, None, 1.0)])
+
+
+def test_op_profile_splits_mac_operators_from_the_rest():
+    a, b, big = torch.randn(256, 256), torch.randn(256, 256), torch.randn(2_000_000)
+    matmul = cx.op_profile(lambda: a @ b, repeats=2, macs=256**3)
+    assert matmul["mac_share"] > 0.9 and matmul["mac_gmacs_per_s"] > 0
+    assert matmul["mac_gmacs_per_s"] == pytest.approx(256**3 / (matmul["mac_ms"] / 1000) / 1e9)
+    elementwise = cx.op_profile(lambda: big.exp(), repeats=2)
+    assert elementwise["mac_share"] == 0 and elementwise["top_other"][0][0] == "aten::exp"
+    assert elementwise["mac_gmacs_per_s"] is None
+    assert elementwise["total_ms"] == pytest.approx(elementwise["other_ms"])
+
+
+def test_profile_stage_units_at_a_small_stage():
+    rows = cx.profile_stage_units("sepvit_nano_32", 32, batch_size=2, stages=[4],
+                                  units=["sepvit_block", "swin_pair"], repeats=1)
+    analytic = cx.block_comparison("sepvit_nano_32", 32, measure=False)[3]
+    assert [(r["stage"], r["name"]) for r in rows] == [(4, "sepvit_block"), (4, "swin_pair")]
+    for r in rows:
+        assert r["macs"] == analytic[f"{r['name']}_analytic"]
+        assert 0 < r["mac_share"] < 1 and r["mac_gmacs_per_s"] > 0 and r["top_other"]
+
+
+def _profile(mac_ms, other_ms, rate=None, top=()):
+    total = mac_ms + other_ms
+    return dict(mac_ms=mac_ms, other_ms=other_ms, total_ms=total, mac_share=mac_ms / total, mac_gmacs_per_s=rate,
+                top_other=list(top))
+
+
+def test_time_sentences_split_the_gap_between_mac_and_other_operators():
+    ref = dict(group="stage 1", name="ref", title="Ref", reference="ref", time_ratio=1.0, macs_ratio=1.0,
+               time_per_mac=1.0, follows=True)
+    follows = dict(ref, name="a", title="A", time_ratio=0.5, macs_ratio=0.5, time_per_mac=1.0, follows=True)
+    overhead = dict(ref, name="b", title="B", time_ratio=1.0, macs_ratio=0.5, time_per_mac=2.0, follows=False)
+    fast = dict(ref, name="c", title="C", time_ratio=0.5, macs_ratio=2.0, time_per_mac=0.25, follows=False)
+    contradicted = dict(ref, name="d", title="D", time_ratio=2.0, macs_ratio=1.0, time_per_mac=2.0, follows=False)
+    unprofiled = dict(ref, name="e", title="E", time_ratio=2.0, macs_ratio=1.0, time_per_mac=2.0, follows=False)
+    small = dict(ref, name="f", title="F", time_ratio=2.0, macs_ratio=1.0, time_per_mac=2.0, follows=False)
+    profiles = {("stage 1", "ref"): _profile(8.0, 2.0, rate=10.0),
+                # half the MACs: 4 + 1 ms expected; MAC operators at the reference's rate, 5 ms more elsewhere
+                ("stage 1", "b"): _profile(4.0, 6.0, rate=10.0, top=[("aten::roll", 3.0)]),
+                # twice the MACs: 16 + 4 ms expected; MAC operators 4x as fast, others as expected
+                ("stage 1", "c"): _profile(4.0, 4.0, rate=40.0),
+                # timed 2x slower, but the profile shows it faster than its MACs predict
+                ("stage 1", "d"): _profile(4.0, 2.0, rate=20.0),
+                # timed 2x slower, profiled only 1.1x: within the tolerance, no reason can be read off it
+                ("stage 1", "f"): _profile(8.0, 3.0, rate=10.0)}
+    lines = cx.time_sentences([ref, follows, overhead, fast, contradicted, unprofiled, small], profiles)
+    assert len(lines) == 6  # the reference itself gets no sentence
+    assert lines[0].endswith("time follows MACs (within 20 %).")
+    assert "2.00x the time its MACs predict (slower)" in lines[1]
+    assert "MAC operators +0.0 ms, at 10 vs 10 GMAC/s" in lines[1] and "other operators +5.0 ms" in lines[1]
+    assert "60 % of its operator time vs 20 %" in lines[1] and "aten::roll 3.0 ms" in lines[1]
+    assert lines[1].endswith("mostly the operators outside the MAC count.")
+    assert "(faster)" in lines[2] and "MAC operators -12.0 ms, at 40 vs 10 GMAC/s" in lines[2]
+    assert "other operators +0.0 ms" in lines[2] and lines[2].endswith("mostly its MAC operators.")
+    assert "does not reproduce the gap" in lines[3] and "0.60x the time its MACs predict" in lines[3]
+    assert lines[4].endswith("(slower).")
+    assert "does not reproduce the gap" in lines[5] and "1.10x" in lines[5] and "mostly" not in lines[5]

@@ -13,7 +13,7 @@ from experiments import engine
 from experiments.checkpoint import load_checkpoint, load_model
 from experiments.data import build_datasets
 from experiments.run import train_and_evaluate
-from experiments.tracking import Tracker
+from workbench.tracking import Tracker
 from experiments.train_config import TrainConfig
 from runner_support import mlflow_db_template, output_dir, tiny_model_cfg, tracking_uri  # noqa: F401
 

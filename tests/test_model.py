@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 import timm
@@ -10,8 +11,15 @@ import timm.optim
 import torch
 from fvcore.nn import FlopCountAnalysis
 
-import sepvit  # noqa: F401  (registers the models with timm)
-from sepvit import BLOCK_PATTERNS, SepViTBlock, SepViTConfig, record_attention
+import sepvit  # registers the models with timm
+from sepvit import (
+    BLOCK_PATTERNS,
+    DepthwiseSeparableSelfAttention,
+    GroupedSelfAttention,
+    SepViTBlock,
+    SepViTConfig,
+    record_attention,
+)
 
 # (params M, fvcore MACs G) of the authors' models at 224 (reference notes).
 REFERENCE = {
@@ -86,10 +94,10 @@ def _window_isolation(block: SepViTBlock, window: int) -> tuple[torch.Tensor, to
 
 @pytest.mark.parametrize("dssa", [False, True])
 def test_dssa_switch_controls_whether_windows_exchange_information(dssa):
-    block = SepViTBlock(dim=16, num_heads=2, window_size=4, token_grid=(4, 4), dssa=dssa).eval()
+    block = SepViTBlock(16, DepthwiseSeparableSelfAttention(16, 2, 4, (4, 4), pwa=dssa)).eval()
     with torch.no_grad():  # tokens are zero at init; make them distinct so PWA has something to attend with
-        if block.window_token is not None:
-            block.window_token.tokens.normal_()
+        if block.attn.window_token is not None:
+            block.attn.window_token.tokens.normal_()
     inside, outside = _window_isolation(block, 4)
     assert inside > 1e-3
     if dssa:
@@ -165,9 +173,9 @@ def test_gradients_reach_the_window_tokens(mode):
 
 
 def test_avgpool_token_is_the_mean_of_the_windows_valid_pixels():
-    block = SepViTBlock(dim=8, num_heads=2, window_size=4, token_grid=(2, 2), window_token="avgpool")
+    attn = DepthwiseSeparableSelfAttention(8, 2, 4, (2, 2), window_token="avgpool")
     x = torch.randn(1, 7, 7, 8)  # padded to 8x8: the last row/column of windows have fewer pixels
-    tokens = block.window_token(x, grid=(2, 2), window=(4, 4), pad=(1, 1))
+    tokens = attn.window_token(x, grid=(2, 2), window=(4, 4), pad=(1, 1))
     torch.testing.assert_close(tokens[0, 0], x[0, :4, :4].mean((0, 1)))
     torch.testing.assert_close(tokens[0, 3], x[0, 4:, 4:].mean((0, 1)))
 
@@ -331,11 +339,11 @@ def test_inputs_of_any_size(pattern, size):
 
 def test_learnable_tokens_are_resampled_to_a_new_window_grid():
     model = micro().build().eval()
-    block = model.stages[0].blocks[0]
+    token = model.stages[0].blocks[0].attn.window_token
     with torch.no_grad():
-        block.window_token.tokens.copy_(torch.arange(64.0).reshape(1, 8, 8, 1).expand(1, 8, 8, 16))
-        same = block.window_token(torch.zeros(1, 32, 32, 16), grid=(8, 8), window=(4, 4), pad=(0, 0))
-        coarse = block.window_token(torch.zeros(1, 16, 16, 16), grid=(4, 4), window=(4, 4), pad=(0, 0))
+        token.tokens.copy_(torch.arange(64.0).reshape(1, 8, 8, 1).expand(1, 8, 8, 16))
+        same = token(torch.zeros(1, 32, 32, 16), grid=(8, 8), window=(4, 4), pad=(0, 0))
+        coarse = token(torch.zeros(1, 16, 16, 16), grid=(4, 4), window=(4, 4), pad=(0, 0))
     assert same.shape == (1, 64, 16) and torch.equal(same[0, :, 0], torch.arange(64.0))
     assert coarse.shape == (1, 16, 16)  # bilinear: the 4x4 grid averages 2x2 neighbourhoods
     torch.testing.assert_close(coarse[0, 0, 0], torch.tensor(4.5))
@@ -345,3 +353,142 @@ def test_wrong_channel_count_is_a_clear_error():
     model = micro().build()
     with pytest.raises(ValueError, match=r"expected images of shape \(batch, 3, height, width\)"):
         model(torch.randn(1, 1, 32, 32))
+
+
+# ---------------------------------------------------------------------------------- block specs: the structure, once
+def _built(cfg: SepViTConfig):
+    with torch.device("meta"):
+        return cfg.build()
+
+
+def test_specs_state_the_authors_window_schedule_and_the_model_follows_them():
+    cfg = SepViTConfig.preset("sepvit_tiny")
+    specs = cfg.stage_specs()
+    assert [[b.kind for b in s.blocks] for s in specs] == [["dssa"], ["dssa", "gsa"], ["dssa", "gsa"] * 3,
+                                                           ["dssa", "dssa"]]
+    assert [[b.label for b in s.blocks] for s in specs][:2] == [["DSSA 7->64"], ["DSSA 7->16", "GSA 14->4"]]
+    assert specs[2].blocks[1].global_attention and specs[3].blocks[0].global_attention
+    assert [s.reduction for s in specs] == [4, 8, 16, 32] and [s.map_size for s in specs] == [56, 28, 14, 7]
+    model = _built(cfg)
+    for stage_spec, stage in zip(specs, model.stages):
+        assert stage.stride == stage_spec.reduction
+        for spec, block in zip(stage_spec.blocks, stage.blocks):
+            assert isinstance(block, SepViTBlock)
+            assert isinstance(block.attn, GroupedSelfAttention) == (spec.kind == "gsa")  # GSA is named where built
+            assert block.attn.window_size == spec.window and block.attn.stride == spec.stride
+            assert (block.attn.window_token is not None) == (block.attn.pwa is not None) == spec.separable
+
+
+@pytest.mark.parametrize("pattern,units", [
+    ("swin", [("WindowMultiHeadAttention", "swin", False), ("WindowMultiHeadAttention", "swin", True)]),
+    ("twins", [("WindowMultiHeadAttention", "twins_local", False), ("GlobalSubsampledAttention", "twins_global", None)]),
+    ("msa", [("GlobalMultiHeadAttention", "msa", False), ("GlobalMultiHeadAttention", "msa", False)]),
+    ("local", [("WindowMultiHeadAttention", "local", False), ("WindowMultiHeadAttention", "local", False)]),
+])
+def test_each_pattern_builds_its_units_from_the_specs(pattern, units):
+    model = _built(micro(block_pattern=pattern))
+    for block, (name, kind, shift) in zip(model.stages[1].blocks, units):
+        assert type(block.attn).__name__ == name and block.attn.probe.kind == kind
+        assert getattr(block.attn, "shift", None) == shift
+
+
+def test_a_new_pattern_of_existing_kinds_is_one_table_entry(monkeypatch):
+    from sepvit import config
+
+    monkeypatch.setitem(config.PATTERN_KINDS, "local_then_global", ("local", "msa"))
+    model = micro(block_pattern="local_then_global").build().eval()
+    assert [type(b.attn).__name__ for b in model.stages[1].blocks] == ["WindowMultiHeadAttention",
+                                                                      "GlobalMultiHeadAttention"]
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_local_pattern_keeps_windows_apart():
+    """block_pattern='local': window attention only (the peers' block form), no exchange between windows."""
+    spec = micro(block_pattern="local").block_spec(1, 0)  # a 16x16 map, window 4
+    block = sepvit.make_block(spec).eval()
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 16, spec.dim)
+    x2 = x.clone()
+    x2[0, 1, 1] += 3.0 * torch.randn(spec.dim)
+    with torch.no_grad():
+        delta = (block(x2) - block(x)).abs()
+    assert delta[0, :4, :4].amax() > 1e-3
+    delta[0, :4, :4] = 0
+    assert delta.amax() == 0
+
+
+def test_summary_prints_the_specs():
+    from sepvit.summary import describe
+
+    text = describe(SepViTConfig.preset("sepvit_tiny"))
+    assert "DSSA 7->16, GSA 14->4" in text and "GSA global" in text and "31,182,856" in text
+
+
+# ---------------------------------------------------------------------------------- regularisation switches
+def test_dropouts_sit_where_the_authors_put_them():
+    model = micro(proj_drop_rate=0.1, attn_drop_rate=0.2, drop_rate=0.3).build()
+    p = {name: m.p for name, m in model.named_modules() if isinstance(m, torch.nn.Dropout)}
+    assert p["head_drop"] == 0.3  # drop_rate: before the head only
+    assert all(p[f"stages.{s}.pos_drop"] == 0.1 for s in range(4))  # after each patch embedding
+    block = "stages.0.blocks.0"
+    assert p[f"{block}.attn.proj_drop"] == p[f"{block}.mlp.drop1"] == p[f"{block}.mlp.drop2"] == 0.1
+    assert p[f"{block}.attn.dwa.attn_drop"] == p[f"{block}.attn.pwa.attn_drop"] == 0.2
+    swin = micro(block_pattern="swin", proj_drop_rate=0.1, attn_drop_rate=0.2).build()
+    q = {name: m.p for name, m in swin.named_modules() if isinstance(m, torch.nn.Dropout)}
+    assert q[f"{block}.attn.attn_drop"] == 0.2 and q[f"{block}.attn.proj_drop"] == 0.1
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_dropout_acts_in_training_only(fused, monkeypatch):
+    torch.manual_seed(0)
+    model = micro(proj_drop_rate=0.1, attn_drop_rate=0.2, fused_attn=fused).build()
+    plain = micro(fused_attn=fused).build()
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    seen = []
+    original = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *a, **k: seen.append(k.get("dropout_p", 0.0)) or original(*a, **k))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), plain.eval()(x), rtol=0, atol=0)
+        eval_calls = seen[:]
+        seen.clear()
+        trained = model.train()(x)
+        train_calls = seen[:]
+        assert not torch.allclose(trained, plain.train()(x))
+    if fused:  # the fused kernel gets the attention dropout in training only
+        assert eval_calls and set(eval_calls) == {0.0} and set(train_calls) == {0.2}
+    else:
+        assert eval_calls == train_calls == []
+
+
+def test_attention_dropout_alone_changes_training_outputs():
+    torch.manual_seed(0)
+    model = micro(attn_drop_rate=0.5, fused_attn=False).build().train()
+    x = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(1)
+    a = model(x)
+    torch.manual_seed(2)
+    assert not torch.allclose(a, model(x))
+
+
+@pytest.mark.parametrize("name", ["proj_drop_rate", "attn_drop_rate"])
+def test_dropout_rates_are_checked(name):
+    with pytest.raises(ValueError, match=f"{name} must be in"):
+        SepViTConfig(**{name: 1.0})
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def test_checkpoints_saved_before_dssa_was_a_module_still_load():
+    """Workbench checkpoints of the earlier layout kept window_token/dwa/pwa/proj directly under the block."""
+    torch.manual_seed(0)
+    model = micro().build().eval()
+    old = {re.sub(r"(blocks\.\d+)\.attn\.(window_token|dwa|pwa|proj)\.", r"\1.\2.", k): v
+           for k, v in model.state_dict().items()}
+    assert "stages.0.blocks.0.dwa.qkv.weight" in old and "stages.0.blocks.0.attn.dwa.qkv.weight" not in old
+    torch.manual_seed(1)
+    clone = micro().build().eval()
+    clone.load_state_dict(old)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x), model(x), rtol=0, atol=0)

@@ -64,6 +64,7 @@ BAD_INPUT = {
     "negative epochs": (["--epochs", "-1"], "epochs"),
     "fractional epochs": (["--epochs", "1.5"], "epochs"),
     "zero seeds": (["--seeds", "0"], "--seeds"),
+    "zero parallel": (["--parallel", "0"], "--parallel"),
     "negative min lr": (["--min-lr", "-0.00001"], "min_lr"),
     "min lr above lr": (["--min-lr", "1"], "min_lr"),
     "unknown optimiser": (["--opt", "adamq"], "--opt"),
@@ -334,3 +335,17 @@ def test_reports_default_to_the_newest_call_and_pool_only_without_duplicates(str
     relabelled.loc[relabelled["config"] == "reference", "config"] = "no-gsa"  # one label, two configurations
     with pytest.raises(ReportError, match="different configurations"):
         pool(relabelled)
+
+
+def test_parallel_call_equals_the_sequential_call(straight_compare, output_dir):
+    """--parallel 2: two worker processes of one thread each; every run's numbers equal the sequential call's."""
+    done = run_to_end([*COMPARE, "--output", str(output_dir), "--experiment", "cmp", "--parallel", "2"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    client, trained, parents = children(output_dir, "cmp")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(trained) == 4
+    straight_client, straight_runs, _ = children(straight_compare[1], "cmp")
+    expected = {r.info.run_name: histories(straight_client, r) for r in straight_runs}
+    for run in trained:
+        assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert histories(client, run) == expected[run.info.run_name]
+    assert "Welch 95% CI" in done.stdout

@@ -309,7 +309,7 @@ def test_a_pruned_trial_stops_training_and_is_tagged(out):
     args = search.build_parser().parse_args([*TINY[:-2], "--epochs", "3", "--output", str(out)])
     prepared = search.prepare(args)
     study = search.open_study(prepared)
-    from experiments.tracking import Tracker
+    from workbench.tracking import Tracker
 
     settings = prepared.settings
     tracker = Tracker(settings.tracking_uri, settings.experiment, settings.artifact_root)

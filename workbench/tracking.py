@@ -1,4 +1,4 @@
-"""MLflow bookkeeping for the runner and the search: one `Tracker`, explicit run ids, batched metrics.
+"""MLflow bookkeeping shared by the runner, the search and the benchmarks: one `Tracker`, explicit run ids, batched metrics.
 
 Everything goes through `MlflowClient` with explicit run ids rather than the fluent `mlflow.start_run` stack,
 so a run can be reopened after a crash (`--resume`), children can be created under a parent from any process,

@@ -1,0 +1,138 @@
+"""Trains the planned runs of a call: one after another, or N at a time in worker processes (`--parallel N`).
+
+Both return the `Result` of every planned run in plan order (finished runs are read back from their
+`result.json`), or a reason string when the call was interrupted. A run is trained the same way in both: with
+`experiments.run.train_and_evaluate`, from its `last.pth` when it has one. In parallel, each worker process uses
+threads // N CPU threads (at least 1), so a run's numbers equal a sequential run with that thread count.
+"""
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+
+from experiments.calls import Call, PlannedRun
+
+PROG = "ablate.py"
+
+
+def train_run(call: Call, run: PlannedRun, datasets, tracker, changes: dict):
+    """Train (or continue) one planned run of the call; returns its Result."""
+    from experiments.run import train_and_evaluate
+
+    resuming = call.state_of(run) != "new"
+    return train_and_evaluate(run.model, run.train, tracker, run_name=run.name, run_dir=call.run_dir(run),
+                              parent_run_id=call.parent_run_id, tags=run.tags, datasets=datasets,
+                              resume_from=call.run_dir(run) / "last.pth" if resuming else None,
+                              resume_changes=changes if resuming else None)
+
+
+def _interrupted(call: Call, during: str) -> str:
+    unfinished = [r.name for r in call.runs if call.needs_training(r)]
+    reason = f"interrupted during {during}; unfinished: {', '.join(unfinished)}; resume with --resume {call.folder}"
+    print(f"{PROG}: {reason}", file=sys.stderr)
+    return reason
+
+
+def _progress(done: int, total: int, result) -> None:
+    status = f"top-1 {result.top1:.2f}" if result.status == "FINISHED" else f"{result.status}: {result.reason}"
+    print(f"[{done}/{total}] {result.run_name}: {status}", file=sys.stderr, flush=True)
+
+
+def train_in_sequence(call: Call, datasets, tracker, report: bool, changes: dict):
+    from experiments.run import Result, RunInterrupted
+
+    results = []
+    for index, run in enumerate(call.runs, 1):
+        if not call.needs_training(run):
+            results.append(Result.from_dict(call.result_of(run), call.run_dir(run)))
+            continue
+        try:
+            result = train_run(call, run, datasets, tracker, changes)
+        except (KeyboardInterrupt, RunInterrupted):
+            return _interrupted(call, repr(run.name))
+        results.append(result)
+        if report:
+            _progress(index, len(call.runs), result)
+    return results
+
+
+# ---------------------------------------------------------------------------------- parallel
+@functools.lru_cache(maxsize=1)
+def _worker_datasets(data: tuple):
+    from experiments.data import build_datasets
+
+    return build_datasets(*data[:5], seed=data[5])
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: checkpoint, mark KILLED, stop
+
+
+def _train_in_worker(folder: str, index: int, uri: str | None, changes: dict) -> dict:
+    """One run, in a worker process: its own datasets (built once per worker) and MLflow client."""
+    from experiments.run import RunInterrupted, sigterm_raises
+
+    call = Call.load(Path(folder))
+    run = call.runs[index]
+    t = run.train
+    datasets = _worker_datasets((t.dataset, t.data_dir, t.img_size, t.train_size, t.val_size, t.data_seed))
+    tracker = None
+    if uri is not None:
+        from workbench.tracking import Tracker
+
+        tracker = Tracker(uri, call.experiment, artifact_root=None if call.tracking_uri else call.output / "mlartifacts")
+    try:
+        with sigterm_raises():
+            return train_run(call, run, datasets, tracker, changes).to_dict()
+    except (KeyboardInterrupt, RunInterrupted):
+        return {"interrupted": run.name}
+
+
+def train_in_parallel(call: Call, uri: str | None, changes: dict, parallel: int, threads: int):
+    """The call's unfinished runs, `parallel` at a time, each in a worker process with `threads` threads."""
+    from experiments.run import Result
+
+    todo = [i for i, run in enumerate(call.runs) if call.needs_training(run)]
+    executor = ProcessPoolExecutor(max_workers=min(parallel, max(len(todo), 1)), mp_context=get_context("spawn"),
+                                   initializer=_worker_init, initargs=(threads,))
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    futures = {executor.submit(_train_in_worker, str(call.folder), i, uri, changes): i for i in todo}
+    pending, finished = set(futures), 0
+    try:
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                data = future.result()
+                if "interrupted" in data:
+                    raise KeyboardInterrupt
+                finished += 1
+                _progress(finished, len(todo), Result.from_dict(data, call.run_dir(call.runs[futures[future]])))
+    except KeyboardInterrupt:
+        _stop_workers(executor, pending)
+        return _interrupted(call, f"{len(pending) + 1} parallel runs")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        executor.shutdown(wait=True, cancel_futures=True)
+    return [Result.from_dict(call.result_of(run), call.run_dir(run)) for run in call.runs]
+
+
+def _stop_workers(executor: ProcessPoolExecutor, pending) -> None:
+    """A terminal's Ctrl-C reaches the workers too; a signal sent to this process alone is passed on, once, to
+    the workers still training, which then checkpoint and mark their runs KILLED."""
+    import os
+
+    wait(pending, timeout=3)
+    for process in list(executor._processes.values()):
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGINT)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
