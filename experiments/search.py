@@ -386,19 +386,17 @@ def analytic_macs(cfg: SepViTConfig) -> int:
 
 
 def measure_latency(cfg: SepViTConfig, device: str) -> float:
-    """Median batch-1 forward latency (ms) with `analysis.benchmark.compare_throughput`."""
+    """Median batch-1 forward latency (ms) with `analysis.benchmark.latency_ms`, 30 calls after 5 warm-up calls."""
     import torch
 
-    from analysis.benchmark import compare_throughput
+    from analysis.benchmark import Settings, latency_ms
     from experiments.engine import resolve_device
 
-    # compare_throughput feeds 3-channel images; a 1-channel model differs only in its first conv's input
-    timed = cfg if cfg.in_chans == 3 else cfg.replace(in_chans=3)
+    settings = Settings(batch_size=1, img_size=cfg.img_size, device=str(resolve_device(device)),
+                        threads=torch.get_num_threads(), rounds=30, warmup=5)
     with torch.random.fork_rng():
-        model = timed.build()
-        result = compare_throughput({"trial": model}, img_size=timed.img_size, batch_size=1, rounds=30, warmup=5,
-                                    device=str(resolve_device(device)))
-    return float(result[0].median_ms_per_batch)
+        model = cfg.build()
+        return float(latency_ms(model, cfg.in_chans, settings).median)
 
 
 def latency_of(study: optuna.Study, cfg: SepViTConfig, device: str) -> float:

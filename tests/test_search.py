@@ -403,13 +403,13 @@ def test_latency_is_measured_once_per_architecture(out, monkeypatch):
     import analysis.benchmark as benchmark
 
     calls = []
-    original = benchmark.compare_throughput
+    original = benchmark.latency_ms
 
-    def counting(models, *args, **kwargs):
-        calls.append(kwargs.get("batch_size"))
-        return original(models, *args, **kwargs)
+    def counting(module, in_chans, settings):
+        calls.append(settings.batch_size)
+        return original(module, in_chans, settings)
 
-    monkeypatch.setattr(benchmark, "compare_throughput", counting)
+    monkeypatch.setattr(benchmark, "latency_ms", counting)
     space = _yaml(out.parent, "lr: [0.002, 0.003]\n")  # two trials, one architecture
     rc = search.main([*TINY, "--objectives", "top1", "latency", "--space", space, "--sampler", "grid",
                       "--output", str(out)])
