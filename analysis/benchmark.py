@@ -441,6 +441,17 @@ def benchmark_models(candidates: Sequence[ModelCandidate], settings: Settings, r
     return rows
 
 
+def latency_ms(module: nn.Module, in_chans: int, settings: Settings) -> Spread:
+    """One module's forward time per batch of `settings.batch_size` (ms): median and IQR of `settings.rounds` calls."""
+    b, s = settings.batch_size, settings.img_size
+    x = torch.randn(b, in_chans, s, s, device=settings.device)
+    if settings.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    step = forward_step(prepare(module, settings, "the timed module"), x, settings)
+    timings = time_interleaved({"module": step}, settings.rounds, settings.warmup, sync=settings.sync())
+    return spread([1000 * t for t in timings.seconds["module"]])
+
+
 # ================================================================================== output
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,143 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Search report: which group sizes pay off, and at what cost
+#
+# The paper fixes grouped self-attention at groups of 2×2 windows in stages 2–3 and never searches it.
+# `experiments/search.py` searches the group size of each grouped stage (1 = no grouping, up to the whole map),
+# the window size and the window-token type with Optuna; its first trial is the paper's configuration. This
+# notebook loads one study and shows
+#
+# 1. validation top-1 against the group size of each grouped stage (colour: window size; star: the paper's
+#    configuration);
+# 2. parameter importances for top-1 (Optuna's PED-ANOVA);
+# 3. the accuracy–cost Pareto front: top-1 against MACs (analytic count, fvcore convention, multiply-add = 1,
+#    one image), and against batch-1 latency when the study measured it, with the paper's configuration marked;
+# 4. conclusions, computed from the study (not typed).
+#
+# **Which study.** Set `SEPVIT_STUDY_STORAGE` (e.g. `sqlite:////abs/path/output/optuna.db`, or a
+# `postgresql://` URL) and `SEPVIT_STUDY_NAME` (default `sepvit-search`). Without a storage (CI), the notebook first
+# runs a small study itself (`SEPVIT_SMOKE=1`: 4 trials of one epoch on 32 generated images): those numbers show
+# that the pipeline works, not what group sizes are worth.
+#
+# Each trial is one training run with one seed: two trials that differ by a few points may differ by seed noise.
+# All computation is in `experiments/search_report.py` (tested in `tests/test_search.py`); this notebook only plots.
+
+# %%
+import contextlib
+import io
+import os
+import tempfile
+
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+import optuna
+import seaborn as sns
+
+from experiments import search
+from experiments.search_report import (completed, conclusions, importances, pareto_front, reference_row,
+                                       summary_text, trials_frame)
+
+sns.set_theme(style="whitegrid", context="notebook")
+STORAGE = os.environ.get("SEPVIT_STUDY_STORAGE")
+STUDY = os.environ.get("SEPVIT_STUDY_NAME", search.DEFAULT_STUDY)
+SMOKE = os.environ.get("SEPVIT_SMOKE", "0") == "1"
+
+if STORAGE is None:
+    # no study given: run a small one (SMOKE: 4 trials x 1 epoch x 32 images; else 8 trials x 2 epochs x 256)
+    output = tempfile.mkdtemp(prefix="sepvit-search-")
+    size = "32" if SMOKE else "256"
+    with contextlib.redirect_stdout(io.StringIO()):  # its report is printed below
+            search.main(["--n-trials", "4" if SMOKE else "8", "--epochs", "1" if SMOKE else "2", "--train-size", size,
+                     "--val-size", size, "-b", "16", "--output", output, "--study-name", STUDY])
+    STORAGE = f"sqlite:///{output}/optuna.db"
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+study = optuna.load_study(study_name=STUDY, storage=search.open_storage(STORAGE, None))
+frame = trials_frame(study)
+done = completed(frame)
+reference = reference_row(frame)
+print("storage:", search.mask_url(STORAGE), "| study:", STUDY)
+print(summary_text(study))
+
+# %% [markdown]
+# ## 1 · Top-1 against the group size of each grouped stage
+# A group of g×g windows: g = 1 is a plain DSSA block (no grouping); the largest g covers the whole map (global
+# attention). Only COMPLETE trials are shown (pruned trials stopped before the last epoch).
+
+# %%
+group_columns = [c for c in frame.columns if c.startswith("param group_size.")]
+fig, axes = plt.subplots(1, max(len(group_columns), 1), figsize=(5.5 * max(len(group_columns), 1), 3.8),
+                         squeeze=False)
+for ax, column in zip(axes[0], group_columns):
+    data = done.dropna(subset=[column]).assign(group=lambda d: d[column].astype(int),
+                                                window=lambda d: d["param window_size"].astype(str))
+    sns.stripplot(data=data, x="group", y="top1", hue="window", ax=ax, size=8, jitter=0.15, dodge=False,
+                  native_scale=True)
+    if reference is not None and reference["state"] == "COMPLETE":
+        ax.scatter([reference[column]], [reference["top1"]], marker="*", s=350, color="crimson", zorder=5,
+                   label="paper's configuration")
+    ax.set(xlabel=f"group size, stage {column.rsplit('.', 1)[1]} (windows per side)", ylabel="validation top-1 (%)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(title="window size", fontsize=8, loc="best")
+plt.tight_layout()
+
+# %% [markdown]
+# ## 2 · Parameter importances for top-1
+
+# %%
+found = importances(study)
+top1_importance = found.get("top1", {})
+if top1_importance:
+    names = sorted(top1_importance, key=top1_importance.get)
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1.2))
+    ax.barh(names, [top1_importance[n] for n in names], color="C0")
+    ax.set(xlabel="importance for top-1 (PED-ANOVA, normalised)", ylabel="")
+    plt.tight_layout()
+else:
+    print("importances not available:", found.get("_why", {}).get("top1", "too few COMPLETE trials"))
+
+# %% [markdown]
+# ## 3 · Accuracy against cost: the Pareto front
+# Trials on the front (line) are not beaten on both top-1 and cost by any other trial. The star is the paper's
+# configuration. MACs are exact analytic counts; latency, where the study measured it, is a batch-1 CPU median on
+# a shared machine (compare it only within one study).
+
+# %%
+costs = [("macs", "MACs (M, analytic, fvcore convention)", 1e6)]
+if done["latency_ms"].notna().any():
+    costs.append(("latency_ms", "latency, batch 1 (ms)", 1.0))
+fig, axes = plt.subplots(1, len(costs), figsize=(6 * len(costs), 4), squeeze=False)
+for ax, (column, label, scale) in zip(axes[0], costs):
+    data = done.dropna(subset=[column])
+    front = pareto_front(frame, column)
+    ax.scatter(data[column] / scale, data["top1"], color="0.55", s=40, label="trials")
+    ax.plot(front[column] / scale, front["top1"], "-o", color="C1", label="Pareto front")
+    for _, row in front.iterrows():
+        ax.annotate(str(int(row["number"])), (row[column] / scale, row["top1"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    if reference is not None and reference["state"] == "COMPLETE":
+        ax.scatter([reference[column] / scale], [reference["top1"]], marker="*", s=350, color="crimson", zorder=5,
+                   label="paper's configuration")
+    ax.set(xlabel=label, ylabel="validation top-1 (%)")
+    ax.legend(fontsize=8)
+plt.tight_layout()
+
+# %% [markdown]
+# ## 4 · Conclusions (computed from the study)
+
+# %%
+for sentence in conclusions(study):
+    print("-", sentence)

@@ -1,0 +1,447 @@
+"""experiments/search.py and its spaces: valid samples only, bad input refused before any trial, a study end to end
+(reference first, resumed by a second call, one MLflow child per trial), pruning, faults (a raising trial, a killed
+worker), multi-objective Pareto fronts and latency measured once per architecture."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from experiments import search
+from experiments.search_report import differences, pareto_front, summary_text, trials_frame
+from experiments.search_space import (FIT, InvalidCombination, SpaceError, default_space, load_space, parse_space,
+                                      training_space)
+from experiments.train_config import TrainConfig
+from runner_support import ROOT, mlflow_db_template  # noqa: F401
+from sepvit.config import SepViTConfig
+
+TINY = ["--train-size", "32", "--val-size", "32", "-b", "16", "--epochs", "1"]
+NANO = SepViTConfig.preset("sepvit_nano_32")
+TRAIN = TrainConfig(img_size=32)
+
+
+# ---------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def optuna_db_template(tmp_path_factory) -> Path:
+    """An Optuna SQLite storage with its tables (created once; tests copy it)."""
+    path = tmp_path_factory.mktemp("optuna_template") / "optuna.db"
+    search.open_storage(f"sqlite:///{path}", heartbeat=None)
+    return path
+
+
+@pytest.fixture
+def out(tmp_path, mlflow_db_template, optuna_db_template) -> Path:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    shutil.copy(mlflow_db_template, folder / "mlflow.db")
+    shutil.copy(optuna_db_template, folder / "optuna.db")
+    return folder
+
+
+def _storage(folder: Path) -> str:
+    return f"sqlite:///{folder / 'optuna.db'}"
+
+
+def _study(folder: Path, name: str = search.DEFAULT_STUDY) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=_storage(folder))
+
+
+def _runs(folder: Path, experiment: str = search.DEFAULT_EXPERIMENT):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+    return (client, [r for r in runs if r.data.tags.get("kind") == "train"],
+            [r for r in runs if r.data.tags.get("kind") == "search"])
+
+
+def _call(argv: list[str]) -> int:
+    try:
+        return search.main(argv)
+    except SystemExit as exc:  # argparse's own refusals
+        return exc.code
+
+
+def _yaml(folder: Path, text: str, name: str = "space.yaml") -> str:
+    path = folder / name
+    path.write_text(text)
+    return str(path)
+
+
+def _subprocess(args: list[str], fault: str | None = None, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    if fault:
+        env["SEPVIT_SEARCH_FAULT"] = fault
+    script = "tests/search_faults.py" if fault else "experiments/search.py"
+    return subprocess.Popen([sys.executable, script, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+# ---------------------------------------------------------------------------------- spaces
+def test_default_space_covers_every_group_size_that_fits_and_nothing_else():
+    space = default_space(NANO)
+    assert space.names == ["window_size", "group_size.2", "group_size.3", "window_token"]
+    combos, complete = space.combinations(NANO, TRAIN)
+    assert complete and all(error is None for _, error in combos)  # nothing invalid is ever proposed
+    # maps 16 and 8 px in stages 2-3: windows 4/8 give 4/2 and 2/1 windows per side
+    fits = {4: (4, 2), 8: (2, 1)}
+    for window, (most2, most3) in fits.items():
+        seen = {(v["group_size.2"], v["group_size.3"]) for v, _ in combos if v["window_size"] == window}
+        assert seen == {(a, b) for a in range(1, most2 + 1) for b in range(1, most3 + 1)}
+    assert len(combos) == 3 * sum(a * b for a, b in fits.values())
+    with_small = parse_space({**space.to_dict(), "window_size": [2, 4, 8]}, "t")  # a smaller window, by YAML
+    seen = {(v["group_size.2"], v["group_size.3"]) for v, _ in with_small.combinations(NANO, TRAIN)[0]
+            if v["window_size"] == 2}
+    assert seen == {(a, b) for a in range(1, 9) for b in range(1, 5)}
+    for values, _ in combos[:40]:
+        _, model, _ = space.sample_fixed(values, NANO, TRAIN)
+        for stage in (1, 2):
+            assert model.group_sizes[stage] <= model.windows_per_side(stage)
+
+
+def test_the_reference_is_the_papers_configuration_and_samples_back_to_it():
+    for space in (default_space(NANO), training_space(NANO, TRAIN)):
+        values, why = space.reference_values(NANO, TRAIN)
+        assert why == "" and values["group_size.2"] == 2 and values["group_size.3"] == 2
+        assert values["window_size"] == 4 and values["window_token"] == "learnable"
+        _, model, train = space.sample_fixed(values, NANO, TRAIN)
+        assert model.group_sizes == NANO.group_sizes and model.window_size == NANO.window_size
+        assert train == TRAIN
+    values, why = parse_space({"window_size": [2, 8]}, "t").reference_values(NANO, TRAIN)
+    assert values is None and "window_size=4" in why
+
+
+def test_yaml_values_are_typed_by_the_field_parser(tmp_path):
+    path = _yaml(tmp_path, "embed_dims: ['16,32,64,128', [24, 48, 96, 192]]\n"
+                           "num_heads: ['1,1,2,4']\n"
+                           "gsa: [true, 'false']\n"
+                           "lr: {low: 1e-4, high: 1e-2, log: true}\n"
+                           "group_size.2: {low: 1, high: fit}\n")
+    space = load_space(path, NANO, TRAIN)
+    dims, _, gsa, lr, group = space.params
+    assert dims.choices == ("16,32,64,128", "24,48,96,192") and dims.value("24,48,96,192") == (24, 48, 96, 192)
+    assert gsa.choices == (True, False)
+    assert (lr.low, lr.high, lr.log, lr.kind) == (1e-4, 1e-2, True, "float")
+    assert group.high == FIT and group.kind == "int"
+    assert parse_space(space.to_dict(), "again").to_dict() == space.to_dict()
+    # conditional: without grouped blocks (gsa=false) the stage-2 group size is not sampled
+    values, model, _ = space.sample_fixed({"embed_dims": "16,32,64,128", "num_heads": "1,1,2,4", "gsa": False,
+                                           "lr": 1e-3}, NANO, TRAIN)
+    assert "group_size.2" not in values and model.gsa is False and model.group_size == NANO.group_size
+
+
+def test_an_invalid_combination_is_caught_before_training():
+    space = parse_space({"dssa": [True, False], "window_token": ["learnable", "zero"]}, "t")
+    info = space.check(NANO, TRAIN)
+    assert info["combinations"] == 4 and info["valid"] == 3
+    with pytest.raises(InvalidCombination, match="dssa=False"):
+        space.sample_fixed({"dssa": False, "window_token": "zero"}, NANO, TRAIN)
+
+
+SPACE_REFUSALS = {
+    "empty": ({}, "empty"),
+    "contradictory": ({"dssa": [False], "window_token": ["zero"]}, "no combination"),
+    "never takes effect": ({"gsa": [False], "group_size.2": {"low": 1, "high": FIT}}, "never takes effect"),
+    "unknown field": ({"colour": [1, 2]}, "unknown field"),
+    "data-owned field": ({"img_size": [32, 64]}, "--img-size"),
+    "shared budget": ({"epochs": [1, 2]}, "--epochs"),
+    "stage without groups": ({"group_size.4": [1]}, "N = 2 or 3"),
+    "wrong type": ({"window_size": [2.5]}, "expects int"),
+    "reversed range": ({"lr": {"low": 0.1, "high": 0.001}}, "above high"),
+    "range of text": ({"window_token": {"low": 1, "high": 2}}, "not a number"),
+    "no choices": ({"window_size": []}, "no choices"),
+    "repeated choice": ({"window_size": [4, 4]}, "repeats"),
+    "log range from 0": ({"lr": {"low": 0, "high": 0.01, "log": True}}, "low > 0"),
+    "fit on another field": ({"window_size": {"low": 1, "high": FIT}}, "fit only applies"),
+    "not a mapping": ([1, 2], "must map"),
+}
+
+
+@pytest.mark.parametrize("case", list(SPACE_REFUSALS), ids=list(SPACE_REFUSALS))
+def test_spaces_that_cannot_be_searched_are_refused_with_one_line(case):
+    spec, expected = SPACE_REFUSALS[case]
+    with pytest.raises(SpaceError) as error:
+        parse_space(spec, "t").check(NANO, TRAIN)
+    assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_pareto_front_and_differences():
+    frame = pd.DataFrame({"number": [0, 1, 2, 3, 4], "state": ["COMPLETE"] * 4 + ["PRUNED"],
+                          "top1": [50.0, 60.0, 55.0, 40.0, 99.0], "macs": [10.0, 20.0, 25.0, 5.0, 1.0],
+                          "param group_size.2": [2, 1, 4, 2, 2], "param window_size": [4, 4, 8, 4, 4]})
+    assert list(pareto_front(frame)["number"]) == [3, 0, 1]  # 2 is dominated by 1; a pruned trial never counts
+    assert differences(frame.iloc[1], frame.iloc[0], ["param group_size.2", "param window_size"]) == \
+        "group_size.2 2->1"
+
+
+# ---------------------------------------------------------------------------------- bad input
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+BAD_INPUT = {
+    "unknown objective": (["--objectives", "top1", "flops"], "invalid choice"),
+    "objectives without top1": (["--objectives", "macs"], "top1 must be one"),
+    "repeated objective": (["--objectives", "top1", "top1"], "repeats"),
+    "pruner with several objectives": (["--objectives", "top1", "macs", "--pruner", "median"], "single objective"),
+    "unknown sampler": (["--sampler", "cmaes"], "invalid choice"),
+    "grid over a continuous range": (["--space", "training", "--sampler", "grid"], "finite space"),
+    "zero trials": (["--n-trials", "0"], "--n-trials"),
+    "zero workers": (["--workers", "0"], "--workers"),
+    "negative timeout": (["--timeout", "-5"], "--timeout"),
+    "bad study name": (["--study-name", "it's"], "--study-name"),
+    "empty space file": (["--space", "SPACE:"], "empty"),
+    "contradictory space file": (["--space", "SPACE:dssa: [false]\nwindow_token: [zero]\n"], "no combination"),
+    "unknown field in space file": (["--space", "SPACE:colour: [red]\n"], "unknown field"),
+    "space file that is not YAML": (["--space", "SPACE:window_size: [2, 4\n"], "not valid YAML"),
+    "missing space file": (["--space", "/nonexistent/space.yaml"], "cannot read"),
+    "unknown predefined space": (["--space", "everything"], "default, training"),
+    "unreachable PostgreSQL": (["--storage", "postgresql://u@127.0.0.1:PORT/optuna"], "cannot reach"),
+    "unknown storage scheme": (["--storage", "redis://localhost/0"], "postgresql://"),
+    "in-memory storage": (["--storage", "sqlite:///:memory:"], "in-memory"),
+    "unwritable storage": (["--storage", "sqlite:////proc/no/optuna.db"], "/proc/no"),
+    "unknown model field": (["--model-kwargs", "colour=1"], "colour"),
+    "unknown dataset": (["--dataset", "mnist"], "unknown dataset"),
+    "zero batch size": (["-b", "0"], "batch_size"),
+    "unreachable tracking server": (["--tracking-uri", "http://127.0.0.1:PORT"], "unreachable"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT), ids=list(BAD_INPUT))
+def test_bad_input_is_refused_before_any_trial(case, out, capsys, monkeypatch):
+    import experiments.run as run
+
+    monkeypatch.setattr(run, "train_and_evaluate", lambda *a, **k: pytest.fail("training started"))
+    argv, expected = BAD_INPUT[case]
+    argv = [a.replace("PORT", str(_free_port())) for a in argv]
+    argv = [_yaml(out.parent, a[len("SPACE:"):]) if a.startswith("SPACE:") else a for a in argv]
+    start = time.perf_counter()
+    rc = _call([*TINY, *argv, "--output", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert expected in err and "Traceback" not in err, err
+    assert time.perf_counter() - start < 30
+    assert optuna.get_all_study_names(_storage(out)) == []  # no study, so no trial
+    _, children, parents = _runs(out)
+    assert not children and not parents
+
+
+# ---------------------------------------------------------------------------------- a study, continued
+@pytest.fixture(scope="module")
+def continued_study(tmp_path_factory, mlflow_db_template):
+    """Three trials of two epochs, then a second call of the same command adding two more."""
+    folder = tmp_path_factory.mktemp("study") / "out"
+    folder.mkdir()
+    shutil.copy(mlflow_db_template, folder / "mlflow.db")
+    argv = [*TINY[:-2], "--epochs", "2", "--output", str(folder)]
+    first = search.main([*argv, "--n-trials", "3"])
+    after_first = [(t.number, t.state) for t in _study(folder).trials]
+    second = search.main([*argv, "--n-trials", "2"])
+    return folder, argv, (first, second), after_first
+
+
+def test_a_study_starts_with_the_reference_and_logs_one_child_run_per_trial(continued_study):
+    folder, _, (first, _), after_first = continued_study
+    assert first == 0 and len(after_first) == 3
+    study = _study(folder)
+    reference = study.trials[0]
+    assert reference.user_attrs["reference"] is True
+    assert reference.params == {"window_size": 4, "window_token": "learnable", "group_size.2": 2, "group_size.3": 2}
+    assert [t.user_attrs.get("reference", False) for t in study.trials].count(True) == 1  # enqueued once
+    for trial in study.trials:
+        assert trial.user_attrs["macs"] > 0 and trial.state in (optuna.trial.TrialState.COMPLETE,
+                                                                optuna.trial.TrialState.PRUNED)
+    client, children, parents = _runs(folder)
+    assert len(parents) == 2 and all(p.info.status == "FINISHED" for p in parents)
+    numbers = sorted(int(c.data.tags["optuna.trial_number"]) for c in children)
+    assert numbers == [0, 1, 2, 3, 4]
+    by_number = {int(c.data.tags["optuna.trial_number"]): c for c in children}
+    for trial in study.trials:
+        child = by_number[trial.number]
+        assert child.data.tags["optuna.state"] == trial.state.name
+        assert child.data.tags["mlflow.parentRunId"] == trial.user_attrs["mlflow_parent_run_id"]
+        if "duplicate_of" not in trial.user_attrs:
+            assert child.data.params["model.window_size"] == str(trial.params["window_size"])
+    first_parent = next(p for p in parents if p.data.tags["trials_before"] == "0")
+    artifacts = {a.path for a in client.list_artifacts(first_parent.info.run_id)}
+    assert {"best_trial.json", "trials.csv", "importances.json", "report.txt", "space.json",
+            "optimization_history.png", "param_importances.png", "parallel_coordinate.png"} <= artifacts
+    assert "best_minus_reference_top1" in first_parent.data.metrics
+
+
+def test_the_same_command_adds_trials_to_the_same_study(continued_study):
+    folder, _, (_, second), after_first = continued_study
+    assert second == 0
+    study = _study(folder)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
+    assert [(t.number, t.state) for t in study.trials[:3]] == after_first  # earlier trials untouched
+    calls = {t.user_attrs["mlflow_parent_run_id"] for t in study.trials}
+    assert len(calls) == 2
+    text = summary_text(study)
+    assert "reference (the base configuration, trial 0)" in text and "vs reference" in text
+
+
+def test_continuing_a_study_with_other_settings_is_refused(continued_study, capsys):
+    folder, argv, _, _ = continued_study
+    for extra, expected in ((["--epochs", "3"], "training settings"), (["--space", "training"], "search space"),
+                            (["--objectives", "top1", "macs", "--pruner", "none"], "--objectives top1")):
+        rc = _call([*argv, *extra, "--n-trials", "1"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and expected in err, err
+    assert len(_study(folder).trials) == 5
+
+
+# ---------------------------------------------------------------------------------- pruning
+def test_a_pruned_trial_stops_training_and_is_tagged(out):
+    args = search.build_parser().parse_args([*TINY[:-2], "--epochs", "3", "--output", str(out)])
+    prepared = search.prepare(args)
+    study = search.open_study(prepared)
+    from workbench.tracking import Tracker
+
+    settings = prepared.settings
+    tracker = Tracker(settings.tracking_uri, settings.experiment, settings.artifact_root)
+    settings.parent_run_id = tracker.start_run("parent", tags={"kind": "search"})
+    # a pruner that prunes whenever it may: at epoch 1 (the last epoch is never pruned: the trial is done)
+    study = optuna.load_study(study_name=settings.study_name, storage=_storage(out),
+                              pruner=optuna.pruners.ThresholdPruner(lower=101.0))
+    objective = search.TrialObjective(settings, prepared.space, prepared.base, prepared.train, prepared.datasets,
+                                      tracker, out)
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED and list(trial.intermediate_values) == [1]
+    _, children, _ = _runs(out)
+    child = children[0]
+    assert child.data.tags["optuna.state"] == "PRUNED" and child.data.tags["stopped_early"] == "true"
+    assert "pruned after epoch 1 of 3" in child.data.tags["optuna.pruned_reason"]
+    assert trial.user_attrs["pruned_reason"] == child.data.tags["optuna.pruned_reason"]
+
+
+# ---------------------------------------------------------------------------------- faults
+def test_a_trial_that_raises_is_failed_with_its_reason_and_the_study_goes_on(out, monkeypatch, capsys):
+    from experiments import engine
+
+    original = engine.train_one_epoch
+
+    def faulty(parts, cfg, epoch, desc="train"):
+        if desc == "trial 1":
+            raise RuntimeError("injected fault")
+        return original(parts, cfg, epoch, desc)
+
+    monkeypatch.setattr(engine, "train_one_epoch", faulty)
+    space = _yaml(out.parent, "window_token: [learnable, zero, avgpool]\n")
+    rc = search.main([*TINY, "--space", space, "--sampler", "grid", "--n-trials", "5", "--output", str(out)])
+    assert rc == 0
+    study = _study(out)
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE"]  # the grid ended after its 3 combinations
+    failed = study.trials[1]
+    assert failed.user_attrs["fail_reason"] == "RuntimeError: injected fault"
+    _, children, parents = _runs(out)
+    child = next(c for c in children if c.data.tags["optuna.trial_number"] == "1")
+    assert child.info.status == "FAILED" and child.data.tags["optuna.state"] == "FAIL"
+    assert "injected fault" in child.data.tags["status_reason"]
+    assert parents[0].info.status == "FINISHED"
+    assert "trial 1 FAIL: RuntimeError: injected fault" in capsys.readouterr().err
+
+
+def test_a_killed_worker_leaves_its_trial_failed_and_the_others_finish(out):
+    proc = _subprocess([*TINY, "--workers", "2", "--n-trials", "4", "--heartbeat", "1", "--output", str(out)],
+                       fault="pause:trial 1")
+    deadline = time.time() + 300
+    while not list(out.glob("paused-*")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "trial 1 never started"
+        time.sleep(0.2)
+    pid = int(next(out.glob("paused-*")).name.split("-")[1])
+    os.kill(pid, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == search.EXIT_FAILED, stderr[-3000:]
+    assert "died" in stderr and "marked FAIL (no heartbeat)" in stderr
+    study = _study(out)
+    states = {t.number: t.state.name for t in study.trials}
+    assert len(states) == 4 and states[1] == "FAIL"
+    assert all(state in ("COMPLETE", "PRUNED") for number, state in states.items() if number != 1)
+    _, children, parents = _runs(out)
+    assert sorted(int(c.data.tags["optuna.trial_number"]) for c in children) == [0, 1, 2, 3]
+    killed = next(c for c in children if c.data.tags["optuna.trial_number"] == "1")
+    assert killed.info.status == "FAILED" and "heartbeats" in killed.data.tags["status_reason"]
+    assert "died" in parents[0].data.tags["dead_workers"]
+    assert "study 'sepvit-search': 4 trials" in stdout
+
+
+# ---------------------------------------------------------------------------------- several objectives
+def test_accuracy_against_macs_reports_a_pareto_front(out):
+    rc = search.main([*TINY, "--objectives", "top1", "macs", "--n-trials", "3", "--output", str(out)])
+    assert rc == 0
+    study = _study(out)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    for trial in study.trials:
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert trial.values[1] == trial.user_attrs["macs"]  # the analytic count, one image
+            assert not trial.intermediate_values  # multi-objective trials are not pruned
+    client, _, parents = _runs(out)
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"pareto_set.json", "pareto_front.png"} <= artifacts
+    report = summary_text(study)
+    assert "Pareto set (top-1 against macs)" in report and "the reference is" in report
+
+
+def test_latency_is_measured_once_per_architecture(out, monkeypatch):
+    import analysis.benchmark as benchmark
+
+    calls = []
+    original = benchmark.latency_ms
+
+    def counting(module, in_chans, settings):
+        calls.append(settings.batch_size)
+        return original(module, in_chans, settings)
+
+    monkeypatch.setattr(benchmark, "latency_ms", counting)
+    space = _yaml(out.parent, "lr: [0.002, 0.003]\n")  # two trials, one architecture
+    rc = search.main([*TINY, "--objectives", "top1", "latency", "--space", space, "--sampler", "grid",
+                      "--output", str(out)])
+    assert rc == 0
+    study = _study(out)
+    assert len(study.trials) == 2 and calls == [1]  # batch 1, measured once
+    latencies = {t.user_attrs["latency_ms"] for t in study.trials}
+    assert len(latencies) == 1 and [k for k in study.user_attrs if k.startswith("latency_ms:")]
+    assert all(t.values[1] == t.user_attrs["latency_ms"] for t in study.trials)
+
+
+def test_trials_frame_marks_the_reference_and_reports_group_sizes(continued_study):
+    frame = trials_frame(_study(continued_study[0]))
+    assert frame.loc[frame["reference"], "number"].tolist() == [0]
+    assert {"param group_size.2", "param group_size.3", "param window_size", "param window_token"} <= set(frame)
+
+
+def test_the_example_space_file_is_a_finite_space_holding_the_reference():
+    space = load_space(str(ROOT / "experiments" / "spaces" / "example.yaml"), NANO, TRAIN)
+    info = space.check(NANO, TRAIN)
+    assert space.finite and info["combinations"] == info["valid"] > 0
+    assert space.reference_values(NANO, TRAIN)[0] is not None
+
+
+def test_a_reference_that_only_failed_is_enqueued_again(out):
+    args = search.build_parser().parse_args([*TINY, "--output", str(out)])
+    prepared = search.prepare(args)
+    study = search.open_study(prepared)
+    study.optimize(lambda trial: 1 / 0, n_trials=1, catch=(ZeroDivisionError,))  # the reference trial fails
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL and study.trials[0].user_attrs["reference"]
+    study = search.open_study(prepared)
+    assert [(t.state.name, t.user_attrs.get("reference")) for t in study.trials] == [("FAIL", True),
+                                                                                     ("WAITING", True)]
+    search.open_study(prepared)  # waiting: not enqueued twice
+    assert len(_study(out).trials) == 2
