@@ -10,7 +10,6 @@ this process: leave SEPVIT_SMOKE unset for full runs) and writes the .ipynb with
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
