@@ -228,6 +228,7 @@ def train_and_evaluate(
     tags: dict[str, str] | None = None,
     datasets=None,
     resume_changes: dict[str, Any] | None = None,
+    cost: dict[str, float] | None = None,
 ) -> Result:
     """Train `model_cfg` with `train_cfg`, evaluating every epoch; return a `Result`.
 
@@ -237,6 +238,8 @@ def train_and_evaluate(
     resume_from: a `last.pth`; configs, epoch, history and MLflow ids come from it (loaded once), with
         `resume_changes` (TrainConfig fields that may change on resume, e.g. epochs, lr) applied and recorded.
     datasets: (train, val, DataInfo) already built (the runner builds them once for many runs).
+    cost: MACs/latency known already (the search: analytic MACs, latency once per architecture), logged instead
+        of `model_cost`'s fvcore trace and timing; the parameter count is always taken from the model.
     """
     ckpt = None
     if resume_from is not None:
@@ -266,7 +269,12 @@ def train_and_evaluate(
             tracker.set_tags(result.run_id, {f"resume.{k}": f"{ckpt['train_config'][k]} -> {v}"
                                              for k, v in resume_changes.items()})
     if parts.rank == 0:
-        result.cost = model_cost(result.model_cfg)
+        if cost is None:
+            result.cost = model_cost(result.model_cfg)
+        else:
+            from analysis.counters import count_params
+
+            result.cost = {"params": count_params(parts.model), **cost}
         if tracker is not None:
             tracker.log_metrics(result.run_id, result.cost, step=0)
     start = int(ckpt["epoch"]) + 1 if ckpt is not None else 1

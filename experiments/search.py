@@ -497,18 +497,26 @@ class TrialObjective:
                                           trial_tags(s, number, dict(trial.params), reference), "PRUNED", reason,
                                           dict(trial.params))
             raise optuna.TrialPruned(reason) from None
+        except Exception as exc:
+            self._mark_failed(number, trial_tags(s, number, dict(trial.params), reference),
+                              f"building the trial's model: {type(exc).__name__}: {exc}", dict(trial.params), trial)
+            raise
         tags = trial_tags(s, number, values, reference)
         same = next((t for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                      if t.params == trial.params and t.number != number), None)
         if same is not None:  # the same configuration with the same seed trains to the same numbers: reuse them
             return self._reuse(trial, same, tags, values)
-        macs = analytic_macs(model_cfg)
-        trial.set_user_attr("macs", macs)
-        trial.set_user_attr("config", model_cfg.to_dict())
-        latency = latency_of(trial.study, model_cfg, train_cfg.device) if "latency" in s.objectives else None
-        if latency is not None:
-            trial.set_user_attr("latency_ms", latency)
-        metric = reported_metric(train_cfg)
+        try:  # a failure before training is a FAIL with its reason too, in Optuna and MLflow
+            macs = analytic_macs(model_cfg)
+            trial.set_user_attr("macs", macs)
+            trial.set_user_attr("config", model_cfg.to_dict())
+            latency = latency_of(trial.study, model_cfg, train_cfg.device) if "latency" in s.objectives else None
+            if latency is not None:
+                trial.set_user_attr("latency_ms", latency)
+            metric = reported_metric(train_cfg)
+        except Exception as exc:
+            self._mark_failed(number, tags, f"before training: {type(exc).__name__}: {exc}", values, trial)
+            raise
         prunable = len(s.objectives) == 1 and s.pruner != "none"
         pruned: list[tuple[int, float]] = []
 
@@ -525,7 +533,8 @@ class TrialObjective:
         try:
             result = train_and_evaluate(model_cfg, train_cfg, self.tracker, on_epoch_end, run_name=f"trial {number}",
                                         run_dir=run_dir, parent_run_id=s.parent_run_id, tags=tags,
-                                        datasets=self.datasets)
+                                        datasets=self.datasets,
+                                        cost={"macs": float(macs), **({"latency_ms": latency} if latency else {})})
         except (KeyboardInterrupt, RunInterrupted) as exc:
             self._mark_failed(number, tags, f"interrupted ({type(exc).__name__})", values, trial)
             raise KeyboardInterrupt from None  # Optuna marks the trial FAIL and stops this worker
@@ -782,8 +791,14 @@ def run_search(prepared: Prepared, command: str) -> int:
     if not prepared.existing and prepared.reference is None:
         print(f"note: the base configuration is not enqueued: {prepared.reference_note}", file=sys.stderr)
     print(f"MLflow: {settings.tracking_uri} experiment {settings.experiment!r}, parent run {parent}", file=sys.stderr)
-    try:
+    try:  # until the parent run is closed, any failure closes it with its reason
         codes = run_workers(settings, prepared.datasets)
+        dead = [(i, c) for i, c in enumerate(codes) if c not in (0, None)]
+        fail_stale_trials(settings, study, wait=bool(dead))
+        if any(c == EXIT_INTERRUPTED for _, c in dead):
+            raise KeyboardInterrupt
+        study = optuna.load_study(study_name=settings.study_name, storage=open_storage(settings.storage, None))
+        text = finish_study(study, settings, tracker, parent, started)
     except KeyboardInterrupt:
         reason = f"interrupted; run the same command to continue study {settings.study_name!r}"
         tracker.end_run(parent, "KILLED", reason)
@@ -797,13 +812,6 @@ def run_search(prepared: Prepared, command: str) -> int:
         print(f"{PROG}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
               f"(traceback in {folder / 'search-error.log'})", file=sys.stderr)
         return EXIT_FAILED
-    dead = [(i, c) for i, c in enumerate(codes) if c not in (0, None)]
-    fail_stale_trials(settings, study, wait=bool(dead))
-    if any(c == EXIT_INTERRUPTED for _, c in dead):
-        tracker.end_run(parent, "KILLED", "interrupted")
-        return EXIT_INTERRUPTED
-    study = optuna.load_study(study_name=settings.study_name, storage=open_storage(settings.storage, None))
-    text = finish_study(study, settings, tracker, parent, started)
     print(text)
     if dead:
         message = "; ".join(f"worker {i} died (exit code {c})" for i, c in dead)

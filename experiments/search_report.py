@@ -302,6 +302,10 @@ def figures(study: optuna.Study, folder: Path) -> list[Path]:
             path = _save_plot(plot, folder / name)
             if path is not None:
                 written.append(path)
+        # the first figure of a Jupyter session may be drawn here: the inline backend then switches interactive mode
+        # on, and rc_context would switch it off again on exit, so that the caller's later figures never show
+        interactive = matplotlib.is_interactive()
+    matplotlib.interactive(interactive)
     return written
 
 

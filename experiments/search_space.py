@@ -199,6 +199,9 @@ class Space:
             if p.stage not in partial.gsa_stages:
                 continue  # no grouped blocks in that stage for this sample: the parameter does not apply
             high = partial.windows_per_side(p.stage) if p.high == FIT else p.high
+            if high < p.low:  # e.g. `high: fit` under a larger window: no group size of the range fits this map
+                raise _invalid(ValueError(f"{p.name} needs at least {p.low}, but only {high} window(s) per side fit "
+                                          f"stage {p.stage} with these values"), values)
             values[p.name] = choose(p, high)
             groups[p.stage] = int(values[p.name])
         if staged:

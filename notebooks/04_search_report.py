@@ -61,8 +61,10 @@ if STORAGE is None:
     output = tempfile.mkdtemp(prefix="sepvit-search-")
     size = "32" if SMOKE else "256"
     with contextlib.redirect_stdout(io.StringIO()):  # its report is printed below
-            search.main(["--n-trials", "4" if SMOKE else "8", "--epochs", "1" if SMOKE else "2", "--train-size", size,
-                     "--val-size", size, "-b", "16", "--output", output, "--study-name", STUDY])
+        code = search.main(["--n-trials", "4" if SMOKE else "8", "--epochs", "1" if SMOKE else "2",
+                            "--train-size", size, "--val-size", size, "-b", "16", "--output", output,
+                            "--study-name", STUDY])
+    assert code == 0, f"the demo study failed (exit code {code}): see its messages above"
     STORAGE = f"sqlite:///{output}/optuna.db"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 study = optuna.load_study(study_name=STUDY, storage=search.open_storage(STORAGE, None))

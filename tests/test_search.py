@@ -147,6 +147,21 @@ def test_an_invalid_combination_is_caught_before_training():
         space.sample_fixed({"dssa": False, "window_token": "zero"}, NANO, TRAIN)
 
 
+def test_a_group_range_that_cannot_fit_the_sampled_window_is_invalid_not_a_crash(tmp_path):
+    space = load_space(_yaml(tmp_path, "window_size: [4, 8]\ngroup_size.2: {low: 3, high: fit}\n"), NANO, TRAIN)
+    info = space.check(NANO, TRAIN)
+    assert info["valid"] < info["combinations"]  # window 8 leaves too few windows per side for a group of 3
+
+    def optuna_like(p, high):  # Optuna's suggest_int raises on an empty range; it must never be reached
+        if p.choices is not None:
+            return 8 if p.name == "window_size" else p.choices[0]
+        assert high >= p.low, f"{p.name} sampled from an empty range [{p.low}, {high}]"
+        return p.low
+
+    with pytest.raises(InvalidCombination, match="group_size.2 needs at least 3"):
+        space.sample(optuna_like, NANO, TRAIN)
+
+
 SPACE_REFUSALS = {
     "empty": ({}, "empty"),
     "contradictory": ({"dssa": [False], "window_token": ["zero"]}, "no combination"),
@@ -421,6 +436,21 @@ def test_latency_is_measured_once_per_architecture(out, monkeypatch):
     assert all(t.values[1] == t.user_attrs["latency_ms"] for t in study.trials)
 
 
+def test_a_trial_logs_the_analytic_macs_without_tracing_the_model(out, monkeypatch):
+    import experiments.run as run
+
+    def traced(*args, **kwargs):
+        raise AssertionError("a search trial traced its model (model_cost)")
+
+    monkeypatch.setattr(run, "model_cost", traced)
+    assert search.main([*TINY, "--n-trials", "1", "--output", str(out)]) == 0
+    trial, = _study(out).trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    client, children, _ = _runs(out)
+    metrics = client.get_run(children[0].info.run_id).data.metrics
+    assert metrics["macs"] == trial.user_attrs["macs"] and metrics["params"] > 0
+
+
 def test_trials_frame_marks_the_reference_and_reports_group_sizes(continued_study):
     frame = trials_frame(_study(continued_study[0]))
     assert frame.loc[frame["reference"], "number"].tolist() == [0]
@@ -445,3 +475,30 @@ def test_a_reference_that_only_failed_is_enqueued_again(out):
                                                                                      ("WAITING", True)]
     search.open_study(prepared)  # waiting: not enqueued twice
     assert len(_study(out).trials) == 2
+
+
+def test_drawing_the_studys_figures_keeps_the_interactive_mode_a_backend_switched_on(continued_study, tmp_path,
+                                                                                     monkeypatch):
+    """Jupyter's inline backend configures itself (interactive on) when the session's first figure is drawn; if
+    that happens inside the report's rc_context, leaving it must not switch interactive mode off again, or no later
+    figure of the notebook shows (notebook 04 in CI)."""
+    import matplotlib
+    from optuna.visualization import matplotlib as ovm
+
+    from experiments.search_report import figures
+
+    original = ovm.plot_optimization_history
+
+    def first_figure_of_a_session(*args, **kwargs):
+        matplotlib.interactive(True)  # what the inline backend does when it is first resolved
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ovm, "plot_optimization_history", first_figure_of_a_session)
+    was = matplotlib.is_interactive()
+    matplotlib.interactive(False)
+    try:
+        written = figures(_study(continued_study[0]), tmp_path)
+        assert tmp_path / "optimization_history.png" in written
+        assert matplotlib.is_interactive()
+    finally:
+        matplotlib.interactive(was)
