@@ -68,9 +68,14 @@ def _worker_datasets(data: tuple):
     return build_datasets(*data[:5], seed=data[5])
 
 
-def _worker_init(threads: int) -> None:
+_STOP = None  # in a worker: the call's stop event (set once any run of the call is interrupted)
+
+
+def _worker_init(threads: int, stop) -> None:
     import torch
 
+    global _STOP
+    _STOP = stop
     torch.set_num_threads(threads)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: checkpoint, mark KILLED, stop
 
@@ -81,6 +86,8 @@ def _train_in_worker(folder: str, index: int, uri: str | None, changes: dict) ->
 
     call = Call.load(Path(folder))
     run = call.runs[index]
+    if _STOP is not None and _STOP.is_set():  # queued before the interruption: never start it
+        return {"interrupted": run.name, "started": False}
     t = run.train
     datasets = _worker_datasets((t.dataset, t.data_dir, t.img_size, t.train_size, t.val_size, t.data_seed))
     tracker = None
@@ -92,7 +99,9 @@ def _train_in_worker(folder: str, index: int, uri: str | None, changes: dict) ->
         with sigterm_raises():
             return train_run(call, run, datasets, tracker, changes).to_dict()
     except (KeyboardInterrupt, RunInterrupted):
-        return {"interrupted": run.name}
+        if _STOP is not None:
+            _STOP.set()  # the other workers start no further run of this call
+        return {"interrupted": run.name, "started": True}
 
 
 def train_in_parallel(call: Call, uri: str | None, changes: dict, parallel: int, threads: int):
@@ -100,8 +109,10 @@ def train_in_parallel(call: Call, uri: str | None, changes: dict, parallel: int,
     from experiments.run import Result
 
     todo = [i for i, run in enumerate(call.runs) if call.needs_training(run)]
-    executor = ProcessPoolExecutor(max_workers=min(parallel, max(len(todo), 1)), mp_context=get_context("spawn"),
-                                   initializer=_worker_init, initargs=(threads,))
+    context = get_context("spawn")
+    stop = context.Event()  # the pool queues runs ahead of time: an interrupted call must not start them
+    executor = ProcessPoolExecutor(max_workers=min(parallel, max(len(todo), 1)), mp_context=context,
+                                   initializer=_worker_init, initargs=(threads, stop))
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     futures = {executor.submit(_train_in_worker, str(call.folder), i, uri, changes): i for i in todo}
     pending, finished = set(futures), 0
@@ -115,6 +126,7 @@ def train_in_parallel(call: Call, uri: str | None, changes: dict, parallel: int,
                 finished += 1
                 _progress(finished, len(todo), Result.from_dict(data, call.run_dir(call.runs[futures[future]])))
     except KeyboardInterrupt:
+        stop.set()
         _stop_workers(executor, pending)
         return _interrupted(call, f"{len(pending) + 1} parallel runs")
     finally:

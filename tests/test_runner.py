@@ -187,6 +187,21 @@ def test_killed_compare_call_resumes_every_run_with_the_same_numbers(straight_co
     assert "Welch 95% CI" in resumed.stdout
 
 
+def test_an_interrupted_parallel_call_starts_none_of_its_queued_runs(output_dir):
+    """SIGINT to the runner alone: the two runs in training are checkpointed and marked KILLED, and the runs the
+    process pool had already queued are never started (they used to start and train on after the message)."""
+    proc = runner(["--no-gsa", "--compare", "--seeds", "2", *TINY_ARGS[:-2], "--epochs", "200", "--parallel", "2",
+                   "--output", str(output_dir)])
+    wait_for(output_dir, "last.pth", proc)  # a run has finished its first epoch
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == ablate.EXIT_INTERRUPTED, err
+    assert "--resume" in err and "Traceback" not in err
+    call = Call.load(next(output_dir.rglob("call.json")).parent)
+    states = [call.state_of(r) for r in call.runs]
+    assert states.count("new") == 2 and "finished" not in states, states
+
+
 @pytest.mark.parametrize("sig, word", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
 def test_interrupt_marks_runs_killed_with_reason_and_keeps_checkpoints(sig, word, output_dir):
     from experiments.checkpoint import load_checkpoint
