@@ -192,7 +192,10 @@ def test_an_interrupted_parallel_call_starts_none_of_its_queued_runs(output_dir)
     process pool had already queued are never started (they used to start and train on after the message)."""
     proc = runner(["--no-gsa", "--compare", "--seeds", "2", *TINY_ARGS[:-2], "--epochs", "200", "--parallel", "2",
                    "--output", str(output_dir)])
-    wait_for(output_dir, "last.pth", proc)  # a run has finished its first epoch
+    deadline = time.time() + 300
+    while len(list(output_dir.rglob("last.pth"))) < 2:  # both workers are training (each run saved an epoch)
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == ablate.EXIT_INTERRUPTED, err
