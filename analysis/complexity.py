@@ -21,7 +21,6 @@ Command line (`sepvit-complexity` or `python analysis/complexity.py`): see `--he
 from __future__ import annotations
 
 import argparse
-import contextlib
 import difflib
 import functools
 import json
@@ -47,6 +46,7 @@ from sepvit.macs import Macs, attention_matmuls, layer_norm, linear, total
 from sepvit.macs import mlp as _mlp
 from sepvit.model import make_block
 from workbench.cli import OneLineParser
+from workbench.quiet import native_stderr_silenced
 
 from analysis.units import TITLES, UNITS, stage_units
 
@@ -633,19 +633,6 @@ def timing_noise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 noisiest=spreads[-1][1], candidates=len(spreads))
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """The profiler library writes start/stop lines (and a GPU probe's error) to file descriptor 2, which a
-    notebook kernel forwards into the cell's output: send them to /dev/null while profiling."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def op_profile(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1, top: int = 3,
@@ -658,7 +645,7 @@ def op_profile(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1, top: in
 
     for _ in range(warmup):
         fn()
-    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
+    with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(repeats):
             fn()
     per_op: dict[str, float] = {}

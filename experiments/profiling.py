@@ -23,7 +23,6 @@ Two measurements, both after warm-up steps:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -39,6 +38,7 @@ if __package__ in (None, ""):  # `python experiments/profiling.py`: make the rep
 import torch
 
 from workbench.cli import OneLineParser, fail
+from workbench.quiet import native_stderr_silenced
 
 PROG = "sepvit-profile"
 PHASES = ("data", "forward", "checks", "backward", "clip_grad", "optimizer", "metrics")
@@ -199,24 +199,12 @@ def profile_steps(step: RunnerStep, steps: int) -> torch.profiler.profile:
         with record_function(f"phase:{name}"):
             return fn()
 
-    with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
+    with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step.run(phase)
     return prof
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silence the profiler library's own start/stop lines (and a CUDA probe's error on CPU-only machines)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def breakdown(prof: torch.profiler.profile, steps: int) -> dict[str, Any]:
