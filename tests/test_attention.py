@@ -30,7 +30,7 @@ EXPECTED_KINDS = {
 
 
 def micro(**changes) -> SepViTConfig:
-    base = dict(embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 2, 4))
+    base = dict(embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 2, 4), fused_attn=True)  # the preset is explicit
     return SepViTConfig.preset("sepvit_micro_32", **{**base, **changes})
 
 

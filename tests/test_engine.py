@@ -189,6 +189,7 @@ def test_mlflow_record_contents(output_dir, tiny_data):
     assert json.loads(model_params["embed_dims"]) == list(cfg.embed_dims) and model_params["gsa"] == "False"
     assert params["train.model_ema"] == "True" and params["train.batch_size"] == "16"
     assert {"git.commit", "env.torch", "env.timm", "env.mlflow", "data.name", "data.num_classes"} <= set(params)
+    assert params["env.torch_threads"] == str(torch.get_num_threads()) and params["env.cpu"]  # numbers depend on it
     assert tags["mlflow.parentRunId"] == parent and tags["ablation.gsa"] == "False" and tags["kind"] == "train"
     assert tags["reported_metric"] == "val_top1_ema"
     for key in ("train_loss", "val_top1", "val_top1_ema", "val_top5", "lr", "img_per_s", "epoch_time"):

@@ -154,6 +154,7 @@ def test_fused_and_explicit_attention_agree(pattern, size):
             torch.nn.init.normal_(module.tokens)
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
+        set_fused(model, True)  # the micro preset itself runs the explicit path
         fused = model(x)
         set_fused(model, False)
         explicit = model(x)

@@ -366,4 +366,6 @@ def test_parallel_call_equals_the_sequential_call(straight_compare, output_dir):
     for run in trained:
         assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert histories(client, run) == expected[run.info.run_name]
+        assert run.data.params["env.torch_threads"] == "1"  # the count each worker trained with is recorded
+    assert {r.data.params["env.torch_threads"] for r in straight_runs} == {"1"}
     assert "Welch 95% CI" in done.stdout

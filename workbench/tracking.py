@@ -125,6 +125,17 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def _cpu_model() -> str:
+    """The processor's model name (Linux /proc/cpuinfo), else platform's guess."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def environment_params() -> dict[str, str]:
     """Git commit, package versions and machine: enough to tell two runs' code apart."""
     import mlflow
@@ -141,6 +152,9 @@ def environment_params() -> dict[str, str]:
         "env.numpy": numpy.__version__,
         "env.platform": platform.platform(terse=True),
         "env.cuda": torch.version.cuda or "none",
+        # a run's numbers are deterministic for one thread count only: another count can move top-1 by points
+        "env.torch_threads": torch.get_num_threads(),
+        "env.cpu": _cpu_model(),
     }
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
