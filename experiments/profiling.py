@@ -10,7 +10,7 @@ synthetic set (`experiments.data.build_datasets`, generated on the main thread w
 backward, gradient clipping, AdamW from timm's factory, and the per-step metrics (`.item()` calls). Settings
 come from `experiments.train_config.TrainConfig()` defaults.
 
-Two measurements, both after warm-up steps:
+Three measurements, all after warm-up steps:
   1. wall clock without the profiler: `--steps` steps, each phase timed with perf_counter; the medians give
      the step's split and the images/s the runner's users see (the runner also runs tqdm per step, not here);
   2. torch.profiler (CPU) over `--profile-steps` steps: every operator's self CPU time, attributed to its phase
@@ -19,6 +19,10 @@ Two measurements, both after warm-up steps:
      runs them (e.g. SliceBackward0 -> padding/cat/crop), forward ones by their own name. "outside operators" is
      a phase's wall time minus the time inside its top-level operators: Python, the autograd engine and the
      profiler's own overhead (so it over-states Python's share; compare with measurement 1).
+  3. the profiled matmuls (mm, addmm, bmm: Linear layers and attention) against this machine: every recorded
+     shape and memory layout timed on its own, with the caches warm and flushed, and a large square matmul at the
+     same thread count. Step time between warm and cold means our code adds nothing to those kernels; alone
+     far below the large matmul's rate means the shapes themselves (thin Linears, 17-token windows) are slow.
 """
 from __future__ import annotations
 
@@ -199,7 +203,7 @@ def profile_steps(step: RunnerStep, steps: int) -> torch.profiler.profile:
         with record_function(f"phase:{name}"):
             return fn()
 
-    with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
+    with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(steps):
             step.run(phase)
     return prof
@@ -246,6 +250,78 @@ def breakdown(prof: torch.profiler.profile, steps: int) -> dict[str, Any]:
     )
 
 
+# ================================================================================== matmuls against this machine
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
+def matmul_flops(op: str, shapes: Sequence[Sequence[int]]) -> int:
+    """FLOPs (2 per multiply-add) of one mm (M,K)x(K,N), addmm (bias, (M,K), (K,N)) or bmm (B,M,K)x(B,K,N)."""
+    a, b = (shapes[1], shapes[2]) if op == "aten::addmm" else (shapes[0], shapes[1])
+    batch = a[0] if op == "aten::bmm" else 1
+    return 2 * batch * a[-2] * a[-1] * b[-1]
+
+
+def _operands(shapes, strides) -> list[torch.Tensor]:
+    """Random tensors with the recorded shapes and strides (the same memory layout as in the step)."""
+    tensors = []
+    for shape, stride in zip(shapes, strides):
+        span = 1 + sum((n - 1) * st for n, st in zip(shape, stride))
+        tensors.append(torch.randn(span).as_strided(shape, stride))
+    return tensors
+
+
+_CACHE_FLUSH_BYTES = 64 << 20  # larger than this machine's caches: operands come from memory, as in the step
+
+
+def time_alone(op: str, shapes, strides, repeats: int, cold: bool = False,
+               clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median ms of one call of a matmul operator on its own, with the step's shapes and memory layout; `cold`
+    flushes the caches before each call. In the step an operand is sometimes just written (warm), sometimes
+    written long before (cold): the step's time belongs between the two if calling the kernel costs nothing more."""
+    fn = {"aten::mm": torch.mm, "aten::addmm": torch.addmm, "aten::bmm": torch.bmm}[op]
+    args = _operands(shapes, strides)
+    flush = torch.empty(_CACHE_FLUSH_BYTES // 4 if cold else 0)
+    fn(*args)  # warm-up
+    times = []
+    for _ in range(repeats):
+        flush.fill_(1.0)
+        start = clock()
+        fn(*args)
+        times.append(clock() - start)
+    return 1000 * statistics.median(times)
+
+
+def matmul_headroom(prof: torch.profiler.profile, steps: int, repeats: int = 10,
+                    reference_size: int = 1024) -> dict[str, Any]:
+    """How fast the step's matmuls are against what this machine does with the same shapes alone, and with a large
+    square matmul: separates our calling overhead (step vs alone) from the kernels' limit on small shapes
+    (alone vs large). Times in ms per step, rates in GFLOP/s (2 FLOPs per multiply-add)."""
+    calls: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0])
+    for e in prof.events():
+        if e.name in MATMULS and e.structured_input_shapes:
+            tensors = 3 if e.name == "aten::addmm" else 2  # addmm also records its beta and alpha
+            shapes = tuple(tuple(x) for x in e.structured_input_shapes[:tensors])
+            strides = tuple(tuple(x) for x in e.structured_input_strides[:tensors])
+            calls[(e.name, shapes, strides)][0] += e.self_cpu_time_total / 1000
+            calls[(e.name, shapes, strides)][1] += 1
+    rows = []
+    for (op, shapes, strides), (in_step_ms, count) in calls.items():
+        warm, cold = (time_alone(op, shapes, strides, repeats, cold=c) for c in (False, True))
+        rows.append(dict(op=op, shapes=[list(x) for x in shapes], calls_per_step=count / steps,
+                         in_step_ms=in_step_ms / steps, alone_ms=warm * count / steps,
+                         alone_cold_ms=cold * count / steps,
+                         gflop=matmul_flops(op, shapes) * count / steps / 1e9))
+    rows.sort(key=lambda r: -r["in_step_ms"])
+    n = reference_size
+    large_ms = time_alone("aten::mm", ((n, n), (n, n)), ((n, 1), (n, 1)), max(3, repeats // 2))
+    totals = {key: sum(r[key] for r in rows) for key in ("in_step_ms", "alone_ms", "alone_cold_ms", "gflop")}
+    rate = (lambda gflop, ms: gflop / (ms / 1000) if ms > 0 else 0.0)
+    return dict(shapes=rows, **totals, in_step_gflops=rate(totals["gflop"], totals["in_step_ms"]),
+                alone_gflops=rate(totals["gflop"], totals["alone_ms"]),
+                alone_cold_gflops=rate(totals["gflop"], totals["alone_cold_ms"]),
+                large_gflops=rate(2 * n ** 3 / 1e9, large_ms), reference_size=n)
+
+
 def profile_runner(model: str = "sepvit_nano_32", batch_size: int | None = None, img_size: int | None = None,
                    model_kwargs: dict[str, Any] | None = None, steps: int = 10, profile_steps_: int = 3,
                    warmup: int = 3, train_size: int | None = None) -> dict[str, Any]:
@@ -255,7 +331,9 @@ def profile_runner(model: str = "sepvit_nano_32", batch_size: int | None = None,
     report = dict(model=model, model_kwargs={k: str(v) for k, v in (model_kwargs or {}).items()},
                   threads=torch.get_num_threads(), steps=steps, profile_steps=profile_steps_,
                   wall=wall_clock(step, steps))
-    report["profile"] = breakdown(profile_steps(step, profile_steps_), profile_steps_)
+    prof = profile_steps(step, profile_steps_)
+    report["profile"] = breakdown(prof, profile_steps_)
+    report["matmuls"] = matmul_headroom(prof, profile_steps_)
     return report
 
 
@@ -283,6 +361,27 @@ def format_report(report: dict[str, Any], top: int = 20) -> str:
               f"   {'operator':<62}{'ms':>8}{'calls':>8}"]
     for op in prof["top_ops"][:top]:
         lines.append(f"   {op['op'][:62]:<62}{op['self_ms']:8.2f}{op['calls_per_step']:8.0f}")
+    mm = report.get("matmuls")
+    if mm:
+        n = mm["reference_size"]
+        model_ms = sum(prof["kinds_ms"].values())
+        lines += ["", f"4. matmuls (mm, addmm, bmm) against this machine: {mm['gflop']:.2f} GFLOP per step "
+                      f"({len(mm['shapes'])} shapes)",
+                  f"   in the step          {mm['in_step_ms']:8.1f} ms  {mm['in_step_gflops']:6.1f} GFLOP/s  "
+                  f"({mm['in_step_ms'] / model_ms:.0%} of forward + backward)",
+                  f"   same shapes alone    {mm['alone_ms']:8.1f} ms  {mm['alone_gflops']:6.1f} GFLOP/s  "
+                  "(the step's shapes and memory layouts, each called on its own, caches warm)",
+                  f"   ... caches flushed   {mm['alone_cold_ms']:8.1f} ms  {mm['alone_cold_gflops']:6.1f} GFLOP/s  "
+                  "(operands read from memory)",
+                  f"   a {n}x{n} matmul   {'':8} {mm['large_gflops']:10.1f} GFLOP/s  (what these threads do on a "
+                  "large square matmul)",
+                  f"   {'operator':<10}{'shapes':<44}{'calls':>6}{'step ms':>9}{'warm ms':>9}{'cold ms':>9}"
+                  f"{'GFLOP/s':>9}"]
+        for row in mm["shapes"][:top]:
+            shapes = " ".join("x".join(map(str, sh)) for sh in row["shapes"])
+            rate = row["gflop"] / (row["in_step_ms"] / 1000) if row["in_step_ms"] else 0.0
+            lines.append(f"   {row['op'][6:]:<10}{shapes[:43]:<44}{row['calls_per_step']:6.0f}{row['in_step_ms']:9.2f}"
+                         f"{row['alone_ms']:9.2f}{row['alone_cold_ms']:9.2f}{rate:9.1f}")
     return "\n".join(lines)
 
 

@@ -377,3 +377,32 @@ def test_a_reference_missing_at_a_stage_leaves_that_stage_without_ratios():
     assert stage1["sepvit_gsa_block_ms"] is None and stage1["sepvit_block_time_ratio"] is None
     assert stage1["sepvit_block_ms"] > 0
     assert stage2["sepvit_gsa_block_time_ratio"] == 1.0 and stage2["sepvit_block_time_ratio"] > 0
+
+
+def test_matmul_flops_count_two_per_multiply_add():
+    from experiments.profiling import matmul_flops
+
+    assert matmul_flops("aten::mm", [[8, 16], [16, 4]]) == 2 * 8 * 16 * 4
+    assert matmul_flops("aten::addmm", [[4], [8, 16], [16, 4]]) == 2 * 8 * 16 * 4  # the bias is not a matmul
+    assert matmul_flops("aten::bmm", [[3, 8, 16], [3, 16, 4]]) == 3 * 2 * 8 * 16 * 4
+
+
+def test_matmul_headroom_finds_the_steps_matmuls_with_their_layout():
+    from torch.profiler import profile
+
+    from experiments.profiling import _operands, matmul_headroom
+
+    a, w = torch.randn(64, 16), torch.randn(32, 16)
+    with profile(record_shapes=True) as prof:
+        for _ in range(2):  # two "steps"
+            torch.mm(a, w.t())  # a transposed operand, as Linear's weight is
+            torch.bmm(torch.randn(4, 5, 6), torch.randn(4, 6, 7))
+    report = matmul_headroom(prof, steps=2, repeats=2, reference_size=64)
+    rows = {(r["op"], tuple(map(tuple, r["shapes"]))): r for r in report["shapes"]}
+    mm = rows[("aten::mm", ((64, 16), (16, 32)))]
+    assert mm["calls_per_step"] == 1 and mm["gflop"] == pytest.approx(2 * 64 * 16 * 32 / 1e9)
+    assert rows[("aten::bmm", ((4, 5, 6), (4, 6, 7)))]["calls_per_step"] == 1
+    assert report["gflop"] == pytest.approx(sum(r["gflop"] for r in report["shapes"]))
+    assert min(report["in_step_ms"], report["alone_ms"], report["alone_cold_ms"], report["large_gflops"]) > 0
+    rebuilt = _operands([[16, 32]], [[1, 16]])[0]  # the recorded strides of w.t()
+    assert rebuilt.shape == (16, 32) and rebuilt.stride() == (1, 16)
