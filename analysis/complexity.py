@@ -633,8 +633,6 @@ def timing_noise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 noisiest=spreads[-1][1], candidates=len(spreads))
 
 
-
-
 def op_profile(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1, top: int = 3,
                macs: int | None = None) -> dict[str, Any]:
     """Where the time of `fn()` goes on the CPU, by torch.profiler: self CPU time of every operator, per call,

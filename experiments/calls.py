@@ -124,7 +124,6 @@ class Call:
             return "finished"
         return "resumable" if (self.run_dir(run) / "last.pth").is_file() else "new"
 
-
     def needs_training(self, run: PlannedRun) -> bool:
         """False once the run finished all its planned epochs (a resume with more --epochs extends it)."""
         result = self.result_of(run)

@@ -19,10 +19,11 @@ Three measurements, all after warm-up steps:
      runs them (e.g. SliceBackward0 -> padding/cat/crop), forward ones by their own name. "outside operators" is
      a phase's wall time minus the time inside its top-level operators: Python, the autograd engine and the
      profiler's own overhead (so it over-states Python's share; compare with measurement 1).
-  3. the profiled matmuls (mm, addmm, bmm: Linear layers and attention) against this machine: every recorded
-     shape and memory layout timed on its own, with the caches warm and flushed, and a large square matmul at the
-     same thread count. Step time between warm and cold means our code adds nothing to those kernels; alone
-     far below the large matmul's rate means the shapes themselves (thin Linears, 17-token windows) are slow.
+  3. (section 4 of the output, after the top operators) the profiled matmuls (mm, addmm, bmm: Linear layers and
+     attention) against this machine: every recorded shape and memory layout timed on its own, with the caches
+     warm and flushed, and a large square matmul at the same thread count. Step time between warm and cold means
+     our code adds nothing to those kernels; alone far below the large matmul's rate means the shapes themselves
+     (thin Linears, 17-token windows) are slow.
 """
 from __future__ import annotations
 
@@ -209,8 +210,6 @@ def profile_steps(step: RunnerStep, steps: int) -> torch.profiler.profile:
     return prof
 
 
-
-
 def breakdown(prof: torch.profiler.profile, steps: int) -> dict[str, Any]:
     """Phase wall times, model-compute kinds (forward + backward) and top operators, in ms per step."""
     events = [e for e in prof.events() if e.device_type.name == "CPU"]
@@ -251,7 +250,7 @@ def breakdown(prof: torch.profiler.profile, steps: int) -> dict[str, Any]:
 
 
 # ================================================================================== matmuls against this machine
-MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
+MATMULS = {"aten::mm": torch.mm, "aten::addmm": torch.addmm, "aten::bmm": torch.bmm}  # profiler name -> operator
 
 
 def matmul_flops(op: str, shapes: Sequence[Sequence[int]]) -> int:
@@ -278,17 +277,22 @@ def time_alone(op: str, shapes, strides, repeats: int, cold: bool = False,
     """Median ms of one call of a matmul operator on its own, with the step's shapes and memory layout; `cold`
     flushes the caches before each call. In the step an operand is sometimes just written (warm), sometimes
     written long before (cold): the step's time belongs between the two if calling the kernel costs nothing more."""
-    fn = {"aten::mm": torch.mm, "aten::addmm": torch.addmm, "aten::bmm": torch.bmm}[op]
+    fn = MATMULS[op]
     args = _operands(shapes, strides)
-    flush = torch.empty(_CACHE_FLUSH_BYTES // 4 if cold else 0)
+    flush = torch.empty(_CACHE_FLUSH_BYTES // 4) if cold else None
     fn(*args)  # warm-up
     times = []
     for _ in range(repeats):
-        flush.fill_(1.0)
+        if flush is not None:
+            flush.fill_(1.0)
         start = clock()
         fn(*args)
         times.append(clock() - start)
     return 1000 * statistics.median(times)
+
+
+def _gflops(gflop: float, ms: float) -> float:
+    return gflop / (ms / 1000) if ms > 0 else 0.0
 
 
 def matmul_headroom(prof: torch.profiler.profile, steps: int, repeats: int = 10,
@@ -307,19 +311,19 @@ def matmul_headroom(prof: torch.profiler.profile, steps: int, repeats: int = 10,
     rows = []
     for (op, shapes, strides), (in_step_ms, count) in calls.items():
         warm, cold = (time_alone(op, shapes, strides, repeats, cold=c) for c in (False, True))
+        gflop = matmul_flops(op, shapes) * count / steps / 1e9
         rows.append(dict(op=op, shapes=[list(x) for x in shapes], calls_per_step=count / steps,
                          in_step_ms=in_step_ms / steps, alone_ms=warm * count / steps,
-                         alone_cold_ms=cold * count / steps,
-                         gflop=matmul_flops(op, shapes) * count / steps / 1e9))
+                         alone_cold_ms=cold * count / steps, gflop=gflop,
+                         in_step_gflops=_gflops(gflop, in_step_ms / steps)))
     rows.sort(key=lambda r: -r["in_step_ms"])
     n = reference_size
     large_ms = time_alone("aten::mm", ((n, n), (n, n)), ((n, 1), (n, 1)), max(3, repeats // 2))
     totals = {key: sum(r[key] for r in rows) for key in ("in_step_ms", "alone_ms", "alone_cold_ms", "gflop")}
-    rate = (lambda gflop, ms: gflop / (ms / 1000) if ms > 0 else 0.0)
-    return dict(shapes=rows, **totals, in_step_gflops=rate(totals["gflop"], totals["in_step_ms"]),
-                alone_gflops=rate(totals["gflop"], totals["alone_ms"]),
-                alone_cold_gflops=rate(totals["gflop"], totals["alone_cold_ms"]),
-                large_gflops=rate(2 * n ** 3 / 1e9, large_ms), reference_size=n)
+    return dict(shapes=rows, **totals, in_step_gflops=_gflops(totals["gflop"], totals["in_step_ms"]),
+                alone_gflops=_gflops(totals["gflop"], totals["alone_ms"]),
+                alone_cold_gflops=_gflops(totals["gflop"], totals["alone_cold_ms"]),
+                large_gflops=_gflops(2 * n ** 3 / 1e9, large_ms), reference_size=n)
 
 
 def profile_runner(model: str = "sepvit_nano_32", batch_size: int | None = None, img_size: int | None = None,
@@ -379,9 +383,8 @@ def format_report(report: dict[str, Any], top: int = 20) -> str:
                   f"{'GFLOP/s':>9}"]
         for row in mm["shapes"][:top]:
             shapes = " ".join("x".join(map(str, sh)) for sh in row["shapes"])
-            rate = row["gflop"] / (row["in_step_ms"] / 1000) if row["in_step_ms"] else 0.0
             lines.append(f"   {row['op'][6:]:<10}{shapes[:43]:<44}{row['calls_per_step']:6.0f}{row['in_step_ms']:9.2f}"
-                         f"{row['alone_ms']:9.2f}{row['alone_cold_ms']:9.2f}{rate:9.1f}")
+                         f"{row['alone_ms']:9.2f}{row['alone_cold_ms']:9.2f}{row['in_step_gflops']:9.1f}")
     return "\n".join(lines)
 
 

@@ -396,8 +396,8 @@ def register_builder(builder: Callable[[SepViTConfig], Any]) -> None:
 # blocks cover the whole map (full attention), exactly as SepViT-T does at 224.
 # The small presets compute attention on the explicit path (fused_attn=False, same output within 1e-5):
 # on a CPU, the fused kernel's backward is slow for thousands of 17-token windows, and the runner's
-# training step measured 1.03-1.17x faster explicit (README, "Speed"). The 224 presets keep the fused kernel,
-# which is faster there (forward 1.12x on sepvit_tiny).
+# training step measured 1.03-1.17x faster explicit (README, "Benchmarks"). The 224 presets keep the fused
+# kernel, which is faster there (forward 1.12x on sepvit_tiny).
 _CPU_SCALE = dict(fused_attn=False)
 PRESETS: dict[str, dict[str, Any]] = {
     "sepvit_lite": dict(embed_dims=(32, 64, 128, 256), depths=(1, 2, 6, 2), num_heads=(1, 2, 4, 8)),

@@ -403,6 +403,7 @@ def test_matmul_headroom_finds_the_steps_matmuls_with_their_layout():
     assert mm["calls_per_step"] == 1 and mm["gflop"] == pytest.approx(2 * 64 * 16 * 32 / 1e9)
     assert rows[("aten::bmm", ((4, 5, 6), (4, 6, 7)))]["calls_per_step"] == 1
     assert report["gflop"] == pytest.approx(sum(r["gflop"] for r in report["shapes"]))
+    assert mm["in_step_gflops"] == pytest.approx(mm["gflop"] / (mm["in_step_ms"] / 1000))
     assert min(report["in_step_ms"], report["alone_ms"], report["alone_cold_ms"], report["large_gflops"]) > 0
     rebuilt = _operands([[16, 32]], [[1, 16]])[0]  # the recorded strides of w.t()
     assert rebuilt.shape == (16, 32) and rebuilt.stride() == (1, 16)

@@ -153,7 +153,7 @@ def environment_params() -> dict[str, str]:
         "env.platform": platform.platform(terse=True),
         "env.cuda": torch.version.cuda or "none",
         # a run's numbers are deterministic for one thread count only: another count can move top-1 by points
-        "env.torch_threads": torch.get_num_threads(),
+        "env.torch_threads": str(torch.get_num_threads()),
         "env.cpu": _cpu_model(),
     }
     try:
