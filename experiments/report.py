@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from .stats import chance_interval, compare, mean_ci
+from .stats import VERDICT_RULES, chance_interval, compare, mean_ci, min_detectable_difference
 
 COLUMNS = ["run_id", "config", "seed", "status", "top1", "best_top1", "params", "macs", "latency_ms", "img_per_s",
            "is_reference"]
@@ -152,23 +152,69 @@ def _single(runs: pd.DataFrame, column: str):
 
 
 def compare_to_reference(runs: pd.DataFrame) -> pd.DataFrame:
-    """Each configuration against the reference: difference in top-1 with a Welch 95 % CI and the noise test."""
+    """Each configuration against the reference: the difference in top-1 with its paired interval (over the seeds
+    both trained: they share data order and init), Welch's interval, and the verdict with the rule that decided
+    (`experiments.stats.VERDICT_RULES`)."""
     done = runs[runs["status"] == "FINISHED"]
-    ref = done[done["is_reference"]]["top1"].astype(float).tolist()
+    reference = done[done["is_reference"]]
+    ref, ref_seeds = reference["top1"].astype(float).tolist(), reference["seed"].astype(int).tolist()
     rows = []
     if not ref:
         return pd.DataFrame(rows)
     for config in dict.fromkeys(done.loc[~done["is_reference"], "config"]):
-        values = done[done["config"] == config]["top1"].astype(float).tolist()
-        d = compare(values, ref)
-        rows.append({"config": config, "diff": d.diff, "welch_low": d.low, "welch_high": d.high, "welch_df": d.df,
-                     "welch_excludes_0": d.welch_excludes_zero, "cis_overlap": d.cis_overlap,
-                     "exceeds_seed_noise": d.exceeds_noise, "seeds": len(values), "reference_seeds": len(ref)})
+        group = done[done["config"] == config]
+        values, seeds = group["top1"].astype(float).tolist(), group["seed"].astype(int).tolist()
+        d = compare(values, ref, seeds_a=seeds, seeds_b=ref_seeds)
+        paired = d.paired or (math.nan, math.nan, math.nan)
+        rows.append({"config": config, "diff": d.diff, "paired_diff": paired[0], "paired_low": paired[1],
+                     "paired_high": paired[2], "paired_seeds": d.paired_seeds, "welch_low": d.low,
+                     "welch_high": d.high, "welch_df": d.df, "welch_excludes_0": d.welch_excludes_zero,
+                     "cis_overlap": d.cis_overlap, "exceeds_seed_noise": d.exceeds_noise, "verdict": d.verdict,
+                     "rule": VERDICT_RULES[d.verdict], "equivalence_bound": d.bound, "seeds": len(values),
+                     "reference_seeds": len(ref)})
     return pd.DataFrame(rows)
 
 
+def resolution(runs: pd.DataFrame) -> dict[str, float]:
+    """What a call can resolve, from its own runs: the seed standard deviation pooled over its configurations, the
+    standard deviation of per-seed differences to the reference (pooled), and the minimum detectable difference
+    (two-sided 5 %, power 0.8) for the call's seeds per configuration, unpaired and paired."""
+    done = runs[runs["status"] == "FINISHED"]
+    groups = [g["top1"].astype(float).to_numpy() for _, g in done.groupby("config") if len(g) >= 2]
+    out = {"seeds": int(done.groupby("config").size().min()) if len(done) else 0, "seed_sd": math.nan,
+           "diff_sd": math.nan, "mdd": math.nan, "mdd_paired": math.nan}
+    if groups:
+        dof = sum(len(g) - 1 for g in groups)
+        out["seed_sd"] = math.sqrt(sum(((g - g.mean()) ** 2).sum() for g in groups) / dof)
+        out["mdd"] = min_detectable_difference(out["seed_sd"], out["seeds"])
+    reference = done[done["is_reference"]].set_index("seed")["top1"].astype(float)
+    diffs = []
+    for config, group in done[~done["is_reference"]].groupby("config"):
+        d = group.set_index("seed")["top1"].astype(float) - reference
+        d = d.dropna().to_numpy()
+        if len(d) >= 2:
+            diffs.append(d)
+    if diffs:
+        dof = sum(len(d) - 1 for d in diffs)
+        out["diff_sd"] = math.sqrt(sum(((d - d.mean()) ** 2).sum() for d in diffs) / dof)
+        out["mdd_paired"] = min_detectable_difference(out["diff_sd"], out["seeds"], paired=True)
+    return out
+
+
+def resolution_sentence(res: dict[str, float]) -> str:
+    """'With 3 seeds this call resolves differences >= X points ...', computed (never typed in)."""
+    if math.isnan(res["seed_sd"]):
+        return ("With one seed per configuration this call measures no seed noise and resolves nothing: "
+                "run --seeds 2 or more (`python experiments/ablate.py --calibrate` measures the instrument).")
+    text = (f"With {res['seeds']} seeds per configuration this call resolves differences ≥ {res['mdd']:.1f} points "
+            f"unpaired (seed sd {res['seed_sd']:.2f}, pooled over its configurations")
+    if not math.isnan(res["mdd_paired"]):
+        text += (f"), ≥ {res['mdd_paired']:.1f} points paired (sd of per-seed differences {res['diff_sd']:.2f}")
+    return text + "): two-sided 5 % test, power 0.8."
+
+
 def conclusions(summary: pd.DataFrame, comparison: pd.DataFrame) -> list[str]:
-    """One sentence per compared configuration, computed from the numbers (never typed in)."""
+    """One sentence per compared configuration, computed from the numbers (never typed in), naming the rule."""
     sentences = []
     chance = {r["config"]: r["at_chance"] for _, r in summary.iterrows()}
     for _, r in comparison.iterrows():
@@ -178,20 +224,23 @@ def conclusions(summary: pd.DataFrame, comparison: pd.DataFrame) -> list[str]:
                              "at chance level.")
             continue
         verb = "gains" if r["diff"] > 0 else "loses"
-        if math.isnan(r["welch_low"]):
+        if r["verdict"] == "undetermined":
             sentences.append(f"`{r['config']}` {verb} {abs(r['diff']):.1f} points against the reference with one "
                              "seed: no confidence interval; run --seeds 2 or more.")
             continue
-        half = (r["welch_high"] - r["welch_low"]) / 2
-        if r["exceeds_seed_noise"]:
-            noise = "beyond seed noise (the two 95 % CIs do not overlap)"
-        elif r["welch_excludes_0"]:
-            noise = ("the interval excludes 0, but the two configurations' 95 % CIs overlap: not beyond seed noise "
-                     "by the stricter rule; more seeds would tell")
-        else:
-            noise = "within seed noise (the interval holds 0)"
-        sentences.append(f"`{r['config']}` {verb} {abs(r['diff']):.1f} ± {half:.1f} points against the reference "
-                         f"(Welch 95 % CI, {r['seeds']} vs {r['reference_seeds']} seeds), {noise}.")
+        intervals = f"Welch 95 % CI [{r['welch_low']:+.1f}, {r['welch_high']:+.1f}]"
+        if r["paired_seeds"] >= 2:
+            intervals = (f"paired 95 % CI [{r['paired_low']:+.1f}, {r['paired_high']:+.1f}] over "
+                         f"{r['paired_seeds']} shared seeds; " + intervals)
+        verdict = {
+            "separated": "separated: the two 95 % CIs do not overlap",
+            "paired": "resolved by the paired interval (it excludes 0), although the two 95 % CIs overlap",
+            "welch": "Welch's interval excludes 0, but the two 95 % CIs overlap and the seeds are not shared",
+            "equivalent": (f"not resolved: no difference larger than {r['equivalence_bound']:.1f} points "
+                           "(90 % interval, two one-sided tests at 5 %)"),
+        }[r["verdict"]]
+        sentences.append(f"`{r['config']}` {verb} {abs(r['diff']):.1f} points against the reference "
+                         f"({intervals}; {r['seeds']} vs {r['reference_seeds']} seeds): {verdict}.")
     return sentences
 
 
@@ -210,11 +259,15 @@ def call_report(results, reference_label: str | None, num_classes: int, val_size
     if frame["is_reference"].any() and (~frame["is_reference"]).any():
         comparison = compare_to_reference(frame)
         sentences = conclusions(summary, comparison)
+        rules = "; ".join(f"{k}: {v}" for k, v in VERDICT_RULES.items() if k != "undetermined")
         text += "\n\n" + format_comparison(comparison) + "\n\n" + "\n".join(sentences)
         markdown += ("\n\n## Against the reference\n\n" + format_comparison(comparison, markdown=True)
-                     + "\n\nCI: Student t over seeds; Δ: Welch t interval; 'exceeds seed noise' = the two 95 % CIs "
-                     "do not overlap.\n\n" + "\n".join(f"- {s}" for s in sentences))
+                     + f"\n\nCI: Student t over seeds. Verdicts, strictest first: {rules}.\n\n"
+                     + "\n".join(f"- {s}" for s in sentences))
         files.append(("comparison.csv", comparison.to_csv(index=False)))
+    sentence = resolution_sentence(resolution(frame))
+    text += "\n\n" + sentence
+    markdown += "\n\n" + sentence
     return text, markdown, files
 
 
@@ -262,13 +315,14 @@ def format_summary(summary: pd.DataFrame, markdown: bool = False, num_classes: i
 
 
 def format_comparison(comparison: pd.DataFrame, markdown: bool = False) -> str:
-    header = ["configuration", "Δ top-1 vs reference", "Welch 95% CI", "CIs overlap", "exceeds seed noise"]
+    header = ["configuration", "Δ top-1 vs reference", "paired 95% CI", "Welch 95% CI", "CIs overlap", "verdict"]
     lines = []
     for _, r in comparison.iterrows():
-        ci = "n/a (needs 2 seeds)" if math.isnan(r["welch_low"]) else f"[{r['welch_low']:+.2f}, {r['welch_high']:+.2f}]"
-        noise = {True: "yes", False: "no", None: "n/a"}[r["exceeds_seed_noise"]]
+        welch = "n/a (needs 2 seeds)" if math.isnan(r["welch_low"]) else f"[{r['welch_low']:+.2f}, {r['welch_high']:+.2f}]"
+        paired = "n/a" if r["paired_seeds"] < 2 else f"[{r['paired_low']:+.2f}, {r['paired_high']:+.2f}]"
         overlap = {True: "yes", False: "no", None: "n/a"}[r["cis_overlap"]]
-        lines.append([r["config"], f"{r['diff']:+.2f}", ci, overlap, noise])
+        verdict = r["verdict"] + (f" (±{r['equivalence_bound']:.1f})" if r["verdict"] == "equivalent" else "")
+        lines.append([r["config"], f"{r['diff']:+.2f}", paired, welch, overlap, verdict])
     return _table(header, lines, markdown)
 
 

@@ -2,8 +2,15 @@
 
 - `mean_ci`: mean and the half-width of a Student-t confidence interval over seeds (n - 1 degrees of freedom).
 - `welch_diff`: difference of two means with a Welch (unequal variances, Welch-Satterthwaite df) t interval.
-- `compare`: both, plus the issue's criterion for "exceeds seed noise": the two 95 % CIs do not overlap
-  (stricter than the Welch interval excluding 0). Both are reported; neither is defined for one seed.
+- `paired_diff`: the mean of per-seed differences with a paired t interval. Valid when the two arms share their
+  seeds, which in this runner means they share the data order and the initial weights of every module whose name
+  and shape agree (`experiments.engine.build_parts`): the seed's luck then cancels in the difference.
+- `compare`: all of these, and a verdict named by the rule that decided it (`VERDICT_RULES`): the two 95 % CIs
+  apart (the strictest), else the paired interval excluding 0, else an equivalence bound (the largest difference
+  the 90 % paired, or Welch, interval leaves possible: two one-sided tests at 5 %).
+- `min_detectable_difference`: the smallest true difference that k seeds per arm detect with a two-sided 5 % test
+  at 80 % power, from a measured seed standard deviation (unpaired) or per-seed difference sd (paired); exact,
+  from the noncentral t distribution.
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 from scipy import stats as _st
+from scipy.optimize import brentq
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
@@ -27,21 +35,41 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     return mean, float(_st.t.ppf(0.5 + confidence / 2, x.size - 1)) * sem
 
 
+# How `compare` decides, strictest first; the verdict names the rule that decided it.
+VERDICT_RULES = {
+    "separated": "the two 95 % CIs over seeds do not overlap",
+    "paired": "the paired 95 % interval of per-seed differences excludes 0 (the CIs overlap)",
+    "welch": "Welch's 95 % interval excludes 0 (the CIs overlap; the arms do not share seeds)",
+    "equivalent": "no rule separates them; the 90 % interval bounds the difference (two one-sided tests at 5 %)",
+    "undetermined": "fewer than two seeds per arm: no interval",
+}
+
+
 @dataclass
 class Difference:
     diff: float  # mean(a) - mean(b)
-    low: float
+    low: float  # Welch 95 % interval
     high: float
     df: float
     ci_a: tuple[float, float]  # (mean, half-width)
     ci_b: tuple[float, float]
     welch_excludes_zero: bool | None
     cis_overlap: bool | None
+    paired: tuple[float, float, float] | None = None  # (mean difference, low, high) over shared seeds, 95 %
+    paired_seeds: int = 0
+    verdict: str = "undetermined"  # a key of VERDICT_RULES
+    bound: float = float("nan")  # with verdict "equivalent": no difference larger than this (points)
 
     @property
     def exceeds_noise(self) -> bool | None:
-        """The issue's criterion: non-overlapping 95 % CIs (None when a CI is undefined)."""
+        """The strictest criterion: non-overlapping 95 % CIs (None when a CI is undefined)."""
         return None if self.cis_overlap is None else not self.cis_overlap
+
+    @property
+    def paired_excludes_zero(self) -> bool | None:
+        if self.paired is None or math.isnan(self.paired[1]):
+            return None
+        return bool(self.paired[1] > 0 or self.paired[2] < 0)
 
 
 def welch_diff(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float, float]:
@@ -59,6 +87,39 @@ def welch_diff(a: Sequence[float], b: Sequence[float], confidence: float = 0.95)
     return diff, diff - half, diff + half, float(df)
 
 
+def paired_diff(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean of a_i - b_i, low, high): a paired t interval over matched pairs (NaN bounds for fewer than 2)."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    mean, half = mean_ci(d, confidence)
+    return mean, mean - half, mean + half
+
+
+def min_detectable_difference(sd: float, seeds: int, paired: bool = False, alpha: float = 0.05,
+                              power: float = 0.8) -> float:
+    """The smallest true difference a two-sided t test at level `alpha` detects with probability `power`.
+
+    Unpaired: two arms of `seeds` runs each with seed standard deviation `sd` (df = 2 seeds - 2).
+    Paired: `sd` is the standard deviation of per-seed differences (df = seeds - 1).
+    Solved exactly on the noncentral t distribution; inf for fewer than 2 seeds.
+    """
+    if seeds < 2 or not sd >= 0:
+        return float("inf") if seeds < 2 else float("nan")
+    if sd == 0:
+        return 0.0
+    df = seeds - 1 if paired else 2 * seeds - 2
+    se = sd / math.sqrt(seeds) if paired else sd * math.sqrt(2.0 / seeds)
+    crit = float(_st.t.ppf(1 - alpha / 2, df))
+
+    def shortfall(ncp: float) -> float:  # power at this noncentrality minus the target
+        reach = float(_st.nct.sf(crit, df, ncp) + _st.nct.cdf(-crit, df, ncp))
+        return (1.0 if math.isnan(reach) else reach) - power  # scipy's nct gives NaN far in the tail
+
+    high = crit + 2.0
+    while shortfall(high) < 0:
+        high += 2.0
+    return float(brentq(shortfall, 0.0, high, xtol=1e-10)) * se
+
+
 def intervals_overlap(ci_a: tuple[float, float], ci_b: tuple[float, float]) -> bool | None:
     (ma, ha), (mb, hb) = ci_a, ci_b
     if math.isnan(ha) or math.isnan(hb):
@@ -66,12 +127,38 @@ def intervals_overlap(ci_a: tuple[float, float], ci_b: tuple[float, float]) -> b
     return max(ma - ha, mb - hb) <= min(ma + ha, mb + hb)
 
 
-def compare(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Difference:
-    """Configuration `a` against reference `b` (per-seed top-1 values)."""
+def compare(a: Sequence[float], b: Sequence[float], confidence: float = 0.95,
+            seeds_a: Sequence[int] | None = None, seeds_b: Sequence[int] | None = None) -> Difference:
+    """Configuration `a` against reference `b` (per-seed top-1 values), with the verdict of `VERDICT_RULES`.
+
+    seeds_a / seeds_b: the seed of each value; values of the seeds both arms share are paired.
+    """
     diff, low, high, df = welch_diff(a, b, confidence)
     ci_a, ci_b = mean_ci(a, confidence), mean_ci(b, confidence)
     excludes = None if math.isnan(low) else bool(low > 0 or high < 0)
-    return Difference(diff, low, high, df, ci_a, ci_b, excludes, intervals_overlap(ci_a, ci_b))
+    result = Difference(diff, low, high, df, ci_a, ci_b, excludes, intervals_overlap(ci_a, ci_b))
+    shared = sorted(set(seeds_a) & set(seeds_b)) if seeds_a is not None and seeds_b is not None else []
+    if shared:
+        by_a, by_b = dict(zip(seeds_a, a)), dict(zip(seeds_b, b))
+        pa, pb = [by_a[s] for s in shared], [by_b[s] for s in shared]
+        result.paired, result.paired_seeds = paired_diff(pa, pb, confidence), len(shared)
+    if result.cis_overlap is None:
+        return result
+    if result.exceeds_noise:
+        result.verdict = "separated"
+    elif result.paired_excludes_zero:
+        result.verdict = "paired"
+    elif result.paired is None and excludes:
+        result.verdict = "welch"
+    else:
+        result.verdict = "equivalent"
+        level = 1 - 2 * (1 - confidence)  # 95 % two-sided -> 90 %: two one-sided tests at 5 %
+        if result.paired_seeds >= 2:
+            _, lo, hi = paired_diff(pa, pb, level)
+        else:
+            _, lo, hi, _ = welch_diff(a, b, level)
+        result.bound = float(max(abs(lo), abs(hi)))
+    return result
 
 
 def chance_interval(num_classes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

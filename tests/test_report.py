@@ -1,11 +1,13 @@
 """Reporting rules on hand-made runs: chance level flagged, pooled duplicates dropped, conclusions computed."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.report import ReportError, compare_to_reference, conclusions, format_summary, pool, summarize
-from experiments.stats import chance_interval
+from experiments.report import (ReportError, compare_to_reference, conclusions, format_summary, pool, resolution,
+                                resolution_sentence, summarize)
+from experiments.stats import chance_interval, min_detectable_difference
 
 
 def _runs(rows):
@@ -40,22 +42,51 @@ def test_conclusion_sentence_states_the_measured_difference():
     summary = summarize(runs, num_classes=10, val_size=1000)
     comparison = compare_to_reference(runs)
     sentence, = conclusions(summary, comparison)
-    half = (comparison["welch_high"].iloc[0] - comparison["welch_low"].iloc[0]) / 2
-    assert sentence.startswith("`no-dssa` loses 24.5 ± ") and f"{half:.1f}" in sentence
-    assert "beyond seed noise" in sentence and "3 vs 3 seeds" in sentence
+    row = comparison.iloc[0]
+    assert sentence.startswith("`no-dssa` loses 24.5 points against the reference")
+    assert f"paired 95 % CI [{row['paired_low']:+.1f}, {row['paired_high']:+.1f}] over 3 shared seeds" in sentence
+    assert f"Welch 95 % CI [{row['welch_low']:+.1f}, {row['welch_high']:+.1f}]" in sentence
+    assert "separated: the two 95 % CIs do not overlap" in sentence and "3 vs 3 seeds" in sentence
 
 
-@pytest.mark.parametrize("no_dssa, rule", [
-    ((45.8, 43.8, 32.6), "the interval excludes 0, but the two configurations' 95 % CIs overlap"),  # main call, seeds 0-2
-    ((70.0, 61.0, 52.0), "within seed noise (the interval holds 0)"),
+@pytest.mark.parametrize("no_dssa, verdict, phrase", [
+    ((45.8, 43.8, 32.6), "paired", "resolved by the paired interval"),  # the stored main call, seeds 0-2
+    ((70.0, 61.0, 52.0), "equivalent", "no difference larger than 15.4 points"),
 ])
-def test_conclusion_names_the_rule_that_decides_seed_noise(no_dssa, rule):
+def test_conclusion_names_the_rule_that_decides(no_dssa, verdict, phrase):
     values = [("no-dssa", v) for v in no_dssa] + [("reference", v) for v in (71.2, 72.9, 52.1)]
     runs = _runs([{"run_id": str(i), "config": c, "seed": i % 3, "top1": v, "is_reference": c == "reference"}
                   for i, (c, v) in enumerate(values)])
     comparison = compare_to_reference(runs)
+    assert comparison["verdict"].iloc[0] == verdict and comparison["cis_overlap"].iloc[0]
     sentence, = conclusions(summarize(runs, num_classes=10, val_size=1000), comparison)
-    assert rule in sentence and "beyond seed noise (" not in sentence
+    assert phrase in sentence and "separated" not in sentence
+
+
+def test_unshared_seeds_fall_back_to_welch():
+    values = [("x", s, v) for s, v in ((3, 50.0), (4, 51.0), (5, 50.5))] + \
+             [("reference", s, v) for s, v in ((0, 60.0), (1, 62.0), (2, 59.0))]
+    runs = _runs([{"run_id": f"{c}{s}", "config": c, "seed": s, "top1": v, "is_reference": c == "reference"}
+                  for c, s, v in values])
+    row = compare_to_reference(runs).iloc[0]
+    assert row["paired_seeds"] == 0 and row["verdict"] == "separated"
+
+
+def test_resolution_is_computed_from_the_calls_own_runs():
+    values = {"reference": (60.0, 62.0, 61.0), "x": (58.0, 61.0, 58.5)}
+    runs = _runs([{"run_id": f"{c}{s}", "config": c, "seed": s, "top1": v, "is_reference": c == "reference"}
+                  for c, vs in values.items() for s, v in enumerate(vs)])
+    res = resolution(runs)
+    pooled = ((np.var(values["reference"], ddof=1) + np.var(values["x"], ddof=1)) / 2) ** 0.5
+    diffs = np.subtract(values["x"], values["reference"])
+    assert res["seeds"] == 3 and res["seed_sd"] == pytest.approx(pooled)
+    assert res["diff_sd"] == pytest.approx(np.std(diffs, ddof=1))
+    assert res["mdd"] == pytest.approx(min_detectable_difference(pooled, 3))
+    assert res["mdd_paired"] == pytest.approx(min_detectable_difference(np.std(diffs, ddof=1), 3, paired=True))
+    sentence = resolution_sentence(res)
+    assert sentence.startswith(f"With 3 seeds per configuration this call resolves differences ≥ {res['mdd']:.1f}")
+    one_seed = resolution(runs[runs["seed"] == 0])
+    assert "resolves nothing" in resolution_sentence(one_seed)
 
 
 def test_pooling_drops_repeated_seeds_keeping_the_newest():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from experiments.stats import compare, intervals_overlap, mean_ci, welch_diff
+from experiments.stats import compare, intervals_overlap, mean_ci, min_detectable_difference, paired_diff, welch_diff
 
 
 def test_mean_ci_matches_scipy_t_interval():
@@ -43,3 +43,52 @@ def test_intervals_overlap_edges():
     assert intervals_overlap((0.0, 1.0), (2.0, 1.0))  # touching counts as overlap
     assert not intervals_overlap((0.0, 1.0), (2.5, 1.0))
     assert intervals_overlap((0.0, float("nan")), (1.0, 1.0)) is None
+
+
+def test_paired_interval_matches_scipy():
+    a, b = [71.0, 73.5, 72.25, 70.0], [65.0, 69.0, 66.5, 67.75]
+    diff, low, high = paired_diff(a, b)
+    ci = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert diff == pytest.approx(np.mean(np.subtract(a, b)))
+    assert (low, high) == pytest.approx((ci.low, ci.high))
+
+
+def test_compare_pairs_only_the_shared_seeds():
+    d = compare([70.0, 72.0, 71.0, 99.0], [60.0, 61.0, 62.5], seeds_a=[0, 1, 2, 7], seeds_b=[0, 1, 2])
+    assert d.paired_seeds == 3
+    ci = stats.ttest_rel([70.0, 72.0, 71.0], [60.0, 61.0, 62.5]).confidence_interval(0.95)
+    assert d.paired[1:] == pytest.approx((ci.low, ci.high))
+
+
+@pytest.mark.parametrize("paired", [False, True])
+@pytest.mark.parametrize("seeds", [3, 5])
+def test_min_detectable_difference_has_the_stated_power(paired, seeds):
+    sd = 2.0
+    delta = min_detectable_difference(sd, seeds, paired=paired)
+    df = seeds - 1 if paired else 2 * seeds - 2
+    se = sd / np.sqrt(seeds) if paired else sd * np.sqrt(2 / seeds)
+    crit = stats.t.ppf(0.975, df)
+    power = stats.nct.sf(crit, df, delta / se) + stats.nct.cdf(-crit, df, delta / se)
+    assert power == pytest.approx(0.8, abs=1e-6)
+    # and by simulation: t tests on normal samples with that true difference reject about 80 % of the time
+    # (paired: `sd` is that of the per-seed differences, which are what the test sees)
+    rng = np.random.default_rng(0)
+    a = rng.normal(delta, sd, size=(20000, seeds))
+    if paired:
+        p = stats.ttest_1samp(a, 0.0, axis=1).pvalue
+    else:
+        p = stats.ttest_ind(a, rng.normal(0.0, sd, size=(20000, seeds)), axis=1).pvalue
+    assert (p < 0.05).mean() == pytest.approx(0.8, abs=0.015)
+
+
+def test_min_detectable_difference_edges():
+    assert min_detectable_difference(2.0, 1) == float("inf")
+    assert min_detectable_difference(0.0, 3) == 0.0
+    assert min_detectable_difference(1.0, 10) < min_detectable_difference(1.0, 3)
+
+
+def test_equivalence_bound_is_the_90_percent_interval():
+    a, b = [80.5, 79.0, 81.2], [80.0, 79.4, 81.0]
+    d = compare(a, b, seeds_a=[0, 1, 2], seeds_b=[0, 1, 2])
+    ci = stats.ttest_rel(a, b).confidence_interval(0.90)
+    assert d.verdict == "equivalent" and d.bound == pytest.approx(max(abs(ci.low), abs(ci.high)))
