@@ -232,7 +232,7 @@ class DepthwiseSeparableSelfAttention(nn.Module):
         self.separable = pwa and not self.global_attention
         self.inner_shortcuts = inner_shortcuts
         self.stride = stride
-        self.window_token = WindowToken(window_token, dim, tuple(token_grid)) if self.separable else None
+        self.window_token = WindowToken(window_token, dim, tuple(token_grid), window_size) if self.separable else None
         self.dwa = DepthwiseSelfAttention(dim, num_heads, fused_attn=fused_attn, attn_drop=attn_drop)
         self.pwa = PointwiseSelfAttention(dim, num_heads, fused_attn=fused_attn, attn_drop=attn_drop) \
             if self.separable else None

@@ -18,7 +18,7 @@ from workbench.fields import check_known, check_types
 
 from .geometry import patch_embed_output_size, window_grid
 
-WINDOW_TOKENS = ("learnable", "zero", "avgpool")
+WINDOW_TOKENS = ("learnable", "zero", "avgpool", "dwconv")
 # Each block pattern is the cycle of block kinds over a stage's blocks (block i has kind cycle[i % len]).
 # Adding a pattern made of existing kinds is one line here; a new kind adds its unit to `make_block`.
 PATTERN_KINDS: dict[str, tuple[str, ...]] = {
@@ -120,7 +120,8 @@ class SepViTConfig:
 
     Paper switches (defaults = the authors' code):
       window_token: "learnable" (per-window zero-initialised parameter), "zero" (fixed zero, no
-          parameters), "avgpool" (the window's mean as its summary, the paper's Table-7 alternative).
+          parameters), "avgpool" (the window's mean as its summary) or "dwconv" (a depthwise conv with
+          kernel = stride = window), the paper's Table-7 alternatives.
       dssa: True = DWA + window tokens + PWA (depthwise separable self-attention). False = the local-only
           model: window attention at `window_size` in every block, so windows never exchange information
           inside a block (a stage whose map fits in one window, e.g. stage 4, is still global).

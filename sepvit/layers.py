@@ -5,6 +5,7 @@ Each layer's `macs()` counts what its forward runs (`sepvit.macs`: multiply-add 
 """
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -15,7 +16,7 @@ from .geometry import conv_output_size, patch_embed_geometry, window_geometry
 from .macs import Macs, conv, layer_norm, resample
 
 __all__ = ["window_geometry", "pad_map", "window_partition", "window_reverse", "WindowToken", "PatchEmbed",
-           "ConditionalPositionEncoding", "trunc_normal_init"]
+           "ConditionalPositionEncoding", "trunc_normal_init", "init_by_name"]
 
 
 # ---------------------------------------------------------------------------------- windows
@@ -53,11 +54,14 @@ class WindowToken(nn.Module):
           dense-prediction backbones do.
       "zero": fixed zero tokens (the paper's ablation), no parameters.
       "avgpool": each window's mean over its valid (unpadded) pixels (the paper's Table-7 alternative).
+      "dwconv": a depthwise convolution with kernel and stride = the window (the paper's other Table-7
+          alternative): one learnt weight per pixel position and channel, C (M^2 + 1) parameters; padded
+          pixels are zeros.
     The token is normalised by the block's pre-norm like every other token (paper Eq. 1: z~ = concat(z, wt)).
-    Cost: resizing only (the qkv of the extra token is counted in DWA).
+    Cost: resizing learnable tokens, and the dwconv's N M^2 C (the qkv of the extra token is counted in DWA).
     """
 
-    def __init__(self, mode: str, dim: int, grid: tuple[int, int]):
+    def __init__(self, mode: str, dim: int, grid: tuple[int, int], window: int | None = None):
         super().__init__()
         self.mode = mode
         self.dim = dim
@@ -66,6 +70,11 @@ class WindowToken(nn.Module):
             self.tokens = nn.Parameter(torch.zeros(1, grid[0], grid[1], dim))
         else:
             self.register_parameter("tokens", None)
+        self.conv = None
+        if mode == "dwconv":
+            if window is None:
+                raise ValueError("window_token='dwconv' needs the window size (its kernel and stride)")
+            self.conv = nn.Conv2d(dim, dim, kernel_size=window, stride=window, groups=dim)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int], window: tuple[int, int], pad: tuple[int, int]):
         """x: the block input (B, H, W, C) before norm. Returns raw tokens (B, gh * gw, C)."""
@@ -76,6 +85,9 @@ class WindowToken(nn.Module):
             sums = window_partition(pad_map(x, *pad), *window).sum(2)
             counts = window_partition(pad_map(ones, *pad), *window).sum(2)
             return sums / counts
+        if self.conv is not None:
+            summary = self.conv(pad_map(x, *pad).permute(0, 3, 1, 2))  # (B, C, gh, gw)
+            return summary.flatten(2).transpose(1, 2)
         if self.tokens is None:
             return x.new_zeros(b, gh * gw, self.dim)
         tokens = self.tokens
@@ -85,7 +97,10 @@ class WindowToken(nn.Module):
         return tokens.reshape(1, gh * gw, self.dim).expand(b, -1, -1)
 
     def macs(self, grid: tuple[int, int]) -> Macs:
-        """Learnable tokens met on a window grid other than the built one are resized (bilinear)."""
+        """Learnable tokens met on a window grid other than the built one are resized (bilinear); the dwconv
+        summary costs one depthwise M x M conv output per window and channel."""
+        if self.conv is not None:
+            return conv(grid[0] * grid[1], self.dim, self.dim, self.conv.kernel_size[0], groups=self.dim)
         if self.tokens is not None and tuple(grid) != tuple(self.built_grid):
             return resample(grid[0] * grid[1] * self.dim)
         return Macs()
@@ -145,10 +160,13 @@ class ConditionalPositionEncoding(nn.Module):
         return conv(height * width, self.dim, self.dim, 3, groups=self.dim)
 
 
-def trunc_normal_init(module: nn.Module) -> None:
-    """The authors' init: Linear trunc-normal(0.02), LayerNorm 1/0, Conv normal(0, sqrt(2 / fan_out))."""
+def trunc_normal_init(module: nn.Module, generator: torch.Generator | None = None) -> None:
+    """The authors' init: Linear trunc-normal(0.02), LayerNorm 1/0, Conv normal(0, sqrt(2 / fan_out)).
+
+    generator: draw from it instead of torch's global RNG (`init_by_name` gives each module its own).
+    """
     if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
+        nn.init.trunc_normal_(module.weight, std=0.02, generator=generator)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):
@@ -156,6 +174,18 @@ def trunc_normal_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Conv2d):
         fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
-        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out), generator=generator)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+def init_by_name(model: nn.Module, seed: int) -> None:
+    """Re-draw the authors' init of every module from a generator seeded by (seed, the module's name).
+
+    Two models built with the same seed then start from the same weights in every module whose name and shape
+    they share (e.g. SepViT with and without GSA differ only where their blocks differ), so a comparison of the
+    two at one seed measures the change, not the luck of the draw. The distribution is the authors' init.
+    """
+    for name, module in model.named_modules():
+        digest = hashlib.blake2b(f"{seed}/{name}".encode(), digest_size=8).digest()
+        trunc_normal_init(module, torch.Generator().manual_seed(int.from_bytes(digest, "little") % 2**63))

@@ -125,7 +125,7 @@ BLOCK_SHAPES = [((16, 16), 4, (4, 4)), ((13, 10), 4, (4, 4)), ((20, 20), 4, (4, 
 
 
 @pytest.mark.parametrize("size,window,grid", BLOCK_SHAPES)
-@pytest.mark.parametrize("mode", ["learnable", "zero", "avgpool"])
+@pytest.mark.parametrize("mode", ["learnable", "zero", "avgpool", "dwconv"])
 def test_sepvit_block_counts_itself_like_fvcore(size, window, grid, mode):
     attn = DepthwiseSeparableSelfAttention(DIM, HEADS, window, grid, window_token=mode)
     block = SepViTBlock(DIM, attn)
@@ -189,7 +189,7 @@ class _SizedBlock(torch.nn.Module):
     (dict(block_pattern="swin"), 40), (dict(block_pattern="twins"), 36), (dict(block_pattern="msa"), 32),
     (dict(window_token="zero", gsa=False), 44), (dict(dssa=False, gsa=False), 40),
     (dict(window_token="avgpool", inner_shortcuts=False, group_size=(1, 2, 2, 1)), 32),
-    (dict(ope=False, cpe=False), 32),
+    (dict(ope=False, cpe=False), 32), (dict(window_token="dwconv"), 40),
 ])
 def test_model_analytic_equals_fvcore(changes, img_size):
     cfg = SepViTConfig.preset("sepvit_micro_32", **changes)

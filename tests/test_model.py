@@ -161,16 +161,21 @@ def test_fused_and_explicit_attention_agree(pattern, size):
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("mode", ["learnable", "avgpool"])
+@pytest.mark.parametrize("mode", ["learnable", "avgpool", "dwconv"])
 def test_gradients_reach_the_window_tokens(mode):
     model = micro(window_token=mode).build()
     model(torch.randn(2, 3, 32, 32)).logsumexp(-1).sum().backward()
     tokens = [m.tokens for m in model.modules() if getattr(m, "tokens", None) is not None]
+    convs = [m.conv.weight for m in model.modules() if getattr(m, "conv", None) is not None]
     if mode == "learnable":
         assert len(tokens) == 4  # stage 1, stage 2 plain + grouped, stage 3 plain
         assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in tokens)
     else:
         assert tokens == []
+    if mode == "dwconv":
+        assert len(convs) == 4 and all(w.grad is not None and w.grad.abs().sum() > 0 for w in convs)
+    else:
+        assert convs == []
 
 
 def test_avgpool_token_is_the_mean_of_the_windows_valid_pixels():
@@ -179,6 +184,18 @@ def test_avgpool_token_is_the_mean_of_the_windows_valid_pixels():
     tokens = attn.window_token(x, grid=(2, 2), window=(4, 4), pad=(1, 1))
     torch.testing.assert_close(tokens[0, 0], x[0, :4, :4].mean((0, 1)))
     torch.testing.assert_close(tokens[0, 3], x[0, 4:, 4:].mean((0, 1)))
+
+
+def test_dwconv_token_is_a_depthwise_conv_over_each_padded_window():
+    attn = DepthwiseSeparableSelfAttention(8, 2, 4, (2, 2), window_token="dwconv")
+    conv = attn.window_token.conv
+    assert conv.weight.shape == (8, 1, 4, 4)  # one weight per pixel position and channel
+    x = torch.randn(1, 7, 7, 8)  # padded to 8x8 with zeros
+    tokens = attn.window_token(x, grid=(2, 2), window=(4, 4), pad=(1, 1))
+    first = (x[0, :4, :4].permute(2, 0, 1) * conv.weight[:, 0]).sum((1, 2)) + conv.bias
+    last = (x[0, 4:, 4:].permute(2, 0, 1) * conv.weight[:, 0, :3, :3]).sum((1, 2)) + conv.bias
+    torch.testing.assert_close(tokens[0, 0], first)
+    torch.testing.assert_close(tokens[0, 3], last)
 
 
 def test_inner_shortcuts_switch_changes_the_block():
@@ -493,3 +510,20 @@ def test_checkpoints_saved_before_dssa_was_a_module_still_load():
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(clone(x), model(x), rtol=0, atol=0)
+
+
+def test_init_by_name_shares_the_init_of_every_module_two_configurations_share():
+    from sepvit.layers import init_by_name
+
+    with_gsa, without_gsa = micro().build(), micro(gsa=False).build()
+    init_by_name(with_gsa, seed=3)
+    init_by_name(without_gsa, seed=3)
+    a, b = with_gsa.state_dict(), without_gsa.state_dict()
+    shared = [k for k in a if k in b and a[k].shape == b[k].shape]
+    assert "stages.0.patch_embed.proj.weight" in shared and "head.weight" in shared
+    assert all(torch.equal(a[k], b[k]) for k in shared)
+    assert set(a) != set(b)  # GSA's own modules exist only in one of them
+    again = micro().build()
+    init_by_name(again, seed=4)
+    assert not torch.equal(again.state_dict()["head.weight"], a["head.weight"])  # the seed still matters
+    assert 0.015 < a["head.weight"].std().item() < 0.025  # still the authors' trunc-normal(0.02) draw

@@ -21,7 +21,7 @@ from experiments.search_space import (FIT, InvalidCombination, SpaceError, defau
                                       training_space)
 from experiments.train_config import TrainConfig
 from runner_support import ROOT, mlflow_db_template  # noqa: F401
-from sepvit.config import SepViTConfig
+from sepvit.config import WINDOW_TOKENS, SepViTConfig
 
 TINY = ["--train-size", "32", "--val-size", "32", "-b", "16", "--epochs", "1"]
 NANO = SepViTConfig.preset("sepvit_nano_32")
@@ -97,7 +97,7 @@ def test_default_space_covers_every_group_size_that_fits_and_nothing_else():
     for window, (most2, most3) in fits.items():
         seen = {(v["group_size.2"], v["group_size.3"]) for v, _ in combos if v["window_size"] == window}
         assert seen == {(a, b) for a in range(1, most2 + 1) for b in range(1, most3 + 1)}
-    assert len(combos) == 3 * sum(a * b for a, b in fits.values())
+    assert len(combos) == len(WINDOW_TOKENS) * sum(a * b for a, b in fits.values())
     with_small = parse_space({**space.to_dict(), "window_size": [2, 4, 8]}, "t")  # a smaller window, by YAML
     seen = {(v["group_size.2"], v["group_size.3"]) for v, _ in with_small.combinations(NANO, TRAIN)[0]
             if v["window_size"] == 2}
