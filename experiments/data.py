@@ -65,6 +65,7 @@ class DataInfo:
     train_size: int
     val_size: int
     description: str
+    groups: dict[str, tuple[int, int]] | None = None  # sub-task name -> [first, end) class range (probe suite)
 
 
 # ---------------------------------------------------------------------------------- validation

@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from sepvit.config import SepViTConfig
+from sepvit.layers import init_by_name
 
 from .train_config import TrainConfig
 
@@ -195,6 +196,7 @@ class Parts:
     device: torch.device
     rank: int
     world: int
+    label_groups: dict[str, tuple[int, int]] | None = None  # sub-task class ranges (DataInfo.groups)
 
 
 def fit_model_to_data(model_cfg: SepViTConfig, info) -> SepViTConfig:
@@ -214,7 +216,10 @@ def build_parts(model_cfg: SepViTConfig, train_cfg: TrainConfig, datasets) -> Pa
                          f"fill one batch of {train_cfg.batch_size}: lower --batch-size or raise --train-size")
     train_loader, val_loader, generator = build_loaders(train_ds, val_ds, train_cfg, rank, world, device)
     random_seed(train_cfg.seed, 0)  # the same init on every rank (DDP would broadcast rank 0's anyway)
-    model = fit_model_to_data(model_cfg, info).build().to(device)
+    model = fit_model_to_data(model_cfg, info).build()
+    if train_cfg.init_by_name:
+        init_by_name(model, train_cfg.seed)
+    model = model.to(device)
     optimizer = build_optimizer(model, train_cfg)
     scheduler = build_scheduler(optimizer, train_cfg, len(train_loader))
     criterion, mixup = build_criterion(train_cfg, info.num_classes)
@@ -230,7 +235,7 @@ def build_parts(model_cfg: SepViTConfig, train_cfg: TrainConfig, datasets) -> Pa
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     return Parts(model, train_model, optimizer, scheduler, criterion, mixup, ema, train_loader, val_loader,
-                 generator, device, rank, world)
+                 generator, device, rank, world, getattr(info, "groups", None))
 
 
 # ---------------------------------------------------------------------------------- the loop
@@ -291,12 +296,19 @@ def train_one_epoch(parts: Parts, cfg: TrainConfig, epoch: int, desc: str = "tra
             "img_per_s": seen / max(elapsed, 1e-9)}
 
 
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool, world: int) -> dict[str, float]:
-    """Loss, top-1 and top-5 (percent) over the loader; summed across ranks when distributed."""
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool, world: int,
+             groups: dict[str, tuple[int, int]] | None = None) -> dict[str, float]:
+    """Loss, top-1 and top-5 (percent) over the loader; summed across ranks when distributed.
+
+    groups: name -> [first, end) class range of a sub-task (the probe suite's tasks): adds `val_top1.<name>`,
+    the top-1 over the images whose true class lies in that range (argmax over all classes).
+    """
     from timm.utils import accuracy
 
     model.eval()
+    groups = groups or {}
     loss_sum = top1 = top5 = count = 0.0
+    hits = {name: [0.0, 0.0] for name in groups}  # correct, images
     with torch.inference_mode():
         for x, y in loader:
             x, y = x.to(device), y.to(device)
@@ -308,15 +320,26 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: bo
             top1 += round(acc1.item() * n / 100)
             top5 += round(acck.item() * n / 100)
             count += n
-    loss_sum, top1, top5, count = all_sum([loss_sum, top1, top5, count], device, world)
+            correct = out.argmax(-1) == y
+            for name, (first, end) in groups.items():
+                member = (y >= first) & (y < end)
+                hits[name][0] += correct[member].sum().item()
+                hits[name][1] += member.sum().item()
+    totals = all_sum([loss_sum, top1, top5, count, *(v for pair in hits.values() for v in pair)], device, world)
+    loss_sum, top1, top5, count = totals[:4]
     count = max(count, 1)
-    return {"val_loss": loss_sum / count, "val_top1": 100 * top1 / count, "val_top5": 100 * top5 / count}
+    metrics = {"val_loss": loss_sum / count, "val_top1": 100 * top1 / count, "val_top5": 100 * top5 / count}
+    for i, name in enumerate(hits):
+        correct, images = totals[4 + 2 * i], totals[5 + 2 * i]
+        metrics[f"val_top1.{name}"] = 100 * correct / max(images, 1)
+    return metrics
 
 
 def evaluate_parts(parts: Parts, cfg: TrainConfig) -> dict[str, float]:
-    """val_loss/val_top1/val_top5 of the raw weights and, with EMA, the same for the EMA (suffix `_ema`)."""
-    metrics = evaluate(parts.model, parts.val_loader, parts.device, cfg.amp, parts.world)
+    """val_loss/val_top1/val_top5 (and per sub-task top-1) of the raw weights and, with EMA, the same for the EMA
+    (suffix `_ema`)."""
+    metrics = evaluate(parts.model, parts.val_loader, parts.device, cfg.amp, parts.world, parts.label_groups)
     if parts.ema is not None:
-        ema = evaluate(parts.ema.module, parts.val_loader, parts.device, cfg.amp, parts.world)
+        ema = evaluate(parts.ema.module, parts.val_loader, parts.device, cfg.amp, parts.world, parts.label_groups)
         metrics.update({f"{k}_ema": v for k, v in ema.items()})
     return metrics

@@ -60,6 +60,10 @@ class TrainConfig:
     model_ema_warmup: bool = _f(True, "EMA decay warm-up (timm's use_warmup): early averages do not hold the init")
     amp: bool = _f(False, "bfloat16 autocast (CPU and GPU)")
     seed: int = _f(0, "training seed: model init, data order, augmentation, dropout (per rank: seed + rank)")
+    init_by_name: bool = _f(True, "draw each module's initial weights from (seed, module name), so configurations "
+                                  "trained at one seed share the init of every module they share and a per-seed "
+                                  "difference measures the change, not the draw; off: the model's own init from "
+                                  "the global seed")
     data_seed: int = _f(0, "seed of the generated/sub-sampled data: fixed across --seeds so only training varies")
     device: str = _f("auto", "auto (cuda when available), cpu, cuda or cuda:N")
     # bookkeeping
