@@ -14,6 +14,7 @@ parent run. Bad input is refused before any MLflow run is opened: one line on st
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -74,15 +75,34 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--grid", choices=list(GRIDS), help="a predefined set of configurations")
     r.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<output>/mlflow.db)")
     r.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
-    r.add_argument("--parallel", type=int, default=1, metavar="N",
-                   help="train N runs of the call at once, in N processes sharing the CPU threads (a run's numbers "
-                        "then equal a sequential run with that many threads)")
+    r.add_argument("--calibrate", action="store_true",
+                   help="measure the instrument: the configuration (default the reference) and a null change "
+                        "(fused_attn flipped: same function, another kernel) at --seeds seeds; reports the seed sd, "
+                        "the null change's paired difference and the minimum detectable difference for 2-10 seeds")
+    r.add_argument("--parallel", type=parallel_count, default="auto", metavar="N|auto",
+                   help="train N runs of the call at once, in N processes sharing this process's CPU threads (a "
+                        "run's numbers equal a sequential run with that many threads). auto (default): one process "
+                        "per thread, as many as there are runs to train, one thread each (sequential on a GPU, "
+                        "under torchrun, or with one thread)")
     r.add_argument("--resume", metavar="CALL",
                    help="finish an interrupted call: its folder, a last.pth inside it, or its parent run id")
     return p
 
 
 # ---------------------------------------------------------------------------------- args -> plan
+def parallel_count(text: str) -> int | str:
+    """argparse type of --parallel: 'auto' or a positive integer."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 or auto, got {value}")
+    return value
+
+
 def switch_changes(args) -> dict:
     """The SepViTConfig fields set by the ablation switches (refusing contradictory combinations)."""
     changes: dict = {}
@@ -108,7 +128,8 @@ def switch_changes(args) -> dict:
     for flag, name, value in (("block_pattern", "block_pattern", args.block_pattern), ("no_ope", "ope", False),
                               ("no_cpe", "cpe", False), ("paper_equations", "inner_shortcuts", False),
                               ("window_size", "window_size", args.window_size)):
-        if getattr(args, flag) not in (None, False):
+        given = getattr(args, flag)
+        if given is not None and given is not False:  # `not in (None, False)` would read --window-size 0 as unset
             changes[name] = value
     return changes
 
@@ -137,6 +158,14 @@ def train_config(args, **changes) -> TrainConfig:
 def plan_configs(args, base: SepViTConfig) -> list[tuple[str, SepViTConfig]]:
     """(label, config) of every configuration this call trains; the reference is labelled "reference"."""
     changes = switch_changes(args)
+    if args.calibrate:
+        from experiments.calibration import NULL_LABEL, null_change
+
+        if args.grid or args.compare:
+            raise UsageError("--calibrate trains its own pair (the configuration and its null change): drop "
+                             f"{'--grid' if args.grid else '--compare'}")
+        cfg = base.replace(**changes)
+        return [(REFERENCE if not changes else label_for(cfg, base), cfg), (NULL_LABEL, null_change(cfg))]
     if args.grid:
         if changes:
             raise UsageError(f"--grid {args.grid} trains its own configurations: drop the switches "
@@ -185,6 +214,8 @@ def prepare(args):
     configs = [(label, fit_model_to_data(cfg, info)) for label, cfg in configs]  # re-validates at the data's size
     base = fit_model_to_data(base, info)
     reference = next((label for label, cfg in configs if not cfg.diff(base)), None)
+    if args.calibrate:
+        reference = configs[0][0]  # the calibrated configuration, whatever its switches
     return plan_runs(configs, base, train_cfg.replace(img_size=info.img_size), args.seeds), reference, datasets, uri
 
 
@@ -206,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rank, world = _init_distributed()
     folder = _shared(new_call_folder(args.output, args.experiment) if rank == 0 else None, world)
     call = Call(folder, " ".join([PROG, *argv]), args.experiment, runs, reference, args.tracking_uri,
-                name=f"{args.grid or runs[0].label} {folder.name}")
+                name=f"{'calibrate' if args.calibrate else args.grid or runs[0].label} {folder.name}",
+                calibrate=args.calibrate)
     if rank == 0:
         call.save()
     return run_call(call, datasets, uri, rank, world, parallel=args.parallel)
@@ -243,7 +275,9 @@ def resume(args, given: set[str]) -> int:
     return run_call(call, datasets, uri, rank, world, changes=changes, parallel=args.parallel)
 
 
-def check_parallel(parallel: int) -> None:
+def check_parallel(parallel: int | str) -> None:
+    if parallel == "auto":
+        return
     if parallel < 1:
         raise UsageError(f"--parallel must be >= 1, got {parallel}")
     if parallel > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -283,8 +317,21 @@ def check_resumable(call: Call, run: PlannedRun) -> None:
                          "it; give at least that many")
 
 
+def worker_layout(parallel: int | str, to_train: int, threads: int, device: str, world: int) -> tuple[int, int]:
+    """(processes, threads per process) for the call's unfinished runs. auto: one single-thread process per
+    available thread, no more than there are runs (one process on a GPU, under torchrun, or with one thread):
+    each run's numbers then depend only on its own thread count, which every run records (env.torch_threads)."""
+    if parallel == "auto":
+        import torch
+
+        on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        parallel = 1 if on_gpu or world > 1 else min(max(to_train, 1), threads)
+    processes = max(1, min(parallel, max(to_train, 1)))
+    return processes, max(1, threads // processes)
+
+
 def run_call(call: Call, datasets, uri: str, rank: int, world: int, changes: dict | None = None,
-             parallel: int = 1) -> int:
+             parallel: int | str = 1) -> int:
     """Train every unfinished planned run under one MLflow parent; report; close the parent as its children ended."""
     tracker = None
     if rank != 0:  # only rank 0 reports
@@ -300,11 +347,15 @@ def run_call(call: Call, datasets, uri: str, rank: int, world: int, changes: dic
                   f"{call.folder}", file=sys.stderr)
         from experiments import executor
 
-        if parallel > 1:
-            import torch
+        import torch
 
-            threads = max(1, torch.get_num_threads() // parallel)
-            results = executor.train_in_parallel(call, uri, changes or {}, parallel, threads)
+        to_train = sum(call.needs_training(r) for r in call.runs)
+        processes, threads = worker_layout(parallel, to_train, torch.get_num_threads(), call.runs[0].train.device,
+                                           world)
+        if processes > 1:
+            print(f"training {to_train} runs, {processes} at a time, {threads} thread(s) each (--parallel 1: one after "
+                  "another on every thread)", file=sys.stderr)
+            results = executor.train_in_parallel(call, uri, changes or {}, processes, threads)
         else:
             results = executor.train_in_sequence(call, datasets, tracker, tracker is not None or world == 1,
                                                  changes or {})
@@ -344,8 +395,24 @@ def report_results(results, tracker, call: Call, info) -> None:
     """The end-of-call table on stdout, also logged to the parent run (csv + markdown); closes the parent."""
     from experiments.report import call_report
 
+    from experiments.call_costs import interleaved_costs
+
+    finished = [r for r in results if r.status == "FINISHED"]
+    configs = {r.label: r.model for r in call.runs}
+    costs = interleaved_costs({label: configs[label] for label in dict.fromkeys(
+        r.run_name.rsplit(" seed", 1)[0] for r in finished)}, call.runs[0].train.batch_size) if finished else None
     text, markdown, files = call_report(results, call.reference, num_classes=info.num_classes,
-                                        val_size=info.val_size)
+                                        val_size=info.val_size, costs=costs)
+    if call.calibrate:
+        from experiments.calibration import calibrate, format_calibration
+        from experiments.report import results_frame
+
+        curves = {r.run_id: [h[r.metric] for h in r.history] for r in finished}
+        cal = calibrate(results_frame(results, call.reference), curves, call.reference, info.num_classes)
+        text += "\n\n" + format_calibration(cal)
+        markdown += "\n\n## Calibration\n\n" + format_calibration(cal, markdown=True)
+        files.append(("calibration.json", json.dumps(cal, indent=1, default=float)))
+        (call.folder / "calibration.json").write_text(files[-1][1])
     print(text)
     if tracker is not None:
         tracker.log_files(call.parent_run_id, [*files, ("summary.md", markdown)])

@@ -78,6 +78,7 @@ class Call:
     tracking_uri: str | None = None  # None: the default store of the output folder
     parent_run_id: str | None = None
     name: str = ""
+    calibrate: bool = False  # a --calibrate call: the report adds the calibration (experiments.calibration)
 
     @property
     def output(self) -> Path:
@@ -96,7 +97,7 @@ class Call:
         write_json(self.folder / CALL_FILE, {
             "command": self.command, "experiment": self.experiment, "reference": self.reference,
             "tracking_uri": self.tracking_uri, "parent_run_id": self.parent_run_id, "name": self.name,
-            "runs": [run.to_dict() for run in self.runs]})
+            "calibrate": self.calibrate, "runs": [run.to_dict() for run in self.runs]})
 
     @classmethod
     def load(cls, folder: Path) -> "Call":
@@ -110,7 +111,7 @@ class Call:
         except (ValueError, KeyError, TypeError) as exc:
             raise CallError(f"{path} is damaged ({type(exc).__name__}: {exc}): it cannot be resumed") from None
         return cls(folder, data["command"], data["experiment"], runs, data.get("reference"), data.get("tracking_uri"),
-                   data.get("parent_run_id"), data.get("name", ""))
+                   data.get("parent_run_id"), data.get("name", ""), bool(data.get("calibrate", False)))
 
     def result_of(self, run: PlannedRun) -> dict[str, Any] | None:
         """The run's result.json (None if it never ended)."""

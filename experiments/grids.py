@@ -6,6 +6,7 @@ the base itself (every switch at its default = the authors' SepViT).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sepvit.config import SepViTConfig
@@ -18,6 +19,7 @@ SWITCHES: dict[str, dict[str, Any]] = {
     "no-gsa": {"gsa": False},
     "no-lwt": {"window_token": "zero"},
     "avgpool-token": {"window_token": "avgpool"},
+    "dwconv-token": {"window_token": "dwconv"},
     "no-ope": {"ope": False},
     "no-cpe": {"cpe": False},
     "paper-equations": {"inner_shortcuts": False},
@@ -32,10 +34,44 @@ PAPER_CHAIN: list[tuple[str, dict[str, Any]]] = [
     ("+ learnable window tokens", {}),  # = the reference
 ]
 
+# The paper's window-summary comparison: the learnable token against average pooling and a depthwise convolution
+# (kernel = stride = window), and fixed zeros.
+WINDOW_SUMMARY: list[tuple[str, dict[str, Any]]] = [
+    ("avgpool-token", {"window_token": "avgpool"}),
+    ("dwconv-token", {"window_token": "dwconv"}),
+]
+
+
+@dataclass(frozen=True)
+class PaperStep:
+    """One comparison the paper reports: `label` against `against`, the paper's ImageNet-1k top-1 difference (points;
+    None where only its direction was recovered) and the direction it found (+1: `label` better)."""
+
+    label: str
+    against: str
+    paper_delta: float | None
+    direction: int
+    source: str
+
+
+# ../shared/notes/sepvit-reference.md, "Ablation chain" (SepViT-T, ImageNet-1k) and the window-token section.
+PAPER_STEPS: list[PaperStep] = [
+    PaperStep("dssa (zero tokens, no ope, no gsa)", "swin+cpe baseline", 0.5, +1, "ablation chain: DSSA +0.5"),
+    PaperStep("+ ope", "dssa (zero tokens, no ope, no gsa)", None, +1, "ablation chain: + OPE reaches 82.0"),
+    PaperStep("+ gsa", "+ ope", 0.3, +1, "ablation chain: 82.0 -> 82.3"),
+    PaperStep("+ learnable window tokens", "+ gsa", 0.2, +1, "ablation chain: 82.3 -> 82.5"),
+    PaperStep("+ learnable window tokens", "avgpool-token", None, +1, "window summary: the token won (figures lost)"),
+    PaperStep("+ learnable window tokens", "dwconv-token", None, +1, "window summary: the token won (figures lost)"),
+]
+
 # The full model and each switch turned off alone.
 ONE_OFF: list[tuple[str, dict[str, Any]]] = [(REFERENCE, {})] + [(name, dict(c)) for name, c in SWITCHES.items()]
 
-GRIDS: dict[str, list[tuple[str, dict[str, Any]]]] = {"paper": PAPER_CHAIN, "one-off": ONE_OFF}
+GRIDS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "paper": PAPER_CHAIN + WINDOW_SUMMARY,  # both of the paper's tables, side by side (PAPER_STEPS)
+    "paper-chain": PAPER_CHAIN,
+    "one-off": ONE_OFF,
+}
 
 
 def grid(name: str, base: SepViTConfig) -> list[tuple[str, SepViTConfig]]:

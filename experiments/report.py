@@ -146,6 +146,21 @@ def summarize(runs: pd.DataFrame, num_classes: int | None = None, val_size: int 
     return pd.DataFrame(rows)
 
 
+def apply_costs(summary: pd.DataFrame, costs: dict[str, dict[str, float]] | None) -> pd.DataFrame:
+    """The summary with its latency and throughput replaced by the interleaved timings (`experiments.call_costs`):
+    median and quartiles per configuration, all timed in the same rounds."""
+    if not costs:
+        return summary
+    summary = summary.copy()
+    for column in ("latency_ms", "latency_ms_q1", "latency_ms_q3", "img_per_s", "img_per_s_q1", "img_per_s_q3"):
+        summary[column] = [costs.get(c, {}).get(column, math.nan) for c in summary["config"]]
+    first = next(iter(costs.values()))
+    summary.attrs["timing"] = (f"latency (batch 1, forward) and train img/s (one optimisation step at the call's "
+                               f"batch size): median (IQR) of {first['timing_rounds']} interleaved rounds after "
+                               f"training, {first['timing_threads']} thread(s), every configuration in the same rounds")
+    return summary
+
+
 def _single(runs: pd.DataFrame, column: str):
     values = runs[column].dropna().unique() if column in runs else []
     return int(values[0]) if len(values) == 1 else None
@@ -249,10 +264,15 @@ def _reference(summary: pd.DataFrame) -> str | None:
     return refs.iloc[0] if len(refs) else None
 
 
-def call_report(results, reference_label: str | None, num_classes: int, val_size: int):
-    """The end-of-call report: (terminal text, markdown, [(file name, csv text)]) for the parent run."""
+def call_report(results, reference_label: str | None, num_classes: int, val_size: int,
+                costs: dict[str, dict[str, float]] | None = None):
+    """The end-of-call report: (terminal text, markdown, [(file name, csv text)]) for the parent run.
+
+    costs: the interleaved timings of `experiments.call_costs` (label -> latency/throughput with quartiles); they
+    replace the per-run timings, which were taken one after another under whatever load there was.
+    """
     frame = results_frame(results, reference_label=reference_label)
-    summary = summarize(frame, num_classes, val_size)
+    summary = apply_costs(summarize(frame, num_classes, val_size), costs)
     text = format_summary(summary, num_classes=num_classes, val_size=val_size)
     markdown = "## Summary\n\n" + format_summary(summary, markdown=True, num_classes=num_classes, val_size=val_size)
     files = [("summary.csv", summary.to_csv(index=False)), ("runs.csv", frame.to_csv(index=False))]
@@ -265,6 +285,15 @@ def call_report(results, reference_label: str | None, num_classes: int, val_size
                      + f"\n\nCI: Student t over seeds. Verdicts, strictest first: {rules}.\n\n"
                      + "\n".join(f"- {s}" for s in sentences))
         files.append(("comparison.csv", comparison.to_csv(index=False)))
+    from .paper_table import format_paper_comparison, paper_comparison
+
+    against_paper = paper_comparison(frame)
+    if len(against_paper):
+        note = ("Paper vs here: the paper's ImageNet-1k differences beside ours; a direction counts only where our "
+                "verdict resolved it.")
+        text += "\n\n" + format_paper_comparison(against_paper) + "\n" + note
+        markdown += "\n\n## Paper vs here\n\n" + format_paper_comparison(against_paper, markdown=True) + "\n\n" + note
+        files.append(("paper_comparison.csv", against_paper.to_csv(index=False)))
     sentence = resolution_sentence(resolution(frame))
     text += "\n\n" + sentence
     markdown += "\n\n" + sentence
@@ -305,8 +334,10 @@ def format_summary(summary: pd.DataFrame, markdown: bool = False, num_classes: i
         name = r["config"] + (" *" if r["is_reference"] else "") + (" (chance!)" if r.get("at_chance") else "")
         seeds = f"{r['seeds']}" + (f" (+{r['failed']} failed)" if r["failed"] else "")
         lines.append([name, seeds, f"{r['top1_mean']:.2f} ± {ci}", _fmt(r["params"], 1e6, 3), _fmt(r["macs"], 1e6, 1),
-                      _fmt(r["latency_ms"], 1, 2), _fmt(r["img_per_s"], 1, 0)])
+                      _with_iqr(r, "latency_ms", 2), _with_iqr(r, "img_per_s", 0)])
     notes = "* = reference (every switch at its default)"
+    if summary.attrs.get("timing"):
+        notes += "; " + summary.attrs["timing"]
     if num_classes and val_size:
         low, high = chance_interval(num_classes, val_size)
         notes += (f"; (chance!) = mean top-1 within or below chance, the 95 % binomial interval of "
@@ -324,6 +355,15 @@ def format_comparison(comparison: pd.DataFrame, markdown: bool = False) -> str:
         verdict = r["verdict"] + (f" (±{r['equivalence_bound']:.1f})" if r["verdict"] == "equivalent" else "")
         lines.append([r["config"], f"{r['diff']:+.2f}", paired, welch, overlap, verdict])
     return _table(header, lines, markdown)
+
+
+def _with_iqr(row, column: str, digits: int) -> str:
+    """'median (q1–q3)' when the quartiles are known (interleaved timing), else the value alone."""
+    value = _fmt(row[column], 1, digits)
+    low, high = row.get(f"{column}_q1"), row.get(f"{column}_q3")
+    if low is None or high is None or value == "n/a" or math.isnan(float(low)):
+        return value
+    return f"{value} ({_fmt(low, 1, digits)}–{_fmt(high, 1, digits)})"
 
 
 def _fmt(value, scale: float, digits: int) -> str:

@@ -2,7 +2,7 @@
 import pytest
 
 from experiments import ablate
-from experiments.grids import GRIDS, ONE_OFF, PAPER_CHAIN, REFERENCE, SWITCHES, grid, label_for
+from experiments.grids import GRIDS, ONE_OFF, PAPER_CHAIN, PAPER_STEPS, REFERENCE, SWITCHES, grid, label_for
 from sepvit.config import SepViTConfig
 
 
@@ -20,7 +20,7 @@ def test_every_grid_entry_is_a_valid_distinct_config(name, preset):
 
 def test_paper_chain_adds_one_component_per_step_and_ends_at_the_reference():
     base = SepViTConfig.preset("sepvit_micro_32")
-    configs = [cfg for _, cfg in grid("paper", base)]
+    configs = [cfg for _, cfg in grid("paper-chain", base)]
     assert configs[0].block_pattern == "swin" and not configs[0].gsa
     assert configs[-1] == base
     steps = [set(after.diff(before)) for before, after in zip(configs, configs[1:])]
@@ -60,3 +60,39 @@ def test_compare_plans_the_reference_with_the_switched_config():
     planned = ablate.plan_configs(parser.parse_args(["--no-gsa", "--compare"]), base)
     assert [label for label, _ in planned] == ["no-gsa", REFERENCE]
     assert planned[1][1] == base and planned[0][1] == base.replace(gsa=False)
+
+
+def test_paper_grid_holds_the_chain_and_the_window_summary_alternatives():
+    base = SepViTConfig.preset("sepvit_micro_32")
+    configs = dict(grid("paper", base))
+    assert configs["+ learnable window tokens"] == base
+    assert {configs[k].diff(base)["window_token"] for k in ("avgpool-token", "dwconv-token")} == {"avgpool", "dwconv"}
+    labels = set(configs)
+    for step in PAPER_STEPS:  # every comparison the paper reports is trained by the paper grid
+        assert {step.label, step.against} <= labels
+
+
+def _runs(values: dict[str, list[float]]):
+    import pandas as pd
+
+    return pd.DataFrame([{"config": label, "seed": seed, "status": "FINISHED", "top1": v}
+                         for label, vs in values.items() for seed, v in enumerate(vs)])
+
+
+def test_paper_table_reads_a_direction_only_where_the_verdict_resolved_it():
+    from experiments.paper_table import format_paper_comparison, paper_comparison
+
+    table = paper_comparison(_runs({
+        "swin+cpe baseline": [50.0, 60.0, 70.0],
+        "dssa (zero tokens, no ope, no gsa)": [55.0, 65.1, 74.9],  # +5 on every seed: paired, agrees with the paper
+        "+ ope": [50.0, 59.0, 70.5],  # about -5 paired: resolved, against the paper's direction
+        "+ gsa": [40.0, 75.0, 55.0],  # noise: not resolved
+    })).set_index("comparison")
+    assert table.loc["dssa (zero tokens, no ope, no gsa) vs swin+cpe baseline", "agrees"] == "yes"
+    assert table.loc["+ ope vs dssa (zero tokens, no ope, no gsa)", "agrees"] == "no"
+    assert table.loc["+ gsa vs + ope", "verdict"] == "equivalent"
+    assert table.loc["+ gsa vs + ope", "agrees"].startswith("no difference > ")  # a bound, not a direction
+    assert table.loc["dssa (zero tokens, no ope, no gsa) vs swin+cpe baseline", "paper_delta"] == 0.5
+    assert len(table) == 3  # steps whose configurations were not trained are left out
+    text = format_paper_comparison(table.reset_index())
+    assert "+0.5" in text and "(figure lost)" in text

@@ -141,6 +141,8 @@ def test_compare_call_prints_the_table_and_records_one_parent_with_children(stra
     assert any(line.startswith("reference *") for line in lines)
     assert any("Welch 95% CI" in line for line in lines)
     assert any(line.startswith("`no-gsa` vs the reference") or line.startswith("`no-gsa` ") for line in lines)
+    assert "With 2 seeds per configuration this call resolves differences ≥" in done.stdout
+    assert "interleaved rounds after training" in done.stdout  # cost columns timed side by side, with quartiles
     client, trained, parents = children(out, "cmp")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0].info.run_id
