@@ -65,6 +65,9 @@ BAD_INPUT = {
     "fractional epochs": (["--epochs", "1.5"], "epochs"),
     "zero seeds": (["--seeds", "0"], "--seeds"),
     "zero parallel": (["--parallel", "0"], "--parallel"),
+    "word parallel": (["--parallel", "many"], "--parallel"),
+    "zero window size": (["--window-size", "0"], "window_size"),  # 0 is a value, not "unset"
+    "calibrate with compare": (["--calibrate", "--compare", "--no-gsa"], "--calibrate"),
     "negative min lr": (["--min-lr", "-0.00001"], "min_lr"),
     "min lr above lr": (["--min-lr", "1"], "min_lr"),
     "unknown optimiser": (["--opt", "adamq"], "--opt"),
