@@ -398,6 +398,11 @@ def model_units(model: nn.Module, with_cpe: bool = False) -> list[TrainedUnit]:
     return units
 
 
+def _blocks_label(unit: TrainedUnit, with_cpe: bool) -> str:
+    """"0+1", with " (CPE after 0)" when the stage's CPE runs between them."""
+    return "+".join(str(i) for i in unit.indices) + (" (CPE after 0)" if with_cpe and len(unit.indices) > 1 else "")
+
+
 def model_erf_table(model: nn.Module, images: torch.Tensor, *, identity: bool = True, metric: str = "chebyshev",
                     dtype: torch.dtype = torch.float32, with_cpe: bool = False,
                     stages: Sequence[int] | None = None) -> list[ERFResult]:
@@ -416,9 +421,8 @@ def model_erf_table(model: nn.Module, images: torch.Tensor, *, identity: bool = 
         query = centre(height, width)
         mass = erf_map(copy.deepcopy(unit.module).to(dtype), x, query, identity=identity).numpy()
         macs = sum(block_macs(cfg, unit.stage, i, height, width).paper for i in unit.indices)
-        blocks = "+".join(str(i) for i in unit.indices) + (" (CPE after 0)" if with_cpe and len(unit.indices) > 1 else "")
         results.append(ERFResult(unit.stage + 1, unit.name, height, width, cfg.window_size, query, len(x), mass,
-                                 erf_stats(mass, query, cfg.window_size, metric), macs, blocks))
+                                 erf_stats(mass, query, cfg.window_size, metric), macs, _blocks_label(unit, with_cpe)))
     return results
 
 
@@ -652,9 +656,8 @@ def model_reach_table(models: Sequence[nn.Module], images: torch.Tensor, *, per_
     for key, per_seed in per_unit.items():
         unit, height, width, positions = facts[key]
         macs = sum(block_macs(cfg, unit.stage, i, height, width).paper for i in unit.indices)
-        blocks = "+".join(str(i) for i in unit.indices) + (" (CPE after 0)" if with_cpe and len(unit.indices) > 1 else "")
         results.append(ReachResult(unit.stage + 1, unit.name, height, width, cfg.window_size, positions,
-                                   _stack_seeds(per_seed), macs, blocks, label))
+                                   _stack_seeds(per_seed), macs, _blocks_label(unit, with_cpe), label))
     return results
 
 
@@ -696,8 +699,8 @@ def format_reach_comparison(rows: Sequence[dict[str, Any]]) -> str:
     lines = []
     for c in rows:
         macs = f", {c['macs_ratio']:.2f}x its MACs" if c["macs_ratio"] else ""
-        lines.append(f"stage {c['stage']}: SepViT block vs {c['pair']}: {c['stat']} {c['sepvit']:.2f} vs {c['other']:.2f} "
-                     f"px ({c['sepvit_seeds']} vs {c['other_seeds']} seed(s), {c['inputs']} inputs x {c['queries']} "
+        lines.append(f"stage {c['stage']}: SepViT block vs {c['pair']}: {c['stat']} {c['sepvit']:.2f} vs "
+                     f"{c['other']:.2f} px ({c['sepvit_seeds']} vs {c['other_seeds']} seed(s), {c['inputs']} inputs x {c['queries']} "
                      f"queries){macs}; ratio {c['ratio']:.2f} [{c['low']:.2f}, {c['high']:.2f}]: {c['verdict']}")
     return "\n".join(lines)
 

@@ -306,7 +306,7 @@ def test_gradient_maps_give_each_input_and_query_its_own_map():
 
 
 def _pattern_unit(pattern: str, blocks: int, stage: int = 0) -> nn.Module:
-    """`blocks` blocks of `pattern` at `stage` of the nano preset, as the backbone's block-pattern switch builds them."""
+    """`blocks` blocks of `pattern` at `stage` of the nano preset, built by the backbone's block-pattern switch."""
     from analysis.units import StageBlocks
 
     depths = tuple(max(d, blocks) if s == stage else d for s, d in enumerate(NANO.depths))
@@ -461,7 +461,8 @@ def test_trained_erf_command_pools_the_seeds_of_a_configuration_and_gives_verdic
     from experiments.checkpoint import save_checkpoint
 
     paths = []
-    for seed, (pattern, fused, top1) in enumerate([("twins", False, 12.5), ("twins", True, 14.5), ("sepvit", False, 20.0)]):
+    models = [("twins", False, 12.5), ("twins", True, 14.5), ("sepvit", False, 20.0)]
+    for seed, (pattern, fused, top1) in enumerate(models):
         cfg = NANO.replace(block_pattern=pattern, fused_attn=fused)  # fused attention: the same model, a seed of it
         torch.manual_seed(seed)
         model = cfg.build()
