@@ -34,15 +34,16 @@ window by default: `query_positions`), the gradient map g[b, q] (not averaged ov
                      renormalised): the decisive number (PRIMARY_STAT)
   off_radius_50/_90  the smallest radius holding 50 % / 90 % of the off-query mass
 each averaged over (seeds, inputs, queries), with a 95 % percentile interval from resampling seeds, inputs
-and queries independently (`bootstrap_mean`; queries resampled freely, not within their phase, which can only
-widen the interval). Why off-query: with the shortcut, the share at the query is
-0.8-0.99 and differs between units, and the mean distance of ALL the mass mostly measures that share (global
-MSA, which sees everything, scored narrowest); removing the query pixel leaves where the rest goes.
+and queries independently (`bootstrap_mean`; queries are resampled freely, not within their phase, which can
+only widen the interval). Why off-query: with the shortcut, the share at the query is 0.8-0.99 and differs
+between units, and the mean distance of ALL the mass mostly measures that share (global MSA, which sees
+everything, scored narrowest); removing the query pixel leaves where the rest goes.
 What it cannot see at the authors' init: every branch is small beside the shortcut, so a pair of blocks'
-gradient is the sum of its two blocks' own fields (composition is second order). A Swin pair at init is then
-an aligned and a shifted window, whose mean distance equals one window's: only its radius_90 (its wider
-support) is larger. With branches of the order of the shortcut (PyTorch's default init, as after training)
-the pair composes and reaches farther on every number (tests/test_receptive_field.py).
+gradient is about the sum of its two blocks' own fields (composition is second order). A Swin pair at init is
+then an aligned and a shifted window, whose mean distance, over queries, equals one window's: only its
+off_radius_90 (its wider support) is larger. With branches of the order of the shortcut (PyTorch's default
+init; a trained model's branches are no longer small either) the pair composes, and its off_mean_distance
+exceeds one window's (tests/test_receptive_field.py, at the nano preset's stage-1 shape).
 
 Comparable (`compare_reach`): the ratio SepViT block / pair of off_mean_distance, on the same inputs and
 queries (paired), with a 95 % interval that resamples inputs and queries jointly and each unit's seeds
