@@ -15,8 +15,10 @@ Windows are row-major over the bottom/right-padded map. Swin's shifted windows h
 A whole block for one query: `block_query_attention` gives the probabilities over the block's keys (NaN
 elsewhere); a SepViT block is its DWA and PWA chained (`dssa_query_attention`). Statistics per block: mean
 attention distance (input pixels) and entropy, also normalised by log(keys); `trained_vs_untrained` compares
-them. Accuracy: `chance_table` says which models are at chance, and the `*_markdown` functions state
-conclusions computed from the numbers, leaving models at chance uninterpreted.
+them. Collapse: `pwa_collapse` / `collapse_table` say whether PWA/GSA maps put nearly all their weight on
+one key window or group (share of such queries, normalised entropy, a computed sentence). Accuracy:
+`chance_table` says which models are at chance, and the `*_markdown` functions state conclusions computed
+from the numbers, leaving models at chance uninterpreted.
 
 Plots draw every map on one fixed colour scale (probabilities, log, `PROBABILITY_RANGE`) with its colour bar,
 the query marked and window / group borders drawn.
@@ -518,6 +520,72 @@ def trained_vs_untrained(stats: pd.DataFrame, model: str = "model", state: str =
     wide["distance_change_px"] = wide["mean_distance_px_trained"] - wide["mean_distance_px_untrained"]
     wide["entropy_ratio_change"] = wide["entropy_ratio_trained"] - wide["entropy_ratio_untrained"]
     return wide
+
+
+# ---------------------------------------------------------------------------------- (f) PWA / GSA collapse
+COLLAPSE_THRESHOLD = 0.9  # a query window "reads one key window/group" when one key holds more than this
+COLLAPSE_MAJORITY = 0.5  # a map has collapsed when more than this share of its queries read one key
+
+
+def pwa_collapse(records: Sequence[Record], threshold: float = COLLAPSE_THRESHOLD,
+                 majority: float = COLLAPSE_MAJORITY, unit: str = "group") -> dict[str, Any]:
+    """Whether PWA attention (of DSSA windows or GSA groups) has collapsed onto single keys, over every
+    (image, head, query window) row of the 'pwa' `records` (attn (B, heads, N, N)):
+
+      one_key_share   share of rows putting more than `threshold` of their weight on one key
+      same_key_share  share of rows whose largest weight falls on `top_key`, the key most often largest
+                      ("every group reads from the same group" when both shares are near 1)
+      entropy_ratio   mean row entropy / log N (1: uniform over the N keys, 0: one key)
+      collapsed       one_key_share > `majority`
+      sentence        the verdict with its numbers, e.g. "collapsed: 97 % of queries read one group ..."
+    `unit` names the keys in the sentence ("group" for GSA, "window" for DSSA).
+    """
+    if not records:
+        raise ValueError("no PWA record to read: record a model with PWA blocks (record_attention)")
+    rows, grids = [], set()
+    for record in records:
+        if record["kind"] != "pwa":
+            raise ValueError(f"expected 'pwa' records, got kind {record['kind']!r} in {record['block']}")
+        attn = record["attn"].detach().double().cpu().numpy()
+        rows.append(attn.reshape(-1, attn.shape[-1]))
+        grids.add(tuple(record["grid"]))
+    if len(grids) != 1:
+        raise ValueError(f"records of one key grid only (one block, or blocks of one shape), got grids {sorted(grids)}")
+    grid = grids.pop()
+    probs = np.concatenate(rows)
+    keys = probs.shape[-1]
+    if keys < 2:
+        raise ValueError("one key window: attention over a single key cannot collapse")
+    largest = probs.argmax(-1)
+    top_key = int(np.bincount(largest, minlength=keys).argmax())
+    one_key = float((probs.max(-1) > threshold).mean())
+    same_key = float((largest == top_key).mean())
+    entropy_ratio = float(_entropy(probs).mean() / math.log(keys))
+    collapsed = one_key > majority
+    label = window_labels(grid)[top_key]
+    sentence = (f"{'collapsed' if collapsed else 'not collapsed'}: {100 * one_key:.0f} % of queries read one {unit} "
+                f"(> {100 * threshold:.0f} % of their attention on it); the most read, {unit} {label}, is the largest "
+                f"for {100 * same_key:.0f} %; mean normalised entropy {entropy_ratio:.2f} (1 = uniform over {keys} "
+                f"{unit}s)")
+    return dict(rows=len(probs), keys=keys, one_key_share=one_key, same_key_share=same_key, top_key=label,
+                entropy_ratio=entropy_ratio, collapsed=collapsed, sentence=sentence)
+
+
+def collapse_table(records: Sequence[Record], base_window: int, threshold: float = COLLAPSE_THRESHOLD,
+                   majority: float = COLLAPSE_MAJORITY, **labels: Any) -> pd.DataFrame:
+    """One row per block with PWA, in forward order: its `block_label`, whether its keys are GSA groups
+    (window wider than `base_window`) or DSSA windows, and `pwa_collapse` of its maps; plus `labels` columns."""
+    out = []
+    for block in block_names(records):
+        pwa = select(records, "pwa", block)
+        if not pwa:
+            continue
+        grouped = pwa[0]["window"][0] > base_window
+        found = pwa_collapse(pwa, threshold, majority, unit="group" if grouped else "window")
+        out.append(dict(**labels, block=block, unit=short_block(block),
+                        label=block_label(select(records, block=block), base_window),
+                        attention="GSA" if grouped else "DSSA", **found))
+    return pd.DataFrame(out)
 
 
 # ---------------------------------------------------------------------------------- accuracy and chance

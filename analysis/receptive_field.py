@@ -25,9 +25,39 @@ query) and every input position p. Choices (each a parameter):
   - init: "authors" re-initialises every unit with the authors' (and timm's) init, Linear trunc-normal
     std 0.02, bias 0, LayerNorm 1/0 (`sepvit.layers.trunc_normal_init`), so that every unit starts alike;
     "as_built" keeps PyTorch's default init of stand-alone layers.
-Numbers per unit (`erf_stats`):
+
+Reach (`reach_values`, `unit_reach_table`, `model_reach_table`): how far a unit sees, apart from how much
+gradient stays at the query. For every input b and query q (drawn at random, one per place inside the
+window by default: `query_positions`), the gradient map g[b, q] (not averaged over inputs) is split into
+  self_share         g at the query pixel / all of g: the shortcut and the pixel's own paths
+  off_mean_distance  the mean distance from the query of the OFF-query mass (g with the query pixel removed,
+                     renormalised): the decisive number (PRIMARY_STAT)
+  off_radius_50/_90  the smallest radius holding 50 % / 90 % of the off-query mass
+each averaged over (seeds, inputs, queries), with a 95 % percentile interval from resampling seeds, inputs
+and queries independently (`bootstrap_mean`; queries are resampled freely, not within their phase, which can
+only widen the interval). Why off-query: with the shortcut, the share at the query is 0.8-0.99 and differs
+between units, and the mean distance of ALL the mass mostly measures that share (global MSA, which sees
+everything, scored narrowest); removing the query pixel leaves where the rest goes.
+What it cannot see at the authors' init: every branch is small beside the shortcut, so a pair of blocks'
+gradient is about the sum of its two blocks' own fields (composition is second order). A Swin pair at init is
+then an aligned and a shifted window, whose mean distance, over queries, equals one window's: only its
+off_radius_90 (its wider support) is larger. With branches of the order of the shortcut (PyTorch's default
+init; a trained model's branches are no longer small either) the pair composes, and its off_mean_distance
+exceeds one window's (tests/test_receptive_field.py, at the nano preset's stage-1 shape).
+
+Comparable (`compare_reach`): the ratio SepViT block / pair of off_mean_distance, on the same inputs and
+queries (paired), with a 95 % interval that resamples inputs and queries jointly and each unit's seeds
+separately (`reach_ratio`). "Comparable" = the whole interval lies inside EQUIVALENCE_BAND 0.80-1.25 (+-20 %,
+symmetric on a log scale; the 80-125 % rule of bioequivalence testing, i.e. two one-sided tests at 2.5 %
+each): an imprecise measurement cannot pass, and a large difference cannot pass however precise. The
+direction is stated separately ("narrower": interval below 1; "wider": above 1), so a comparable but
+narrower SepViT block is said to be narrower (`comparable_verdict`).
+
+Centre-query numbers (`erf_stats` of `unit_erf_table` / `model_erf_table`; one query, the centre, inputs
+averaged before normalising; the maps `plot_erf` draws). Their distances include the self share, so they do
+not rank units by reach: use the reach numbers above for that.
   radius_90       the smallest radius (feature-map pixels) around the query holding >= 90 % of the mass
-  mean_distance   mass-weighted mean distance from the query
+  mean_distance   mass-weighted mean distance from the query (ALL the mass, self share included)
   outside_window  share of mass outside the query's own window (the stage's base window M, placed as
                   the model places it: from the top-left, the map zero-padded at the bottom/right; a map
                   that fits in one window is one window)
@@ -44,8 +74,9 @@ every window for PWA, sub-sampled cells for Twins' GSA, everywhere for MSA), wit
 from the init, not from anything learnt. After training, the ERF also shows what the unit uses; for
 that, `model_erf_table` captures a trained model's real stage inputs on real images.
 
-Command line: `python analysis/receptive_field.py --variant sepvit_tiny --img-size 224 --format table`,
-and `python experiments/trained_erf.py RUN/last.pth ...` for trained models' blocks on their data.
+Command line (reach tables and verdicts): `python analysis/receptive_field.py --variant sepvit_tiny --seeds 0 1 2`,
+and `python experiments/trained_erf.py RUN*/last.pth ...` for trained models' blocks on their data (checkpoints
+of one configuration are its seeds).
 """
 from __future__ import annotations
 
@@ -67,7 +98,7 @@ import torch
 from torch import nn
 
 from analysis.units import TITLES, UNITS, StageBlocks, stage_units
-from sepvit.config import PRESETS, SepViTConfig
+from sepvit.config import EXECUTION_FIELDS, PRESETS, SepViTConfig
 from sepvit.layers import trunc_normal_init, window_geometry
 from workbench.cli import OneLineParser, fail
 
@@ -75,7 +106,10 @@ METRICS = ("chebyshev", "euclidean")
 INITS = ("authors", "as_built")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 REACH_THRESHOLD = 1e-12  # relative to the largest pixel: below it a position counts as unreached
-STAT_COLUMNS = ("radius_90", "mean_distance", "outside_window", "self_share", "reach")
+STAT_COLUMNS = ("radius_90", "mean_distance", "outside_window", "self_share", "reach")  # centre-query ERF
+REACH_STATS = ("off_mean_distance", "off_radius_50", "off_radius_90", "self_share")
+PRIMARY_STAT = "off_mean_distance"  # what `compare_reach` decides by (module docstring, "Comparable")
+EQUIVALENCE_BAND = (0.8, 1.25)  # ratio SepViT / pair counted as equal: +-20 %, symmetric on a log scale
 
 
 # ================================================================================== the ERF map
@@ -92,28 +126,51 @@ def erf_map(unit: nn.Module, inputs: torch.Tensor, query: tuple[int, int] | None
     inputs: (B, H, W, C) maps in the dtype of the unit's parameters; processed `chunk` at a time.
     identity=False: gradient of y[q] - x[q] (every path except the all-shortcut one).
     """
-    if inputs.ndim != 4:
-        raise ValueError(f"inputs must be channels-last maps (B, H, W, C), got shape {tuple(inputs.shape)}")
+    _check_inputs(inputs)
     _, height, width, _ = inputs.shape
-    qi, qj = centre(height, width) if query is None else query
-    if not (0 <= qi < height and 0 <= qj < width):
-        raise ValueError(f"query {(qi, qj)} lies outside the {height}x{width} map")
+    query = centre(height, width) if query is None else query
+    total = gradient_maps(unit, inputs, [query], identity=identity, chunk=chunk)[:, 0].sum(dim=0)
+    mass = total.sum()
+    if not torch.isfinite(mass) or mass <= 0:
+        raise ValueError("no finite gradient reaches the input from the query: the ERF is undefined")
+    return total / mass
+
+
+def gradient_maps(unit: nn.Module, inputs: torch.Tensor, queries: Sequence[tuple[int, int]], *,
+                  identity: bool = True, chunk: int = 4) -> torch.Tensor:
+    """(B, Q, H, W) float64: for every input b and query q, sum over input channels of
+    |d (sum_c y[b, q, c]) / d x[b, p, :]| at every input position p, not normalised.
+
+    One forward pass per `chunk` of inputs and one backward pass per query (the units are per-sample, so a
+    chunk's summed output gives each sample its own gradient). identity=False: the gradient of y[q] - x[q].
+    """
+    _check_inputs(inputs)
+    count, height, width, _ = inputs.shape
+    queries = [(int(i), int(j)) for i, j in queries]
+    for qi, qj in queries:
+        if not (0 <= qi < height and 0 <= qj < width):
+            raise ValueError(f"query {(qi, qj)} lies outside the {height}x{width} map")
     unit.eval()
-    total = torch.zeros(height, width, dtype=torch.float64)
+    maps = torch.zeros(count, len(queries), height, width, dtype=torch.float64)
+    start = 0
     for part in inputs.split(max(1, int(chunk))):
         x = part.detach().clone().requires_grad_(True)
         y = unit(x)
         if y.shape != x.shape:
             raise ValueError(f"the unit maps {tuple(x.shape)} to {tuple(y.shape)}: it must keep the map's shape")
-        out = y[:, qi, qj, :]
-        if not identity:
-            out = out - x[:, qi, qj, :]
-        (grad,) = torch.autograd.grad(out.sum(), x)
-        total += grad.abs().sum(dim=-1).sum(dim=0).to(torch.float64)
-    mass = total.sum()
-    if not torch.isfinite(mass) or mass <= 0:
-        raise ValueError("no finite gradient reaches the input from the query: the ERF is undefined")
-    return total / mass
+        for k, (qi, qj) in enumerate(queries):
+            out = y[:, qi, qj, :]
+            if not identity:
+                out = out - x[:, qi, qj, :]
+            (grad,) = torch.autograd.grad(out.sum(), x, retain_graph=k + 1 < len(queries))
+            maps[start:start + len(part), k] = grad.abs().sum(dim=-1).to(torch.float64)
+        start += len(part)
+    return maps
+
+
+def _check_inputs(inputs: torch.Tensor) -> None:
+    if inputs.ndim != 4:
+        raise ValueError(f"inputs must be channels-last maps (B, H, W, C), got shape {tuple(inputs.shape)}")
 
 
 def random_inputs(count: int, height: int, width: int, dim: int, *, seed: int = 0,
@@ -174,6 +231,26 @@ def erf_stats(mass: np.ndarray | torch.Tensor, query: tuple[int, int], window: i
         self_share=float(mass[query]),
         reach=float((mass > REACH_THRESHOLD * mass.max()).mean()),
     )
+
+
+def off_query_stats(grad: np.ndarray | torch.Tensor, query: tuple[int, int],
+                    metric: str = "chebyshev") -> dict[str, float]:
+    """The spatial reach of one gradient map (H, W), apart from its self share (module docstring, "Reach"):
+    self_share, and over the off-query mass alone (the map with the query pixel removed, renormalised)
+    off_mean_distance, off_radius_50 and off_radius_90. A map with no off-query mass reaches nowhere: 0."""
+    grad = np.asarray(grad, dtype=np.float64)
+    total = grad.sum()
+    if not np.isfinite(total) or total <= 0:
+        raise ValueError("no finite gradient reaches the input from the query: the reach is undefined")
+    off = grad.copy()
+    off[query] = 0.0
+    off_total = off.sum()
+    stats = dict(self_share=float(grad[query] / total))
+    if off_total <= 0:
+        return dict(stats, off_mean_distance=0.0, off_radius_50=0.0, off_radius_90=0.0)
+    off /= off_total
+    return dict(stats, off_mean_distance=float((off * distances(*off.shape, query, metric)).sum()),
+                off_radius_50=radius(off, query, 0.5, metric), off_radius_90=radius(off, query, 0.9, metric))
 
 
 # ================================================================================== (a) units at a stage's shape
@@ -322,6 +399,11 @@ def model_units(model: nn.Module, with_cpe: bool = False) -> list[TrainedUnit]:
     return units
 
 
+def _blocks_label(unit: TrainedUnit, with_cpe: bool) -> str:
+    """"0+1", with " (CPE after 0)" when the stage's CPE runs between them."""
+    return "+".join(str(i) for i in unit.indices) + (" (CPE after 0)" if with_cpe and len(unit.indices) > 1 else "")
+
+
 def model_erf_table(model: nn.Module, images: torch.Tensor, *, identity: bool = True, metric: str = "chebyshev",
                     dtype: torch.dtype = torch.float32, with_cpe: bool = False,
                     stages: Sequence[int] | None = None) -> list[ERFResult]:
@@ -340,10 +422,311 @@ def model_erf_table(model: nn.Module, images: torch.Tensor, *, identity: bool = 
         query = centre(height, width)
         mass = erf_map(copy.deepcopy(unit.module).to(dtype), x, query, identity=identity).numpy()
         macs = sum(block_macs(cfg, unit.stage, i, height, width).paper for i in unit.indices)
-        blocks = "+".join(str(i) for i in unit.indices) + (" (CPE after 0)" if with_cpe and len(unit.indices) > 1 else "")
         results.append(ERFResult(unit.stage + 1, unit.name, height, width, cfg.window_size, query, len(x), mass,
-                                 erf_stats(mass, query, cfg.window_size, metric), macs, blocks))
+                                 erf_stats(mass, query, cfg.window_size, metric), macs, _blocks_label(unit, with_cpe)))
     return results
+
+
+# ================================================================================== (c) spatial reach, with intervals
+def query_positions(height: int, width: int, window: int, per_phase: int | None = 1,
+                    seed: int = 0) -> list[tuple[int, int]]:
+    """Query positions stratified by their place inside the window: for every phase (i mod M, j mod M) of the
+    model's windows (`window_geometry`), `per_phase` distinct positions with that phase drawn at random
+    (seeded), in phase order; every position when `per_phase` is None.
+
+    Why stratified: a window unit's reach depends strongly on where the query sits in its window (a corner
+    pixel's window lies on one side of it), so a random draw that happens to favour some phases moves the
+    mean by more than the differences between units; one query per phase averages that out exactly."""
+    if per_phase is None:
+        return [(i, j) for i in range(height) for j in range(width)]
+    if per_phase < 1:
+        raise ValueError(f"queries per phase must be >= 1, got {per_phase}")
+    wh, ww, _, _ = window_geometry(height, width, window)
+    rng = np.random.default_rng(seed)
+    out = []
+    for pi in range(wh):
+        for pj in range(ww):
+            same_phase = [(i, j) for i in range(pi, height, wh) for j in range(pj, width, ww)]
+            if not same_phase:  # a phase that only the padding holds
+                continue
+            chosen = rng.choice(len(same_phase), size=min(per_phase, len(same_phase)), replace=False)
+            out += [same_phase[k] for k in sorted(chosen)]
+    return out
+
+
+def reach_values(unit: nn.Module, inputs: torch.Tensor, queries: Sequence[tuple[int, int]], *,
+                 identity: bool = True, metric: str = "chebyshev", chunk: int = 4) -> dict[str, np.ndarray]:
+    """stat -> (B, Q) array: `off_query_stats` of every input's gradient map at every query."""
+    maps = gradient_maps(unit, inputs, queries, identity=identity, chunk=chunk).numpy()
+    out = {name: np.zeros(maps.shape[:2]) for name in REACH_STATS}
+    for b in range(maps.shape[0]):
+        for k, query in enumerate(queries):
+            for name, value in off_query_stats(maps[b, k], tuple(query), metric).items():
+                out[name][b, k] = value
+    return out
+
+
+def _counts(rng: np.random.Generator, size: int, resamples: int) -> np.ndarray:
+    """(resamples, size) multiplicities of a bootstrap resample of `size` items."""
+    return rng.multinomial(size, np.full(size, 1.0 / size), size=resamples).astype(np.float64)
+
+
+def _resampled_means(values: np.ndarray, input_counts: np.ndarray, query_counts: np.ndarray,
+                     seed_counts: np.ndarray) -> np.ndarray:
+    """(resamples,) means of (S, B, Q) `values` over resampled seeds, inputs and queries (crossed)."""
+    s, b, q = values.shape
+    return np.einsum("rs,rb,rq,sbq->r", seed_counts, input_counts, query_counts, values) / (s * b * q)
+
+
+def bootstrap_mean(values: np.ndarray, *, level: float = 0.95, resamples: int = 2000,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high) of (seeds, inputs, queries) values: the mean over all, and a percentile interval
+    from resampling seeds, inputs and queries independently (a crossed bootstrap; each axis may vary)."""
+    values = _as_sbq(values)
+    rng = np.random.default_rng(seed)
+    s, b, q = values.shape
+    means = _resampled_means(values, _counts(rng, b, resamples), _counts(rng, q, resamples),
+                             _counts(rng, s, resamples))
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(values.mean()), float(low), float(high)
+
+
+def reach_ratio(a: np.ndarray, b: np.ndarray, *, level: float = 0.95, resamples: int = 2000,
+                seed: int = 0) -> tuple[float, float, float]:
+    """(ratio, low, high): mean(a) / mean(b) for two units measured on the SAME inputs and queries
+    (arrays (seeds, inputs, queries); seed counts may differ). Inputs and queries are resampled jointly for
+    both (paired), each unit's seeds independently (different models)."""
+    a, b = _as_sbq(a), _as_sbq(b)
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"a ratio needs the same inputs and queries for both units: shapes {a.shape} and {b.shape}")
+    rng = np.random.default_rng(seed)
+    inputs, queries = _counts(rng, a.shape[1], resamples), _counts(rng, a.shape[2], resamples)
+    ratios = (_resampled_means(a, inputs, queries, _counts(rng, a.shape[0], resamples))
+              / _resampled_means(b, inputs, queries, _counts(rng, b.shape[0], resamples)))
+    low, high = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+    return float(a.mean() / b.mean()), float(low), float(high)
+
+
+def _as_sbq(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 2:
+        values = values[None]
+    if values.ndim != 3 or 0 in values.shape:
+        raise ValueError(f"values must be (seeds, inputs, queries) or (inputs, queries), got shape {values.shape}")
+    return values
+
+
+def comparable_verdict(ratio: float, low: float, high: float, band: tuple[float, float] = EQUIVALENCE_BAND,
+                       level: float = 0.95, what: str = "SepViT / other") -> dict[str, Any]:
+    """The verdict on a reach ratio and its interval (module docstring, "Comparable"):
+    comparable: the whole interval lies inside `band`; at_least_comparable: its low end is inside or above the
+    band (not narrower by more than the band: what "a comparable receptive field" at half the cost needs);
+    direction: "narrower" (interval below 1), "wider" (above 1) or "no detectable difference"; verdict and
+    sentence state them with the numbers."""
+    lo_band, hi_band = band
+    if not 0 < lo_band < 1 < hi_band:
+        raise ValueError(f"the equivalence band must hold 1, got {band}")
+    comparable_ = bool(lo_band <= low and high <= hi_band)
+    direction = "narrower" if high < 1 else "wider" if low > 1 else "no detectable difference"
+    if comparable_:
+        verdict = "comparable" + (f", though {direction}" if direction != "no detectable difference" else "")
+    elif direction == "narrower":
+        verdict = "NOT comparable: narrower"
+    elif direction == "wider" and low > hi_band:
+        verdict = "wider, beyond the band"
+    elif direction == "wider":
+        verdict = "wider, by an amount the interval cannot pin inside the band"
+    else:
+        verdict = "undecided: the interval is too wide to call it comparable or different"
+    sentence = (f"{what} = {ratio:.2f} ({100 * level:.0f} % interval {low:.2f}-{high:.2f}; comparable = interval "
+                f"inside {lo_band:.2f}-{hi_band:.2f}): {verdict}")
+    return dict(comparable=comparable_, at_least_comparable=bool(low >= lo_band), direction=direction,
+                verdict=verdict, sentence=sentence)
+
+
+@dataclass
+class ReachResult:
+    """The spatial reach of one unit: every stat of REACH_STATS per (seed, input, query)."""
+
+    stage: int  # one-based
+    unit: str
+    height: int
+    width: int
+    window: int
+    queries: list[tuple[int, int]]
+    values: dict[str, np.ndarray]  # stat -> (seeds, inputs, queries)
+    macs: int | None = None  # analytic MACs, the paper's convention (multiply-add = 1)
+    blocks: str = ""
+    label: str = ""  # what was measured beyond the unit, e.g. a model's name
+
+    @property
+    def seeds(self) -> int:
+        return self.values[REACH_STATS[0]].shape[0]
+
+    @property
+    def inputs(self) -> int:
+        return self.values[REACH_STATS[0]].shape[1]
+
+    def summary(self, stat: str = PRIMARY_STAT, **bootstrap: Any) -> tuple[float, float, float]:
+        """(mean, low, high) of one stat (`bootstrap_mean`)."""
+        return bootstrap_mean(self.values[stat], **bootstrap)
+
+    def row(self, **bootstrap: Any) -> dict[str, Any]:
+        """A flat table row: where, how many seeds/inputs/queries, and each stat's mean with its interval."""
+        row = dict(stage=self.stage, unit=self.unit, label=self.label, blocks=self.blocks, height=self.height,
+                   width=self.width, window=self.window, seeds=self.seeds, inputs=self.inputs,
+                   queries=len(self.queries))
+        for stat in REACH_STATS:
+            row[stat], row[f"{stat}_low"], row[f"{stat}_high"] = self.summary(stat, **bootstrap)
+        row["macs"] = self.macs
+        return row
+
+
+def _stack_seeds(per_seed: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {stat: np.stack([values[stat] for values in per_seed]) for stat in REACH_STATS}
+
+
+def unit_reach_table(variant: str = "sepvit_tiny", img_size: int | None = None, *,
+                     units: Sequence[str] | None = None, stages: Sequence[int] | None = None, inputs: int = 8,
+                     per_phase: int | None = 1, seeds: Sequence[int] = (0,), input_seed: int = 0,
+                     init: str = "authors", identity: bool = True, metric: str = "chebyshev",
+                     dtype: torch.dtype = torch.float32, with_macs: bool = True) -> list[ReachResult]:
+    """Spatial reach of every unit of `analysis.units.stage_units` at each stage's shape of `variant`, at
+    init (`init`), one model per init seed in `seeds`; every unit and seed sees the same `inputs`
+    standard-normal maps (`input_seed`) and the same query positions (`query_positions`, `per_phase`), so
+    ratios between units are paired."""
+    cfg = _config(variant, img_size)
+    chosen_units = _check_units(units)
+    shapes = _stage_shapes(cfg, cfg.img_size)
+    chosen_stages = _check_stages(stages, len(shapes))
+    macs = _analytic_unit_macs(variant, cfg.img_size) if with_macs else {}
+    results = []
+    for stage in chosen_stages:
+        height, width = shapes[stage - 1]
+        x = random_inputs(inputs, height, width, cfg.embed_dims[stage - 1], seed=input_seed + stage, dtype=dtype)
+        positions = query_positions(height, width, cfg.window_size, per_phase, seed=input_seed + stage)
+        per_unit: dict[str, list[dict[str, np.ndarray]]] = {}
+        for seed in seeds:
+            torch.manual_seed(seed)
+            built = stage_units(cfg, stage - 1, height, width)
+            for name in chosen_units:
+                if built[name] is None:
+                    continue
+                torch.manual_seed(seed)
+                module = initialise(built[name], init).to(dtype)
+                per_unit.setdefault(name, []).append(reach_values(module, x, positions, identity=identity,
+                                                                  metric=metric))
+        for name, per_seed in per_unit.items():
+            results.append(ReachResult(stage, name, height, width, cfg.window_size, positions, _stack_seeds(per_seed),
+                                       macs.get((stage, name))))
+    return results
+
+
+def model_reach_table(models: Sequence[nn.Module], images: torch.Tensor, *, per_phase: int | None = 1,
+                      query_seed: int = 0, identity: bool = True, metric: str = "chebyshev",
+                      dtype: torch.dtype = torch.float32, with_cpe: bool = False, stages: Sequence[int] | None = None,
+                      label: str = "") -> list[ReachResult]:
+    """Spatial reach of the units of `model_units` in `models`, several trained seeds of ONE configuration,
+    each on the real inputs its blocks receive from the same `images` (B, C, H, W); queries drawn once per map
+    shape (`query_positions`, `per_phase`, `query_seed`), so two tables of the same images, shapes and window
+    pair input by input and query by query."""
+    from analysis.complexity import block_macs
+
+    if not models:
+        raise ValueError("no model to measure")
+    cfg: SepViTConfig = models[0].config
+    different = [i for i, m in enumerate(models) if computed_by(m.config) != computed_by(cfg)]
+    if different:
+        raise ValueError(f"the seeds of one measurement must share a configuration: model(s) {different} differ "
+                         f"from model 0")
+    chosen_stages = _check_stages(stages, cfg.num_stages)
+    per_unit: dict[tuple[int, str], list[dict[str, np.ndarray]]] = {}
+    facts: dict[tuple[int, str], tuple[TrainedUnit, int, int, list[tuple[int, int]]]] = {}
+    for model in models:
+        units = [u for u in model_units(model, with_cpe) if u.stage + 1 in chosen_stages]
+        captured = capture_block_inputs(model, images, {(u.stage, u.indices[0]) for u in units})
+        for unit in units:
+            x = captured[(unit.stage, unit.indices[0])].to(dtype)
+            _, height, width, _ = x.shape
+            positions = query_positions(height, width, cfg.window_size, per_phase, seed=query_seed)
+            module = copy.deepcopy(unit.module).to(dtype)
+            per_unit.setdefault((unit.stage, unit.name), []).append(
+                reach_values(module, x, positions, identity=identity, metric=metric))
+            facts[(unit.stage, unit.name)] = (unit, height, width, positions)
+    results = []
+    for key, per_seed in per_unit.items():
+        unit, height, width, positions = facts[key]
+        macs = sum(block_macs(cfg, unit.stage, i, height, width).paper for i in unit.indices)
+        results.append(ReachResult(unit.stage + 1, unit.name, height, width, cfg.window_size, positions,
+                                   _stack_seeds(per_seed), macs, _blocks_label(unit, with_cpe), label))
+    return results
+
+
+def computed_by(cfg: SepViTConfig) -> dict[str, Any]:
+    """What a configuration's model computes: its fields less the execution details (fused attention)."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in EXECUTION_FIELDS}
+
+
+def compare_reach(results: Sequence[ReachResult], *, stat: str = PRIMARY_STAT,
+                  band: tuple[float, float] = EQUIVALENCE_BAND, level: float = 0.95, resamples: int = 2000,
+                  seed: int = 0) -> list[dict[str, Any]]:
+    """Per stage: the SepViT block's reach against each two-block pair ("*_pair" units) measured on the same
+    inputs and queries: the ratio SepViT / pair of `stat` with its interval (`reach_ratio`), both means, the
+    MACs ratio, and `comparable_verdict`. A pair measured on other inputs or queries is skipped."""
+    if stat not in REACH_STATS:
+        raise ValueError(f"unknown stat {stat!r}: use one of {', '.join(REACH_STATS)}")
+    out = []
+    for stage in sorted({r.stage for r in results}):
+        here = [r for r in results if r.stage == stage]
+        sepvit = next((r for r in here if r.unit == "sepvit_block"), None)
+        if sepvit is None:
+            continue
+        for other in here:
+            if not other.unit.endswith("_pair") or other.queries != sepvit.queries or other.inputs != sepvit.inputs:
+                continue
+            ratio, low, high = reach_ratio(sepvit.values[stat], other.values[stat], level=level, resamples=resamples,
+                                           seed=seed)
+            verdict = comparable_verdict(ratio, low, high, band, level, what=f"{stat} SepViT block / {other.unit}")
+            out.append(dict(stage=stage, pair=other.unit, stat=stat, sepvit=float(sepvit.values[stat].mean()),
+                            other=float(other.values[stat].mean()), ratio=ratio, low=low, high=high,
+                            sepvit_seeds=sepvit.seeds, other_seeds=other.seeds, inputs=sepvit.inputs,
+                            queries=len(sepvit.queries),
+                            macs_ratio=(sepvit.macs / other.macs) if sepvit.macs and other.macs else None, **verdict))
+    return out
+
+
+def format_reach_comparison(rows: Sequence[dict[str, Any]]) -> str:
+    """One line per stage and pair, from `compare_reach`."""
+    lines = []
+    for c in rows:
+        macs = f", {c['macs_ratio']:.2f}x its MACs" if c["macs_ratio"] else ""
+        lines.append(f"stage {c['stage']}: SepViT block vs {c['pair']}: {c['stat']} {c['sepvit']:.2f} vs "
+                     f"{c['other']:.2f} px ({c['sepvit_seeds']} vs {c['other_seeds']} seed(s), {c['inputs']} inputs x {c['queries']} "
+                     f"queries){macs}; ratio {c['ratio']:.2f} [{c['low']:.2f}, {c['high']:.2f}]: {c['verdict']}")
+    return "\n".join(lines)
+
+
+def format_reach_table(results: Sequence[ReachResult], **bootstrap: Any) -> str:
+    """The reach numbers with their intervals, one line per unit."""
+    header = ["stage", "map", "unit", "label", "blocks", "seeds", "inputs", "queries", "off mean d", "off r50",
+              "off r90", "self", "MACs (M)"]
+    body = []
+    for r in results:
+        row = r.row(**bootstrap)
+        cells = [f"{row[s]:.2f} [{row[s + '_low']:.2f}, {row[s + '_high']:.2f}]" for s in REACH_STATS[:3]]
+        body.append([str(r.stage), f"{r.height}x{r.width}", r.unit, r.label or "-", r.blocks or "-", str(r.seeds),
+                     str(r.inputs), str(len(r.queries)), *cells, f"{100 * row['self_share']:.1f} %",
+                     f"{r.macs / 1e6:.2f}" if r.macs is not None else "-"])
+    return _aligned(header, body, left=(1, 2, 3, 4))
+
+
+def _aligned(header: list[str], body: list[list[str]], left: tuple[int, ...]) -> str:
+    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(header)]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(row) for row in body)])
 
 
 # ================================================================================== plotting
@@ -405,7 +788,10 @@ def _label(key: str, value, results: Sequence[ERFResult]) -> str:
     return TITLES.get(value, value)
 
 
-# ================================================================================== tables
+# ================================================================================== legacy: the centre-query verdict
+# Kept only for notebook 01 as stored before the reach measure; superseded by `compare_reach`, because the mean
+# distance of ALL the mass is set by the self share (global MSA scores narrowest) and the 0.5 tolerance has no
+# interval. Remove once the notebook uses `compare_reach`.
 def comparable(results: Sequence[ERFResult], tolerance: float = 0.5) -> list[dict[str, Any]]:
     """Per stage: the SepViT block against each two-block pair (units named "*_pair"), side by side:
     radius_90, mean distance, share outside the own window, reach and analytic MACs. A swin/twins model's
@@ -447,22 +833,6 @@ def format_comparison(rows: list[dict[str, Any]]) -> str:
             f"{100 * c['pair_outside_window']:.1f} %, reach {100 * c['sepvit_reach']:.0f} % vs "
             f"{100 * c['pair_reach']:.0f} %{macs}: " + ("comparable or wider" if c["comparable"] else "NOT comparable"))
     return "\n".join(lines)
-
-
-def format_table(results: Sequence[ERFResult]) -> str:
-    header = ["stage", "map", "unit", "blocks", "r90", "mean d", "outside win", "self", "reach", "MACs (M)"]
-    body = []
-    for r in results:
-        s = r.stats
-        body.append([str(r.stage), f"{r.height}x{r.width}", r.unit, r.blocks or "-", f"{s['radius_90']:g}",
-                     f"{s['mean_distance']:.2f}", f"{100 * s['outside_window']:.1f} %", f"{100 * s['self_share']:.1f} %",
-                     f"{100 * s['reach']:.0f} %", f"{r.macs / 1e6:.2f}" if r.macs is not None else "-"])
-    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(header)]
-
-    def line(cells):
-        return "  ".join(c.ljust(w) if i in (1, 2, 3) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(row) for row in body)])
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
@@ -510,7 +880,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--units", nargs="+", metavar="UNIT", help=f"units at init (default all): {', '.join(UNITS)}")
     p.add_argument("--stages", type=int, nargs="+", metavar="S", help="one-based stages (default all)")
     p.add_argument("--inputs", type=int, default=8, help="random input maps averaged over")
-    p.add_argument("--seed", type=int, default=0, help="init and input seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="init seeds (one model each)")
+    p.add_argument("--input-seed", type=int, default=0, help="seed of the random inputs and the query positions")
     p.add_argument("--init", choices=INITS, default="authors", help="init of the units")
     add_common_flags(p)
     return p
@@ -518,26 +889,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared with the trained-model command (`experiments/trained_erf.py`)."""
+    p.add_argument("--queries-per-phase", type=int, default=1,
+                   help="query positions drawn per place inside the window (0: every position of the map)")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of each interval")
     p.add_argument("--no-identity", action="store_true", help="leave out the all-shortcut path (y[q] - x[q])")
     p.add_argument("--metric", choices=METRICS, default="chebyshev", help="distance for radius and mean distance")
     p.add_argument("--dtype", choices=list(DTYPES), default="float32", help="float64 agrees within 1e-6, 3x slower")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
 
 
-def render(groups: dict[str, list[ERFResult]], fmt: str, metric: str, identity: bool,
-           extra: dict[str, dict[str, Any]] | None = None) -> str:
-    """The CLI output: per group (title -> results) a table with the verdicts, or one JSON/CSV row per result
-    (with `extra[title]` columns)."""
+def check_common_flags(args: argparse.Namespace) -> str | None:
+    """What is wrong with the shared flags, in one line, or None."""
+    if args.queries_per_phase < 0:
+        return f"--queries-per-phase must be >= 0 (0: every position), got {args.queries_per_phase}"
+    if args.resamples < 1:
+        return f"--resamples must be >= 1, got {args.resamples}"
+    return None
+
+
+def render(groups: dict[str, list[ReachResult]], fmt: str, metric: str, identity: bool,
+           extra: dict[str, dict[str, Any]] | None = None, resamples: int = 2000) -> str:
+    """The CLI output: per group (title -> results) the reach table, then the SepViT-vs-pair verdicts over all
+    groups; or one JSON/CSV row per result (with `extra[title]` columns)."""
     if fmt == "table":
-        text = [f"ERF ({metric} distance, query = centre pixel, identity path {'included' if identity else 'excluded'};"
-                " MACs analytic, paper convention)"]
-        text += [f"\n{title}\n{format_table(group)}" for title, group in groups.items()]
-        verdicts = comparable([r for group in groups.values() for r in group])
+        text = [f"Spatial reach: the off-query gradient mass ({metric} distance, feature-map px; mean [95 % interval "
+                f"over seeds, inputs and queries]); self = share at the query (identity path "
+                f"{'included' if identity else 'excluded'}); MACs analytic, paper convention"]
+        text += [f"\n{title}\n{format_reach_table(group, resamples=resamples)}" for title, group in groups.items()]
+        verdicts = compare_reach([r for group in groups.values() for r in group], resamples=resamples)
         if verdicts:
-            text.append("\nSepViT block vs two-block patterns (comparable = mean distance at least half the pair's):")
-            text.append(format_comparison(verdicts))
+            text.append(f"\nSepViT block vs two-block patterns ({PRIMARY_STAT} ratio; comparable = 95 % interval "
+                        f"inside {EQUIVALENCE_BAND[0]:.2f}-{EQUIVALENCE_BAND[1]:.2f}):")
+            text.append(format_reach_comparison(verdicts))
         return "\n".join(text)
-    flat = [{**(extra or {}).get(title, {}), **r.row()} for title, group in groups.items() for r in group]
+    flat = [{**(extra or {}).get(title, {}), **r.row(resamples=resamples)} for title, group in groups.items()
+            for r in group]
     return json.dumps(flat, indent=1) if fmt == "json" else to_csv(flat).rstrip("\n")
 
 
@@ -549,15 +935,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(prog, f"--inputs must be >= 1, got {args.inputs}")
     if args.img_size is not None and args.img_size < 1:
         return fail(prog, f"--img-size must be >= 1, got {args.img_size}")
+    problem = check_common_flags(args)
+    if problem:
+        return fail(prog, problem)
     try:
-        results = unit_erf_table(args.variant, args.img_size, units=args.units, stages=args.stages,
-                                 inputs=args.inputs, seed=args.seed, init=args.init,
-                                 identity=not args.no_identity, metric=args.metric, dtype=DTYPES[args.dtype])
+        results = unit_reach_table(args.variant, args.img_size, units=args.units, stages=args.stages,
+                                   inputs=args.inputs, per_phase=args.queries_per_phase or None, seeds=args.seeds,
+                                   input_seed=args.input_seed, init=args.init, identity=not args.no_identity,
+                                   metric=args.metric, dtype=DTYPES[args.dtype])
     except (ValueError, KeyError) as error:
         return fail(prog, str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
     title = (f"{args.variant} at {args.img_size or PRESETS[args.variant].get('img_size', 224)} px, init={args.init}, "
-             f"{args.inputs} random inputs")
-    print(render({title: results}, args.format, args.metric, not args.no_identity))
+             f"init seeds {' '.join(map(str, args.seeds))}, {args.inputs} random inputs")
+    print(render({title: results}, args.format, args.metric, not args.no_identity, resamples=args.resamples))
     return 0
 
 

@@ -4,9 +4,16 @@
 
 Every model is an ordinary runner run (`experiments/ablate.py` with the switches in `ZOO`, one seed, the runner's
 default training budget unless `smoke`), logged to the experiment `notebook-models` of a store (default the
-repository's `output/mlflow.db`, the README main command's). A model already there with the same configuration
-and training configuration is loaded instead of trained again, so two notebooks (and their re-runs) compare the very
-same checkpoints, all trained alike. `smoke=True` (CI) trains tiny throw-away models that stay near chance.
+repository's `output/mlflow.db`, the README main command's). A model already there that computes the same function
+and was trained the same way is loaded instead of trained again, so two notebooks (and their re-runs) compare the
+very same checkpoints, all trained alike. `smoke=True` (CI) trains tiny throw-away models that stay near chance.
+
+Identity. A logged run is "the same model" when its model.* params equal the planned configuration's apart from
+`sepvit.config.EXECUTION_FIELDS` (fused or explicit attention: the same output within 1e-5), and its train.*
+params equal the planned training's apart from bookkeeping (`experiments.report.BOOKKEEPING`: output, device,
+DataLoader workers; the seed counts). The thread count is an env.* param, never part of it. These execution details
+stay recorded on every run and are returned with the model (`ZooModel.execution`). Where several runs qualify, the
+newest is used (not the most accurate: picking the best of repeats would flatter the model).
 """
 from __future__ import annotations
 
@@ -17,6 +24,8 @@ from pathlib import Path
 from typing import Sequence
 
 from torch import nn
+
+from sepvit.config import EXECUTION_FIELDS, SepViTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "notebook-models"
@@ -32,6 +41,8 @@ ZOO: dict[str, list[str]] = {
     "msa": ["--block-pattern", "msa"],
 }
 SMOKE_BUDGET = ["--epochs", "1", "--train-size", "64", "--val-size", "64", "-b", "32"]
+# how a run was computed, recorded on it but not part of what the model is
+EXECUTION_PARAMS = (*(f"model.{name}" for name in EXECUTION_FIELDS), "env.torch_threads")
 
 
 @dataclass
@@ -44,6 +55,7 @@ class ZooModel:
     val_size: int
     run_id: str
     trained_here: bool  # False: found in the store
+    execution: dict[str, str | None]  # EXECUTION_PARAMS as the run logged them (None: not logged)
 
 
 def default_output(smoke: bool) -> Path:
@@ -60,8 +72,7 @@ def trained(names: Sequence[str], output: str | Path | None = None, smoke: bool 
     from workbench.tracking import default_tracking_uri
 
     from experiments import ablate
-    from experiments.logged_models import load_logged_model, matching_runs
-    from experiments.report import load_runs
+    from experiments.logged_models import load_logged_model
 
     unknown = sorted(set(names) - set(ZOO))
     if unknown:
@@ -73,32 +84,59 @@ def trained(names: Sequence[str], output: str | Path | None = None, smoke: bool 
     for name in names:
         argv = [*ZOO[name], *budget, "--output", str(output), "--experiment", EXPERIMENT]
         planned = ablate.prepare(ablate.build_parser().parse_args(argv))[0][0]
-        runs = _finished_runs(uri, load_runs)
-        match = _same_training(matching_runs(runs, planned.model), planned.train)
+        match = _same_training(same_model(_finished_runs(uri), planned.model), planned.train)
         trained_here = match.empty
         if trained_here:
             with contextlib.redirect_stdout(io.StringIO()):
                 if ablate.main(argv) != 0:
                     raise RuntimeError(f"training zoo model {name!r} failed: see {output}")
-            runs = _finished_runs(uri, load_runs)
-            match = _same_training(matching_runs(runs, planned.model), planned.train)
+            match = _same_training(same_model(_finished_runs(uri), planned.model), planned.train)
         row = match.iloc[0]
         found[name] = ZooModel(name, load_logged_model(uri, row["run_id"]), float(row["top1"]),
                                float(row["best_top1"]), int(row["num_classes"]), int(row["val_size"]),
-                               row["run_id"], trained_here)
+                               row["run_id"], trained_here, _execution(uri, row["run_id"]))
     return found
 
 
-def _finished_runs(uri: str, load_runs):
-    from experiments.report import ReportError
+def same_model(runs, config: SepViTConfig):
+    """The FINISHED runs (rows of `experiments.report.load_runs`) whose model computes what `config`'s does:
+    every model.* param equal but EXECUTION_FIELDS (module docstring), newest first."""
+    from experiments.logged_models import matching_runs
+
+    if runs.empty:
+        return runs
+    # matching_runs takes a param a run did not log as matching the field's default: without the execution
+    # columns, and with the default asked for, any execution matches
+    defaults = type(config)()
+    neutral = config.replace(**{name: getattr(defaults, name) for name in EXECUTION_FIELDS})
+    execution = [f"model.{name}" for name in EXECUTION_FIELDS if f"model.{name}" in runs]
+    found = matching_runs(runs.drop(columns=execution), neutral)
+    return runs.loc[found.index].sort_values("start_time", ascending=False)
+
+
+def _finished_runs(uri: str):
+    """Every FINISHED run of the zoo's experiment, read call by call: `load_runs(calls="all")` pools calls and
+    refuses a label whose runs differ in any param, which runs of one model computed differently do."""
+    import pandas as pd
+
+    from experiments.report import ReportError, list_calls, load_runs
 
     try:
-        runs = load_runs(uri, EXPERIMENT, calls="all")
+        calls = list_calls(uri, EXPERIMENT)
     except ReportError:  # no such experiment yet
-        import pandas as pd
-
         return pd.DataFrame()
+    frames = [frame for parent in calls["parent_run_id"]
+              if not (frame := load_runs(uri, EXPERIMENT, calls=[parent])).empty]
+    runs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return runs[runs["status"] == "FINISHED"] if len(runs) else runs
+
+
+def _execution(uri: str, run_id: str) -> dict[str, str | None]:
+    """EXECUTION_PARAMS of one run, as logged."""
+    from mlflow.tracking import MlflowClient
+
+    params = MlflowClient(tracking_uri=uri).get_run(run_id).data.params
+    return {name: params.get(name) for name in EXECUTION_PARAMS}
 
 
 def _same_training(runs, train_cfg):

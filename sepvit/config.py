@@ -32,6 +32,9 @@ BLOCK_PATTERNS = tuple(PATTERN_KINDS)
 SEPVIT_KINDS = ("dssa", "gsa", "dwa")
 GSA_STAGES = (1, 2)  # zero-based: the authors group windows in stages 2 and 3 only
 _PER_STAGE = ("embed_dims", "depths", "num_heads", "group_size", "twins_sr_ratios")
+# Fields that choose how the model is computed, not what it computes (same output within 1e-5): runs record
+# them, but they do not split a model's identity (the notebooks' zoo lookup, seeds of one configuration).
+EXECUTION_FIELDS = ("fused_attn",)
 
 
 # ---------------------------------------------------------------------------------- the structure, stated once

@@ -358,6 +358,67 @@ def test_received_share_is_one_when_uniform_and_counts_windows():
         A.received_share(pwa, [(0, 1)])
 
 
+# ---------------------------------------------------------------------------------- PWA / GSA collapse
+def pwa_record(attn: torch.Tensor, grid=(2, 2), window=8, block="stages.1.blocks.1") -> dict:
+    side = grid[0] * window
+    return dict(block=block, kind="pwa", attn=attn, map_size=(side, side), window=(window, window), grid=grid,
+                padding=(0, 0), shift=0, stride=1)
+
+
+def test_collapse_is_found_when_every_group_reads_the_same_group():
+    attn = torch.full((2, 2, 4, 4), 0.02)  # 2 images, 2 heads, 4 groups
+    attn[..., 1] = 0.94  # every query group puts 94 % on group (0,1)
+    attn[1, 1, 3] = torch.tensor([0.25, 0.25, 0.25, 0.25])  # one query row of 16 reads everything
+    found = A.pwa_collapse([pwa_record(attn)])
+    assert found["rows"] == 16 and found["keys"] == 4
+    assert found["one_key_share"] == pytest.approx(15 / 16)
+    assert found["same_key_share"] == pytest.approx(15 / 16)  # the uniform row's largest is its first key
+    assert found["top_key"] == "(0,1)" and found["collapsed"]
+    entropy = -(0.94 * math.log(0.94) + 3 * 0.02 * math.log(0.02))
+    assert found["entropy_ratio"] == pytest.approx((15 * entropy + math.log(4)) / 16 / math.log(4))
+    assert found["sentence"].startswith("collapsed: 94 % of queries read one group (> 90 % of their attention")
+    assert "group (0,1), is the largest for 94 %" in found["sentence"]
+
+
+def test_no_collapse_when_attention_is_spread_or_only_a_minority_is_focused():
+    uniform = A.pwa_collapse([pwa_record(torch.full((1, 1, 4, 4), 0.25))], unit="window")
+    assert uniform["one_key_share"] == 0.0 and not uniform["collapsed"]
+    assert uniform["entropy_ratio"] == pytest.approx(1.0)
+    assert uniform["sentence"].startswith("not collapsed: 0 % of queries read one window")
+    attn = torch.full((1, 1, 4, 4), 0.25)
+    attn[0, 0, 0] = torch.tensor([0.97, 0.01, 0.01, 0.01])
+    attn[0, 0, 1] = torch.tensor([0.01, 0.97, 0.01, 0.01])  # half the groups read themselves
+    half = A.pwa_collapse([pwa_record(attn)])
+    assert half["one_key_share"] == 0.5 and not half["collapsed"]  # not more than half
+    assert A.pwa_collapse([pwa_record(attn)], majority=0.4)["collapsed"]
+    assert A.pwa_collapse([pwa_record(attn)], threshold=0.98)["one_key_share"] == 0.0
+
+
+def test_collapse_refuses_records_it_cannot_read():
+    with pytest.raises(ValueError, match="no PWA record"):
+        A.pwa_collapse([])
+    with pytest.raises(ValueError, match="expected 'pwa'"):
+        A.pwa_collapse([window_record("msa", torch.full((1, 1, 1, 4, 4), 0.25), (2, 2), 2, stride=1)])
+    with pytest.raises(ValueError, match="one key grid"):
+        A.pwa_collapse([pwa_record(torch.full((1, 1, 4, 4), 0.25)),
+                        pwa_record(torch.full((1, 1, 16, 16), 1 / 16), grid=(4, 4), window=4)])
+    with pytest.raises(ValueError, match="single key"):
+        A.pwa_collapse([pwa_record(torch.ones(1, 1, 1, 1), grid=(1, 1))])
+
+
+def test_collapse_table_reads_each_pwa_block_of_a_recorded_model():
+    torch.manual_seed(0)
+    cfg = SepViTConfig.preset("sepvit_nano_32")
+    model = cfg.build().eval()
+    _, maps = record(model, torch.randn(2, 3, 32, 32))
+    table = A.collapse_table(maps, cfg.window_size, model="untrained")
+    assert table[["unit", "attention", "keys"]].values.tolist() == [
+        ["s1b1", "DSSA", 64], ["s2b1", "DSSA", 16], ["s2b2", "GSA", 4], ["s3b1", "DSSA", 4]]
+    assert (table.model == "untrained").all() and not table.collapsed.any()  # zero window tokens: uniform PWA
+    assert (table.entropy_ratio > 0.99).all() and table.sentence.str.startswith("not collapsed").all()
+    assert "read one group" in table.sentence[2] and "read one window" in table.sentence[0]
+
+
 # ---------------------------------------------------------------------------------- accuracy, chance, conclusions
 def test_chance_table_labels_and_warning():
     table = A.chance_table({"good": 40.0, "edge": 14.0, "low": 3.0}, {n: (6.0, 14.0) for n in ("good", "edge", "low")})

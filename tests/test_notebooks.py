@@ -1,6 +1,8 @@
 """The notebooks: stored outputs in order (no execution) and a smoke run of each that must draw its figures."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from workbench import notebooks
@@ -20,3 +22,66 @@ def test_notebook_runs_and_draws_its_figures(name):
     executed = notebooks.execute(name, timeout=600, env={"SEPVIT_SMOKE": "1"})
     assert notebooks.errors(executed) == []
     assert notebooks.png_count(executed) >= MIN_FIGURES[name]
+
+
+# ---------------------------------------------------------------------------------- provenance (--check)
+TINY = '''# %%
+import analysis
+from IPython.display import Image, display
+
+display(Image(data=b"\\x89PNG\\r\\n\\x1a\\n" + bytes(16), format="png"))
+'''
+
+
+@pytest.fixture
+def tiny_project(tmp_path, monkeypatch):
+    """A project of three packages and one notebook that imports one of them (which imports another)."""
+    for path, text in {"notebooks/tiny.py": TINY, "analysis/__init__.py": "import sepvit\n",
+                       "sepvit/__init__.py": "VALUE = 1\n", "sepvit/spaces/space.yaml": "a: 1\n",
+                       "experiments/__init__.py": "import analysis\n"}.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    monkeypatch.setattr(notebooks, "ROOT", tmp_path)
+    monkeypatch.setattr(notebooks, "FOLDER", tmp_path / "notebooks")
+    monkeypatch.delenv("SEPVIT_SMOKE", raising=False)
+    return tmp_path
+
+
+def test_check_passes_on_todays_outputs_and_names_the_module_that_changed_since(tiny_project, capsys):
+    import nbformat
+
+    assert notebooks.main(["--check"]) == 1  # nothing stored yet
+    assert notebooks.main(["--execute", "tiny"]) == 0
+    recorded = nbformat.read(tiny_project / "notebooks" / "tiny.ipynb", as_version=4).metadata["provenance"]
+    assert recorded["packages"] == ["analysis", "sepvit"]  # experiments is not imported, directly or not
+    assert sorted(recorded["sources"]) == ["analysis/__init__.py", "sepvit/__init__.py", "sepvit/spaces/space.yaml"]
+    capsys.readouterr()
+    assert notebooks.main(["--check"]) == 0
+    assert "made by today's code" in capsys.readouterr().out
+
+    (tiny_project / "experiments" / "__init__.py").write_text("import analysis\nOTHER = 2\n")
+    assert notebooks.main(["--check"]) == 0  # a package the notebook does not depend on
+    capsys.readouterr()
+    (tiny_project / "sepvit" / "__init__.py").write_text("VALUE = 2\n")
+    (tiny_project / "analysis" / "extra.py").write_text("X = 1\n")
+    assert notebooks.main(["--check"]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "tiny.ipynb is stale: sepvit/__init__.py, analysis/extra.py (added) changed since its outputs were made")
+    assert lines[0].endswith("re-run python -m workbench.notebooks --execute tiny")
+
+
+def test_check_reports_a_notebook_without_provenance_and_an_unreadable_source(tiny_project, capsys):
+    import jupytext
+    import nbformat
+
+    nbformat.write(jupytext.read(tiny_project / "notebooks" / "tiny.py"), tiny_project / "notebooks" / "tiny.ipynb")
+    assert notebooks.stale("tiny") == [
+        "tiny.ipynb records no provenance (made before provenance was recorded): "
+        "re-run python -m workbench.notebooks --execute tiny"]
+    (tiny_project / "notebooks" / "tiny.py").write_text("# %%\nimport analysis as\n")
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(notebooks.main(["--execute", "tiny"]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tiny.py does not parse" in err[0]

@@ -262,36 +262,243 @@ def test_verdict_compares_the_sepvit_block_with_each_pair_by_mean_distance():
     assert "comparable or wider" in text.splitlines()[0] and "NOT comparable" in text.splitlines()[1]
 
 
+# ------------------------------------------------------------------------------ spatial reach (off-query mass)
+def test_off_query_stats_leave_the_query_pixel_out():
+    grad = np.zeros((8, 8))
+    q = (4, 4)
+    grad[4, 4], grad[4, 6], grad[1, 4], grad[4, 5] = 6.0, 1.0, 1.0, 2.0  # Chebyshev distances 0, 2, 3, 1
+    stats = rf.off_query_stats(grad, q)
+    assert stats["self_share"] == pytest.approx(0.6)
+    assert stats["off_mean_distance"] == pytest.approx((2 * 1 + 1 * 2 + 1 * 3) / 4)
+    assert stats["off_radius_50"] == 1.0 and stats["off_radius_90"] == 3.0  # 2/4 within 1, 3/4 within 2
+    grad[4, 4] = 600.0  # more self share: the reach does not move
+    assert rf.off_query_stats(grad, q)["off_mean_distance"] == pytest.approx(stats["off_mean_distance"])
+    only_self = np.zeros((8, 8))
+    only_self[q] = 1.0
+    assert rf.off_query_stats(only_self, q) == dict(self_share=1.0, off_mean_distance=0.0, off_radius_50=0.0,
+                                                    off_radius_90=0.0)
+    with pytest.raises(ValueError, match="no finite gradient"):
+        rf.off_query_stats(np.zeros((8, 8)), q)
+
+
+def test_query_positions_take_every_place_inside_the_window():
+    queries = rf.query_positions(10, 10, 4, per_phase=1, seed=3)  # windows of 4 on a 10x10 map (padded to 12)
+    assert sorted((i % 4, j % 4) for i, j in queries) == [(a, b) for a in range(4) for b in range(4)]
+    twice = rf.query_positions(10, 10, 4, per_phase=2, seed=3)
+    assert len(twice) == 32 and len(set(twice)) == 32
+    assert all(0 <= i < 10 and 0 <= j < 10 for i, j in twice)
+    assert rf.query_positions(3, 3, 4) == [(i, j) for i in range(3) for j in range(3)]  # one window: every pixel
+    assert len(rf.query_positions(6, 6, 4, per_phase=None)) == 36
+    with pytest.raises(ValueError, match="per phase"):
+        rf.query_positions(8, 8, 4, per_phase=0)
+
+
+def test_gradient_maps_give_each_input_and_query_its_own_map():
+    x = torch.randn(3, 7, 9, 5, dtype=torch.float64)
+    maps = rf.gradient_maps(ShiftMix(1.0, 3.0), x, [(4, 6), (0, 0)], chunk=2)
+    assert maps.shape == (3, 2, 7, 9)
+    assert maps[:, 0, 4, 6].tolist() == [5.0] * 3 and maps[:, 0, 3, 4].tolist() == [15.0] * 3  # 5 channels
+    assert maps[:, 1, 0, 0].tolist() == [5.0] * 3 and maps[:, 1, 6, 7].tolist() == [15.0] * 3  # rolled round
+    assert maps.sum().item() == pytest.approx(3 * 2 * (5 + 15))  # nothing anywhere else
+    for b in range(3):  # Product's gradient depends on the input: each sample keeps its own
+        single = rf.gradient_maps(Product(), x[b:b + 1], [(3, 3)])
+        torch.testing.assert_close(rf.gradient_maps(Product(), x, [(3, 3)], chunk=3)[b], single[0])
+
+
+def _pattern_unit(pattern: str, blocks: int, stage: int = 0) -> nn.Module:
+    """`blocks` blocks of `pattern` at `stage` of the nano preset, built by the backbone's block-pattern switch."""
+    from analysis.units import StageBlocks
+
+    depths = tuple(max(d, blocks) if s == stage else d for s, d in enumerate(NANO.depths))
+    cfg = NANO.replace(block_pattern=pattern, depths=depths)
+    return StageBlocks(*(make_block(spec) for spec in cfg.stage_spec(stage).blocks[:blocks]))
+
+
+def _reach_of_patterns(init: str, patterns, stage: int = 0, per_phase: int = 4) -> dict[str, dict[str, np.ndarray]]:
+    """The reach of each pattern's unit at one nano stage, seed 0, on the SAME 2 inputs and queries."""
+    side, dim = NANO.stage_resolution(stage), NANO.embed_dims[stage]
+    x = rf.random_inputs(2, side, side, dim)
+    queries = rf.query_positions(side, side, NANO.window_size, per_phase)
+    out = {}
+    for name, (pattern, blocks) in patterns.items():
+        torch.manual_seed(0)
+        out[name] = rf.reach_values(rf.initialise(_pattern_unit(pattern, blocks, stage), init), x, queries)
+    return out
+
+
+ORDERED = {"global MSA": ("msa", 1), "SepViT block": ("sepvit", 1), "Twins pair": ("twins", 2),
+           "Swin pair": ("swin", 2), "one window": ("local", 1)}
+
+
+def test_reach_ranks_global_attention_widest_then_sepvit_and_twins_then_swin_then_one_window():
+    """Nano stage 1 (32x32 map, windows of 4, 64 queries): global MSA > SepViT block, Twins pair > Swin pair >
+    one window, each step with its 95 % paired interval above 1. PyTorch's default init ("as_built"), where the
+    attention branches are of the order of the shortcut, so that a pair composes as it does after training (at
+    the authors' init a Swin pair is two single windows side by side: see the next test)."""
+    reach = {name: values["off_mean_distance"] for name, values in _reach_of_patterns("as_built", ORDERED).items()}
+    steps = [("global MSA", "SepViT block"), ("global MSA", "Twins pair"), ("SepViT block", "Swin pair"),
+             ("Twins pair", "Swin pair"), ("Swin pair", "one window")]
+    for wider, narrower in steps:
+        ratio, low, high = rf.reach_ratio(reach[wider], reach[narrower])
+        assert low > 1.0, f"{wider} / {narrower}: {ratio:.3f} [{low:.3f}, {high:.3f}]"
+    assert reach["SepViT block"].mean() > 2.5 * reach["Swin pair"].mean()
+
+
+def test_at_the_authors_init_a_swin_pair_reaches_as_far_as_one_window_on_average_but_covers_more():
+    reach = _reach_of_patterns("authors", {k: ORDERED[k] for k in ("Swin pair", "one window", "global MSA",
+                                                                   "SepViT block")})
+    ratio, _, _ = rf.reach_ratio(reach["Swin pair"]["off_mean_distance"], reach["one window"]["off_mean_distance"])
+    assert 0.9 < ratio < 1.1  # the sum of an aligned and a shifted window, each as far away as one window
+    assert reach["Swin pair"]["off_radius_90"].mean() > reach["one window"]["off_radius_90"].mean()
+    assert reach["global MSA"]["off_mean_distance"].mean() > reach["SepViT block"]["off_mean_distance"].mean()
+
+
+def test_the_self_share_no_longer_decides_the_ranking():
+    """The issue's sanity check: the centre-query mean distance of ALL the mass ranks global MSA below SepViT
+    (its shortcut keeps more at the query); the off-query reach ranks it above."""
+    side, dim = NANO.stage_resolution(0), NANO.embed_dims[0]
+    x = rf.random_inputs(2, side, side, dim)
+    legacy, off = {}, {}
+    for name in ("global MSA", "SepViT block"):
+        torch.manual_seed(0)
+        unit = rf.initialise(_pattern_unit(*ORDERED[name]))
+        mass = rf.erf_map(unit, x).numpy()
+        legacy[name] = rf.erf_stats(mass, rf.centre(side, side), NANO.window_size)
+        off[name] = rf.off_query_stats(mass, rf.centre(side, side))
+    assert legacy["global MSA"]["mean_distance"] < legacy["SepViT block"]["mean_distance"]
+    assert legacy["global MSA"]["self_share"] > legacy["SepViT block"]["self_share"]
+    assert off["global MSA"]["off_mean_distance"] > off["SepViT block"]["off_mean_distance"]
+
+
+def test_bootstrap_intervals_cover_seeds_inputs_and_queries():
+    constant = np.full((2, 3, 4), 5.0)
+    assert rf.bootstrap_mean(constant) == (5.0, 5.0, 5.0)
+    rng = np.random.default_rng(0)
+    by_input = np.broadcast_to(rng.normal(10, 1, size=(1, 20, 1)), (1, 20, 6))
+    mean, low, high = rf.bootstrap_mean(by_input)
+    assert low < mean < high and high - low > 0.3  # about 2 x 1.96 / sqrt(20)
+    by_seed = np.broadcast_to(np.array([9.0, 10.0, 11.0])[:, None, None], (3, 5, 5))
+    assert rf.bootstrap_mean(by_seed)[2] > rf.bootstrap_mean(by_seed)[1]
+    assert rf.bootstrap_mean(by_seed[:1]) == (9.0, 9.0, 9.0)
+    assert rf.bootstrap_mean(by_input[0], resamples=50)[0] == pytest.approx(mean)  # (inputs, queries) accepted
+    with pytest.raises(ValueError, match="seeds, inputs, queries"):
+        rf.bootstrap_mean(np.zeros(4))
+
+
+def test_reach_ratio_is_paired_over_inputs_and_queries():
+    rng = np.random.default_rng(1)
+    shared = rng.lognormal(0, 0.5, size=(1, 30, 8))  # large per-input/query variation, common to both units
+    assert rf.reach_ratio(2 * shared, shared) == pytest.approx((2.0, 2.0, 2.0))
+    noisy = shared * rng.normal(1.0, 0.02, size=shared.shape)
+    ratio, low, high = rf.reach_ratio(noisy, shared)
+    assert low < 1.0 < high and high - low < 0.03  # unpaired, the shared variation alone would give about 0.4
+    seeds = np.concatenate([shared, 1.2 * shared, 0.8 * shared])
+    ratio, low, high = rf.reach_ratio(seeds, shared)
+    assert ratio == pytest.approx(1.0) and high - low > 0.1  # three different models: their spread counts
+    with pytest.raises(ValueError, match="same inputs and queries"):
+        rf.reach_ratio(shared[:, :10], shared)
+
+
+@pytest.mark.parametrize("interval,comparable,at_least,direction,verdict", [
+    ((0.95, 0.90, 1.02), True, True, "no detectable difference", "comparable"),
+    ((0.88, 0.84, 0.93), True, True, "narrower", "comparable, though narrower"),
+    ((0.70, 0.62, 0.78), False, False, "narrower", "NOT comparable: narrower"),
+    ((0.90, 0.70, 1.15), False, False, "no detectable difference", "undecided"),
+    ((1.60, 1.40, 1.80), False, True, "wider", "wider, beyond the band"),
+    ((1.20, 1.10, 1.30), False, True, "wider", "wider, by an amount"),
+])
+def test_comparable_verdict_reads_the_interval(interval, comparable, at_least, direction, verdict):
+    found = rf.comparable_verdict(*interval)
+    assert (found["comparable"], found["at_least_comparable"], found["direction"]) == (comparable, at_least, direction)
+    assert found["verdict"].startswith(verdict) and found["sentence"].endswith(found["verdict"])
+    assert f"{interval[0]:.2f} (95 % interval {interval[1]:.2f}-{interval[2]:.2f}" in found["sentence"]
+    with pytest.raises(ValueError, match="must hold 1"):
+        rf.comparable_verdict(*interval, band=(1.1, 1.3))
+
+
+def _reach_result(unit: str, values: np.ndarray, queries=((1, 1), (2, 2)), macs: int = 100) -> rf.ReachResult:
+    return rf.ReachResult(2, unit, 16, 16, 4, list(queries), {s: values for s in rf.REACH_STATS}, macs)
+
+
+def test_compare_reach_pairs_the_sepvit_block_with_each_pair_on_the_same_queries():
+    base = np.ones((1, 3, 2))
+    results = [_reach_result("sepvit_block", 0.5 * base, macs=50), _reach_result("ours_swin_pair", base),
+               _reach_result("ours_twins_pair", 0.52 * base), _reach_result("msa_block", 9 * base),
+               _reach_result("ours_swin_pair", base, queries=((0, 0), (3, 3)))]  # other queries: not paired
+    rows = rf.compare_reach(results)
+    assert [(r["pair"], r["ratio"], r["comparable"], r["direction"]) for r in rows] == [
+        ("ours_swin_pair", 0.5, False, "narrower"), ("ours_twins_pair", pytest.approx(0.5 / 0.52), True, "narrower")]
+    assert rows[0]["macs_ratio"] == 0.5 and rows[0]["verdict"] == "NOT comparable: narrower"
+    text = rf.format_reach_comparison(rows).splitlines()
+    assert len(text) == 2 and text[0].startswith("stage 2: SepViT block vs ours_swin_pair") and "narrower" in text[0]
+    with pytest.raises(ValueError, match="unknown stat"):
+        rf.compare_reach(results, stat="radius")
+
+
+def test_model_reach_table_stacks_seeds_of_one_configuration():
+    from experiments import trained_erf
+
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(NANO.build().eval())
+    images = trained_erf.validation_images("synthetic", 2)
+    results = rf.model_reach_table(models, images, stages=[2], label="sepvit")
+    assert [(r.stage, r.unit, r.seeds, r.inputs, len(r.queries)) for r in results] == [
+        (2, "sepvit_block", 2, 2, 16), (2, "sepvit_gsa_block", 2, 2, 16)]
+    values = results[0].values["off_mean_distance"]
+    assert values.shape == (2, 2, 16) and not np.allclose(values[0], values[1])  # two models, two answers
+    row = results[0].row(resamples=100)
+    assert row["label"] == "sepvit" and row["off_mean_distance_low"] <= row["off_mean_distance"] <= \
+        row["off_mean_distance_high"]
+    with pytest.raises(ValueError, match="share a configuration"):
+        rf.model_reach_table([models[0], NANO.replace(block_pattern="swin").build()], images)
+
+
 # ------------------------------------------------------------------------------ command line
-def test_trained_erf_command_reads_a_checkpoint_its_model_and_accuracy(tmp_path, capsys):
+def test_trained_erf_command_pools_the_seeds_of_a_configuration_and_gives_verdicts(tmp_path, capsys):
     from experiments import trained_erf
     from experiments.checkpoint import save_checkpoint
 
-    cfg = NANO.replace(block_pattern="twins")
-    torch.manual_seed(1)
-    model = cfg.build()
-    path = save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 3,
-                            "history": [{"val_top1": 12.5}]}, tmp_path / "last.pth")
-    argv = [str(path), "--inputs", "2", "--stages", "2", "--format", "json"]
+    paths = []
+    models = [("twins", False, 12.5), ("twins", True, 14.5), ("sepvit", False, 20.0)]
+    for seed, (pattern, fused, top1) in enumerate(models):
+        cfg = NANO.replace(block_pattern=pattern, fused_attn=fused)  # fused attention: the same model, a seed of it
+        torch.manual_seed(seed)
+        model = cfg.build()
+        paths.append(str(save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 3,
+                                          "history": [{"val_top1": top1}]}, tmp_path / f"{seed}.pth")))
+    argv = [*paths, "--inputs", "2", "--stages", "2", "--resamples", "100"]
+    assert trained_erf.main([*argv, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["unit"], r["seeds"], r["val_top1"], r["mean_val_top1"]) for r in rows] == [
+        ("ours_twins_pair", 2, [12.5, 14.5], 13.5), ("sepvit_block", 1, [20.0], 20.0),
+        ("sepvit_gsa_block", 1, [20.0], 20.0)]
+    assert all(r["off_mean_distance_low"] <= r["off_mean_distance"] <= r["off_mean_distance_high"] for r in rows)
     assert trained_erf.main(argv) == 0
-    trained = json.loads(capsys.readouterr().out)
-    assert [(r["unit"], r["blocks"], r["val_top1"], r["epoch"]) for r in trained] == [
-        ("ours_twins_pair", "0+1", 12.5, 3)]
-    assert trained_erf.main(argv + ["--untrained"]) == 0
+    table = capsys.readouterr().out
+    assert "twins (2 seed(s)" in table and "val top-1 12.5 / 14.5 % (mean 13.5)" in table
+    verdict = [line for line in table.splitlines() if line.startswith("stage 2: SepViT block vs ours_twins_pair")]
+    assert len(verdict) == 1 and "1 vs 2 seed(s), 2 inputs x 16 queries" in verdict[0]
+    assert trained_erf.main([*argv, "--untrained", "--seeds", "0", "1", "--format", "json"]) == 0
     fresh = json.loads(capsys.readouterr().out)
-    assert fresh[0]["val_top1"] is None and fresh[0]["mean_distance"] != trained[0]["mean_distance"]
-
+    assert [(r["seeds"], r["val_top1"]) for r in fresh][:2] == [(2, [None] * 2), (2, [None] * 2)]
 
 
 def test_cli_json_and_csv(capsys):
     assert rf.main(["--variant", "sepvit_nano_32", "--stages", "4", "--inputs", "1", "--units", "sepvit_block",
-                    "msa_block", "--format", "json"]) == 0
+                    "msa_block", "--format", "json", "--seeds", "0", "1", "--resamples", "50"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["unit"] for r in rows] == ["sepvit_block", "msa_block"] and rows[0]["height"] == 4
+    assert [(r["unit"], r["seeds"], r["queries"]) for r in rows] == [("sepvit_block", 2, 16), ("msa_block", 2, 16)]
+    assert rows[0]["height"] == 4 and rows[0]["off_mean_distance_low"] <= rows[0]["off_mean_distance"]
     assert rf.main(["--variant", "sepvit_nano_32", "--stages", "4", "--inputs", "1", "--units", "msa_block",
-                    "--format", "csv", "--no-identity"]) == 0
+                    "--format", "csv", "--no-identity", "--queries-per-phase", "0", "--resamples", "50"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert rows[0]["unit"] == "msa_block" and float(rows[0]["self_share"]) < 1
+    assert rows[0]["unit"] == "msa_block" and float(rows[0]["self_share"]) < 1 and rows[0]["queries"] == "16"
+    assert rf.main(["--variant", "sepvit_nano_32", "--stages", "3", "--inputs", "1", "--units", "sepvit_block",
+                    "swin_pair", "--resamples", "50"]) == 0
+    table = capsys.readouterr().out
+    assert "off mean d" in table and "stage 3: SepViT block vs swin_pair" in table
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -300,6 +507,8 @@ def test_cli_json_and_csv(capsys):
     (["--variant", "sepvit_nano_32", "--units", "swin"], "unknown unit"),
     (["--variant", "sepvit_nano_32", "--stages", "5"], "do not exist"),
     (["--format", "xml"], "invalid choice"),
+    (["--variant", "sepvit_nano_32", "--queries-per-phase", "-1"], "--queries-per-phase must be >= 0"),
+    (["--variant", "sepvit_nano_32", "--resamples", "0"], "--resamples must be >= 1"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -2,24 +2,39 @@
 
     python -m workbench.notebooks --execute                 # run every notebook in full and store its outputs
     python -m workbench.notebooks --execute 01_complexity   # one of them
-    python -m workbench.notebooks --check                   # stored code = its jupytext .py, figures, no errors
+    python -m workbench.notebooks --check                   # stored code = its jupytext .py, figures, no errors,
+                                                            # outputs made by today's code
 
 Each notebook is a jupytext pair: `notebooks/NAME.py` (py:percent) is the source, `NAME.ipynb` carries the outputs.
 `--execute` reads the .py, runs it in a fresh python3 kernel from the notebooks folder (with the environment of
 this process: leave SEPVIT_SMOKE unset for full runs) and writes the .ipynb with its outputs, PNG figures only.
+
+Provenance. `--execute` stores in the notebook's metadata (`provenance`) the git commit and a hash of every
+source file the notebook depends on, taken before it runs. "Depends on" is read, not guessed: the project
+packages (PACKAGES) that the notebook's .py imports, plus the project packages those import, transitively
+(every import in every .py of a package counts, function-level ones too); every file under those packages
+(.py and data files such as search spaces; bytecode aside) is hashed (SHA-256 of its bytes). `--check`
+reports a notebook as stale, naming the files, when any of them changed, appeared or disappeared since. This is a superset of what the outputs can depend on (a change to an
+unused function also marks the notebook stale), never a subset; data, installed libraries and the MLflow store
+are not covered.
 """
 from __future__ import annotations
 
+import ast
+import hashlib
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "notebooks"
 MAX_BYTES = 3_000_000  # a stored notebook above this has something other than a few PNG figures in it
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+PACKAGES = ("workbench", "sepvit", "analysis", "experiments")  # the project's own packages
+PROVENANCE = "provenance"  # the notebook metadata key
 
 
 def notebook_names() -> list[str]:
@@ -60,6 +75,86 @@ def problems(name: str, min_figures: int = 1) -> list[str]:
     if WIDGET_STATE in stored.metadata.get("widgets", {}):
         found.append(f"{stored_path.name} stores widget state")
     return found
+
+
+# ---------------------------------------------------------------------------------- provenance
+def _imported_packages(path: Path) -> set[str]:
+    """The PACKAGES a .py file imports (absolute imports, at any level of the file)."""
+    try:
+        tree = ast.parse(path.read_text(), str(path))
+    except SyntaxError as error:
+        raise ValueError(f"{path} does not parse ({error.msg}, line {error.lineno}): its imports cannot be "
+                         "read") from None
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found & set(PACKAGES)
+
+
+def _package_files(package: str, pattern: str = "*") -> list[Path]:
+    """The package's files (code and the data files beside it, such as search spaces), bytecode left out."""
+    return sorted(p for p in (ROOT / package).rglob(pattern)
+                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+
+
+def dependencies(name: str) -> list[str]:
+    """The project packages notebook NAME depends on: those its .py imports, and theirs, transitively."""
+    pending = _imported_packages(FOLDER / f"{name}.py")
+    found: set[str] = set()
+    while pending:
+        package = pending.pop()
+        if package in found or not (ROOT / package).is_dir():
+            continue
+        found.add(package)
+        for path in _package_files(package, "*.py"):
+            pending |= _imported_packages(path) - found
+    return sorted(found)
+
+
+def source_hashes(packages: Sequence[str]) -> dict[str, str]:
+    """Repository-relative path -> SHA-256 of every file under `packages` (bytecode aside)."""
+    return {path.relative_to(ROOT).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for package in packages for path in _package_files(package)}
+
+
+def _git_commit() -> str:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
+
+
+def provenance(name: str) -> dict[str, Any]:
+    """What notebook NAME's outputs come from, now: commit, the packages it depends on, their files' hashes."""
+    packages = dependencies(name)
+    return dict(commit=_git_commit(), packages=packages, sources=source_hashes(packages))
+
+
+def stale(name: str) -> list[str]:
+    """One line when the stored NAME.ipynb's outputs came from other code than today's (naming the changed,
+    added and removed files), or lacks the provenance to tell; else nothing."""
+    import nbformat
+
+    path = FOLDER / f"{name}.ipynb"
+    if not path.is_file():
+        return []  # `problems` reports the missing notebook
+    recorded = nbformat.read(path, as_version=4).metadata.get(PROVENANCE)
+    rerun = f"re-run python -m workbench.notebooks --execute {name}"
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("sources"), dict):
+        return [f"{path.name} records no provenance (made before provenance was recorded): {rerun}"]
+    old, new = recorded["sources"], source_hashes(dependencies(name))
+    changed = [f for f in sorted(new) if f in old and old[f] != new[f]]
+    changed += [f"{f} (added)" for f in sorted(set(new) - set(old))]
+    changed += [f"{f} (removed)" for f in sorted(set(old) - set(new))]
+    if not changed:
+        return []
+    shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+    return [f"{path.name} is stale: {shown} changed since its outputs were made (commit "
+            f"{str(recorded.get('commit', 'unknown'))[:12]}): {rerun}"]
 
 
 def execute(name: str, timeout: int = 3600, env: dict | None = None):
@@ -103,15 +198,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         return fail(parser.prog, f"unknown notebook(s) {', '.join(unknown)}: use {', '.join(notebook_names())}")
     names = args.names or notebook_names()
-    if args.check:
-        found = [p for name in names for p in problems(name)]
-        print("\n".join(found) if found else f"{len(names)} stored notebook(s) in order")
-        return 1 if found else 0
-    if os.environ.get("SEPVIT_SMOKE") == "1":
-        return fail(parser.prog, "SEPVIT_SMOKE=1 would store smoke outputs: unset it for the stored notebooks")
+    try:
+        if args.check:
+            found = [p for name in names for p in [*problems(name), *stale(name)]]
+            print("\n".join(found) if found else f"{len(names)} stored notebook(s) in order, made by today's code")
+            return 1 if found else 0
+        if os.environ.get("SEPVIT_SMOKE") == "1":
+            return fail(parser.prog, "SEPVIT_SMOKE=1 would store smoke outputs: unset it for the stored notebooks")
+        made_by = {name: provenance(name) for name in names}  # before running: the code the outputs come from
+    except ValueError as error:
+        return fail(parser.prog, str(error))
     for name in names:
         start = time.time()
-        path = store(name, execute(name))
+        notebook = execute(name)
+        notebook.metadata[PROVENANCE] = made_by[name]
+        path = store(name, notebook)
         print(f"{path.relative_to(ROOT)}: {time.time() - start:.0f} s, {path.stat().st_size / 1e3:.0f} kB", flush=True)
     return 0
 
