@@ -22,7 +22,7 @@ import traceback
 from typing import Sequence
 
 from sepvit.config import BLOCK_PATTERNS, PRESETS, WINDOW_TOKENS, SepViTConfig
-from workbench.cli import OneLineParser, add_dataclass_flags, fail, given_flags
+from workbench.cli import OneLineParser, add_config_flag, add_dataclass_flags, expand_config, fail, given_flags
 from workbench.fields import parse_assignments
 
 from experiments.calls import Call, CallError, PlannedRun, find_call_folder, new_call_folder, slug
@@ -51,6 +51,7 @@ class UsageError(ValueError):
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_flag(p)
     m = p.add_argument_group("model switches (map onto SepViTConfig; defaults = the authors' SepViT)")
     m.add_argument("--model", default=DEFAULT_MODEL, help=f"preset: {', '.join(PRESETS)}")
     m.add_argument("--model-kwargs", nargs="*", default=[], metavar="FIELD=VALUE",
@@ -223,6 +224,10 @@ def prepare(args):
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    try:
+        argv = expand_config(parser, argv)
+    except ValueError as exc:
+        return fail(PROG, str(exc))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     if args.resume:

@@ -61,3 +61,83 @@ def given_flags(parser: argparse.ArgumentParser, argv) -> set[str]:
     probe = argparse.Namespace(**{action.dest: unset for action in parser._actions if action.dest != "help"})
     parsed = parser.parse_args(argv, namespace=probe)
     return {name for name, value in vars(parsed).items() if value is not unset}
+
+
+# ---------------------------------------------------------------------------------- -c/--config FILE
+CONFIG_FLAGS = ("-c", "--config")
+
+
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(*CONFIG_FLAGS, metavar="FILE", dest="config",
+                        help="YAML of defaults (as timm's train.py -c): keys are this command's long flags "
+                             "(dashes or underscores), e.g. `epochs: 5`, `no_gsa: true`, `opt_betas: [0.9, 0.99]`, "
+                             "`model_kwargs: {gsa: false}`; flags given on the command line win")
+
+
+def expand_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """argv with `-c FILE` replaced by the flags the YAML file sets, placed first so the command line wins.
+
+    The file's values go through the same parser (and the same typed field parser) as typed flags, so a config
+    file cannot set what the command line could not. Raises ValueError (one line) for an unreadable file, a key
+    that is not a flag, or a value of the wrong shape.
+    """
+    for i, token in enumerate(argv):
+        if token in CONFIG_FLAGS or token.startswith("--config="):
+            if "=" in token:
+                path, rest = token.split("=", 1)[1], argv[:i] + argv[i + 1:]
+            elif i + 1 < len(argv):
+                path, rest = argv[i + 1], argv[:i] + argv[i + 2:]
+            else:
+                raise ValueError(f"{token} needs a YAML file")
+            return config_argv(parser, path) + rest
+    return argv
+
+
+def config_argv(parser: argparse.ArgumentParser, path: str) -> list[str]:
+    import yaml
+
+    try:
+        with open(path) as handle:
+            data = yaml.safe_load(handle)
+    except OSError as error:
+        raise ValueError(f"config file {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of flag: value, got {type(data).__name__}")
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
+    out: list[str] = []
+    for key, value in data.items():
+        dest = str(key).replace("-", "_")
+        if dest not in actions:
+            raise ValueError(f"config file {path}: {key!r} is not a flag of {parser.prog}; see --help for the names")
+        action = actions[dest]
+        flag = next(s for s in action.option_strings if s.startswith("--"))
+        if isinstance(action, argparse.BooleanOptionalAction):
+            if not isinstance(value, bool):
+                raise ValueError(f"config file {path}: {key} must be true or false, got {value!r}")
+            out.append(flag if value else "--no-" + flag[2:])
+        elif action.nargs == 0:  # store_true
+            if not isinstance(value, bool):
+                raise ValueError(f"config file {path}: {key} must be true or false, got {value!r}")
+            out += [flag] if value else []
+        elif isinstance(value, dict):  # model_kwargs: {field: value}
+            out += [flag, *(f"{k}={_text(v)}" for k, v in value.items())]
+        elif action.nargs in ("*", "+"):
+            out += [flag, *(_text(v) for v in (value if isinstance(value, list) else [value]))]
+        else:
+            out += [flag, _text(value)]
+    return out
+
+
+def _text(value) -> str:
+    """A YAML value as the command line would spell it (lists as a,b,c; null as none; bools as true/false)."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_text(v) for v in value)
+    return str(value)
