@@ -47,18 +47,22 @@ class TrainConfig:
     opt_betas: tuple[float, ...] | None = _f(None, "optimiser betas (unset: the optimiser's default)")
     momentum: float = _f(0.9, "SGD momentum (timm's default)")
     sched: str = _f("cosine", "timm scheduler name")
-    sched_on_updates: bool = _f(True, "step the schedule every update (off: every epoch)")
+    sched_on_updates: bool = _f(True, "step the schedule every update (off: every epoch). Default on here, off in "
+                                      "timm: with few epochs, per-epoch steps make the warm-up and decay coarse")
     smoothing: float = _f(0.1, "label smoothing")
     mixup: float = _f(0.0, "Mixup alpha (0: off)")
     cutmix: float = _f(0.0, "CutMix alpha (0: off)")
     mixup_prob: float = _f(1.0, "probability of applying Mixup/CutMix to a batch")
     mixup_switch_prob: float = _f(0.5, "probability of CutMix instead of Mixup when both are on")
-    clip_grad: float | None = _f(5.0, "max gradient norm (none: no clipping)")
+    clip_grad: float | None = _f(5.0, "max gradient norm (none: no clipping). Default 5 here, none in timm: the "
+                                      "built-in task's short high-lr schedule spikes without it")
     model_ema: bool = _f(False, "keep an exponential moving average of the weights (timm ModelEmaV3); the report "
                                 "then uses the EMA's accuracy")
     model_ema_decay: float = _f(0.998, "EMA decay")
     model_ema_warmup: bool = _f(True, "EMA decay warm-up (timm's use_warmup): early averages do not hold the init")
-    amp: bool = _f(False, "bfloat16 autocast (CPU and GPU)")
+    amp: bool = _f(False, "mixed precision (timm's --amp): autocast to --amp-dtype, CPU and GPU")
+    amp_dtype: str = _f("bfloat16", "autocast dtype of --amp. timm defaults to float16 with a loss scaler; this runner "
+                                    "has no loss scaler, so only bfloat16 (no scaling needed, runs on CPUs) is taken")
     seed: int = _f(0, "training seed: model init, data order, augmentation, dropout (per rank: seed + rank)")
     init_by_name: bool = _f(True, "draw each module's initial weights from (seed, module name), so configurations "
                                   "trained at one seed share the init of every module they share and a per-seed "
@@ -110,6 +114,9 @@ class TrainConfig:
         if self.device not in ("auto", "cpu", "cuda") and not (self.device.startswith("cuda:")
                                                               and self.device[5:].isdigit()):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.amp_dtype != "bfloat16":
+            raise ValueError(f"amp_dtype {self.amp_dtype!r} is not supported: float16 needs a loss scaler, which this "
+                             "runner does not have; use --amp-dtype bfloat16")
         if not self.output.strip():
             raise ValueError("output must name a folder, got an empty string")
 
