@@ -34,7 +34,7 @@ from sepvit.config import SepViTConfig
 
 from . import engine
 from .calls import RESULT_FILE, write_json
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import data_pretrained_cfg, dataset_label_names, load_checkpoint, save_checkpoint
 from .train_config import TrainConfig
 
 log = logging.getLogger("sepvit.run")
@@ -66,6 +66,7 @@ class Result:
     best: dict[str, float] = field(default_factory=lambda: {"top1": -1.0, "epoch": 0})
     cost: dict[str, float] = field(default_factory=dict)  # params, macs, latency_ms
     stopped_early: bool = False
+    pretrained_cfg: dict[str, Any] = field(default_factory=dict)  # how the data reach the model; in checkpoints
 
     @property
     def metric(self) -> str:
@@ -139,14 +140,15 @@ def _last_state(parts: engine.Parts, result: Result, parent_run_id: str | None, 
             "ema": parts.ema.state_dict() if parts.ema is not None else None,
             "config": result.model_cfg.to_dict(), "train_config": result.train_cfg.to_dict(), "epoch": epoch,
             "history": result.history, "best": result.best, "run_id": result.run_id,
-            "parent_run_id": parent_run_id, "run_name": result.run_name}
+            "parent_run_id": parent_run_id, "run_name": result.run_name, "pretrained_cfg": result.pretrained_cfg}
 
 
 def _save_best(parts: engine.Parts, result: Result, metrics: dict[str, float]) -> None:
     weights = parts.ema.module if parts.ema is not None else parts.model
     save_checkpoint({"model": weights.state_dict(), "weights": "ema" if parts.ema is not None else "raw",
                      "config": result.model_cfg.to_dict(), "train_config": result.train_cfg.to_dict(),
-                     "epoch": int(metrics["epoch"]), "metrics": metrics}, result.run_dir / "best.pth")
+                     "epoch": int(metrics["epoch"]), "metrics": metrics, "pretrained_cfg": result.pretrained_cfg},
+                    result.run_dir / "best.pth")
 
 
 # ---------------------------------------------------------------------------------- MLflow
@@ -257,7 +259,8 @@ def train_and_evaluate(
                                   train_cfg.train_size, train_cfg.val_size, seed=train_cfg.data_seed)
     parts = engine.build_parts(model_cfg, train_cfg, datasets)
     result = Result(run_name, "RUNNING", engine.fit_model_to_data(model_cfg, datasets[2]), train_cfg,
-                    run_dir=Path(run_dir) if run_dir is not None else Path(train_cfg.output) / run_name)
+                    run_dir=Path(run_dir) if run_dir is not None else Path(train_cfg.output) / run_name,
+                    pretrained_cfg=data_pretrained_cfg(datasets[2], dataset_label_names(datasets[1])))
     if ckpt is not None:
         _resume_state(parts, ckpt)
         result.history, result.best, result.run_id = list(ckpt["history"]), dict(ckpt["best"]), ckpt["run_id"]
