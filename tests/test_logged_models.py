@@ -49,8 +49,6 @@ def test_runs_logged_before_a_field_existed_match_its_default():
 def test_load_logged_model_reads_the_runners_checkpoint_artifact(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from experiments.checkpoint import save_checkpoint
-
     torch.manual_seed(0)
     cfg = micro()
     model = cfg.build().eval()

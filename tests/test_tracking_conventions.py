@@ -123,3 +123,22 @@ def test_the_summary_is_logged_on_the_parent_run(output_dir):
     parent = tracker.start_run("call")
     logged = tracker.log_call_summary(parent, ROWS)
     assert tracker.client.get_run(parent).data.metrics == logged
+
+
+def test_a_model_that_cannot_be_logged_leaves_the_run_finished_with_its_checkpoint(output_dir, monkeypatch):
+    from experiments.run import train_and_evaluate
+    from experiments.train_config import TrainConfig
+    from runner_support import tiny_model_cfg
+
+    def refuse(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Tracker, "log_pytorch_model", refuse)
+    tracker = Tracker(tracking_uri(output_dir), "unloggable")
+    train_cfg = TrainConfig(batch_size=16, epochs=1, warmup_epochs=0, train_size=16, val_size=16,
+                            output=str(output_dir))
+    result = train_and_evaluate(tiny_model_cfg(), train_cfg, tracker, run_name="r", cost={})
+    run = tracker.client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["logged_model_error"] == "OSError: disk full"
+    assert [a.path for a in tracker.client.list_artifacts(result.run_id, "checkpoint")] == ["checkpoint/best.pth"]
+    assert not run.outputs.model_outputs

@@ -392,8 +392,10 @@ class Tracker:
         signature = infer_signature(input_example.numpy(), output.numpy())
         # the run's own experiment (log_model alone would use the process's active experiment)
         logged = self.client.create_logged_model(self.experiment_id, name=name, source_run_id=run_id)
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(self.tracking_uri)  # log_model writes through the process-wide tracking URI
+        # log_model writes through the process-wide tracking URI: point it at this store, then restore it (unset
+        # stays unset, so MLflow's default keeps following the current folder)
+        previous = mlflow.get_tracking_uri() if mlflow.tracking.is_tracking_uri_set() else None
+        mlflow.set_tracking_uri(self.tracking_uri)
         try:
             with _without_pickle_warning():
                 info = mlflow.pytorch.log_model(model, name=name, model_id=logged.model_id, run_id=run_id,
