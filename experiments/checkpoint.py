@@ -4,8 +4,12 @@ Two kinds, both plain dicts of tensors and JSON-like values (so `weights_only=Tr
 - `last.pth`: everything needed to resume: model, optimiser, EMA, model/training configs, the epoch just finished,
   the metric history, the best epoch and the MLflow run ids. (The schedule is a pure function of the update count
   and the training config, so it is rebuilt, not stored; so are RNG states, which every epoch re-seeds.)
-- `best.pth`: {"model", "weights" ("raw" or "ema"), "config", "train_config", "epoch", "metrics"}: what
-  `load_model` needs.
+- `best.pth`: {"model", "weights" ("raw" or "ema"), "config", "train_config", "epoch", "metrics",
+  "pretrained_cfg"}: what `load_model` needs.
+
+Both carry `pretrained_cfg`, timm's name for how data reach the model (input size, mean/std, crop, interpolation,
+num_classes, label_names): `load_model` attaches it, so `timm.data.resolve_model_data_config(model)` and
+`create_transform(**that)` prepare images as the run's evaluation did, not at timm's 224 px / crop 0.875.
 """
 from __future__ import annotations
 
@@ -16,8 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from timm.data import DEFAULT_CROP_PCT
 
 from sepvit.config import SepViTConfig
+
+# How experiments/data.py's evaluation transform brings an image to the model: an ImageFolder goes through timm's
+# create_transform defaults (resize to size / 0.875, centre crop, bilinear); the other datasets are fed whole, at
+# their size (CIFAR resized bilinearly when the size is not 32).
+_EVAL_CROP = {"imagefolder": (DEFAULT_CROP_PCT, "bilinear")}
+_WHOLE_IMAGE = (1.0, "bilinear")
 
 
 class CheckpointError(ValueError):
@@ -83,13 +94,46 @@ def check_resumable_checkpoint(path: str | os.PathLike, model_cfg: SepViTConfig,
     return int(state["epoch"])
 
 
+def data_pretrained_cfg(info, label_names: list[str] | None = None) -> dict[str, Any]:
+    """The `pretrained_cfg` entries (plain lists, so `weights_only` loading reads them) of a run on the dataset
+    `info` (an `experiments.data.DataInfo`) describes; `label_names`: class names, index order, if the data have
+    them."""
+    crop_pct, interpolation = _EVAL_CROP.get(info.name, _WHOLE_IMAGE)
+    cfg = {"input_size": [int(info.in_chans), int(info.img_size), int(info.img_size)],
+           "mean": [float(v) for v in info.mean], "std": [float(v) for v in info.std],
+           "crop_pct": crop_pct, "crop_mode": "center", "interpolation": interpolation,
+           "num_classes": int(info.num_classes)}
+    if label_names is not None:
+        cfg["label_names"] = [str(name) for name in label_names]
+    return cfg
+
+
+def dataset_label_names(dataset) -> list[str] | None:
+    """The class names of a torchvision-style dataset (ImageFolder, CIFAR: `.classes`), looking through
+    `Subset`s; None when it has none (the built-in synthetic and digits sets: their labels are numbers)."""
+    while not hasattr(dataset, "classes") and hasattr(dataset, "dataset"):
+        dataset = dataset.dataset
+    classes = getattr(dataset, "classes", None)
+    return [str(name) for name in classes] if classes is not None else None
+
+
+def _attached_cfg(ckpt: dict[str, Any], config: SepViTConfig) -> dict[str, Any]:
+    """timm's types (tuples) for a stored pretrained_cfg; a checkpoint from before it was stored still gets the
+    model's own input size and classes (its normalisation is unknown, so timm's defaults stay)."""
+    stored = ckpt.get("pretrained_cfg") or {"input_size": [config.in_chans, config.img_size, config.img_size],
+                                            "num_classes": config.num_classes}
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in stored.items()}
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
-    """The `SepViT` stored in a checkpoint (best.pth or last.pth), in eval mode."""
+    """The `SepViT` stored in a checkpoint (best.pth or last.pth), in eval mode, with the run's `pretrained_cfg`."""
     ckpt = load_checkpoint(path, map_location)
-    model = SepViTConfig.from_dict(ckpt["config"]).build()
+    config = SepViTConfig.from_dict(ckpt["config"])
+    model = config.build()
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: its weights do not fit its own configuration "
                               f"({str(exc).splitlines()[0]}): the file was edited or written by other code") from None
+    model.pretrained_cfg = model.default_cfg = _attached_cfg(ckpt, config)  # both names, as timm's builder sets
     return model.eval()

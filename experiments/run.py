@@ -11,6 +11,11 @@ epoch, with `weights` = "ema" or "raw"; moved into the MLflow run's artifacts wh
 stored once). A NaN loss ends the run FAILED with the last good `last.pth` kept; Ctrl-C and SIGTERM save
 `interrupted.pth`, mark the MLflow run KILLED and re-raise; any other error marks it FAILED and re-raises.
 
+MLflow: a run records its configuration, the dataset as inputs (training and validation, described by metadata),
+per-epoch metrics, and when it finishes its best weights twice: the raw checkpoint (`checkpoint/best.pth`, loaded
+with `weights_only=True` by `experiments.checkpoint.load_model`) and an MLflow logged model (`mlflow.pytorch
+.load_model("models:/<id>")`, the Models column), which carries the same `pretrained_cfg`.
+
 The reported accuracy (one rule, used by every table): `val_top1` of the raw weights, or `val_top1_ema` of the
 EMA weights when the run keeps an EMA (`--model-ema`), as timm's train.py reports it. Both are logged per epoch.
 """
@@ -34,12 +39,14 @@ from sepvit.config import SepViTConfig
 
 from . import engine
 from .calls import RESULT_FILE, write_json
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import data_pretrained_cfg, dataset_label_names, load_checkpoint, load_model, save_checkpoint
 from .train_config import TrainConfig
 
 log = logging.getLogger("sepvit.run")
 
 EpochCallback = Callable[[int, dict[str, float]], "bool | None"]
+# what loading a logged model needs: the model package and the libraries its modules import
+MODEL_DISTRIBUTIONS = ("torch", "torchvision", "timm", "sepvit-workbench")
 
 
 class RunInterrupted(BaseException):
@@ -66,6 +73,7 @@ class Result:
     best: dict[str, float] = field(default_factory=lambda: {"top1": -1.0, "epoch": 0})
     cost: dict[str, float] = field(default_factory=dict)  # params, macs, latency_ms
     stopped_early: bool = False
+    pretrained_cfg: dict[str, Any] = field(default_factory=dict)  # how the data reach the model; in checkpoints
 
     @property
     def metric(self) -> str:
@@ -139,14 +147,15 @@ def _last_state(parts: engine.Parts, result: Result, parent_run_id: str | None, 
             "ema": parts.ema.state_dict() if parts.ema is not None else None,
             "config": result.model_cfg.to_dict(), "train_config": result.train_cfg.to_dict(), "epoch": epoch,
             "history": result.history, "best": result.best, "run_id": result.run_id,
-            "parent_run_id": parent_run_id, "run_name": result.run_name}
+            "parent_run_id": parent_run_id, "run_name": result.run_name, "pretrained_cfg": result.pretrained_cfg}
 
 
 def _save_best(parts: engine.Parts, result: Result, metrics: dict[str, float]) -> None:
     weights = parts.ema.module if parts.ema is not None else parts.model
     save_checkpoint({"model": weights.state_dict(), "weights": "ema" if parts.ema is not None else "raw",
                      "config": result.model_cfg.to_dict(), "train_config": result.train_cfg.to_dict(),
-                     "epoch": int(metrics["epoch"]), "metrics": metrics}, result.run_dir / "best.pth")
+                     "epoch": int(metrics["epoch"]), "metrics": metrics, "pretrained_cfg": result.pretrained_cfg},
+                    result.run_dir / "best.pth")
 
 
 # ---------------------------------------------------------------------------------- MLflow
@@ -167,7 +176,21 @@ def _open_mlflow(tracker, result: Result, info, parent_run_id, tags, resumed: bo
                                 **environment_params()})
     tracker.log_json(run_id, {"model": result.model_cfg.to_dict(), "train": result.train_cfg.to_dict(),
                               "data": data}, "config.json")
+    tracker.log_datasets(run_id, _dataset_inputs(info, result.train_cfg))
     return run_id
+
+
+def _dataset_inputs(info, train_cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The training and validation sets as MLflow dataset inputs: what defines them (name, description, seed,
+    folder, size, normalisation), so equal data give equal digests; the images themselves are not read."""
+    about = {"dataset": info.name, "description": info.description, "img_size": info.img_size,
+             "in_chans": info.in_chans, "num_classes": info.num_classes, "mean": list(info.mean),
+             "std": list(info.std), "data_seed": train_cfg.data_seed,
+             "data_dir": str(Path(train_cfg.data_dir).expanduser().resolve()) if train_cfg.data_dir else None}
+    shape = (info.in_chans, info.img_size, info.img_size)
+    return [{"name": f"{info.name}-{split}", "size": size, "context": context, "shape": shape,
+             "metadata": {**about, "split": split}}
+            for split, size, context in (("train", info.train_size, "training"), ("val", info.val_size, "validation"))]
 
 
 def _epoch_metrics(metrics: dict[str, float]) -> dict[str, float]:
@@ -190,10 +213,30 @@ def _finish_mlflow(tracker, result: Result) -> None:
     best = result.run_dir / "best.pth"
     if best.is_file() and result.status == "FINISHED":
         tracker.log_artifact(run_id, best, "checkpoint")
+        _log_best_model(tracker, result, best)
         best.unlink()  # stored once: in the run's artifacts
     if result.stopped_early:
         tracker.set_tags(run_id, {"stopped_early": "true"})
     tracker.end_run(run_id, result.status, result.reason)
+
+
+def _log_best_model(tracker, result: Result, best: Path) -> None:
+    """The best weights as an MLflow logged model. The raw checkpoint is already stored, so a failure here costs
+    only the convenience copy: it is logged and tagged on the run, and the run's result stands."""
+    from workbench.tracking import pip_requirements
+
+    start = time.perf_counter()
+    try:
+        model = load_model(best)
+        # one normalised-scale image; its own generator leaves the training RNG untouched
+        example = torch.randn(1, *model.pretrained_cfg["input_size"], generator=torch.Generator().manual_seed(0))
+        uri = tracker.log_pytorch_model(result.run_id, model, example, pip_requirements(MODEL_DISTRIBUTIONS))
+    except Exception as exc:  # noqa: BLE001  (MLflow and pickling raise assorted types)
+        log.error("%s: the best model was not logged as an MLflow model (%s: %s); its checkpoint is stored",
+                  result.run_name, type(exc).__name__, exc)
+        tracker.set_tags(result.run_id, {"logged_model_error": f"{type(exc).__name__}: {exc}"[:5000]})
+        return
+    log.info("%s: best model logged as %s (%.1f s)", result.run_name, uri, time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------------- signals
@@ -257,7 +300,8 @@ def train_and_evaluate(
                                   train_cfg.train_size, train_cfg.val_size, seed=train_cfg.data_seed)
     parts = engine.build_parts(model_cfg, train_cfg, datasets)
     result = Result(run_name, "RUNNING", engine.fit_model_to_data(model_cfg, datasets[2]), train_cfg,
-                    run_dir=Path(run_dir) if run_dir is not None else Path(train_cfg.output) / run_name)
+                    run_dir=Path(run_dir) if run_dir is not None else Path(train_cfg.output) / run_name,
+                    pretrained_cfg=data_pretrained_cfg(datasets[2], dataset_label_names(datasets[1])))
     if ckpt is not None:
         _resume_state(parts, ckpt)
         result.history, result.best, result.run_id = list(ckpt["history"]), dict(ckpt["best"]), ckpt["run_id"]

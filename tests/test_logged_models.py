@@ -1,12 +1,19 @@
 """Finding and loading the runner's logged models (experiments.logged_models)."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+import pytest
+import timm.data
 import torch
 
+from experiments.checkpoint import load_model, save_checkpoint
 from experiments.logged_models import load_logged_model, matching_runs
+from experiments.run import train_and_evaluate
+from experiments.train_config import TrainConfig
 from workbench.tracking import flatten
 from sepvit import SepViTConfig
+from runner_support import tiny_model_cfg
 
 
 def micro(**changes) -> SepViTConfig:
@@ -42,8 +49,6 @@ def test_runs_logged_before_a_field_existed_match_its_default():
 def test_load_logged_model_reads_the_runners_checkpoint_artifact(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from experiments.checkpoint import save_checkpoint
-
     torch.manual_seed(0)
     cfg = micro()
     model = cfg.build().eval()
@@ -58,3 +63,64 @@ def test_load_logged_model_reads_the_runners_checkpoint_artifact(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
     assert loaded.config == cfg
+
+
+# ---------------------------------------------------------------------------------- pretrained_cfg round trip
+def _write_image_folder(root, classes=("cat", "dog"), per_class=2):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, size=(40, 52, 3), dtype=np.uint8)).save(
+                    root / split / name / f"{i}.png")
+
+
+def _tiny_run(out, **data):
+    train_cfg = TrainConfig(batch_size=8, epochs=1, warmup_epochs=0, output=str(out), **data)
+    return train_and_evaluate(tiny_model_cfg(), train_cfg, run_name="tiny", cost={})  # cost={}: no fvcore trace
+
+
+def test_a_runs_checkpoint_resolves_to_its_own_data_config(tmp_path):
+    """digits: one channel, 32 px, the training split's own mean/std, fed whole (no crop)."""
+    from experiments.data import build_datasets
+
+    result = _tiny_run(tmp_path, dataset="digits", train_size=16, val_size=8)
+    info = build_datasets("digits", train_size=16, val_size=8)[2]
+    model = load_model(result.run_dir / "best.pth")
+    resolved = timm.data.resolve_model_data_config(model)
+    assert resolved["input_size"] == (1, 32, 32)
+    assert resolved["mean"] == pytest.approx(info.mean) and resolved["std"] == pytest.approx(info.std)
+    assert resolved["mean"] != timm.data.IMAGENET_DEFAULT_MEAN
+    assert resolved["crop_pct"] == 1.0
+    assert model.pretrained_cfg["num_classes"] == 10 and "label_names" not in model.pretrained_cfg  # numbers only
+    assert load_model(result.run_dir / "last.pth").pretrained_cfg == model.pretrained_cfg
+
+
+def test_an_imagefolder_checkpoint_reproduces_the_evaluation_transform_and_names_its_classes(tmp_path):
+    from PIL import Image
+
+    _write_image_folder(tmp_path / "photos")
+    result = _tiny_run(tmp_path / "out", dataset="imagefolder", data_dir=str(tmp_path / "photos"), img_size=32)
+    model = load_model(result.run_dir / "best.pth")
+    config = timm.data.resolve_model_data_config(model)
+    assert config["input_size"] == (3, 32, 32) and config["crop_pct"] == 0.875
+    assert model.pretrained_cfg["label_names"] == ("cat", "dog")
+    # a user's timm pipeline from the checkpoint alone gives exactly the tensor the run was evaluated on
+    from experiments.data import build_datasets
+
+    val = build_datasets("imagefolder", str(tmp_path / "photos"), img_size=32)[1]
+    path, label = val.samples[3]
+    expected, _ = val[3]
+    torch.testing.assert_close(timm.data.create_transform(**config)(Image.open(path).convert("RGB")), expected)
+    assert model.pretrained_cfg["label_names"][label] == "dog"
+
+
+def test_a_checkpoint_without_pretrained_cfg_still_gives_its_models_size(tmp_path):
+    cfg = tiny_model_cfg(num_classes=7)
+    path = save_checkpoint({"model": cfg.build().state_dict(), "config": cfg.to_dict()}, tmp_path / "old.pth")
+    model = load_model(path)
+    assert timm.data.resolve_model_data_config(model)["input_size"] == (3, 32, 32)
+    assert model.pretrained_cfg["num_classes"] == 7

@@ -7,13 +7,26 @@ what `mlflow.start_run(nested=True, parent_run_id=...)` writes, so the UI nests 
 
 The default store is a SQLite file inside the output folder (`sqlite:///<abs output>/mlflow.db`), set
 explicitly: MLflow's own default would be `./mlruns`-style storage relative to wherever the user stands.
+
+What MLflow's UI and users expect, written here because the client API does not add it by itself:
+- experiments tagged `mlflow.experimentKind` = "custom_model_development" (else MLflow 3 opens them in its GenAI
+  view of traces and evaluations);
+- every run with the context tags `mlflow.start_run` would write (`mlflow.user`, `mlflow.source.name`,
+  `mlflow.source.type`) and `mlflow.source.git.commit` of this code (the Source, User and Version columns);
+- datasets as run inputs (`log_datasets`: the Datasets column), the best model as a logged model
+  (`log_pytorch_model`: the Models column, `mlflow.pytorch.load_model`), a call's summary on its parent run
+  (`log_call_summary`).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import logging
+import math
 import os
 import platform
+import re
 import sqlite3
 import sys
 import subprocess
@@ -26,6 +39,10 @@ from typing import Any, Iterable, Mapping
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
 MAX_PARAM_LENGTH = 6000
+# MLflow 3's value for classic (non-GenAI) model development; its UI picks the experiment's view from this tag
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
 
 
 class TrackingError(ValueError):
@@ -156,15 +173,86 @@ def environment_params() -> dict[str, str]:
         "env.torch_threads": str(torch.get_num_threads()),
         "env.cpu": _cpu_model(),
     }
+    commit, dirty = _git_state()
+    params["git.commit"] = commit or "unknown"
+    if dirty is not None:
+        params["git.dirty"] = str(dirty)
+    return params
+
+
+@functools.lru_cache(maxsize=1)
+def _git_state() -> tuple[str | None, bool | None]:
+    """(commit, uncommitted changes?) of this checkout, once per process: the code a process runs is the code it
+    imported at its start, whatever is committed later."""
+    root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=5)
-        params["git.commit"] = commit.stdout.strip() or "unknown"
-        params["git.dirty"] = str(bool(dirty.stdout.strip()))
     except (OSError, subprocess.SubprocessError):
-        params["git.commit"] = "unknown"
-    return params
+        return None, None
+    return commit.stdout.strip() or None, bool(dirty.stdout.strip()) if commit.returncode == 0 else None
+
+
+def run_context_tags() -> dict[str, str]:
+    """The tags `mlflow.start_run` adds to a run (user, source name and type, and git when MLflow finds it from
+    the script), with the git commit of this package's checkout, which is the code that runs."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    tags = dict(resolve_tags())
+    commit, _ = _git_state()
+    if commit:
+        tags[GIT_COMMIT_TAG] = commit
+    return tags
+
+
+def pip_requirements(distributions: Iterable[str]) -> list[str]:
+    """'name==installed version' for each distribution (name alone if it is not installed): given to
+    `log_pytorch_model` so that MLflow neither imports the model's modules nor probes pip to guess them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in distributions:
+        try:
+            out.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            out.append(name)
+    return out
+
+
+def summary_metrics(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """A call's summary as metrics named `<config>/<what>`, one group per configuration.
+
+    rows: one mapping per configuration: `config` (its label), `top1_mean` and `top1_ci95` (half-width of its 95 %
+    CI, percentage points), and for a configuration compared with the reference `diff`, `welch_low`, `welch_high`
+    (its top-1 minus the reference's, and the Welch 95 % CI of that difference), as in `experiments.report`'s
+    summary and comparison tables merged on `config`. Gives top1_mean, top1_ci_low, top1_ci_high, delta_top1,
+    delta_top1_low, delta_top1_high; a value that is missing or NaN (one seed: no CI) is left out, not logged
+    as NaN.
+    """
+    metrics: dict[str, float] = {}
+    owners: dict[str, str] = {}
+    for row in rows:
+        label = str(row["config"])
+        key = _metric_key(label)
+        if owners.setdefault(key, label) != label:
+            raise ValueError(f"configurations {owners[key]!r} and {label!r} give the same metric name {key!r}: "
+                             "rename one")
+        mean, half = _number(row.get("top1_mean")), _number(row.get("top1_ci95"))
+        values = {"top1_mean": mean, "top1_ci_low": mean - half, "top1_ci_high": mean + half,
+                  "delta_top1": _number(row.get("diff")), "delta_top1_low": _number(row.get("welch_low")),
+                  "delta_top1_high": _number(row.get("welch_high"))}
+        metrics.update({f"{key}/{name}": value for name, value in values.items() if not math.isnan(value)})
+    return metrics
+
+
+def _number(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _metric_key(label: str) -> str:
+    """A configuration label as one segment of an MLflow metric name (letters, digits, _ - . and spaces)."""
+    return re.sub(r"[^\w.\- ]", "_", label).strip(" .") or "config"
 
 
 class Tracker:
@@ -184,16 +272,19 @@ class Tracker:
             self.client = MlflowClient(tracking_uri=tracking_uri)  # a new database is set up here
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location,
+                                                                   tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             else:
                 self.experiment_id = found.experiment_id
+                if EXPERIMENT_KIND_TAG not in found.tags:  # made before the tag was set; a user's own kind stays
+                    self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
                 if db is not None and location and found.artifact_location.endswith("/mlartifacts") \
                         and found.artifact_location != location:
                     _relocate_artifacts(db, found.artifact_location, location)
 
     # ------------------------------------------------------------------ runs
     def start_run(self, name: str, parent_run_id: str | None = None, tags: Mapping[str, str] | None = None) -> str:
-        all_tags = {"mlflow.runName": name, **(tags or {})}
+        all_tags = {**run_context_tags(), "mlflow.runName": name, **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
@@ -248,6 +339,72 @@ class Tracker:
     def log_json(self, run_id: str, data: Any, artifact_file: str) -> None:
         self.log_text(run_id, json.dumps(data, indent=2, sort_keys=True), artifact_file)
 
+    def log_call_summary(self, run_id: str, rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+        """A call's per-configuration summary (see `summary_metrics` for `rows`) as metrics of its parent run, so
+        the runs table shows the call's result on the parent's row; returns what was logged."""
+        metrics = summary_metrics(rows)
+        self.log_metrics(run_id, metrics, step=0)
+        return metrics
+
+    def log_datasets(self, run_id: str, datasets: Iterable[Mapping[str, Any]]) -> None:
+        """Datasets as run inputs (what `mlflow.log_input` records), described, never copied.
+
+        Each mapping: `name`, `size` (examples), `context` ("training", "validation", ...), `metadata` (a JSON-like
+        dict saying what the data are: it is the dataset's source, and its digest is MLflow's hash of name, source
+        and schema) and optionally `shape` (one example's tensor shape, for the schema).
+        """
+        import numpy as np
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import Dataset as DatasetEntity, DatasetInput, InputTag
+        from mlflow.types import Schema, TensorSpec
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        inputs = []
+        for data in datasets:
+            shape = data.get("shape")
+            schema = Schema([TensorSpec(np.dtype(np.float32), (-1, *shape), "image"),
+                             TensorSpec(np.dtype(np.int64), (-1,), "label")]) if shape else None
+            source = CodeDatasetSource({**data["metadata"], "size": int(data["size"])})
+            described = MetaDataset(source, name=data["name"], schema=schema).to_dict()
+            entity = DatasetEntity(described["name"], described["digest"], described["source_type"],
+                                   described["source"], schema=described.get("schema"),
+                                   profile=json.dumps({"num_rows": int(data["size"])}))
+            inputs.append(DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, data["context"])]))
+        self.client.log_inputs(run_id, datasets=inputs)
+
+    def log_pytorch_model(self, run_id: str, model, input_example, requirements: list[str],
+                          name: str = "model") -> str:
+        """`model` (eval mode) as an MLflow logged model of `run_id`, with the signature of `input_example` (a
+        tensor batch) and that example; returns its `models:/` URI, which `mlflow.pytorch.load_model` opens.
+
+        Saved as a pickle, which `mlflow.pytorch.load_model` unpickles: only load models from a store you trust
+        (the run's raw checkpoint, loaded with `weights_only=True`, is the safe path). MLflow's other format,
+        `pt2` (torch.export), took 6 s per model here against 1.5 s, and fails on data-dependent branches.
+        `requirements` (see `pip_requirements`) spares MLflow inferring them.
+        """
+        import mlflow
+        import torch
+        from mlflow.models import infer_signature
+
+        with torch.no_grad():
+            output = model(input_example)
+        signature = infer_signature(input_example.numpy(), output.numpy())
+        # the run's own experiment (log_model alone would use the process's active experiment)
+        logged = self.client.create_logged_model(self.experiment_id, name=name, source_run_id=run_id)
+        # log_model writes through the process-wide tracking URI: point it at this store, then restore it (unset
+        # stays unset, so MLflow's default keeps following the current folder)
+        previous = mlflow.get_tracking_uri() if mlflow.tracking.is_tracking_uri_set() else None
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            with _without_pickle_warning():
+                info = mlflow.pytorch.log_model(model, name=name, model_id=logged.model_id, run_id=run_id,
+                                                signature=signature, input_example=input_example.numpy(),
+                                                pip_requirements=requirements, serialization_format="pickle")
+        finally:
+            mlflow.set_tracking_uri(previous)
+        return info.model_uri
+
     def log_files(self, run_id: str, files: Iterable[tuple[str, str]]) -> None:
         """(name, text) pairs as artifacts."""
         with tempfile.TemporaryDirectory() as tmp:
@@ -255,6 +412,23 @@ class Tracker:
                 path = Path(tmp) / name
                 path.write_text(text)
                 self.log_artifact(run_id, path)
+
+
+class _DropPickleWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Pickle or CloudPickle" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_pickle_warning():
+    """Silence MLflow's per-model warning that pickles run code when loaded: `log_pytorch_model` documents it once,
+    and repeated for every run of a call it would bury the runner's own messages."""
+    logger, drop = logging.getLogger("mlflow.pytorch"), _DropPickleWarning()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def _relocate_artifacts(db: Path, old: str, new: str) -> None:
