@@ -406,8 +406,8 @@ def report_results(results, tracker, call: Call, info) -> None:
     configs = {r.label: r.model for r in call.runs}
     costs = interleaved_costs({label: configs[label] for label in dict.fromkeys(
         r.run_name.rsplit(" seed", 1)[0] for r in finished)}, call.runs[0].train.batch_size) if finished else None
-    text, markdown, files = call_report(results, call.reference, num_classes=info.num_classes,
-                                        val_size=info.val_size, costs=costs)
+    text, markdown, files, summary_rows = call_report(results, call.reference, num_classes=info.num_classes,
+                                                      val_size=info.val_size, costs=costs)
     if call.calibrate:
         from experiments.calibration import calibrate, format_calibration
         from experiments.report import results_frame
@@ -421,6 +421,7 @@ def report_results(results, tracker, call: Call, info) -> None:
     print(text)
     if tracker is not None:
         tracker.log_files(call.parent_run_id, [*files, ("summary.md", markdown)])
+        tracker.log_call_summary(call.parent_run_id, summary_rows)
         unfinished = [r.run_name + f" ({r.status})" for r in results if r.status != "FINISHED"]
         tracker.end_run(call.parent_run_id, "FAILED" if unfinished else "FINISHED",
                         f"{len(unfinished)} of {len(results)} runs did not finish: " + "; ".join(unfinished)

@@ -266,7 +266,10 @@ def _reference(summary: pd.DataFrame) -> str | None:
 
 def call_report(results, reference_label: str | None, num_classes: int, val_size: int,
                 costs: dict[str, dict[str, float]] | None = None):
-    """The end-of-call report: (terminal text, markdown, [(file name, csv text)]) for the parent run.
+    """The end-of-call report: (terminal text, markdown, [(file name, csv text)], summary rows) for the parent run.
+
+    Summary rows: one dict per configuration (config, top1_mean, top1_ci95 and, against the reference, diff,
+    welch_low, welch_high), what `Tracker.log_call_summary` logs as the parent's metrics.
 
     costs: the interleaved timings of `experiments.call_costs` (label -> latency/throughput with quartiles); they
     replace the per-run timings, which were taken one after another under whatever load there was.
@@ -276,8 +279,10 @@ def call_report(results, reference_label: str | None, num_classes: int, val_size
     text = format_summary(summary, num_classes=num_classes, val_size=val_size)
     markdown = "## Summary\n\n" + format_summary(summary, markdown=True, num_classes=num_classes, val_size=val_size)
     files = [("summary.csv", summary.to_csv(index=False)), ("runs.csv", frame.to_csv(index=False))]
+    rows = summary[["config", "top1_mean", "top1_ci95"]]
     if frame["is_reference"].any() and (~frame["is_reference"]).any():
         comparison = compare_to_reference(frame)
+        rows = rows.merge(comparison[["config", "diff", "welch_low", "welch_high", "paired_low", "paired_high"]], on="config", how="left")
         sentences = conclusions(summary, comparison)
         rules = "; ".join(f"{k}: {v}" for k, v in VERDICT_RULES.items() if k != "undetermined")
         text += "\n\n" + format_comparison(comparison) + "\n\n" + "\n".join(sentences)
@@ -297,7 +302,7 @@ def call_report(results, reference_label: str | None, num_classes: int, val_size
     sentence = resolution_sentence(resolution(frame))
     text += "\n\n" + sentence
     markdown += "\n\n" + sentence
-    return text, markdown, files
+    return text, markdown, files, rows.to_dict("records")
 
 
 def load_histories(tracking_uri: str, runs: pd.DataFrame,

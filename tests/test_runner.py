@@ -155,6 +155,11 @@ def test_compare_call_prints_the_table_and_records_one_parent_with_children(stra
     assert {c.data.tags["is_reference"] for c in trained if c.data.tags["config"] == "reference"} == {"true"}
     assert {a.path for a in client.list_artifacts(parent)} >= {"summary.csv", "summary.md", "comparison.csv",
                                                                "call.json"}
+    summary = client.get_run(parent).data.metrics  # the call's result on the parent's row of the runs table
+    assert {"reference/top1_mean", "no-gsa/top1_mean", "no-gsa/delta_top1", "no-gsa/delta_top1_paired_low"} <= set(summary)
+    ref = [c for c in trained if c.data.tags["config"] == "reference"]
+    assert summary["reference/top1_mean"] == pytest.approx(
+        sum(c.data.metrics["val_top1"] for c in ref) / len(ref))
     # the artifacts live next to the database, not in ./mlruns of the current folder
     assert all(c.info.artifact_uri.startswith((out / "mlartifacts").resolve().as_uri()) for c in trained)
     call = Call.load(out / parents[0].data.tags["call_folder"])

@@ -226,8 +226,9 @@ def summary_metrics(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     rows: one mapping per configuration: `config` (its label), `top1_mean` and `top1_ci95` (half-width of its 95 %
     CI, percentage points), and for a configuration compared with the reference `diff`, `welch_low`, `welch_high`
     (its top-1 minus the reference's, and the Welch 95 % CI of that difference), as in `experiments.report`'s
-    summary and comparison tables merged on `config`. Gives top1_mean, top1_ci_low, top1_ci_high, delta_top1,
-    delta_top1_low, delta_top1_high; a value that is missing or NaN (one seed: no CI) is left out, not logged
+    summary and comparison tables merged on `config`, and optionally `paired_low`/`paired_high` (the paired 95 % CI
+    over shared seeds). Gives top1_mean, top1_ci_low, top1_ci_high, delta_top1, delta_top1_low, delta_top1_high,
+    delta_top1_paired_low, delta_top1_paired_high; a value that is missing or NaN (one seed: no CI) is left out, not logged
     as NaN.
     """
     metrics: dict[str, float] = {}
@@ -241,7 +242,9 @@ def summary_metrics(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
         mean, half = _number(row.get("top1_mean")), _number(row.get("top1_ci95"))
         values = {"top1_mean": mean, "top1_ci_low": mean - half, "top1_ci_high": mean + half,
                   "delta_top1": _number(row.get("diff")), "delta_top1_low": _number(row.get("welch_low")),
-                  "delta_top1_high": _number(row.get("welch_high"))}
+                  "delta_top1_high": _number(row.get("welch_high")),
+                  "delta_top1_paired_low": _number(row.get("paired_low")),
+                  "delta_top1_paired_high": _number(row.get("paired_high"))}
         metrics.update({f"{key}/{name}": value for name, value in values.items() if not math.isnan(value)})
     return metrics
 
