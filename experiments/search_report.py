@@ -33,8 +33,11 @@ COSTS = {"macs": "MACs (analytic, fvcore convention)", "latency_ms": "latency bs
 
 # ---------------------------------------------------------------------------------- tables
 def objectives_of(study: optuna.Study) -> list[str]:
+    """The search's objective names (top1 first); for a study made elsewhere, its Optuna metric names."""
     stored = study.user_attrs.get("sepvit.settings", {})
-    return list(stored.get("objectives", ["top1"]))
+    if "objectives" in stored:
+        return list(stored["objectives"])
+    return list(study.metric_names or ["top1", *(f"objective {i}" for i in range(1, len(study.directions)))])
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -131,15 +134,29 @@ def best_rows(study: optuna.Study, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------- importances
+IMPORTANCE_METHOD = "PED-ANOVA"
+
+
+def importance_target(study: optuna.Study, index: int):
+    """The `target` that makes Optuna rank parameters for objective `index` in the study's own direction, or None
+    where Optuna reads the direction itself (one objective). With a `target`, PED-ANOVA takes lower as better, so a
+    maximised objective is negated; passing `t.values[i]` as is would rank what predicts a LOW top-1."""
+    if not study._is_multi_objective():
+        return None
+    sign = -1.0 if study.directions[index] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return lambda t: sign * t.values[index]
+
+
 def importances(study: optuna.Study) -> dict[str, dict[str, float]]:
-    """Parameter importances (Optuna's default evaluator, PED-ANOVA) for each objective; empty where Optuna cannot
-    assess them yet (too few COMPLETE trials, or no parameter varied)."""
+    """Parameter importances (Optuna's default evaluator, PED-ANOVA) for each objective in its own direction, most
+    important first; empty where Optuna cannot assess them yet (too few COMPLETE trials, or no parameter varied).
+    The printed report, `importances.json`, the figure and notebook 04 all use this function."""
     out: dict[str, dict[str, float]] = {}
     for i, name in enumerate(objectives_of(study)):
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                values = optuna.importance.get_param_importances(study, target=lambda t, i=i: t.values[i])
+                warnings.simplefilter("ignore")  # Optuna warns that a `target` is read as lower-is-better: it is
+                values = optuna.importance.get_param_importances(study, target=importance_target(study, i))
             out[name] = {k: float(v) for k, v in values.items()}
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:
             out[name] = {}
@@ -147,11 +164,50 @@ def importances(study: optuna.Study) -> dict[str, dict[str, float]]:
     return out
 
 
+def importance_lines(study: optuna.Study, found: dict[str, dict[str, float]]) -> list[str]:
+    """One line per objective: 'importance for top1 (maximised): a 0.93, b 0.07'."""
+    why = found.get("_why", {})
+    lines = []
+    for name, direction in zip(objectives_of(study), _direction_words(study)):
+        if found.get(name):
+            lines.append(f"importance for {name} ({direction}, {IMPORTANCE_METHOD}): "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in found[name].items()))
+        else:
+            lines.append(f"importance for {name}: not available ({why.get(name, 'no data')})")
+    return lines
+
+
+def plot_importances(study: optuna.Study, found: dict[str, dict[str, float]]):
+    """One horizontal bar chart per objective that has importances (most important at the top), drawn from
+    `found` (the output of `importances`), so the figure shows the numbers of the report; None if there are none."""
+    import matplotlib.pyplot as plt
+
+    shown = [(name, direction) for name, direction in zip(objectives_of(study), _direction_words(study))
+             if found.get(name)]
+    if not shown:
+        return None
+    rows = max(len(found[name]) for name, _ in shown)
+    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 0.45 * rows + 1.5), squeeze=False)
+    for ax, (name, direction) in zip(axes[0], shown):
+        names = list(found[name])[::-1]  # barh draws bottom-up: the most important last, at the top
+        values = [found[name][n] for n in names]
+        bars = ax.barh(names, values, color="C0")
+        ax.bar_label(bars, fmt="%.2f", padding=2, fontsize=8)
+        ax.set(xlim=(0, 1.1), xlabel=f"importance ({IMPORTANCE_METHOD}, sums to 1)",
+               title=f"{name} ({direction})")
+    fig.tight_layout()
+    return fig
+
+
+def _direction_words(study: optuna.Study) -> list[str]:
+    return ["maximised" if d == optuna.study.StudyDirection.MAXIMIZE else "minimised" for d in study.directions]
+
+
 # ---------------------------------------------------------------------------------- text
 def summary_text(study: optuna.Study, started: float | None = None, parent_run_id: str | None = None,
-                 max_rows: int = 20) -> str:
+                 max_rows: int = 20, found: dict[str, dict[str, float]] | None = None) -> str:
     """The end-of-call report: counts, the best trial or Pareto set, the reference and the distance to it, the
-    trials table (best first) and importances."""
+    trials table (best first) and importances (`found`, from `importances`, computed here if not given)."""
     frame = trials_frame(study)
     objectives = objectives_of(study)
     counts = frame["state"].value_counts().to_dict() if not frame.empty else {}
@@ -199,14 +255,7 @@ def summary_text(study: optuna.Study, started: float | None = None, parent_run_i
         lines.append(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
         if len(done) > max_rows:
             lines.append(f"... {len(done) - max_rows} more COMPLETE trials")
-    found = importances(study)
-    why = found.pop("_why", {})
-    for name in objectives:
-        if found.get(name):
-            lines.append(f"importance for {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in
-                                                               sorted(found[name].items(), key=lambda kv: -kv[1])))
-        else:
-            lines.append(f"importance for {name}: not available ({why.get(name, 'no data')})")
+    lines.extend(importance_lines(study, importances(study) if found is None else found))
     return "\n".join(lines)
 
 
@@ -272,8 +321,8 @@ def conclusions(study: optuna.Study) -> list[str]:
     found = importances(study)
     if found.get("top1"):
         name, value = max(found["top1"].items(), key=lambda kv: kv[1])
-        out.append(f"The parameter that explains most of the top-1 variation is {name} (importance {value:.2f}, "
-                   "PED-ANOVA).")
+        out.append(f"The parameter that best separates the most accurate trials from the rest is {name} (importance "
+                   f"{value:.2f}, {IMPORTANCE_METHOD}, for a high top-1).")
     if len(objectives) > 1:
         out.append(f"The study optimised {', '.join(objectives)} together: its Pareto set has "
                    f"{len(study.best_trials)} trial(s).")
@@ -281,9 +330,11 @@ def conclusions(study: optuna.Study) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- figures
-def figures(study: optuna.Study, folder: Path) -> list[Path]:
-    """Optuna's matplotlib plots (optimisation history, importances, parallel coordinates, and the Pareto front of a
-    multi-objective study) as PNG files; a plot Optuna cannot draw yet (too few trials) is skipped."""
+def figures(study: optuna.Study, folder: Path, found: dict[str, dict[str, float]] | None = None) -> list[Path]:
+    """Optuna's matplotlib plots (optimisation history, parallel coordinates, and the Pareto front of a
+    multi-objective study) and the importances of `importances` (`found`, computed here if not given) as PNG files;
+    a plot that cannot be drawn yet (too few trials) is skipped. Optuna's own importance plot is not used: for a
+    maximised objective of a multi-objective study it ranks parameters for the opposite direction."""
     import matplotlib  # headless processes fall back to the Agg backend by themselves
     from optuna.visualization import matplotlib as ovm
 
@@ -291,7 +342,7 @@ def figures(study: optuna.Study, folder: Path) -> list[Path]:
     target = (lambda t: t.values[0]) if len(objectives) > 1 else None
     plots = {
         "optimization_history.png": lambda: ovm.plot_optimization_history(study, target=target, target_name="top1"),
-        "param_importances.png": lambda: ovm.plot_param_importances(study, target=target, target_name="top1"),
+        "param_importances.png": lambda: plot_importances(study, importances(study) if found is None else found),
         "parallel_coordinate.png": lambda: ovm.plot_parallel_coordinate(study, target=target, target_name="top1"),
     }
     if len(objectives) > 1:
@@ -315,9 +366,13 @@ def _save_plot(plot, path: Path) -> Path | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            axes = plot()
-        figure = (np.ravel(axes)[0] if isinstance(axes, np.ndarray) else axes).get_figure()
-        figure.set_size_inches(9, 5)
+            drawn = plot()
+        if drawn is None:
+            return None
+        figure = drawn if hasattr(drawn, "savefig") else (
+            np.ravel(drawn)[0] if isinstance(drawn, np.ndarray) else drawn).get_figure()
+        if drawn is not figure:  # Optuna's plots come at its own small size
+            figure.set_size_inches(9, 5)
         figure.tight_layout()
         figure.savefig(path, dpi=90)
         return path
@@ -330,7 +385,8 @@ def _save_plot(plot, path: Path) -> Path | None:
 def finish_study(study: optuna.Study, settings, tracker, parent_run_id: str, started: float) -> str:
     """The end of a call: the report text, and on the MLflow parent run: the best trial or Pareto set (JSON),
     every trial (CSV), importances (JSON), the report (text) and Optuna's figures."""
-    text = summary_text(study, started, parent_run_id)
+    found = importances(study)  # once, so that the text, importances.json and the figure show the same numbers
+    text = summary_text(study, started, parent_run_id, found=found)
     frame = trials_frame(study)
     best = best_rows(study, frame)
     ref = reference_row(frame)
@@ -357,7 +413,6 @@ def finish_study(study: optuna.Study, settings, tracker, parent_run_id: str, sta
         if len(best):
             metrics["best_minus_reference_top1"] = float(best["top1"].max() - ref["top1"])
     tracker.log_metrics(parent_run_id, metrics, step=0)
-    found = importances(study)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / key).write_text(json.dumps(records, indent=2, default=_json_default))
@@ -365,7 +420,7 @@ def finish_study(study: optuna.Study, settings, tracker, parent_run_id: str, sta
         (folder / "report.txt").write_text(text + "\n")
         frame.to_csv(folder / "trials.csv", index=False)
         for path in [folder / key, folder / "importances.json", folder / "report.txt", folder / "trials.csv",
-                     *figures(study, folder)]:
+                     *figures(study, folder, found)]:
             tracker.log_artifact(parent_run_id, path)
     return text
 
