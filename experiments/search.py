@@ -53,6 +53,7 @@ OBJECTIVES = {
     "macs": ("minimize", "MACs of one image, analytic count in fvcore's convention (multiply-add = 1)"),
     "latency": ("minimize", "batch-1 forward latency (ms, median), analysis.benchmark, once per architecture"),
 }
+METRIC_NAMES = {"top1": "top1", "macs": "macs", "latency": "latency_ms"}  # Optuna's names (optuna-dashboard)
 SAMPLERS = ("tpe", "grid", "random")
 PRUNERS = ("median", "hyperband", "none")
 # The search trains many configurations, so its default budget per trial is smaller than the runner's (9 epochs
@@ -339,6 +340,14 @@ def open_study(prepared: Prepared) -> optuna.Study:
     if new:
         study.set_user_attr("sepvit.settings", settings.comparable())
         study.set_user_attr("sepvit.objectives", {o: OBJECTIVES[o][1] for o in settings.objectives})
+    if study.metric_names is None:  # also for a study made before names were set
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAMES[o] for o in settings.objectives])
+    if "sepvit.data" not in study.user_attrs:  # what the report's chance level needs: the data actually used
+        info = prepared.datasets[2]
+        study.set_user_attr("sepvit.data", {"name": info.name, "num_classes": info.num_classes,
+                                            "val_size": info.val_size})
     references = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("reference")]
     # a new study starts with the reference; a study whose reference only failed (e.g. interrupted) gets it again
     if prepared.reference is not None and all(t.state == optuna.trial.TrialState.FAIL for t in references):

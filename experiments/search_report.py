@@ -28,6 +28,8 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from experiments.stats import chance_interval
+
 COSTS = {"macs": "MACs (analytic, fvcore convention)", "latency_ms": "latency bs1 (ms)"}
 
 
@@ -40,10 +42,24 @@ def objectives_of(study: optuna.Study) -> list[str]:
     return list(study.metric_names or ["top1", *(f"objective {i}" for i in range(1, len(study.directions)))])
 
 
+def chance_level(study: optuna.Study) -> tuple[float, int, int] | None:
+    """(highest top-1 % that guessing reaches, classes, validation images): the upper end of the 95 % binomial
+    interval of 1/classes on the validation set, as the runner's reports use; None if the study does not say."""
+    data = study.user_attrs.get("sepvit.data") or {}
+    settings = study.user_attrs.get("sepvit.settings", {})
+    classes = data.get("num_classes") or settings.get("model", {}).get("num_classes")
+    images = data.get("val_size") or settings.get("train", {}).get("val_size")
+    if not classes or not images:
+        return None
+    return chance_interval(int(classes), int(images))[1], int(classes), int(images)
+
+
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, reference flag, top1 (COMPLETE trials), the cost columns, each searched
-    parameter (NaN where it did not apply), epochs trained, seconds, and why a trial was pruned or failed."""
+    parameter (NaN where it did not apply), epochs trained, seconds, why a trial was pruned or failed, and
+    `at_chance` (a COMPLETE trial whose top-1 is within or below chance level; None where unknown)."""
     objectives = objectives_of(study)
+    chance = chance_level(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {"number": t.number, "state": t.state.name, "reference": bool(t.user_attrs.get("reference"))}
@@ -60,6 +76,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                        or t.user_attrs.get("pruned_reason") or "")
         row["call"] = t.user_attrs.get("mlflow_parent_run_id")
         row["duplicate_of"] = t.user_attrs.get("duplicate_of", math.nan)
+        row["at_chance"] = (None if chance is None or _missing(row["top1"]) else bool(row["top1"] <= chance[0]))
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -110,6 +127,11 @@ def differences(row: pd.Series, ref: pd.Series, params: list[str]) -> str:
         if _missing(a) or _missing(b) or a != b:
             out.append(f"{column[len('param '):]} {_fmt(a)}->{_fmt(b)}")
     return ", ".join(out) or "none (the same configuration)"
+
+
+def _flagged(value: Any) -> bool:
+    """An `at_chance` cell is True (not False, None or NaN; numpy's bool counts)."""
+    return not _missing(value) and bool(value)
 
 
 def _missing(value: Any) -> bool:
@@ -246,12 +268,15 @@ def summary_text(study: optuna.Study, started: float | None = None, parent_run_i
                 on_front = int(ref["number"]) in set(best["number"])
                 lines.append(f"  the reference is {'on' if on_front else 'not on'} the Pareto front")
     done = completed(frame).sort_values("top1", ascending=False)
+    lines.extend(chance_lines(study, done))
     if len(done):
         lines.append("")
         shown = done.head(max_rows)
         table = shown[["number", "top1", "macs", *(["latency_ms"] if "latency" in objectives else []), *params]]
         table = table.rename(columns={c: c[len("param "):] for c in params})
         table = table.assign(macs=(table["macs"] / 1e6).round(2)).rename(columns={"macs": "MMACs"})
+        if shown["at_chance"].map(_flagged).any():
+            table = table.assign(chance=["(chance!)" if _flagged(flag) else "" for flag in shown["at_chance"]])
         lines.append(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
         if len(done) > max_rows:
             lines.append(f"... {len(done) - max_rows} more COMPLETE trials")
@@ -259,12 +284,30 @@ def summary_text(study: optuna.Study, started: float | None = None, parent_run_i
     return "\n".join(lines)
 
 
+def chance_lines(study: optuna.Study, done: pd.DataFrame) -> list[str]:
+    """A warning naming the COMPLETE trials at chance level (they learned nothing: their parameters and their
+    distance to the reference say nothing); no line when none is, or when the study does not say its classes."""
+    chance = chance_level(study)
+    flagged = done[done["at_chance"].map(_flagged)] if "at_chance" in done else done.iloc[0:0]
+    if chance is None or flagged.empty:
+        return []
+    high, classes, images = chance
+    which = ("every COMPLETE trial" if len(flagged) == len(done)
+             else f"{len(flagged)} of {len(done)} COMPLETE trials")
+    numbers = ", ".join(str(int(n)) for n in sorted(flagged["number"])[:20]) + (" ..." if len(flagged) > 20 else "")
+    advice = ("train longer or on more images before reading rankings or importances" if len(flagged) == len(done)
+              else "leave them out of any comparison")
+    return [f"(chance!) {which} at chance level (trials {numbers}): top-1 <= {high:.1f} %, the upper end of the "
+            f"95 % binomial interval of guessing 1 of {classes} classes on {images} validation images; {advice}"]
+
+
 def _row_text(row: pd.Series, params: list[str], objectives: list[str]) -> str:
     costs = f"  {row['macs'] / 1e6:.2f} MMACs" if not _missing(row.get("macs")) else ""
     if "latency" in objectives and not _missing(row.get("latency_ms")):
         costs += f"  {row['latency_ms']:.2f} ms"
     settings = " ".join(f"{c[len('param '):]}={_fmt(row[c])}" for c in params if not _missing(row.get(c)))
-    return f"trial {int(row['number'])}: top-1 {row['top1']:.2f}{costs} | {settings}"
+    chance = " (chance!)" if _flagged(row.get("at_chance")) else ""
+    return f"trial {int(row['number'])}: top-1 {row['top1']:.2f}{chance}{costs} | {settings}"
 
 
 def distance_text(row: pd.Series, ref: pd.Series, objectives: list[str]) -> str:
@@ -318,6 +361,7 @@ def conclusions(study: optuna.Study) -> list[str]:
                    f"±{half:.1f} points (binomial), and chance is {100 / classes:.1f} %; the trials span "
                    f"{done['top1'].min():.1f}–{done['top1'].max():.1f} %, so differences smaller than that interval "
                    "are not evidence.")
+    out.extend(_sentence(line[len("(chance!) "):]) for line in chance_lines(study, done))
     found = importances(study)
     if found.get("top1"):
         name, value = max(found["top1"].items(), key=lambda kv: kv[1])
@@ -327,6 +371,10 @@ def conclusions(study: optuna.Study) -> list[str]:
         out.append(f"The study optimised {', '.join(objectives)} together: its Pareto set has "
                    f"{len(study.best_trials)} trial(s).")
     return out
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
 
 
 # ---------------------------------------------------------------------------------- figures
@@ -396,7 +444,8 @@ def finish_study(study: optuna.Study, settings, tracker, parent_run_id: str, sta
     for _, row in best.iterrows():
         record = {"number": int(row["number"]), "top1": row["top1"], "macs": row["macs"],
                   "latency_ms": None if _missing(row.get("latency_ms")) else row["latency_ms"],
-                  "params": {c[len("param "):]: row[c] for c in params if not _missing(row.get(c))}}
+                  "params": {c[len("param "):]: row[c] for c in params if not _missing(row.get(c))},
+                  "at_chance": None if _missing(row.get("at_chance")) else _flagged(row["at_chance"])}
         if ref is not None and ref["state"] == "COMPLETE":
             record["vs_reference"] = {"reference_trial": int(ref["number"]),
                                       "top1_points": row["top1"] - ref["top1"],
@@ -406,6 +455,8 @@ def finish_study(study: optuna.Study, settings, tracker, parent_run_id: str, sta
     metrics = {"trials": len(frame), "complete": int((frame["state"] == "COMPLETE").sum()) if len(frame) else 0,
                "pruned": int((frame["state"] == "PRUNED").sum()) if len(frame) else 0,
                "failed": int((frame["state"] == "FAIL").sum()) if len(frame) else 0}
+    if chance_level(study) is not None and len(frame):
+        metrics["at_chance"] = int(completed(frame)["at_chance"].map(_flagged).sum())
     if len(best):
         metrics["best_top1"] = float(best["top1"].max())
     if ref is not None and ref["state"] == "COMPLETE":

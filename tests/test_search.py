@@ -272,6 +272,8 @@ def test_a_study_starts_with_the_reference_and_logs_one_child_run_per_trial(cont
     folder, _, (first, _), after_first = continued_study
     assert first == 0 and len(after_first) == 3
     study = _study(folder)
+    assert study.metric_names == ["top1"]  # optuna-dashboard's name for the objective
+    assert study.user_attrs["sepvit.data"] == {"name": "synthetic", "num_classes": 10, "val_size": 32}
     reference = study.trials[0]
     assert reference.user_attrs["reference"] is True
     assert reference.params == {"window_size": 4, "window_token": "learnable", "group_size.2": 2, "group_size.3": 2}
@@ -403,6 +405,7 @@ def test_accuracy_against_macs_reports_a_pareto_front(out):
     assert rc == 0
     study = _study(out)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["top1", "macs"]
     for trial in study.trials:
         if trial.state == optuna.trial.TrialState.COMPLETE:
             assert trial.values[1] == trial.user_attrs["macs"]  # the analytic count, one image
@@ -431,6 +434,7 @@ def test_latency_is_measured_once_per_architecture(out, monkeypatch):
     assert rc == 0
     study = _study(out)
     assert len(study.trials) == 2 and calls == [1]  # batch 1, measured once
+    assert study.metric_names == ["top1", "latency_ms"]
     latencies = {t.user_attrs["latency_ms"] for t in study.trials}
     assert len(latencies) == 1 and [k for k in study.user_attrs if k.startswith("latency_ms:")]
     assert all(t.values[1] == t.user_attrs["latency_ms"] for t in study.trials)

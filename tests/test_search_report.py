@@ -99,3 +99,51 @@ def test_importances_rank_for_the_studys_direction_and_report_json_and_figure_ag
         assert drawn[name] == pytest.approx(stored[name])
     direction_word = {"maximize": "maximised", "minimize": "minimised"}[directions[0]]
     assert f"importance for top1 ({direction_word}" in text
+
+
+# ---------------------------------------------------------------------------------- chance level
+def fixed_study(top1: list[float], data: dict | None) -> optuna.Study:
+    """One COMPLETE trial per value of `top1`, in order (parameter `x` is the trial's index)."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("sepvit.settings", {"objectives": ["top1"]})
+    if data is not None:
+        study.set_user_attr("sepvit.data", data)
+    study.optimize(lambda trial: top1[trial.suggest_int("x", 0, len(top1) - 1)], n_trials=0)
+    for index in range(len(top1)):
+        study.enqueue_trial({"x": index})
+    study.optimize(lambda trial: top1[trial.suggest_int("x", 0, len(top1) - 1)], n_trials=len(top1))
+    return study
+
+
+def test_trials_at_chance_level_are_flagged_in_the_frame_report_metrics_and_conclusions():
+    # 10 classes on 100 images: guessing reaches up to 16 % (upper end of the 95 % binomial interval)
+    study = fixed_study([12.0, 16.0, 40.0, 75.0], {"num_classes": 10, "val_size": 100})
+    assert search_report.chance_level(study) == (16.0, 10, 100)
+    frame = search_report.trials_frame(study)
+    assert frame["at_chance"].tolist() == [True, True, False, False]
+
+    text = search_report.summary_text(study)
+    warning = next(line for line in text.splitlines() if line.startswith("(chance!)"))
+    assert "2 of 4 COMPLETE trials at chance level (trials 0, 1)" in warning and "16.0 %" in warning
+    table = {int(line.split()[0]): line for line in text.splitlines() if re.match(r"^\s*\d+\s+\d", line)}
+    assert sorted(table) == [0, 1, 2, 3]
+    assert sorted(n for n, line in table.items() if "(chance!)" in line) == [0, 1]
+    best = next(line for line in text.splitlines() if line.startswith("  trial 3:"))
+    assert "(chance!)" not in best
+
+    tracker = RecordingTracker()
+    search_report.finish_study(study, SimpleNamespace(objectives=["top1"]), tracker, "parent", 0.0)
+    assert tracker.metrics["at_chance"] == 2
+    assert json.loads(tracker.artifacts["best_trial.json"])[0]["at_chance"] is False
+    assert any("at chance level (trials 0, 1)" in s for s in search_report.conclusions(study))
+
+
+def test_a_study_entirely_at_chance_says_so_and_one_without_class_counts_flags_nothing():
+    everything = fixed_study([9.0, 11.0], {"num_classes": 10, "val_size": 100})
+    assert "(chance!) every COMPLETE trial at chance level (trials 0, 1)" in search_report.summary_text(everything)
+
+    unknown = fixed_study([9.0, 11.0], None)
+    assert search_report.chance_level(unknown) is None
+    assert search_report.trials_frame(unknown)["at_chance"].isna().all()
+    assert "chance" not in search_report.summary_text(unknown)
