@@ -15,10 +15,17 @@ several processes share on one machine; PostgreSQL across machines); the same co
 `--study-name` adds trials to the study. MLflow: one parent run per call, one child run per trial (also pruned
 and failed ones), tagged with the trial number and state. Bad input is refused before any trial: one line on
 stderr, exit code 2.
+
+Whatever ends a call (an error, Ctrl-C, SIGTERM, SIGHUP) closes its parent run and the trial in progress with the
+reason (Optuna's `fail_reason` too); the same command continues the study. A call killed outright (SIGKILL, out of
+memory) is repaired by the next call on the same machine: its trials FAIL, its parent is KILLED and a lost reference
+trial is enqueued again. Passwords in URLs are masked in messages and in everything MLflow keeps; user-supplied
+names become folders only through the runner's slug, inside --output.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,8 +33,10 @@ import multiprocessing
 import os
 import random
 import re
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -41,6 +50,7 @@ from sepvit.config import PRESETS, SepViTConfig
 from workbench.cli import OneLineParser, add_dataclass_flags, fail
 
 from experiments import ablate
+from experiments.calls import slug
 from experiments.search_space import InvalidCombination, Space, SpaceError, load_space, parse_space
 from experiments.train_config import TrainConfig
 
@@ -53,6 +63,7 @@ OBJECTIVES = {
     "macs": ("minimize", "MACs of one image, analytic count in fvcore's convention (multiply-add = 1)"),
     "latency": ("minimize", "batch-1 forward latency (ms, median), analysis.benchmark, once per architecture"),
 }
+METRIC_NAMES = {"top1": "top1", "macs": "macs", "latency": "latency_ms"}  # Optuna's names (optuna-dashboard)
 SAMPLERS = ("tpe", "grid", "random")
 PRUNERS = ("median", "hyperband", "none")
 # The search trains many configurations, so its default budget per trial is smaller than the runner's (9 epochs
@@ -64,6 +75,12 @@ MEDIAN_STARTUP_TRIALS, MEDIAN_WARMUP_EPOCHS = 4, 2
 MAY_CHANGE = ("workers", "device", "output", "data_dir")
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]*$")
+MAX_NAME = 200  # --experiment and --study-name name folders under --output (a file name holds 255 bytes)
+# What stops a call from outside: Ctrl-C, `kill`/timeout/Slurm/systemd/Docker, a closed terminal.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+# `scheme://user:password@`: the password is what SQLAlchemy would read (up to the token's last @)
+URL_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):\S*@")
+HOST = socket.gethostname()
 
 log = logging.getLogger("sepvit.search")
 
@@ -74,6 +91,71 @@ class UsageError(ValueError):
 
 class TrialFailed(RuntimeError):
     """A trial whose training ended FAILED without raising (e.g. a NaN loss)."""
+
+
+class StudyStorageError(RuntimeError):
+    """The study's storage failed while a trial reported to it (the message has its credentials masked)."""
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised as Ctrl-C is: every layer that closes its runs on Ctrl-C (a trial's training,
+    Optuna, the call) then closes them for these signals too. `args[0]` names the signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signum)
+
+
+def as_stop(exc: BaseException) -> KeyboardInterrupt:
+    """Ctrl-C or a stop signal as the KeyboardInterrupt this module raises (the runner's RunInterrupted, its own
+    exception for SIGTERM during training, included)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return exc
+    number = re.search(r"\d+", str(exc))
+    return Stopped(int(number.group()) if number else signal.SIGTERM)
+
+
+def describe_stop(exc: BaseException) -> tuple[str, int]:
+    """('SIGTERM', 143): the way the call was stopped, in words, and the exit code a shell expects for it."""
+    stop = as_stop(exc)
+    if isinstance(stop, Stopped):
+        return stop.args[0], 128 + stop.signum
+    return "Ctrl-C (SIGINT)", EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """While the block runs, SIGTERM and SIGHUP raise Stopped and SIGINT KeyboardInterrupt in this process, so that
+    the code that handles Ctrl-C closes what it opened for them too; the previous handlers are restored after.
+    Only the main thread can set handlers: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else _raise_stopped)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold the stop signals until the block ends, when a held one acts: a run is opened, or closed, whole."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: nothing to hold
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # ---------------------------------------------------------------------------------- command line
@@ -149,6 +231,7 @@ class Settings:
     sampler_salt: int = 0
     parent_run_id: str | None = None
     threads: int | None = None
+    reference: dict[str, Any] | None = None  # the base configuration's parameter values, enqueued as a trial
 
     @property
     def directions(self) -> list[str]:
@@ -173,9 +256,23 @@ class Prepared:
     combinations: dict[str, Any] = field(default_factory=dict)
 
 
-def mask_url(url: str) -> str:
-    """The storage URL without its password (for messages, logs and MLflow)."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+def mask_secrets(text: str) -> str:
+    """`text` with the password of every URL in it replaced by *** (for messages, logs and anything MLflow keeps)."""
+    return URL_CREDENTIALS.sub(r"\1:***@", text)
+
+
+mask_url = mask_secrets
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The call's command as the parent run records it, credentials masked in each argument."""
+    return " ".join([PROG, *(mask_secrets(a) for a in argv)])
+
+
+def folder_name(name: str) -> str:
+    """A user-supplied name as one folder under --output: the runner's slug, never '.' or '..'."""
+    name = slug(name)
+    return name if name.strip(".") else "run"
 
 
 def storage_url(args) -> str:
@@ -226,6 +323,36 @@ def check_storage(url: str) -> None:
                          "; start the database server or fix --storage (drop it for a local SQLite file)") from None
 
 
+STALE_REASON = "its worker stopped sending heartbeats (killed or crashed): the trial is FAIL"
+
+
+def record_fail_reason(storage, trial_id: int, reason: str, lost_worker: bool = False) -> bool:
+    """Why a trial failed, where Optuna's tools (optuna-dashboard: the `fail_reason` system attribute) and this
+    project's report (the user attribute) look; only while the trial still runs (a finished trial is read-only).
+    `lost_worker`: its process died, so the trial never ended by itself. False if the trial had already finished
+    (another process failed it first)."""
+    reason = mask_secrets(reason)[:2000]
+    try:
+        storage.set_trial_system_attr(trial_id, "fail_reason", reason)
+        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        if lost_worker:
+            storage.set_trial_user_attr(trial_id, "lost_worker", True)
+        return True
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+
+
+class SearchStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage, writing the reason onto a trial whose worker stopped beating just before Optuna fails it:
+    Optuna's stale-trial callback runs only after the trial is FAIL, when its attributes can no longer be set."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        for trial_id in stale:
+            record_fail_reason(self, trial_id, STALE_REASON, lost_worker=True)
+        return stale
+
+
 def open_storage(url: str, heartbeat: int | None, stale_callback=None) -> optuna.storages.RDBStorage:
     """An RDBStorage with Optuna's heartbeat (a trial whose worker stops beating for 3 heartbeats is failed by the
     next trial that starts) and a generous SQLite lock timeout (several workers write to one file)."""
@@ -233,7 +360,7 @@ def open_storage(url: str, heartbeat: int | None, stale_callback=None) -> optuna
     connect_args = {"timeout": 60} if url.startswith("sqlite") else {"connect_timeout": 5}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
+        return SearchStorage(
             url, engine_kwargs={"connect_args": connect_args},
             heartbeat_interval=heartbeat, grace_period=3 * heartbeat if heartbeat else None,
             heartbeat_stale_trial_callback=stale_callback)
@@ -271,6 +398,10 @@ def prepare(args) -> Prepared:
     if not STUDY_NAME.match(args.study_name or ""):
         raise UsageError(f"--study-name {args.study_name!r}: use letters, digits and _ . : + - (starting with a "
                          "letter or digit)")
+    for flag, name in (("--study-name", args.study_name), ("--experiment", args.experiment)):
+        if len(name) > MAX_NAME:
+            raise UsageError(f"{flag} is {len(name)} characters long: use at most {MAX_NAME} (it also names a folder "
+                             "under --output)")
     base = ablate.base_config(args)
     train = ablate.train_config(args, img_size=args.img_size or base.img_size)
     check_training_settings(train)
@@ -298,7 +429,7 @@ def prepare(args) -> Prepared:
         model=base.to_dict(), train=train.to_dict(), objectives=objectives, sampler=args.sampler, pruner=pruner,
         seed=train.seed, heartbeat=args.heartbeat, tracking_uri=tracking_uri, experiment=args.experiment,
         artifact_root=None if args.tracking_uri else str(Path(args.output).resolve() / "mlartifacts"),
-        n_trials=args.n_trials, workers=args.search_workers, timeout=args.timeout)
+        n_trials=args.n_trials, workers=args.search_workers, timeout=args.timeout, reference=reference)
     storage = open_storage(url, heartbeat=None)
     study_id = _study_id(storage, args.study_name)
     if study_id is not None:
@@ -330,7 +461,8 @@ def _check_same_study(storage, study_id: int, settings: Settings) -> None:
 
 # ---------------------------------------------------------------------------------- the study
 def open_study(prepared: Prepared) -> optuna.Study:
-    """Create the study (or load it), record its settings, and enqueue the reference configuration first."""
+    """Create the study (or load it), record its settings, fail the trials an earlier call left RUNNING when it was
+    killed, and enqueue the reference configuration first (again, if it was lost that way)."""
     settings = prepared.settings
     storage = open_storage(settings.storage, heartbeat=None)
     study = optuna.create_study(study_name=settings.study_name, storage=storage, directions=settings.directions,
@@ -339,11 +471,95 @@ def open_study(prepared: Prepared) -> optuna.Study:
     if new:
         study.set_user_attr("sepvit.settings", settings.comparable())
         study.set_user_attr("sepvit.objectives", {o: OBJECTIVES[o][1] for o in settings.objectives})
-    references = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("reference")]
-    # a new study starts with the reference; a study whose reference only failed (e.g. interrupted) gets it again
-    if prepared.reference is not None and all(t.state == optuna.trial.TrialState.FAIL for t in references):
-        study.enqueue_trial(prepared.reference, user_attrs={"reference": True})
+    if study.metric_names is None:  # also for a study made before names were set
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAMES[o] for o in settings.objectives])
+    if "sepvit.data" not in study.user_attrs:  # what the report's chance level needs: the data actually used
+        info = prepared.datasets[2]
+        study.set_user_attr("sepvit.data", {"name": info.name, "num_classes": info.num_classes,
+                                            "val_size": info.val_size})
+    fail_dead_trials(settings, study)
+    fail_stale_trials(settings, study, wait=False)
+    enqueue_reference(study, prepared.reference)
     return study
+
+
+def reference_lost(study: optuna.Study) -> bool:
+    """True when no reference trial is done, running or waiting, and every one that ran FAILed without a training
+    result (killed, interrupted, its worker lost, an error): a new study, or one whose reference never got to
+    finish. A reference whose training ran and ended FAILED (e.g. a NaN loss) is not retried: trials share the
+    seed, so it would fail again."""
+    references = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("reference")]
+    return all(t.state == optuna.trial.TrialState.FAIL and "training_result" not in t.user_attrs for t in references)
+
+
+def enqueue_reference(study: optuna.Study, reference: dict[str, Any] | None) -> bool:
+    if reference is None or not reference_lost(study):
+        return False
+    study.enqueue_trial(reference, user_attrs={"reference": True})
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def dead_here(worker: dict | None) -> bool:
+    """A process recorded as {"host", "pid"} ran on this machine and no longer exists. (A pid reused by another
+    process reads as alive: such a trial is then failed by the heartbeat instead.)"""
+    return bool(worker) and worker.get("host") == HOST and not _alive(int(worker["pid"]))
+
+
+def fail_dead_trials(settings: Settings, study: optuna.Study, leaving: str | None = None) -> list[int]:
+    """FAIL, with the reason, the RUNNING trials whose worker process on this machine no longer exists (a call
+    killed by SIGKILL, out of memory or a crash): at once, without waiting out the heartbeat's grace period. With
+    `leaving` (why this process stops), also the trials this process still holds. Their MLflow runs are failed
+    too. Numbers returned."""
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker")
+        mine = bool(worker) and worker.get("host") == HOST and int(worker["pid"]) == os.getpid()
+        if mine and leaving:
+            reason = f"{leaving}; the trial is FAIL"
+        elif dead_here(worker):
+            reason = (f"its worker process (pid {worker['pid']} on {HOST}) died without closing the trial (killed, "
+                      "e.g. SIGKILL or out of memory): the trial is FAIL")
+        else:
+            continue
+        if not record_fail_reason(study._storage, trial._trial_id, reason, lost_worker=True):
+            continue
+        try:
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        MarkStaleTrial(settings.tracking_uri, settings.experiment, settings.artifact_root, reason)(
+            study, study._storage.get_trial(trial._trial_id))
+        failed.append(trial.number)
+    return failed
+
+
+def close_dead_calls(settings: Settings, tracker) -> list[str]:
+    """Close, KILLED with the reason, the MLflow parent runs of this study that an earlier call on this machine
+    left RUNNING when its process was killed; ids returned. A call of another machine is left alone."""
+    query = (f"tags.kind = 'search' and tags.`optuna.study` = '{settings.study_name}' "
+             "and attributes.status = 'RUNNING'")
+    closed = []
+    for run in tracker.client.search_runs([tracker.experiment_id], filter_string=query, max_results=1000):
+        tags = run.data.tags
+        if "pid" not in tags or not dead_here({"host": tags.get("host"), "pid": tags["pid"]}):
+            continue
+        tracker.end_run(run.info.run_id, "KILLED", f"the call's process (pid {tags['pid']} on {HOST}) died without "
+                                                   "closing this run (killed, e.g. SIGKILL or out of memory); closed "
+                                                   "by a later call of the study")
+        closed.append(run.info.run_id)
+    return closed
 
 
 def make_sampler(settings: Settings, index: int) -> optuna.samplers.BaseSampler:
@@ -439,17 +655,14 @@ def record_trial_without_training(tracker, parent_run_id: str, tags: dict, state
 class MarkStaleTrial:
     """Optuna's heartbeat callback: the trial of a dead worker was just failed; fail its MLflow run too."""
 
-    def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | None):
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | None, reason: str = STALE_REASON):
         self.tracking_uri, self.experiment, self.artifact_root = tracking_uri, experiment, artifact_root
+        self.reason = reason
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         from workbench.tracking import Tracker
 
-        reason = "its worker stopped sending heartbeats (killed or crashed): the trial is FAIL"
-        try:
-            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
-        except Exception:  # noqa: BLE001  (a finished trial may refuse; the state is what matters)
-            pass
+        reason = self.reason  # on the Optuna trial already (SearchStorage, fail_dead_trials)
         tracker = Tracker(self.tracking_uri, self.experiment, self.artifact_root)
         run = find_trial_run(tracker, study.study_name, trial.number, trial.user_attrs.get("mlflow_parent_run_id"))
         if run is None:
@@ -481,12 +694,27 @@ class TrialObjective:
         self.datasets, self.tracker, self.output = datasets, tracker, output
 
     def __call__(self, trial: optuna.Trial):
+        from experiments.run import RunInterrupted
+
+        # who runs it: a later call fails it at once if this process dies (fail_dead_trials)
+        trial.set_user_attr("worker", {"host": HOST, "pid": os.getpid()})
+        trial.set_user_attr("mlflow_parent_run_id", self.settings.parent_run_id)
+        try:
+            return self._objective(trial)
+        except (KeyboardInterrupt, RunInterrupted) as exc:  # Ctrl-C or a stop signal, wherever it came
+            stop = as_stop(exc)
+            if "fail_reason" not in trial.user_attrs:
+                reference = bool(trial.user_attrs.get("reference"))
+                self._mark_failed(trial.number, trial_tags(self.settings, trial.number, dict(trial.params), reference),
+                                  f"interrupted ({describe_stop(stop)[0]})", dict(trial.params), trial)
+            raise stop from None  # Optuna marks the trial FAIL and stops this worker
+
+    def _objective(self, trial: optuna.Trial):
         from experiments.engine import fit_model_to_data
-        from experiments.run import RunInterrupted, reported_metric, train_and_evaluate
+        from experiments.run import reported_metric, train_and_evaluate
 
         s, number = self.settings, trial.number
         reference = bool(trial.user_attrs.get("reference"))
-        trial.set_user_attr("mlflow_parent_run_id", s.parent_run_id)
         try:
             values, model_cfg, train_cfg = self.space.sample(_suggest(trial), self.base, self.train)
             model_cfg = fit_model_to_data(model_cfg, self.datasets[2])
@@ -523,28 +751,31 @@ class TrialObjective:
         def on_epoch_end(epoch: int, metrics: dict[str, float]) -> bool:
             if not prunable:
                 return False
-            trial.report(metrics[metric], epoch)
-            if epoch < train_cfg.epochs and trial.should_prune():
+            try:
+                trial.report(metrics[metric], epoch)
+                should_prune = epoch < train_cfg.epochs and trial.should_prune()
+            except Exception as exc:  # the storage's error may quote its URL: the run's records keep it masked
+                raise StudyStorageError(mask_secrets(f"reporting epoch {epoch} to the study: {type(exc).__name__}: "
+                                                     f"{exc}")) from None
+            if should_prune:
                 pruned.append((epoch, metrics[metric]))
                 return True
             return False
 
-        run_dir = self.output / s.experiment / s.study_name / f"trial-{number:04d}"
+        run_dir = self.output / folder_name(s.experiment) / folder_name(s.study_name) / f"trial-{number:04d}"
         try:
             result = train_and_evaluate(model_cfg, train_cfg, self.tracker, on_epoch_end, run_name=f"trial {number}",
                                         run_dir=run_dir, parent_run_id=s.parent_run_id, tags=tags,
                                         datasets=self.datasets,
                                         cost={"macs": float(macs), **({"latency_ms": latency} if latency else {})})
-        except (KeyboardInterrupt, RunInterrupted) as exc:
-            self._mark_failed(number, tags, f"interrupted ({type(exc).__name__})", values, trial)
-            raise KeyboardInterrupt from None  # Optuna marks the trial FAIL and stops this worker
         except Exception as exc:
             self._mark_failed(number, tags, f"{type(exc).__name__}: {exc}", values, trial)
             raise
         for name in ("last.pth", "interrupted.pth"):  # a trial is never resumed: the study is the unit of resume
             (run_dir / name).unlink(missing_ok=True)
         trial.set_user_attr("mlflow_run_id", result.run_id)
-        if result.status != "FINISHED":
+        if result.status != "FINISHED":  # its training ran and failed by itself (e.g. a NaN loss)
+            trial.set_user_attr("training_result", result.status)
             self._mark_failed(number, tags, result.reason or result.status, values, trial, run_id=result.run_id)
             raise TrialFailed(result.reason or result.status)
         trial.set_user_attr("top1", result.top1)
@@ -582,7 +813,8 @@ class TrialObjective:
 
     def _mark_failed(self, number: int, tags: dict, reason: str, values: dict, trial: optuna.Trial,
                      run_id: str | None = None) -> None:
-        trial.set_user_attr("fail_reason", reason[:2000])
+        reason = mask_secrets(reason)
+        record_fail_reason(trial.study._storage, trial._trial_id, reason)
         try:
             if run_id is None:
                 run = find_trial_run(self.tracker, self.settings.study_name, number, self.settings.parent_run_id)
@@ -641,6 +873,10 @@ class _NextTrial:
         print(trial_line(trial, self.settings, self.index), file=sys.stderr, flush=True)
         if not claim_trial(self.slots, self.settings.n_trials, self.settings.deadline):
             study.stop()
+            return
+        with self.slots.get_lock():  # the workers of this call enqueue it once
+            if enqueue_reference(study, self.settings.reference):
+                print("the reference trial was lost (its worker died): enqueued again", file=sys.stderr, flush=True)
 
 
 def trial_line(trial: optuna.trial.FrozenTrial, settings: Settings, index: int) -> str:
@@ -694,13 +930,12 @@ def run_worker(settings: Settings, index: int, slots, datasets=None) -> None:
 
 
 def _worker_process(settings: Settings, index: int, slots) -> None:  # pragma: no cover (runs in a child process)
-    import signal
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in STOP_SIGNALS:  # as in the main process: the trial is closed with the reason, then the worker stops
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else _raise_stopped)
     try:
         run_worker(settings, index, slots)
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        sys.exit(describe_stop(exc)[1])
 
 
 def run_workers(settings: Settings, datasets) -> list[int]:
@@ -717,21 +952,42 @@ def run_workers(settings: Settings, datasets) -> list[int]:
     try:
         for process in processes:
             process.join()
-    except KeyboardInterrupt:
-        for process in processes:
-            process.join()
+    except KeyboardInterrupt as exc:
+        with signals_held():
+            stop_workers(processes, exc)
         raise
     return [p.exitcode for p in processes]
 
 
+def stop_workers(processes, exc: KeyboardInterrupt, grace: float = 3.0, patience: float = 120.0) -> None:
+    """A terminal's Ctrl-C reaches every worker by itself; a signal sent to this process alone (kill, timeout) is
+    passed on to the workers still running after `grace` seconds, which then close their trials and stop. A worker
+    that has not stopped after `patience` seconds is killed (its trial is then failed as a lost worker's)."""
+    deadline = time.time() + grace
+    for process in processes:
+        process.join(max(deadline - time.time(), 0))
+    signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+    for process in processes:
+        if process.is_alive():
+            os.kill(process.pid, signum)
+    deadline = time.time() + patience
+    for process in processes:
+        process.join(max(deadline - time.time(), 0))
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
 def fail_stale_trials(settings: Settings, study: optuna.Study, wait: bool) -> list[int]:
     """Fail the trials whose worker stopped beating (in Optuna and MLflow); numbers returned. After a worker of this
-    call died, `wait` out the grace period first; otherwise only trials already silent that long (e.g. left by an
-    earlier call that was killed) are failed."""
+    call died, `wait` out the grace period first if one of its trials still runs (a worker on this machine is
+    found dead at once by `fail_dead_trials`); otherwise only trials already silent that long (e.g. left by an
+    earlier call on another machine that was killed) are failed."""
     running = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
     if not running:
         return []
-    if wait:
+    mine = settings.parent_run_id
+    if wait and any(t.user_attrs.get("mlflow_parent_run_id") == mine for t in running):
         time.sleep(3 * settings.heartbeat + 1)
     stale = MarkStaleTrial(settings.tracking_uri, settings.experiment, settings.artifact_root)
     checked = optuna.load_study(study_name=settings.study_name,
@@ -757,80 +1013,145 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepared = prepare(args)
     except (UsageError, SpaceError, DataError, TrackingError, ValueError) as exc:
         return fail(PROG, str(exc))
-    return run_search(prepared, " ".join([PROG, *argv]))
+    return run_search(prepared, command_line(argv))
 
 
 def run_search(prepared: Prepared, command: str) -> int:
+    """The call, with its own signal handling from before its parent run opens until that run is closed: whatever
+    ends it (success, an exception, Ctrl-C, SIGTERM, SIGHUP), the parent and every trial it started are closed with
+    the reason. `command` is recorded with its credentials masked."""
+    with stop_signals():
+        return _run_search(prepared, mask_secrets(command))
+
+
+def _run_search(prepared: Prepared, command: str) -> int:
     from experiments.search_report import finish_study
     from workbench.tracking import Tracker, flatten
 
     settings = prepared.settings
-    study = open_study(prepared)
-    settings.sampler_salt = len(study.trials)
+    study = tracker = parent = None
     started = time.time()
-    settings.deadline = None if settings.timeout is None else started + settings.timeout
-    if settings.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-        settings.threads = max(1, (os.cpu_count() or 1) // settings.workers)
-    tracker = Tracker(settings.tracking_uri, settings.experiment, artifact_root=settings.artifact_root)
-    before = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
-    parent = tracker.start_run(f"search {settings.study_name}", tags={
-        "kind": "search", "command": command, "optuna.study": settings.study_name,
-        "optuna.storage": mask_url(settings.storage), "objectives": " ".join(settings.objectives),
-        "sampler": settings.sampler, "pruner": settings.pruner, "n_trials": str(settings.n_trials),
-        "workers": str(settings.workers), "space": prepared.space.describe()[:5000],
-        "trials_before": str(before)})
-    settings.parent_run_id = parent
-    tracker.log_params(parent, {**flatten(settings.model, "model."), **flatten(settings.train, "train."),
-                                "search.space_source": settings.space_source})
-    tracker.log_json(parent, settings.space, "space.json")
+    try:
+        study = open_study(prepared)
+        settings.sampler_salt = len(study.trials)
+        settings.deadline = None if settings.timeout is None else started + settings.timeout
+        if settings.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+            settings.threads = max(1, (os.cpu_count() or 1) // settings.workers)
+        tracker = Tracker(settings.tracking_uri, settings.experiment, artifact_root=settings.artifact_root)
+        closed = close_dead_calls(settings, tracker)
+        before = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
+        with signals_held():  # a signal now would leave a RUNNING parent whose id nobody knows
+            parent = tracker.start_run(f"search {settings.study_name}", tags={
+                "kind": "search", "command": command, "optuna.study": settings.study_name,
+                "optuna.storage": mask_secrets(settings.storage), "objectives": " ".join(settings.objectives),
+                "sampler": settings.sampler, "pruner": settings.pruner, "n_trials": str(settings.n_trials),
+                "workers": str(settings.workers), "space": prepared.space.describe()[:5000],
+                "trials_before": str(before), "host": HOST, "pid": str(os.getpid())})
+            settings.parent_run_id = parent
+        tracker.log_params(parent, {**flatten(settings.model, "model."), **flatten(settings.train, "train."),
+                                    "search.space_source": settings.space_source})
+        tracker.log_json(parent, settings.space, "space.json")
+        _print_start(prepared, before, parent, closed)
+        codes = run_workers(settings, prepared.datasets)
+        dead = [(i, c) for i, c in enumerate(codes) if c not in (0, None)]
+        fail_dead_trials(settings, study)  # a worker of this call that died: its trial at once
+        fail_stale_trials(settings, study, wait=bool(dead))
+        stopped = [c - 128 for _, c in dead if c - 128 in STOP_SIGNALS]  # a worker that was interrupted
+        if stopped:
+            raise KeyboardInterrupt if stopped[0] == signal.SIGINT else Stopped(stopped[0])
+        study = optuna.load_study(study_name=settings.study_name, storage=open_storage(settings.storage, None))
+        text = finish_study(study, settings, tracker, parent, started)
+        print(text)
+        return _finish(study, settings, tracker, parent, dead)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (Stopped), or a worker that was interrupted
+        how, code = describe_stop(exc)
+        reason = f"interrupted ({how}); run the same command to continue study {settings.study_name!r}"
+        with signals_held():
+            if study is not None:
+                fail_dead_trials(settings, study, leaving=f"the call was {reason}")
+            _close(tracker, parent, "KILLED", reason)
+        print(f"{PROG}: {reason}", file=sys.stderr)
+        return code
+    except Exception as exc:  # a failure nobody foresaw: close what is open, keep the traceback, one line here
+        message = mask_secrets(f"{type(exc).__name__}: {exc}")
+        with signals_held():
+            if study is not None:
+                fail_dead_trials(settings, study, leaving=f"the call failed: {message}")
+            _close(tracker, parent, "FAILED", message)
+            where = _error_log(Path(prepared.train.output), mask_secrets(traceback.format_exc()))
+        first = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+        print(f"{PROG}: {first} ({where})", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _print_start(prepared: Prepared, before: int, parent: str, closed: list[str]) -> None:
+    settings = prepared.settings
     count = prepared.combinations.get("combinations")
-    print(f"study {settings.study_name!r} in {mask_url(settings.storage)}: {before} trials so far"
+    print(f"study {settings.study_name!r} in {mask_secrets(settings.storage)}: {before} trials so far"
           f"{' (new)' if not prepared.existing else ''}; this call adds {settings.n_trials} with {settings.workers} "
           f"worker(s); space: {prepared.space.describe()}"
           f"{f' ({count} combinations)' if count else ''}", file=sys.stderr)
     if not prepared.existing and prepared.reference is None:
         print(f"note: the base configuration is not enqueued: {prepared.reference_note}", file=sys.stderr)
-    print(f"MLflow: {settings.tracking_uri} experiment {settings.experiment!r}, parent run {parent}", file=sys.stderr)
-    try:  # until the parent run is closed, any failure closes it with its reason
-        codes = run_workers(settings, prepared.datasets)
-        dead = [(i, c) for i, c in enumerate(codes) if c not in (0, None)]
-        fail_stale_trials(settings, study, wait=bool(dead))
-        if any(c == EXIT_INTERRUPTED for _, c in dead):
-            raise KeyboardInterrupt
-        study = optuna.load_study(study_name=settings.study_name, storage=open_storage(settings.storage, None))
-        text = finish_study(study, settings, tracker, parent, started)
-    except KeyboardInterrupt:
-        reason = f"interrupted; run the same command to continue study {settings.study_name!r}"
-        tracker.end_run(parent, "KILLED", reason)
-        print(f"{PROG}: {reason}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as exc:  # a failure nobody foresaw: close the parent, keep the traceback, one line here
-        folder = Path(prepared.train.output)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "search-error.log").write_text(traceback.format_exc())
-        tracker.end_run(parent, "FAILED", f"{type(exc).__name__}: {exc}")
-        print(f"{PROG}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
-              f"(traceback in {folder / 'search-error.log'})", file=sys.stderr)
-        return EXIT_FAILED
-    print(text)
+    if closed:
+        print(f"note: {len(closed)} MLflow run(s) of earlier calls whose process had died are now KILLED: "
+              f"{', '.join(closed)}", file=sys.stderr)
+    print(f"MLflow: {mask_secrets(settings.tracking_uri)} experiment {settings.experiment!r}, parent run {parent}",
+          file=sys.stderr)
+
+
+def _finish(study: optuna.Study, settings: Settings, tracker, parent: str, dead: list[tuple[int, int]]) -> int:
+    """Close the parent FINISHED; the exit code says whether a worker died or every trial of the call failed."""
+    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("mlflow_parent_run_id") == parent]
     if dead:
         message = "; ".join(f"worker {i} died (exit code {c})" for i, c in dead)
-        # failed by the heartbeat, here or by another worker: FAIL without the reason our objective records
-        failed_by_heartbeat = [t.number for t in study.get_trials(deepcopy=False)
-                               if t.user_attrs.get("mlflow_parent_run_id") == parent
-                               and t.state == optuna.trial.TrialState.FAIL and "fail_reason" not in t.user_attrs]
-        if failed_by_heartbeat:
-            message += f"; its trial(s) {', '.join(map(str, failed_by_heartbeat))} marked FAIL (no heartbeat)"
-        tracker.set_tags(parent, {"dead_workers": message})
-        tracker.end_run(parent, "FINISHED")
+        lost = [t.number for t in mine if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("lost_worker")]
+        if lost:
+            message += f"; its trial(s) {', '.join(map(str, lost))} marked FAIL (worker lost)"
+        with signals_held():
+            tracker.set_tags(parent, {"dead_workers": message})
+            tracker.end_run(parent, "FINISHED")
         print(f"{PROG}: {message}; the other workers finished the study's trials", file=sys.stderr)
         return EXIT_FAILED
-    tracker.end_run(parent, "FINISHED")
-    mine = [t for t in study.trials if t.user_attrs.get("mlflow_parent_run_id") == parent]
+    with signals_held():
+        tracker.end_run(parent, "FINISHED")
     if mine and all(t.state == optuna.trial.TrialState.FAIL for t in mine):
         print(f"{PROG}: every trial of this call failed (see fail_reason above)", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _close(tracker, parent: str | None, status: str, reason: str) -> None:
+    """Close the parent run with its reason, unless it is closed already (a signal that came once the call had
+    finished); never raises (it runs while something else already went wrong). The status goes first when the
+    reason cannot be written (e.g. a full disk)."""
+    if tracker is None or parent is None:
+        return
+    try:
+        if tracker.run_status(parent) != "RUNNING":
+            return
+    except Exception:  # noqa: BLE001  (unreadable: close it anyway)
+        pass
+    try:
+        tracker.end_run(parent, status, mask_secrets(reason))
+        return
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        tracker.client.set_terminated(parent, status=status)
+    except Exception as exc:  # noqa: BLE001
+        print(f"{PROG}: could not mark the MLflow parent run {parent} {status} ({type(exc).__name__}: {exc})",
+              file=sys.stderr)
+
+
+def _error_log(folder: Path, text: str) -> str:
+    """Write the traceback beside the study's outputs; where it went, in words (never raises)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "search-error.log").write_text(text)
+        return f"traceback in {folder / 'search-error.log'}"
+    except OSError as exc:
+        return f"the traceback could not be written: {exc.strerror}"
 
 
 if __name__ == "__main__":

@@ -28,19 +28,38 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from experiments.stats import chance_interval
+
 COSTS = {"macs": "MACs (analytic, fvcore convention)", "latency_ms": "latency bs1 (ms)"}
 
 
 # ---------------------------------------------------------------------------------- tables
 def objectives_of(study: optuna.Study) -> list[str]:
+    """The search's objective names (top1 first); for a study made elsewhere, its Optuna metric names."""
     stored = study.user_attrs.get("sepvit.settings", {})
-    return list(stored.get("objectives", ["top1"]))
+    if "objectives" in stored:
+        return list(stored["objectives"])
+    return list(study.metric_names or ["top1", *(f"objective {i}" for i in range(1, len(study.directions)))])
+
+
+def chance_level(study: optuna.Study) -> tuple[float, int, int] | None:
+    """(highest top-1 % that guessing reaches, classes, validation images): the upper end of the 95 % binomial
+    interval of 1/classes on the validation set, as the runner's reports use; None if the study does not say."""
+    data = study.user_attrs.get("sepvit.data") or {}
+    settings = study.user_attrs.get("sepvit.settings", {})
+    classes = data.get("num_classes") or settings.get("model", {}).get("num_classes")
+    images = data.get("val_size") or settings.get("train", {}).get("val_size")
+    if not classes or not images:
+        return None
+    return chance_interval(int(classes), int(images))[1], int(classes), int(images)
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, reference flag, top1 (COMPLETE trials), the cost columns, each searched
-    parameter (NaN where it did not apply), epochs trained, seconds, and why a trial was pruned or failed."""
+    parameter (NaN where it did not apply), epochs trained, seconds, why a trial was pruned or failed, and
+    `at_chance` (a COMPLETE trial whose top-1 is within or below chance level; None where unknown)."""
     objectives = objectives_of(study)
+    chance = chance_level(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {"number": t.number, "state": t.state.name, "reference": bool(t.user_attrs.get("reference"))}
@@ -57,6 +76,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                        or t.user_attrs.get("pruned_reason") or "")
         row["call"] = t.user_attrs.get("mlflow_parent_run_id")
         row["duplicate_of"] = t.user_attrs.get("duplicate_of", math.nan)
+        row["at_chance"] = (None if chance is None or _missing(row["top1"]) else bool(row["top1"] <= chance[0]))
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -109,6 +129,11 @@ def differences(row: pd.Series, ref: pd.Series, params: list[str]) -> str:
     return ", ".join(out) or "none (the same configuration)"
 
 
+def _flagged(value: Any) -> bool:
+    """An `at_chance` cell is True (not False, None or NaN; numpy's bool counts)."""
+    return not _missing(value) and bool(value)
+
+
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -131,15 +156,29 @@ def best_rows(study: optuna.Study, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------- importances
+IMPORTANCE_METHOD = "PED-ANOVA"
+
+
+def importance_target(study: optuna.Study, index: int):
+    """The `target` that makes Optuna rank parameters for objective `index` in the study's own direction, or None
+    where Optuna reads the direction itself (one objective). With a `target`, PED-ANOVA takes lower as better, so a
+    maximised objective is negated; passing `t.values[i]` as is would rank what predicts a LOW top-1."""
+    if not study._is_multi_objective():
+        return None
+    sign = -1.0 if study.directions[index] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return lambda t: sign * t.values[index]
+
+
 def importances(study: optuna.Study) -> dict[str, dict[str, float]]:
-    """Parameter importances (Optuna's default evaluator, PED-ANOVA) for each objective; empty where Optuna cannot
-    assess them yet (too few COMPLETE trials, or no parameter varied)."""
+    """Parameter importances (Optuna's default evaluator, PED-ANOVA) for each objective in its own direction, most
+    important first; empty where Optuna cannot assess them yet (too few COMPLETE trials, or no parameter varied).
+    The printed report, `importances.json`, the figure and notebook 04 all use this function."""
     out: dict[str, dict[str, float]] = {}
     for i, name in enumerate(objectives_of(study)):
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                values = optuna.importance.get_param_importances(study, target=lambda t, i=i: t.values[i])
+                warnings.simplefilter("ignore")  # Optuna warns that a `target` is read as lower-is-better: it is
+                values = optuna.importance.get_param_importances(study, target=importance_target(study, i))
             out[name] = {k: float(v) for k, v in values.items()}
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:
             out[name] = {}
@@ -147,11 +186,50 @@ def importances(study: optuna.Study) -> dict[str, dict[str, float]]:
     return out
 
 
+def importance_lines(study: optuna.Study, found: dict[str, dict[str, float]]) -> list[str]:
+    """One line per objective: 'importance for top1 (maximised): a 0.93, b 0.07'."""
+    why = found.get("_why", {})
+    lines = []
+    for name, direction in zip(objectives_of(study), _direction_words(study)):
+        if found.get(name):
+            lines.append(f"importance for {name} ({direction}, {IMPORTANCE_METHOD}): "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in found[name].items()))
+        else:
+            lines.append(f"importance for {name}: not available ({why.get(name, 'no data')})")
+    return lines
+
+
+def plot_importances(study: optuna.Study, found: dict[str, dict[str, float]]):
+    """One horizontal bar chart per objective that has importances (most important at the top), drawn from
+    `found` (the output of `importances`), so the figure shows the numbers of the report; None if there are none."""
+    import matplotlib.pyplot as plt
+
+    shown = [(name, direction) for name, direction in zip(objectives_of(study), _direction_words(study))
+             if found.get(name)]
+    if not shown:
+        return None
+    rows = max(len(found[name]) for name, _ in shown)
+    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 0.45 * rows + 1.5), squeeze=False)
+    for ax, (name, direction) in zip(axes[0], shown):
+        names = list(found[name])[::-1]  # barh draws bottom-up: the most important last, at the top
+        values = [found[name][n] for n in names]
+        bars = ax.barh(names, values, color="C0")
+        ax.bar_label(bars, fmt="%.2f", padding=2, fontsize=8)
+        ax.set(xlim=(0, 1.1), xlabel=f"importance ({IMPORTANCE_METHOD}, sums to 1)",
+               title=f"{name} ({direction})")
+    fig.tight_layout()
+    return fig
+
+
+def _direction_words(study: optuna.Study) -> list[str]:
+    return ["maximised" if d == optuna.study.StudyDirection.MAXIMIZE else "minimised" for d in study.directions]
+
+
 # ---------------------------------------------------------------------------------- text
 def summary_text(study: optuna.Study, started: float | None = None, parent_run_id: str | None = None,
-                 max_rows: int = 20) -> str:
+                 max_rows: int = 20, found: dict[str, dict[str, float]] | None = None) -> str:
     """The end-of-call report: counts, the best trial or Pareto set, the reference and the distance to it, the
-    trials table (best first) and importances."""
+    trials table (best first) and importances (`found`, from `importances`, computed here if not given)."""
     frame = trials_frame(study)
     objectives = objectives_of(study)
     counts = frame["state"].value_counts().to_dict() if not frame.empty else {}
@@ -190,24 +268,37 @@ def summary_text(study: optuna.Study, started: float | None = None, parent_run_i
                 on_front = int(ref["number"]) in set(best["number"])
                 lines.append(f"  the reference is {'on' if on_front else 'not on'} the Pareto front")
     done = completed(frame).sort_values("top1", ascending=False)
+    lines.extend(chance_lines(study, done))
     if len(done):
         lines.append("")
         shown = done.head(max_rows)
         table = shown[["number", "top1", "macs", *(["latency_ms"] if "latency" in objectives else []), *params]]
         table = table.rename(columns={c: c[len("param "):] for c in params})
         table = table.assign(macs=(table["macs"] / 1e6).round(2)).rename(columns={"macs": "MMACs"})
+        if shown["at_chance"].map(_flagged).any():
+            table = table.assign(chance=["(chance!)" if _flagged(flag) else "" for flag in shown["at_chance"]])
         lines.append(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
         if len(done) > max_rows:
             lines.append(f"... {len(done) - max_rows} more COMPLETE trials")
-    found = importances(study)
-    why = found.pop("_why", {})
-    for name in objectives:
-        if found.get(name):
-            lines.append(f"importance for {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in
-                                                               sorted(found[name].items(), key=lambda kv: -kv[1])))
-        else:
-            lines.append(f"importance for {name}: not available ({why.get(name, 'no data')})")
+    lines.extend(importance_lines(study, importances(study) if found is None else found))
     return "\n".join(lines)
+
+
+def chance_lines(study: optuna.Study, done: pd.DataFrame) -> list[str]:
+    """A warning naming the COMPLETE trials at chance level (they learned nothing: their parameters and their
+    distance to the reference say nothing); no line when none is, or when the study does not say its classes."""
+    chance = chance_level(study)
+    flagged = done[done["at_chance"].map(_flagged)] if "at_chance" in done else done.iloc[0:0]
+    if chance is None or flagged.empty:
+        return []
+    high, classes, images = chance
+    which = ("every COMPLETE trial" if len(flagged) == len(done)
+             else f"{len(flagged)} of {len(done)} COMPLETE trials")
+    numbers = ", ".join(str(int(n)) for n in sorted(flagged["number"])[:20]) + (" ..." if len(flagged) > 20 else "")
+    advice = ("train longer or on more images before reading rankings or importances" if len(flagged) == len(done)
+              else "leave them out of any comparison")
+    return [f"(chance!) {which} at chance level (trials {numbers}): top-1 <= {high:.1f} %, the upper end of the "
+            f"95 % binomial interval of guessing 1 of {classes} classes on {images} validation images; {advice}"]
 
 
 def _row_text(row: pd.Series, params: list[str], objectives: list[str]) -> str:
@@ -215,7 +306,8 @@ def _row_text(row: pd.Series, params: list[str], objectives: list[str]) -> str:
     if "latency" in objectives and not _missing(row.get("latency_ms")):
         costs += f"  {row['latency_ms']:.2f} ms"
     settings = " ".join(f"{c[len('param '):]}={_fmt(row[c])}" for c in params if not _missing(row.get(c)))
-    return f"trial {int(row['number'])}: top-1 {row['top1']:.2f}{costs} | {settings}"
+    chance = " (chance!)" if _flagged(row.get("at_chance")) else ""
+    return f"trial {int(row['number'])}: top-1 {row['top1']:.2f}{chance}{costs} | {settings}"
 
 
 def distance_text(row: pd.Series, ref: pd.Series, objectives: list[str]) -> str:
@@ -269,21 +361,28 @@ def conclusions(study: optuna.Study) -> list[str]:
                    f"±{half:.1f} points (binomial), and chance is {100 / classes:.1f} %; the trials span "
                    f"{done['top1'].min():.1f}–{done['top1'].max():.1f} %, so differences smaller than that interval "
                    "are not evidence.")
+    out.extend(_sentence(line[len("(chance!) "):]) for line in chance_lines(study, done))
     found = importances(study)
     if found.get("top1"):
         name, value = max(found["top1"].items(), key=lambda kv: kv[1])
-        out.append(f"The parameter that explains most of the top-1 variation is {name} (importance {value:.2f}, "
-                   "PED-ANOVA).")
+        out.append(f"The parameter that best separates the most accurate trials from the rest is {name} (importance "
+                   f"{value:.2f}, {IMPORTANCE_METHOD}, for a high top-1).")
     if len(objectives) > 1:
         out.append(f"The study optimised {', '.join(objectives)} together: its Pareto set has "
                    f"{len(study.best_trials)} trial(s).")
     return out
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
 # ---------------------------------------------------------------------------------- figures
-def figures(study: optuna.Study, folder: Path) -> list[Path]:
-    """Optuna's matplotlib plots (optimisation history, importances, parallel coordinates, and the Pareto front of a
-    multi-objective study) as PNG files; a plot Optuna cannot draw yet (too few trials) is skipped."""
+def figures(study: optuna.Study, folder: Path, found: dict[str, dict[str, float]] | None = None) -> list[Path]:
+    """Optuna's matplotlib plots (optimisation history, parallel coordinates, and the Pareto front of a
+    multi-objective study) and the importances of `importances` (`found`, computed here if not given) as PNG files;
+    a plot that cannot be drawn yet (too few trials) is skipped. Optuna's own importance plot is not used: for a
+    maximised objective of a multi-objective study it ranks parameters for the opposite direction."""
     import matplotlib  # headless processes fall back to the Agg backend by themselves
     from optuna.visualization import matplotlib as ovm
 
@@ -291,7 +390,7 @@ def figures(study: optuna.Study, folder: Path) -> list[Path]:
     target = (lambda t: t.values[0]) if len(objectives) > 1 else None
     plots = {
         "optimization_history.png": lambda: ovm.plot_optimization_history(study, target=target, target_name="top1"),
-        "param_importances.png": lambda: ovm.plot_param_importances(study, target=target, target_name="top1"),
+        "param_importances.png": lambda: plot_importances(study, importances(study) if found is None else found),
         "parallel_coordinate.png": lambda: ovm.plot_parallel_coordinate(study, target=target, target_name="top1"),
     }
     if len(objectives) > 1:
@@ -315,9 +414,13 @@ def _save_plot(plot, path: Path) -> Path | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            axes = plot()
-        figure = (np.ravel(axes)[0] if isinstance(axes, np.ndarray) else axes).get_figure()
-        figure.set_size_inches(9, 5)
+            drawn = plot()
+        if drawn is None:
+            return None
+        figure = drawn if hasattr(drawn, "savefig") else (
+            np.ravel(drawn)[0] if isinstance(drawn, np.ndarray) else drawn).get_figure()
+        if drawn is not figure:  # Optuna's plots come at its own small size
+            figure.set_size_inches(9, 5)
         figure.tight_layout()
         figure.savefig(path, dpi=90)
         return path
@@ -330,7 +433,8 @@ def _save_plot(plot, path: Path) -> Path | None:
 def finish_study(study: optuna.Study, settings, tracker, parent_run_id: str, started: float) -> str:
     """The end of a call: the report text, and on the MLflow parent run: the best trial or Pareto set (JSON),
     every trial (CSV), importances (JSON), the report (text) and Optuna's figures."""
-    text = summary_text(study, started, parent_run_id)
+    found = importances(study)  # once, so that the text, importances.json and the figure show the same numbers
+    text = summary_text(study, started, parent_run_id, found=found)
     frame = trials_frame(study)
     best = best_rows(study, frame)
     ref = reference_row(frame)
@@ -340,7 +444,8 @@ def finish_study(study: optuna.Study, settings, tracker, parent_run_id: str, sta
     for _, row in best.iterrows():
         record = {"number": int(row["number"]), "top1": row["top1"], "macs": row["macs"],
                   "latency_ms": None if _missing(row.get("latency_ms")) else row["latency_ms"],
-                  "params": {c[len("param "):]: row[c] for c in params if not _missing(row.get(c))}}
+                  "params": {c[len("param "):]: row[c] for c in params if not _missing(row.get(c))},
+                  "at_chance": None if _missing(row.get("at_chance")) else _flagged(row["at_chance"])}
         if ref is not None and ref["state"] == "COMPLETE":
             record["vs_reference"] = {"reference_trial": int(ref["number"]),
                                       "top1_points": row["top1"] - ref["top1"],
@@ -350,6 +455,8 @@ def finish_study(study: optuna.Study, settings, tracker, parent_run_id: str, sta
     metrics = {"trials": len(frame), "complete": int((frame["state"] == "COMPLETE").sum()) if len(frame) else 0,
                "pruned": int((frame["state"] == "PRUNED").sum()) if len(frame) else 0,
                "failed": int((frame["state"] == "FAIL").sum()) if len(frame) else 0}
+    if chance_level(study) is not None and len(frame):
+        metrics["at_chance"] = int(completed(frame)["at_chance"].map(_flagged).sum())
     if len(best):
         metrics["best_top1"] = float(best["top1"].max())
     if ref is not None and ref["state"] == "COMPLETE":
@@ -357,7 +464,6 @@ def finish_study(study: optuna.Study, settings, tracker, parent_run_id: str, sta
         if len(best):
             metrics["best_minus_reference_top1"] = float(best["top1"].max() - ref["top1"])
     tracker.log_metrics(parent_run_id, metrics, step=0)
-    found = importances(study)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / key).write_text(json.dumps(records, indent=2, default=_json_default))
@@ -365,7 +471,7 @@ def finish_study(study: optuna.Study, settings, tracker, parent_run_id: str, sta
         (folder / "report.txt").write_text(text + "\n")
         frame.to_csv(folder / "trials.csv", index=False)
         for path in [folder / key, folder / "importances.json", folder / "report.txt", folder / "trials.csv",
-                     *figures(study, folder)]:
+                     *figures(study, folder, found)]:
             tracker.log_artifact(parent_run_id, path)
     return text
 

@@ -4,6 +4,8 @@
         in the run named "trial 1": touch <output>/paused-<pid>, then sleep (the test kills that worker)
     SEPVIT_SEARCH_FAULT="raise:trial 1" ...
         the run named "trial 1" raises RuntimeError("injected fault") in its first epoch
+    SEPVIT_SEARCH_FAULT="pause-after:trial 0" ...
+        once trial 0 is over (between two trials): touch <output>/paused-<pid>, then sleep
 
 The patch is applied when this module is imported, so spawned search workers (which re-import the main module)
 carry it too.
@@ -23,6 +25,9 @@ from experiments import engine, search  # noqa: E402
 
 def inject(fault: str) -> None:
     kind, _, target = fault.partition(":")
+    if kind == "pause-after":
+        inject_between_trials(int(target.split()[-1]))
+        return
     original = engine.train_one_epoch
 
     def train_one_epoch(parts, cfg, epoch, desc="train"):
@@ -34,6 +39,18 @@ def inject(fault: str) -> None:
         return original(parts, cfg, epoch, desc)
 
     engine.train_one_epoch = train_one_epoch
+
+
+def inject_between_trials(number: int) -> None:
+    original = search._NextTrial.__call__
+
+    def after_trial(self, study, trial):
+        original(self, study, trial)
+        if trial.number == number:
+            (Path(self.settings.train["output"]) / f"paused-{os.getpid()}").touch()
+            time.sleep(600)
+
+    search._NextTrial.__call__ = after_trial
 
 
 if os.environ.get("SEPVIT_SEARCH_FAULT"):

@@ -232,6 +232,8 @@ BAD_INPUT = {
     "unknown dataset": (["--dataset", "mnist"], "unknown dataset"),
     "zero batch size": (["-b", "0"], "batch_size"),
     "unreachable tracking server": (["--tracking-uri", "http://127.0.0.1:PORT"], "unreachable"),
+    "300-character experiment name": (["--experiment", "e" * 300], "--experiment is 300 characters long"),
+    "300-character study name": (["--study-name", "s" * 300], "--study-name is 300 characters long"),
 }
 
 
@@ -272,6 +274,8 @@ def test_a_study_starts_with_the_reference_and_logs_one_child_run_per_trial(cont
     folder, _, (first, _), after_first = continued_study
     assert first == 0 and len(after_first) == 3
     study = _study(folder)
+    assert study.metric_names == ["top1"]  # optuna-dashboard's name for the objective
+    assert study.user_attrs["sepvit.data"] == {"name": "synthetic", "num_classes": 10, "val_size": 32}
     reference = study.trials[0]
     assert reference.user_attrs["reference"] is True
     assert reference.params == {"window_size": 4, "window_token": "learnable", "group_size.2": 2, "group_size.3": 2}
@@ -363,7 +367,7 @@ def test_a_trial_that_raises_is_failed_with_its_reason_and_the_study_goes_on(out
     states = [t.state.name for t in study.trials]
     assert states == ["COMPLETE", "FAIL", "COMPLETE"]  # the grid ended after its 3 combinations
     failed = study.trials[1]
-    assert failed.user_attrs["fail_reason"] == "RuntimeError: injected fault"
+    assert failed.user_attrs["fail_reason"] == failed.system_attrs["fail_reason"] == "RuntimeError: injected fault"
     _, children, parents = _runs(out)
     child = next(c for c in children if c.data.tags["optuna.trial_number"] == "1")
     assert child.info.status == "FAILED" and child.data.tags["optuna.state"] == "FAIL"
@@ -384,7 +388,7 @@ def test_a_killed_worker_leaves_its_trial_failed_and_the_others_finish(out):
     os.kill(pid, signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == search.EXIT_FAILED, stderr[-3000:]
-    assert "died" in stderr and "marked FAIL (no heartbeat)" in stderr
+    assert "died" in stderr and "marked FAIL (worker lost)" in stderr
     study = _study(out)
     states = {t.number: t.state.name for t in study.trials}
     assert len(states) == 4 and states[1] == "FAIL"
@@ -392,7 +396,10 @@ def test_a_killed_worker_leaves_its_trial_failed_and_the_others_finish(out):
     _, children, parents = _runs(out)
     assert sorted(int(c.data.tags["optuna.trial_number"]) for c in children) == [0, 1, 2, 3]
     killed = next(c for c in children if c.data.tags["optuna.trial_number"] == "1")
-    assert killed.info.status == "FAILED" and "heartbeats" in killed.data.tags["status_reason"]
+    # failed by the other worker's heartbeat check, or at once by the call (the worker's pid is gone)
+    reason = killed.data.tags["status_reason"]
+    assert killed.info.status == "FAILED" and ("heartbeats" in reason or f"pid {pid}" in reason), reason
+    assert study.trials[1].system_attrs["fail_reason"] == study.trials[1].user_attrs["fail_reason"] == reason
     assert "died" in parents[0].data.tags["dead_workers"]
     assert "study 'sepvit-search': 4 trials" in stdout
 
@@ -403,6 +410,7 @@ def test_accuracy_against_macs_reports_a_pareto_front(out):
     assert rc == 0
     study = _study(out)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["top1", "macs"]
     for trial in study.trials:
         if trial.state == optuna.trial.TrialState.COMPLETE:
             assert trial.values[1] == trial.user_attrs["macs"]  # the analytic count, one image
@@ -431,6 +439,7 @@ def test_latency_is_measured_once_per_architecture(out, monkeypatch):
     assert rc == 0
     study = _study(out)
     assert len(study.trials) == 2 and calls == [1]  # batch 1, measured once
+    assert study.metric_names == ["top1", "latency_ms"]
     latencies = {t.user_attrs["latency_ms"] for t in study.trials}
     assert len(latencies) == 1 and [k for k in study.user_attrs if k.startswith("latency_ms:")]
     assert all(t.values[1] == t.user_attrs["latency_ms"] for t in study.trials)
@@ -502,3 +511,159 @@ def test_drawing_the_studys_figures_keeps_the_interactive_mode_a_backend_switche
         assert matplotlib.is_interactive()
     finally:
         matplotlib.interactive(was)
+
+
+# ---------------------------------------------------------------------------------- lifecycle, names, secrets
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+def _no_running_run(folder: Path, experiment: str = search.DEFAULT_EXPERIMENT) -> None:
+    _, children, parents = _runs(folder, experiment)
+    assert children and parents
+    assert [r.info.run_name for r in children + parents if r.info.status == "RUNNING"] == []
+    assert [t.number for t in _study(folder).trials if t.state == optuna.trial.TrialState.RUNNING] == []
+
+
+@pytest.mark.parametrize("experiment", ["../../escaped", ".."])
+def test_user_supplied_names_write_nothing_outside_the_output_folder(tmp_path, mlflow_db_template, experiment):
+    out = tmp_path / "a" / "b" / "out"
+    out.mkdir(parents=True)
+    shutil.copy(mlflow_db_template, out / "mlflow.db")
+    before = _files(tmp_path)
+    rc = search.main([*TINY, "--n-trials", "1", "--experiment", experiment, "--output", str(out)])
+    assert rc == 0
+    new = _files(tmp_path) - before
+    assert new and all(out in path.parents for path in new), sorted(map(str, new - _files(out)))
+    assert list((out / search.folder_name(experiment)).glob("sepvit-search/trial-0000/*"))  # the trial's files
+    _, children, parents = _runs(out, experiment)  # MLflow keeps the name as given
+    assert len(children) == 1 and len(parents) == 1
+
+
+SECRET = "s3cr3t-pw"
+FAKE_URL = f"postgresql://optuna:{SECRET}@db-host/optuna"
+
+
+@pytest.fixture
+def password_storage(out, monkeypatch):
+    """`--storage FAKE_URL` as the search sees it everywhere, while the driver underneath is the test's SQLite file
+    (a SQLite URL cannot carry a password; this follows the password through every place the search writes)."""
+    real = search._driver_url
+    monkeypatch.setattr(search, "_driver_url", lambda url: _storage(out) if url == FAKE_URL else real(url))
+    return out
+
+
+def _assert_secret_nowhere(folder: Path, *texts: str) -> None:
+    leaks = [str(path) for path in _files(folder) if SECRET.encode() in path.read_bytes()]
+    assert leaks == [], leaks
+    assert all(SECRET not in text for text in texts)
+
+
+def test_a_password_in_the_storage_url_reaches_neither_store_nor_messages(password_storage, monkeypatch, capsys):
+    out = password_storage
+    original = optuna.Trial.report
+
+    def unreachable(trial, value, step):  # the storage fails mid-trial with a message that quotes its URL
+        if trial.number == 1:
+            raise RuntimeError(f"lost the connection to {FAKE_URL}")
+        return original(trial, value, step)
+
+    monkeypatch.setattr(optuna.Trial, "report", unreachable)
+    rc = search.main([*TINY, "--n-trials", "2", "--storage", FAKE_URL, "--output", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    masked = FAKE_URL.replace(SECRET, "***")
+    _, children, parents = _runs(out)
+    assert f"--storage {masked}" in parents[0].data.tags["command"]
+    assert parents[0].data.tags["optuna.storage"] == masked
+    failed = _study(out).trials[1]
+    assert failed.state == optuna.trial.TrialState.FAIL and masked in failed.system_attrs["fail_reason"]
+    assert masked in next(c for c in children if c.info.status == "FAILED").data.tags["status_reason"]
+    _assert_secret_nowhere(out, captured.out, captured.err)
+
+
+def test_a_call_that_fails_closes_its_parent_with_the_reason_and_masks_it(password_storage, monkeypatch, capsys):
+    import experiments.search_report as search_report
+
+    out = password_storage
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(f"report lost {FAKE_URL}")
+
+    monkeypatch.setattr(search_report, "finish_study", broken)
+    rc = search.main([*TINY, "--n-trials", "1", "--storage", FAKE_URL, "--output", str(out)])
+    err = capsys.readouterr().err
+    assert rc == search.EXIT_FAILED
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("search.py: RuntimeError: report lost") and "search-error.log" in last
+    _, _, parents = _runs(out)
+    assert parents[0].info.status == "FAILED"
+    assert parents[0].data.tags["status_reason"] == f"RuntimeError: report lost {FAKE_URL.replace(SECRET, '***')}"
+    _no_running_run(out)
+    _assert_secret_nowhere(out, err)
+    assert (out / "search-error.log").exists()
+
+
+STOPS = {"SIGTERM between trials": ("pause-after:trial 0", signal.SIGTERM, "SIGTERM"),
+         "SIGTERM in a trial": ("pause:trial 1", signal.SIGTERM, "SIGTERM"),
+         "SIGINT between trials": ("pause-after:trial 0", signal.SIGINT, "Ctrl-C (SIGINT)")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(STOPS))
+def test_a_stop_signal_closes_every_run_with_the_reason_and_the_same_command_continues(out, case):
+    where, signum, how = STOPS[case]
+    argv = [*TINY, "--n-trials", "3", "--output", str(out)]
+    proc = _subprocess(argv, fault=where)
+    deadline = time.time() + 300
+    while not list(out.glob("paused-*")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the pause was never reached"
+        time.sleep(0.2)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == (f"search.py: interrupted ({how}); run the same command to continue "
+                                               f"study '{search.DEFAULT_STUDY}'")
+    assert "Traceback" not in stderr
+    _no_running_run(out)
+    _, children, parents = _runs(out)
+    assert parents[0].info.status == "KILLED" and how in parents[0].data.tags["status_reason"]
+    study = _study(out)
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE  # the reference
+    if where.startswith("pause:"):  # the trial it stopped: FAIL with the reason, in both stores
+        stopped = study.trials[1]
+        assert stopped.state == optuna.trial.TrialState.FAIL
+        assert stopped.system_attrs["fail_reason"] == f"interrupted ({how})"
+        child = next(c for c in children if c.data.tags["optuna.trial_number"] == "1")
+        assert child.info.status == "KILLED" and child.data.tags["optuna.state"] == "FAIL"
+    assert search.main([*TINY, "--n-trials", "1", "--output", str(out)]) == 0
+    _no_running_run(out)
+
+
+@pytest.mark.slow
+def test_a_search_killed_during_the_reference_trial_is_repaired_by_the_same_command(out):
+    argv = [*TINY, "--n-trials", "2", "--output", str(out)]
+    proc = _subprocess(argv, fault="pause:trial 0")
+    deadline = time.time() + 300
+    while not list(out.glob("paused-*")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "trial 0 never started"
+        time.sleep(0.2)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert _study(out).trials[0].state == optuna.trial.TrialState.RUNNING  # what SIGKILL leaves
+
+    assert search.main([*TINY, "--n-trials", "1", "--output", str(out)]) == 0  # at once: no heartbeat wait
+    _no_running_run(out)
+    study = _study(out)
+    killed, again = study.trials[0], study.trials[1]
+    assert killed.state == optuna.trial.TrialState.FAIL and f"pid {proc.pid}" in killed.system_attrs["fail_reason"]
+    assert again.user_attrs["reference"] and again.state == optuna.trial.TrialState.COMPLETE
+    assert again.params == killed.params
+    _, children, parents = _runs(out)
+    first = next(p for p in parents if p.data.tags["pid"] == str(proc.pid))
+    assert first.info.status == "KILLED" and "died" in first.data.tags["status_reason"]
+    child = next(c for c in children if c.data.tags["optuna.trial_number"] == "0")
+    assert child.info.status == "FAILED" and f"pid {proc.pid}" in child.data.tags["status_reason"]
+    assert "reference (the base configuration, trial 1)" in summary_text(study)

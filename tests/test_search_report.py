@@ -1,0 +1,149 @@
+"""experiments/search_report.py on synthetic studies whose answer is known: importances in the study's own direction
+(the same numbers in the printed report, importances.json and the figure)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from experiments import search_report
+from experiments.search_report import importances
+
+N_TRIALS = 40
+
+
+def known_study(directions: list[str], objectives: list[str]) -> optuna.Study:
+    """`a` decides which trials are best for top1 (whatever its direction), `c` only which are worst, `b` is noise
+    for top1 (and decides the second objective, minimised, where there is one). A ranking made for the opposite
+    direction puts `c` first."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(directions=directions, sampler=optuna.samplers.RandomSampler(seed=0))
+    study.set_user_attr("sepvit.settings", {"objectives": objectives})
+    sign = 1.0 if directions[0] == "maximize" else -1.0
+
+    def objective(trial):
+        a, b, c = (trial.suggest_float(name, 0.0, 1.0) for name in "abc")
+        top1 = sign * (a ** 8 - c ** 8)
+        return top1 if len(directions) == 1 else (top1, b)
+
+    study.optimize(objective, n_trials=N_TRIALS)
+    return study
+
+
+class RecordingTracker:
+    """What finish_study logs to the parent run, read while its temporary files still exist."""
+
+    def __init__(self):
+        self.artifacts: dict[str, bytes] = {}
+        self.metrics: dict[str, float] = {}
+
+    def log_metrics(self, run_id, metrics, step):
+        self.metrics.update(metrics)
+
+    def log_artifact(self, run_id, path, artifact_path=None):
+        self.artifacts[Path(path).name] = Path(path).read_bytes()
+
+
+def _report_importances(text: str) -> dict[str, dict[str, float]]:
+    found = {}
+    for name, ranking in re.findall(r"^importance for (\S+) \([^)]*\): (.+)$", text, flags=re.M):
+        found[name] = {k: float(v) for k, v in (item.rsplit(" ", 1) for item in ranking.split(", "))}
+    return found
+
+
+CASES = {
+    "maximize": (["maximize"], ["top1"], {"top1": "a"}),
+    "minimize": (["minimize"], ["top1"], {"top1": "a"}),
+    "pareto": (["maximize", "minimize"], ["top1", "macs"], {"top1": "a", "macs": "b"}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_importances_rank_for_the_studys_direction_and_report_json_and_figure_agree(case, monkeypatch):
+    directions, objectives, first = CASES[case]
+    study = known_study(directions, objectives)
+    found = importances(study)
+    for name, parameter in first.items():
+        ranking = list(found[name])
+        assert ranking[0] == parameter, (name, found[name])
+        assert found[name][parameter] > 0.5, found[name]
+    assert list(found["top1"]).index("b") > 0  # noise for top1 never ranks first
+
+    drawn: dict[str, dict[str, float]] = {}
+    original = search_report._save_plot
+
+    def read_the_figure(plot, path):
+        if path.name == "param_importances.png":
+            figure = plot()
+            for ax in figure.axes:
+                name = ax.get_title().split(" ")[0]
+                labels = [t.get_text() for t in ax.get_yticklabels()]
+                drawn[name] = {label: bar.get_width() for label, bar in zip(labels, ax.patches)}
+        return original(plot, path)
+
+    monkeypatch.setattr(search_report, "_save_plot", read_the_figure)
+    tracker = RecordingTracker()
+    text = search_report.finish_study(study, SimpleNamespace(objectives=objectives), tracker, "parent", 0.0)
+
+    stored = json.loads(tracker.artifacts["importances.json"])
+    assert "param_importances.png" in tracker.artifacts
+    printed = _report_importances(text)
+    assert set(printed) == set(stored) - {"_why"} == set(drawn) == set(objectives)
+    for name in objectives:
+        assert list(printed[name]) == list(stored[name]) == list(found[name])  # the same order everywhere
+        assert printed[name] == pytest.approx({k: round(v, 2) for k, v in stored[name].items()}, abs=1e-9)
+        assert drawn[name] == pytest.approx(stored[name])
+    direction_word = {"maximize": "maximised", "minimize": "minimised"}[directions[0]]
+    assert f"importance for top1 ({direction_word}" in text
+
+
+# ---------------------------------------------------------------------------------- chance level
+def fixed_study(top1: list[float], data: dict | None) -> optuna.Study:
+    """One COMPLETE trial per value of `top1`, in order (parameter `x` is the trial's index)."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("sepvit.settings", {"objectives": ["top1"]})
+    if data is not None:
+        study.set_user_attr("sepvit.data", data)
+    study.optimize(lambda trial: top1[trial.suggest_int("x", 0, len(top1) - 1)], n_trials=0)
+    for index in range(len(top1)):
+        study.enqueue_trial({"x": index})
+    study.optimize(lambda trial: top1[trial.suggest_int("x", 0, len(top1) - 1)], n_trials=len(top1))
+    return study
+
+
+def test_trials_at_chance_level_are_flagged_in_the_frame_report_metrics_and_conclusions():
+    # 10 classes on 100 images: guessing reaches up to 16 % (upper end of the 95 % binomial interval)
+    study = fixed_study([12.0, 16.0, 40.0, 75.0], {"num_classes": 10, "val_size": 100})
+    assert search_report.chance_level(study) == (16.0, 10, 100)
+    frame = search_report.trials_frame(study)
+    assert frame["at_chance"].tolist() == [True, True, False, False]
+
+    text = search_report.summary_text(study)
+    warning = next(line for line in text.splitlines() if line.startswith("(chance!)"))
+    assert "2 of 4 COMPLETE trials at chance level (trials 0, 1)" in warning and "16.0 %" in warning
+    table = {int(line.split()[0]): line for line in text.splitlines() if re.match(r"^\s*\d+\s+\d", line)}
+    assert sorted(table) == [0, 1, 2, 3]
+    assert sorted(n for n, line in table.items() if "(chance!)" in line) == [0, 1]
+    best = next(line for line in text.splitlines() if line.startswith("  trial 3:"))
+    assert "(chance!)" not in best
+
+    tracker = RecordingTracker()
+    search_report.finish_study(study, SimpleNamespace(objectives=["top1"]), tracker, "parent", 0.0)
+    assert tracker.metrics["at_chance"] == 2
+    assert json.loads(tracker.artifacts["best_trial.json"])[0]["at_chance"] is False
+    assert any("at chance level (trials 0, 1)" in s for s in search_report.conclusions(study))
+
+
+def test_a_study_entirely_at_chance_says_so_and_one_without_class_counts_flags_nothing():
+    everything = fixed_study([9.0, 11.0], {"num_classes": 10, "val_size": 100})
+    assert "(chance!) every COMPLETE trial at chance level (trials 0, 1)" in search_report.summary_text(everything)
+
+    unknown = fixed_study([9.0, 11.0], None)
+    assert search_report.chance_level(unknown) is None
+    assert search_report.trials_frame(unknown)["at_chance"].isna().all()
+    assert "chance" not in search_report.summary_text(unknown)
