@@ -86,7 +86,10 @@ def check_resumable_checkpoint(path: str | os.PathLike, model_cfg: SepViTConfig,
     CheckpointError naming the fields in which it belongs to another configuration."""
     state = load_checkpoint(path, required=("model", "optimizer", "config", "train_config", "epoch", "history"))
     model_diff = config_differences(state["config"], model_cfg.to_dict())
-    train_diff = config_differences({k: v for k, v in state["train_config"].items() if k not in may_differ},
+    # a field added to TrainConfig after the checkpoint was written takes its default, which by convention is the
+    # behaviour of the code that wrote it (e.g. amp_dtype: the old --amp was bfloat16)
+    stored_train = {**type(train_cfg)().to_dict(), **state["train_config"]}
+    train_diff = config_differences({k: v for k, v in stored_train.items() if k not in may_differ},
                                     {k: v for k, v in train_cfg.to_dict().items() if k not in may_differ})
     if model_diff or train_diff:
         raise CheckpointError(f"{path} belongs to another configuration than the call planned "

@@ -211,3 +211,18 @@ def test_mlflow_record_contents(output_dir, tiny_data):
     model = load_model(best)  # the notebook's path: the best checkpoint rebuilds the model
     assert model.config == result.model_cfg
     assert not math.isnan(result.top1)
+
+
+def test_a_checkpoint_from_before_a_training_field_existed_still_resumes(tmp_path):
+    """A TrainConfig field added later takes its default (the old behaviour); a real difference is still refused."""
+    from experiments.checkpoint import CheckpointError, check_resumable_checkpoint
+    from experiments.train_config import TrainConfig
+
+    cfg, train = tiny_model_cfg(), TrainConfig()
+    old = {k: v for k, v in train.to_dict().items() if k != "amp_dtype"}  # written before --amp-dtype existed
+    state = {"model": {}, "optimizer": {}, "config": cfg.to_dict(), "train_config": old, "epoch": 2, "history": []}
+    torch.save(state, tmp_path / "last.pth")
+    assert check_resumable_checkpoint(tmp_path / "last.pth", cfg, train) == 2
+    torch.save({**state, "train_config": {**old, "smoothing": 0.0}}, tmp_path / "last.pth")
+    with pytest.raises(CheckpointError, match="smoothing"):
+        check_resumable_checkpoint(tmp_path / "last.pth", cfg, train)
