@@ -74,7 +74,7 @@ def calibrate(runs: pd.DataFrame, curves: dict[str, list[float]], reference: str
     late = [r for r in runs_out
             if r["takeoff_epoch"] is None or r["takeoff_epoch"] > r["epochs"] / 2 or r["last_epoch_gain"] > CLIMBING_POINTS]
     return {
-        "reference": reference, "null_change": "fused_attn flipped (same function, another kernel)",
+        "reference": reference, "null_change": "fused_attn flipped: the same function through another kernel",
         "seeds": len(ref), "mean": float(mean), "ci_half_width": float(half), "seed_sd": seed_sd,
         "target_seed_sd": TARGET_SEED_SD, "meets_target": bool(seed_sd <= TARGET_SEED_SD) if not math.isnan(seed_sd) else None,
         "null_paired_mean": float(null_mean), "null_paired_low": float(null_low), "null_paired_high": float(null_high),
