@@ -155,9 +155,11 @@ def apply_costs(summary: pd.DataFrame, costs: dict[str, dict[str, float]] | None
     for column in ("latency_ms", "latency_ms_q1", "latency_ms_q3", "img_per_s", "img_per_s_q1", "img_per_s_q3"):
         summary[column] = [costs.get(c, {}).get(column, math.nan) for c in summary["config"]]
     first = next(iter(costs.values()))
+    rounds = f"{first['timing_rounds']:g} " if isinstance(first.get("timing_rounds"), (int, float)) else ""
+    threads = f", {first['timing_threads']:g} thread(s)" if isinstance(first.get("timing_threads"), (int, float)) else ""
     summary.attrs["timing"] = (f"latency (batch 1, forward) and train img/s (one optimisation step at the call's "
-                               f"batch size): median (IQR) of {first['timing_rounds']} interleaved rounds after "
-                               f"training, {first['timing_threads']} thread(s), every configuration in the same rounds")
+                               f"batch size): median (IQR) of {rounds}interleaved rounds after training{threads}, "
+                               "every configuration in the same rounds")
     return summary
 
 
@@ -411,3 +413,17 @@ def learning_curve_figure(history: list[dict[str, float]], path: str | Path, tit
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     return path
+
+
+def load_call_summary(tracking_uri: str, parent_run_id: str) -> pd.DataFrame | None:
+    """The summary table a call stored on its parent run (`summary.csv`: with the interleaved cost timings and
+    their quartiles), or None for a call that ended before writing it."""
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if "summary.csv" not in {a.path for a in client.list_artifacts(parent_run_id)}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return pd.read_csv(client.download_artifacts(parent_run_id, "summary.csv", tmp))

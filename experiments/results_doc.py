@@ -70,14 +70,15 @@ def render(sections: list[dict], smoke: bool) -> str:
              f"- commit `{git('rev-parse', 'HEAD')}`{dirty}, generated "
              f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
              f"- machine: {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-             f"({torch.get_num_threads()} threads per process by default); load average at the start "
-             f"{os.getloadavg()[0]:.1f}",
+             f"({torch.get_num_threads()} threads per process by default)",
              "- thread layout: `--parallel auto` (the default) trains two one-thread runs at a time on 2 cores; a run's "
              "numbers are deterministic for its thread count", ""]
     for s in sections:
         command = "python experiments/ablate.py " + " ".join(s["args"])
         lines += [f"## {s['title']}", "", f"`{command}`: exit code {s['code']}, {s['seconds'] / 60:.1f} minutes "
-                  "wall clock.", "", "```", s["stdout"].rstrip(), "```", ""]
+                  f"wall clock (1-minute load average {s['load'][0]:.1f} at the start, {s['load'][1]:.1f} at the end; "
+                  "above 2, other work shared the 2 cores and the time is not the quiet machine's).", "", "```",
+                  s["stdout"].rstrip(), "```", ""]
     return "\n".join(lines)
 
 
@@ -95,9 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections = []
     with tempfile.TemporaryDirectory(prefix="sepvit-results-") as tmp:
         for i, (title, command) in enumerate(COMMANDS):
+            load_before = os.getloadavg()[0]
             stdout, seconds, code = run_command([*command, *(SMOKE_ARGS if smoke else [])], Path(tmp) / str(i))
             sections.append({"title": title, "args": command + (SMOKE_ARGS if smoke else []), "stdout": stdout,
-                             "seconds": seconds, "code": code})
+                             "seconds": seconds, "code": code, "load": (load_before, os.getloadavg()[0])})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(sections, smoke))
     print(f"wrote {out}")
