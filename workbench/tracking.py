@@ -142,7 +142,7 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The processor's model name (Linux /proc/cpuinfo), else platform's guess."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -171,7 +171,7 @@ def environment_params() -> dict[str, str]:
         "env.cuda": torch.version.cuda or "none",
         # a run's numbers are deterministic for one thread count only: another count can move top-1 by points
         "env.torch_threads": str(torch.get_num_threads()),
-        "env.cpu": _cpu_model(),
+        "env.cpu": cpu_model(),
     }
     commit, dirty = _git_state()
     params["git.commit"] = commit or "unknown"
