@@ -118,7 +118,7 @@ ATTENTION_KINDS = ("global MSA", "Swin W-MSA", "Twins LSA", "Twins GSA", "SepViT
                    "SepViT DSSA (DWA + PWA + proj)")
 
 
-def _dssa_parts(height: int, width: int, dim: int, window: int) -> dict[str, Macs]:
+def dssa_parts(height: int, width: int, dim: int, window: int) -> dict[str, Macs]:
     """Our DSSA unit at one map and window, built for that map (window tokens and PWA where it has several
     windows, no token resizing): its own count per step."""
     wh, ww, ph, pw = window_geometry(height, width, window)
@@ -132,7 +132,7 @@ def attention_unit_macs(kind: str, height: int, width: int, dim: int, window: in
     if kind not in ATTENTION_KINDS:
         raise ValueError(f"unknown attention kind {kind!r}: use one of {', '.join(ATTENTION_KINDS)}")
     if kind.startswith("SepViT"):
-        parts = _dssa_parts(height, width, dim, window)
+        parts = dssa_parts(height, width, dim, window)
         if kind == "SepViT DWA":
             return parts["dwa"]
         if kind == "SepViT PWA":

@@ -15,7 +15,7 @@ from sepvit.config import BLOCK_PATTERNS, PRESETS, SepViTConfig
 from sepvit.macs import Macs
 from workbench.cli import UsageError
 
-from analysis.analytic_macs import _dssa_parts, model_macs, mlp, msa, transformer_block, twins_gsa, window_msa
+from analysis.analytic_macs import dssa_parts, model_macs, mlp, msa, transformer_block, twins_gsa, window_msa
 from analysis.counters import fvcore_count
 from analysis.model_counts import build_config
 from analysis.units import UNITS, stage_units
@@ -99,7 +99,7 @@ def window_group_sweep(variant: str = "sepvit_tiny", stage: int = 1, img_size: i
     rows = []
 
     def parts(window: int) -> dict[str, int]:
-        unit = _dssa_parts(h, w, dim, window)
+        unit = dssa_parts(h, w, dim, window)
         return dict(dwa=unit["dwa"].paper, pwa=unit["pwa"].paper, proj=unit["proj"].paper,
                     mlp=mlp(h * w, dim, ratio).paper)
 
