@@ -36,7 +36,7 @@ def follows_macs(time_ratio: float, macs_ratio: float, tolerance: float = 0.2) -
 
 
 def block_time_vs_macs(rows: Sequence[dict[str, Any]], tolerance: float = 0.2) -> list[dict[str, Any]]:
-    """One row per stage and timed unit of `analysis.benchmark.benchmark_blocks` rows: median time [IQR], analytic
+    """One row per stage and timed unit of `analysis.speed.benchmark_blocks` rows: median time [IQR], analytic
     MACs per image, time and MAC ratios to the run's reference, achieved GMAC/s, and whether time follows MACs."""
     out = []
     for row in rows:
@@ -59,7 +59,7 @@ def block_time_vs_macs(rows: Sequence[dict[str, Any]], tolerance: float = 0.2) -
 
 
 def model_time_vs_macs(rows: Sequence[dict[str, Any]], tolerance: float = 0.2) -> list[dict[str, Any]]:
-    """One row per model of `analysis.benchmark.benchmark_models` rows (MACs counted): median time per batch
+    """One row per model of `analysis.speed.benchmark_models` rows (MACs counted): median time per batch
     [IQR], MACs per image, time and MAC ratios to the run's reference model, GMAC/s, and whether time follows."""
     by_name = {r["model"]: r for r in rows}
     out = []
@@ -117,7 +117,7 @@ def profile_stage_units(variant: str = "sepvit_tiny", img_size: int | None = Non
                         units: Sequence[str] | None = None, stages: Sequence[int] | None = None,
                         repeats: int = 3) -> list[dict[str, Any]]:
     """`op_profile` of every unit of `analysis.units.stage_units` (forward, eval, inference mode) at each stage's
-    shape of `variant`, as `analysis.benchmark.benchmark_blocks` times them (seed 0, a random batch), with the
+    shape of `variant`, as `analysis.speed.benchmark_blocks` times them (seed 0, a random batch), with the
     unit's analytic MACs and the rate its MAC operators reach (GMAC/s, under the profiler)."""
     cfg, _ = build_config(variant, img_size)
     chosen = list(UNITS) if units is None else list(units)

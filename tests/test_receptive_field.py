@@ -1,5 +1,6 @@
-"""Effective receptive field (analysis.receptive_field): the gradient is the one claimed, the numbers are
-right on maps with known answers, and each unit's reach is what its attention pattern allows."""
+"""Effective receptive field (analysis.erf, erf_tables, reach and the CLI analysis/receptive_field.py): the gradient
+is the one claimed, the numbers are right on maps with known answers, and each unit's reach is what its attention
+pattern allows."""
 from __future__ import annotations
 
 import csv
