@@ -107,7 +107,8 @@ def test_window_attention_counts_itself_like_fvcore(height, width, window, kind)
     wh, ww, ph, pw = window_geometry(height, width, window)
     hp, wp = height + ph, width + pw
     assert counted.total == 3 * hp * wp * DIM**2 + height * width * DIM**2 + 2 * wh * ww * hp * wp * DIM
-    assert analytic_macs.window_msa(height, width, DIM, window) == unit.macs(height, width)  # timm Swin's rule, cropped proj
+    # timm Swin's rule, cropped proj
+    assert analytic_macs.window_msa(height, width, DIM, window) == unit.macs(height, width)
 
 
 @pytest.mark.parametrize("height,width", [(14, 14), (9, 7), (8, 8)])

@@ -61,6 +61,11 @@ def add_dataclass_flags(group, cls: type, skip: tuple[str, ...] = (),
     return added
 
 
+def dataclass_from_args(cls: type, args: argparse.Namespace, **changes):
+    """An instance of dataclass `cls` from the flags `add_dataclass_flags` declared for it, with `changes` applied."""
+    return cls(**{**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}, **changes})
+
+
 def add_model_flags(group, presets: Sequence[str], default: str, example: str) -> None:
     """--model PRESET, --model-kwargs FIELD=VALUE... and --drop-path: the base model of a training command (the
     model package's presets are passed in: this module knows no model). `example`: --model-kwargs in use."""
