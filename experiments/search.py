@@ -128,7 +128,7 @@ def storage_url(args) -> str:
     return f"sqlite:///{(Path(args.output) / 'optuna.db').resolve()}"
 
 
-
+# ---------------------------------------------------------------------------------- flags -> a checked call
 def prepare(args) -> Prepared:
     """Validate everything (no study, trial or MLflow run is created): a bad request raises a one-line error."""
     objectives = tuple(args.objectives)
@@ -189,11 +189,11 @@ def prepare(args) -> Prepared:
     return Prepared(settings, space, base, train, datasets, existing is not None, reference, note, combinations)
 
 
-def _check_same_study(storage, study_id: int, settings: Settings) -> None:
+def _check_same_study(storage, existing_id: int, settings: Settings) -> None:
     """A call that continues a study must measure what its earlier trials measured."""
     name = settings.study_name
-    directions = [d.name.lower() for d in storage.get_study_directions(study_id)]
-    stored = storage.get_study_user_attrs(study_id).get("sepvit.settings")
+    directions = [d.name.lower() for d in storage.get_study_directions(existing_id)]
+    stored = storage.get_study_user_attrs(existing_id).get("sepvit.settings")
     if stored is None:
         raise UsageError(f"study {name!r} in {mask_secrets(settings.storage)} was not created by {PROG}: choose "
                          "another --study-name")

@@ -6,6 +6,8 @@ import dataclasses
 import sys
 from typing import Mapping, Sequence
 
+import yaml
+
 from workbench.fields import FieldError, coerce, describe, field_types
 
 EXIT_BAD_INPUT = 2
@@ -120,8 +122,6 @@ def expand_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]
 
 
 def config_argv(parser: argparse.ArgumentParser, path: str) -> list[str]:
-    import yaml
-
     try:
         with open(path) as handle:
             data = yaml.safe_load(handle)
