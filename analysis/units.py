@@ -16,6 +16,9 @@ are included everywhere; drop path is off.
 """
 from __future__ import annotations
 
+from timm.models.swin_transformer import SwinTransformerBlock
+from timm.models.twins import Block as TwinsBlock
+from timm.models.vision_transformer import Block as VitBlock
 from torch import nn
 
 from sepvit.config import SepViTConfig
@@ -83,10 +86,6 @@ def _our_blocks(cfg: SepViTConfig, stage: int, indices) -> StageBlocks:
 
 def stage_units(cfg: SepViTConfig, stage: int, height: int, width: int) -> dict[str, nn.Module | None]:
     """name -> module (channels-last in and out) for every unit in UNITS, at one stage's shape."""
-    from timm.models.swin_transformer import SwinTransformerBlock
-    from timm.models.twins import Block as TwinsBlock
-    from timm.models.vision_transformer import Block as VitBlock
-
     dim, heads, window, ratio = cfg.embed_dims[stage], cfg.num_heads[stage], cfg.window_size, cfg.mlp_ratio
     sr = cfg.twins_sr_ratios[stage]
     sepvit_cfg = cfg.replace(block_pattern="sepvit")

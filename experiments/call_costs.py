@@ -1,4 +1,4 @@
-"""The cost columns of a call's table, timed side by side after training (analysis.benchmark's interleaved harness).
+"""The cost columns of a call's table, timed side by side after training (analysis.timing's interleaved harness).
 
 Timing each run while it trains, one after another, measures the load of the moment as much as the model (a
 fresh clone once showed the reference 6.6x slower than a configuration with more MACs). Here every
@@ -13,7 +13,8 @@ from typing import Mapping
 
 import torch
 
-from analysis.benchmark import ModelCandidate, Settings, benchmark_models
+from analysis.speed import ModelCandidate, benchmark_models
+from analysis.timing import Settings
 from sepvit.config import SepViTConfig
 
 ROUNDS, WARMUP = 15, 3

@@ -24,9 +24,13 @@ trial, a space that is empty, has no valid combination, or has a parameter no va
 from __future__ import annotations
 
 import math
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+import yaml
 
 from sepvit.config import GSA_STAGES, WINDOW_TOKENS, SepViTConfig
 from workbench.fields import FieldError, coerce, field_types
@@ -130,9 +134,6 @@ def _owner_cls(owner: str) -> type:
 
 def _base_type(owner: str, name: str):
     """The field's type without None (int | None -> int); tuple and union-with-tuple types stay as they are."""
-    import types
-    import typing
-
     tp = field_types(_owner_cls(owner))[name]
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -455,8 +456,6 @@ def load_space(spec: str, base: SepViTConfig, train: TrainConfig) -> Space:
         text = path.read_text()
     except OSError as exc:
         raise SpaceError(f"--space {spec}: cannot read it ({exc.strerror})") from None
-    import yaml
-
     try:
         mapping = yaml.safe_load(text)
     except yaml.YAMLError as exc:

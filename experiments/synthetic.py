@@ -61,7 +61,6 @@ _GLYPH_ROWS = {
     "ess": ("011", "010", "110"),
     "gamma": ("111", "100", "100"),
 }
-GLYPH_NAMES = tuple(_GLYPH_ROWS)
 GLYPHS = np.array([[[c == "1" for c in row] for row in rows] for rows in _GLYPH_ROWS.values()], dtype=np.float32)
 
 # match="shape": a red reference glyph among white candidates

@@ -1,7 +1,7 @@
 """`python experiments/trained_erf.py RUN*/last.pth ...`: the spatial reach of a trained model's blocks, over seeds.
 
 The runner's checkpoints are read here (the experiment side), their dataset's validation images are built here,
-and `analysis.receptive_field.model_reach_table` measures each block on its real stage input. Checkpoints of one
+and `analysis.reach.model_reach_table` measures each block on its real stage input. Checkpoints of one
 configuration (what the model computes: execution details such as fused attention aside) are the seeds of one
 model: their numbers are pooled, with intervals over seeds, images and queries, and every model's top-1 is printed
 beside them, so that models are compared at the accuracy they reached. `--untrained` measures the same
@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import torch
 
-from analysis.receptive_field import (DTYPES, add_common_flags, check_common_flags, computed_by, model_reach_table,
-                                      render)
+from analysis.erf import DTYPES
+from analysis.reach import add_common_flags, check_common_flags, computed_by, model_reach_table, render
 from sepvit.config import SepViTConfig
 from workbench.cli import OneLineParser, fail
 

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from experiments import engine, search  # noqa: E402
+from experiments import engine, search, search_workers  # noqa: E402
 
 
 def inject(fault: str) -> None:
@@ -42,7 +42,7 @@ def inject(fault: str) -> None:
 
 
 def inject_between_trials(number: int) -> None:
-    original = search._NextTrial.__call__
+    original = search_workers._NextTrial.__call__
 
     def after_trial(self, study, trial):
         original(self, study, trial)
@@ -50,7 +50,7 @@ def inject_between_trials(number: int) -> None:
             (Path(self.settings.train["output"]) / f"paused-{os.getpid()}").touch()
             time.sleep(600)
 
-    search._NextTrial.__call__ = after_trial
+    search_workers._NextTrial.__call__ = after_trial
 
 
 if os.environ.get("SEPVIT_SEARCH_FAULT"):

@@ -9,19 +9,10 @@ import torch
 from runner_support import mlflow_db_template, output_dir, tracking_uri  # noqa: F401  (fixtures)
 from torch import nn
 
-from analysis import benchmark
-from analysis.benchmark import (
-    HookedModuleError,
-    ModelCandidate,
-    Settings,
-    benchmark_blocks,
-    benchmark_models,
-    ensure_no_hooks,
-    render,
-    round_ratios,
-    spread,
-    time_interleaved,
-)
+from analysis import benchmark, speed, timing
+from analysis.block_counts import block_comparison
+from analysis.speed import ModelCandidate, benchmark_blocks, benchmark_models, render
+from analysis.timing import HookedModuleError, Settings, ensure_no_hooks, round_ratios, spread, time_interleaved
 
 
 class FakeClock:
@@ -76,7 +67,7 @@ def test_timed_calls_are_the_steps_only_in_rotated_order_after_warmup():
 def test_spread_is_median_and_inclusive_quartiles_of_what_it_was_given():
     s = spread([4.0, 1.0, 100.0, 2.0, 3.0])
     assert (s.median, s.q1, s.q3) == (3.0, 2.0, 4.0)
-    assert spread([7.0]) == benchmark.Spread(7.0, 7.0, 7.0)
+    assert spread([7.0]) == timing.Spread(7.0, 7.0, 7.0)
 
 
 def test_ratios_are_taken_round_by_round():
@@ -132,7 +123,7 @@ def test_train_mode_does_backward_and_an_optimiser_step():
 def test_block_train_step_backpropagates_to_parameters_and_input():
     block = nn.Linear(4, 4)
     x = torch.randn(2, 3, 3, 4)
-    step = benchmark.backward_step(block, block, x, fast_settings(train=True))
+    step = timing.backward_step(block, block, x, fast_settings(train=True))
     step()
     assert block.weight.grad is not None and block.weight.grad.abs().sum() > 0
 
@@ -158,11 +149,11 @@ def test_macs_are_counted_on_a_copy_that_may_keep_its_hooks(monkeypatch):
         counted.append(module)
         return counters.FvcoreCount(total=1234)
 
-    monkeypatch.setattr(counters, "fvcore_count", leaky_count)
-    candidate = benchmark.build_candidate("sepvit_nano_32", 32)
+    monkeypatch.setattr(counters, "fvcore_count", leaky_count)  # speed counts through the module
+    candidate = speed.build_candidate("sepvit_nano_32", 32)
     assert candidate.macs == 1234 and candidate.macs_analytic > 0
     assert counted and counted[0] is not candidate.module
-    assert benchmark.hooks_on(candidate.module) == []
+    assert timing.hooks_on(candidate.module) == []
     rows = benchmark_models([candidate], fast_settings(img_size=32, rounds=1, warmup=0))
     assert rows[0]["macs"] == 1234
 
@@ -173,22 +164,20 @@ def test_attention_switch_flips_every_module_that_has_one():
     model = timm.create_model("sepvit_nano_32", pretrained=False)
     flags = [m for m in model.modules() if hasattr(m, "fused_attn")]
     assert flags and not any(m.fused_attn for m in flags)  # the CPU-scale preset is built explicit
-    assert benchmark.set_attention(model, "fused") == len(flags)
+    assert timing.set_attention(model, "fused") == len(flags)
     assert all(m.fused_attn for m in flags)
-    benchmark.set_attention(model, "explicit")
+    timing.set_attention(model, "explicit")
     assert not any(m.fused_attn for m in flags)
 
 
 def test_model_specs_carry_typed_fields():
-    candidate = benchmark.build_candidate("sepvit_nano_32:block_pattern=swin:gsa=false", 32, count_macs=False)
+    candidate = speed.build_candidate("sepvit_nano_32:block_pattern=swin:gsa=false", 32, count_macs=False)
     assert candidate.module.config.block_pattern == "swin" and candidate.module.config.gsa is False
     assert candidate.name == "sepvit_nano_32:block_pattern=swin:gsa=false"
 
 
 # ------------------------------------------------------------------ blocks
 def test_blocks_rows_carry_every_unit_with_analytic_macs_and_ratios_to_swin():
-    from analysis.complexity import block_comparison
-
     settings = fast_settings(batch_size=1, img_size=32, rounds=2, warmup=0)
     units = ("sepvit_block", "sepvit_gsa_block", "swin_pair", "twins_pair", "msa_block")
     rows = benchmark_blocks("sepvit_nano_32", settings, units, stages=[2])
@@ -206,9 +195,6 @@ def test_blocks_rows_carry_every_unit_with_analytic_macs_and_ratios_to_swin():
 
 def test_block_units_time_what_they_say(monkeypatch):
     """Each unit's figure is the time of that unit's module: scripted costs come back per unit."""
-    import analysis.complexity  # noqa: F401  (bound to the real stage_units before the patch below)
-    from analysis import units as units_module
-
     clock = FakeClock()
     costs = {"sepvit_block": 1.0, "swin_pair": 4.0, "twins_pair": 3.0, "msa_block": 8.0}
 
@@ -221,7 +207,7 @@ def test_block_units_time_what_they_say(monkeypatch):
             clock.now += self.cost
             return x * self.w
 
-    monkeypatch.setattr(units_module, "stage_units",
+    monkeypatch.setattr(speed, "stage_units",  # what is timed; the MAC counts still build the real units
                         lambda cfg, stage, h, w: {**{n: Unit(c) for n, c in costs.items()}, "sepvit_gsa_block": None})
     rows = benchmark_blocks("sepvit_nano_32", fast_settings(img_size=32, rounds=3, warmup=1), tuple(costs),
                             stages=[1, 2], clock=clock)

@@ -1,4 +1,4 @@
-"""Complexity analysis: the paper's formulas (composed in analysis.complexity) against fvcore and ptflops.
+"""Complexity analysis: the paper's formulas (analysis.analytic_macs) against fvcore and ptflops; the command line.
 
 Conventions checked here (all counts are MACs, multiply-add = 1):
 - `Macs.fvcore` (paper terms + LayerNorm at 5 MACs per element + window-token resizing at 4 per output
@@ -18,8 +18,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from analysis import analytic_macs
+from analysis import block_counts as blocks
 from analysis import complexity as cx
+from analysis import model_counts as counts
+from analysis import published
+from analysis import time_vs_macs as tvm
 from analysis.counters import fvcore_count, ptflops_count
+from analysis.speed import benchmark_blocks
+from analysis.timing import Settings
+from analysis.units import UNITS
 from sepvit import BLOCK_PATTERNS, SepViTConfig
 from sepvit.attention import (
     DepthwiseSeparableSelfAttention,
@@ -30,7 +38,9 @@ from sepvit.attention import (
     WindowMultiHeadAttention,
 )
 from sepvit.layers import pad_map, window_geometry, window_partition
+from sepvit.macs import Macs
 from sepvit.model import SepViTBlock
+from workbench.cli import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
@@ -56,7 +66,7 @@ def _padded(height: int, width: int, window: int) -> tuple[int, int]:
     return height + ph, width + pw
 
 
-def _ptflops_close(ptflops: int, macs: cx.Macs, fvcore: int) -> None:
+def _ptflops_close(ptflops: int, macs: Macs, fvcore: int) -> None:
     assert abs(ptflops - fvcore) <= 0.03 * fvcore
     assert macs.paper <= ptflops <= macs.with_biases
 
@@ -97,7 +107,8 @@ def test_window_attention_counts_itself_like_fvcore(height, width, window, kind)
     wh, ww, ph, pw = window_geometry(height, width, window)
     hp, wp = height + ph, width + pw
     assert counted.total == 3 * hp * wp * DIM**2 + height * width * DIM**2 + 2 * wh * ww * hp * wp * DIM
-    assert cx.window_msa(height, width, DIM, window) == unit.macs(height, width)  # timm Swin's rule, cropped proj
+    # timm Swin's rule, cropped proj
+    assert analytic_macs.window_msa(height, width, DIM, window) == unit.macs(height, width)
 
 
 @pytest.mark.parametrize("height,width", [(14, 14), (9, 7), (8, 8)])
@@ -116,7 +127,7 @@ def test_global_msa_counts_itself_like_fvcore_and_the_paper(height, width):
     counted = fvcore_count(unit, torch.randn(1, height, width, DIM))
     hw = height * width
     assert counted.total == unit.macs(height, width).paper == 4 * hw * DIM**2 + 2 * hw**2 * DIM
-    assert cx.msa(height, width, DIM) == unit.macs(height, width)
+    assert analytic_macs.msa(height, width, DIM) == unit.macs(height, width)
 
 
 # (map, window, built token grid): divisible, padded, resized learnable tokens, single window, built global
@@ -170,7 +181,7 @@ def test_fused_timm_twins_block_is_counted():
     fused = fvcore_count(wrapped, x).total
     block.attn.fused_attn = False
     assert fused == fvcore_count(wrapped, x).total
-    analytic = cx.transformer_block(8, 8, DIM, cx.twins_gsa(8, 8, DIM, 2))
+    analytic = analytic_macs.transformer_block(8, 8, DIM, analytic_macs.twins_gsa(8, 8, DIM, 2))
     assert fused == analytic.fvcore
 
 
@@ -195,7 +206,7 @@ def test_model_analytic_equals_fvcore(changes, img_size):
     cfg = SepViTConfig.preset("sepvit_micro_32", **changes)
     model = cfg.build()
     counted = fvcore_count(model, torch.randn(1, 3, img_size, img_size))
-    analytic = cx.model_macs(cfg, img_size)
+    analytic = analytic_macs.model_macs(cfg, img_size)
     assert counted.total == analytic.fvcore
     assert counted.without_norms == analytic.paper
 
@@ -205,7 +216,7 @@ def test_model_ptflops_within_3_percent_of_fvcore():
     model = cfg.build()
     for size in (64, 72):  # 72: padded maps, where some Linears lower to matmul and lose their bias add
         fvcore = fvcore_count(model, torch.randn(1, 3, size, size)).total
-        _ptflops_close(ptflops_count(model, (3, size, size)), cx.model_macs(cfg, size), fvcore)
+        _ptflops_close(ptflops_count(model, (3, size, size)), analytic_macs.model_macs(cfg, size), fvcore)
 
 
 # ------------------------------------------------------------------------------ CLI, whole models at 224
@@ -251,7 +262,7 @@ def test_cli_blocks_json_at_224():
     rows = _run_main(["--blocks", "--variant", "sepvit_tiny", "--img-size", "224", "--format", "json"])
     assert [r["stage"] for r in rows] == [1, 2, 3, 4]
     for row in rows:
-        for unit in cx.BLOCK_UNITS:
+        for unit in UNITS:
             if row[unit] is not None:  # measured (timm's own blocks for the pairs) == analytic in fvcore's convention
                 assert row[unit] == row[f"{unit}_analytic_norms"], (row["stage"], unit)
                 assert row[f"{unit}_analytic"] < row[unit]
@@ -313,22 +324,22 @@ def test_cli_bad_values_exit_2(argv, fragment, capsys):
 
 
 def test_fixed_size_peer_is_built_for_the_size_or_refused():
-    row = cx.measure_model("swin_tiny_patch4_window7_224", 256, with_ptflops=False)
+    row = counts.measure_model("swin_tiny_patch4_window7_224", 256, with_ptflops=False)
     assert row["img_size"] == 256 and row["macs_fvcore"] > 4.51e9  # Swin rebuilt for 256 (padded windows)
-    with pytest.raises(cx.UsageError, match="230 px"):
-        cx.measure_model("twins_svt_small", 230, with_ptflops=False)
+    with pytest.raises(UsageError, match="230 px"):
+        counts.measure_model("twins_svt_small", 230, with_ptflops=False)
 
 
 def test_config_refusing_a_size_is_run_at_that_size_with_a_note():
-    cfg, note = cx.build_config("sepvit_tiny", 112)  # group of 2x2 windows does not fit stage 3 at 112
+    cfg, note = counts.build_config("sepvit_tiny", 112)  # group of 2x2 windows does not fit stage 3 at 112
     assert cfg.img_size == 224 and "112" in note
-    cfg, note = cx.build_config("sepvit_tiny", 256)
+    cfg, note = counts.build_config("sepvit_tiny", 256)
     assert cfg.img_size == 256 and note == ""
 
 
 # ------------------------------------------------------------------------------ sweeps used by the notebook
 def test_attention_vs_resolution_scaling():
-    rows = cx.attention_vs_resolution([224, 448], dim=96, stride=4, window=7)
+    rows = analytic_macs.attention_vs_resolution([224, 448], dim=96, stride=4, window=7)
     get = {(r["resolution"], r["kind"]): r["macs"] for r in rows}
     # Windowed attention is linear in tokens (4x tokens -> 4x MACs); global MSA is dominated by (HW)^2.
     assert get[(448, "Swin W-MSA")] == 4 * get[(224, "Swin W-MSA")]
@@ -340,7 +351,7 @@ def test_attention_vs_resolution_scaling():
 
 
 def test_pwa_crossover_matches_the_terms():
-    cross = cx.pwa_crossovers(dim=96, window=7)
+    cross = analytic_macs.pwa_crossovers(dim=96, window=7)
     assert cross["tokens_vs_dwa_matmuls"] == 2 * 50**2
     for side, above in ((56, False), (84, True)):  # 3136 and 7056 tokens around the 5000-token crossover
         n, hw = (side // 7) ** 2, side * side
@@ -348,15 +359,15 @@ def test_pwa_crossover_matches_the_terms():
 
 
 def test_window_group_sweep_and_patterns():
-    rows = cx.window_group_sweep("sepvit_tiny", stage=1, windows=[4, 7, 14])
+    rows = blocks.window_group_sweep("sepvit_tiny", stage=1, windows=[4, 7, 14])
     by = {(r["sweep"], r["window"]): r for r in rows}
     cfg = SepViTConfig.preset("sepvit_tiny")
-    assert by[("window", 7)]["block"] == cx.block_macs(cfg, 1, 0, 28, 28).paper
-    assert by[("group", 14)]["block"] == cx.block_macs(cfg, 1, 1, 28, 28).paper
+    assert by[("window", 7)]["block"] == analytic_macs.block_macs(cfg, 1, 0, 28, 28).paper
+    assert by[("group", 14)]["block"] == analytic_macs.block_macs(cfg, 1, 1, 28, 28).paper
     assert by[("group", 28)]["pwa"] == 0  # one group covers the map: no PWA
-    patterns = {r["block_pattern"]: r for r in cx.pattern_comparison("sepvit_tiny", [224])}
+    patterns = {r["block_pattern"]: r for r in blocks.pattern_comparison("sepvit_tiny", [224])}
     assert set(patterns) == set(BLOCK_PATTERNS)
-    assert patterns["sepvit"]["macs_analytic_norms"] == cx.model_macs(cfg).fvcore
+    assert patterns["sepvit"]["macs_analytic_norms"] == analytic_macs.model_macs(cfg).fvcore
     assert patterns["msa"]["macs_analytic"] > patterns["swin"]["macs_analytic"]
 
 
@@ -364,8 +375,8 @@ def test_window_group_sweep_and_patterns():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["sepvit_lite", "sepvit_small", "sepvit_base"])
 def test_reference_variants_at_224(name):
-    row = cx.measure_model(name, 224)
-    ref = cx.PUBLISHED[name]
+    row = counts.measure_model(name, 224)
+    ref = published.PUBLISHED[name]
     assert abs(row["macs_fvcore"] - ref["gmacs"] * 1e9) <= 0.015 * ref["gmacs"] * 1e9
     assert abs(row["params"] - ref["params_m"] * 1e6) <= 0.01 * ref["params_m"] * 1e6
     assert row["macs_analytic_norms"] == row["macs_fvcore"]
@@ -383,16 +394,16 @@ def test_cli_help_explains_conventions(capsys):
 # ------------------------------------------------------------------------------ published values and conventions
 @pytest.mark.parametrize("value,digits", [(2.9, 1), (4.53, 2), (15, 0), (15.0, 0), (0.57, 2), (150, 0)])
 def test_published_precision(value, digits):
-    assert cx.published_precision(value) == digits
+    assert published.published_precision(value) == digits
 
 
 def test_rounds_to_reads_the_published_precision():
-    assert cx.rounds_to(2.94, 2.9) and cx.rounds_to(2.85, 2.9) and not cx.rounds_to(2.809, 2.9)
-    assert cx.rounds_to(2.809, 2.8) and not cx.rounds_to(4.519, 4.53) and cx.rounds_to(4.533, 4.53)
+    assert published.rounds_to(2.94, 2.9) and published.rounds_to(2.85, 2.9) and not published.rounds_to(2.809, 2.9)
+    assert published.rounds_to(2.809, 2.8) and not published.rounds_to(4.519, 4.53) and published.rounds_to(4.533, 4.53)
 
 
 def test_published_comparison_explains_twins_both_sources(table_224):
-    comparison = cx.published_comparison(table_224)
+    comparison = published.published_comparison(table_224)
     twins = {c["source"]: c for c in comparison if c["model"] == "twins_svt_small"}
     assert len(twins) == 2  # its own README and the SepViT paper's table
     readme = next(c for source, c in twins.items() if "Twins README" in source)
@@ -408,7 +419,7 @@ def test_published_comparison_explains_twins_both_sources(table_224):
     assert "paper" in swin["matches"] and "no_attention_matmuls" not in swin["matches"]
     sepvit = next(c for c in comparison if c["model"] == "sepvit_tiny")
     assert sepvit["matches"] and "fvcore" in sepvit["matches"] and sepvit["closest"] in sepvit["matches"]
-    sentences = cx.published_sentences(comparison)
+    sentences = published.published_sentences(comparison)
     assert len(sentences) == len(comparison) == 4
     assert any("2.8 G (Twins README" in s and "without attention matmuls" in s for s in sentences)
 
@@ -417,10 +428,10 @@ def test_published_comparison_reports_a_figure_no_convention_matches():
     row = dict(model="m", params=1e6, macs_fvcore=int(1.30e9), macs_fvcore_no_norms=int(1.29e9),
                fvcore_attention_matmuls=int(0.1e9), fvcore_norms=int(0.01e9), macs_ptflops=None)
     own = {"m": dict(params_m=1.0, gmacs=1.5, source="somewhere")}
-    (c,) = cx.published_comparison([row], own=own, elsewhere=[])
+    (c,) = published.published_comparison([row], own=own, elsewhere=[])
     assert c["matches"] == [] and c["closest"] == "fvcore" and c["ptflops_gmacs"] is None
-    assert cx.convention_counts(row)["no_attention_matmuls"] == int(1.19e9)
-    assert "matches no convention" in cx.published_sentences([c])[0]
+    assert published.convention_counts(row)["no_attention_matmuls"] == int(1.19e9)
+    assert "matches no convention" in published.published_sentences([c])[0]
 
 
 # ------------------------------------------------------------------------------ time against MACs
@@ -430,18 +441,18 @@ def test_published_comparison_reports_a_figure_no_convention_matches():
                                         ("aten::native_layer_norm", False), ("aten::roll", False),
                                         ("aten::_softmax", False), ("aten::gelu", False)])
 def test_counted_by_macs(op, counted):
-    assert cx.counted_by_macs(op) is counted
+    assert tvm.counted_by_macs(op) is counted
 
 
 def test_follows_macs_is_a_symmetric_factor():
-    assert cx.follows_macs(0.5, 0.5) and cx.follows_macs(0.59, 0.5) and cx.follows_macs(0.42, 0.5)
-    assert not cx.follows_macs(0.61, 0.5) and not cx.follows_macs(0.41, 0.5)
-    assert cx.follows_macs(0.7, 0.5, tolerance=0.5)
+    assert tvm.follows_macs(0.5, 0.5) and tvm.follows_macs(0.59, 0.5) and tvm.follows_macs(0.42, 0.5)
+    assert not tvm.follows_macs(0.61, 0.5) and not tvm.follows_macs(0.41, 0.5)
+    assert tvm.follows_macs(0.7, 0.5, tolerance=0.5)
 
 
 def _block_row(**units):
     row = dict(stage=2, batch_size=4, reference="swin_pair")
-    for name in cx.BLOCK_UNITS:
+    for name in UNITS:
         ms, macs, time_ratio, macs_ratio = units.get(name, (None, None, None, None))
         row.update({f"{name}_ms": ms, f"{name}_ms_q1": ms and ms * 0.9, f"{name}_ms_q3": ms and ms * 1.2,
                     f"{name}_macs": macs, f"{name}_time_ratio": time_ratio, f"{name}_time_ratio_q1": time_ratio,
@@ -452,21 +463,19 @@ def _block_row(**units):
 def test_block_time_vs_macs_rows():
     row = _block_row(sepvit_block=(10.0, 100e6, 0.5, 0.5), swin_pair=(20.0, 200e6, 1.0, 1.0),
                      msa_block=(10.0, 400e6, 0.5, 2.0))
-    out = {r["name"]: r for r in cx.block_time_vs_macs([row])}
+    out = {r["name"]: r for r in tvm.block_time_vs_macs([row])}
     assert list(out) == ["sepvit_block", "swin_pair", "msa_block"]  # the units' order, untimed ones left out
     assert out["sepvit_block"]["gmacs_per_s"] == pytest.approx(100e6 * 4 / 0.010 / 1e9)
     assert out["sepvit_block"]["follows"] and out["swin_pair"]["follows"]
     assert out["msa_block"]["time_per_mac"] == pytest.approx(0.25) and out["msa_block"]["follows"] is False
-    noise = cx.timing_noise(list(out.values()))
+    noise = tvm.timing_noise(list(out.values()))
     assert noise["max_relative_iqr"] == pytest.approx(0.3) and noise["candidates"] == 3
 
 
 def test_block_time_vs_macs_reads_a_real_benchmark():
-    from analysis.benchmark import Settings, benchmark_blocks
-
     rows = benchmark_blocks("sepvit_nano_32", Settings(batch_size=2, img_size=32, rounds=2, warmup=0), stages=[4],
                             units=["sepvit_block", "swin_pair", "msa_block"])
-    out = cx.block_time_vs_macs(rows)
+    out = tvm.block_time_vs_macs(rows)
     assert [r["name"] for r in out] == ["sepvit_block", "swin_pair", "msa_block"]
     for r in out:
         assert r["gmacs_per_s"] == pytest.approx(r["macs"] * 2 / (r["ms"] / 1000) / 1e9)
@@ -481,29 +490,29 @@ def _model_row(name, ms, macs, time_ratio, reference="a"):
 
 
 def test_model_time_vs_macs_rows():
-    out = cx.model_time_vs_macs([_model_row("a", 100.0, 4e9, 1.0), _model_row("b", 70.0, 2e9, 0.7)])
+    out = tvm.model_time_vs_macs([_model_row("a", 100.0, 4e9, 1.0), _model_row("b", 70.0, 2e9, 0.7)])
     assert out[1]["macs_ratio"] == 0.5 and out[1]["time_per_mac"] == pytest.approx(1.4)
     assert out[1]["follows"] is False and out[0]["follows"]
     assert out[1]["gmacs_per_s"] == pytest.approx(2e9 * 8 / 0.07 / 1e9)
     with pytest.raises(ValueError, match="no MAC count"):
-        cx.model_time_vs_macs([_model_row("a", 100.0, None, 1.0)])
+        tvm.model_time_vs_macs([_model_row("a", 100.0, None, 1.0)])
 
 
 def test_op_profile_splits_mac_operators_from_the_rest():
     a, b, big = torch.randn(256, 256), torch.randn(256, 256), torch.randn(2_000_000)
-    matmul = cx.op_profile(lambda: a @ b, repeats=2, macs=256**3)
+    matmul = tvm.op_profile(lambda: a @ b, repeats=2, macs=256**3)
     assert matmul["mac_share"] > 0.9 and matmul["mac_gmacs_per_s"] > 0
     assert matmul["mac_gmacs_per_s"] == pytest.approx(256**3 / (matmul["mac_ms"] / 1000) / 1e9)
-    elementwise = cx.op_profile(lambda: big.exp(), repeats=2)
+    elementwise = tvm.op_profile(lambda: big.exp(), repeats=2)
     assert elementwise["mac_share"] == 0 and elementwise["top_other"][0][0] == "aten::exp"
     assert elementwise["mac_gmacs_per_s"] is None
     assert elementwise["total_ms"] == pytest.approx(elementwise["other_ms"])
 
 
 def test_profile_stage_units_at_a_small_stage():
-    rows = cx.profile_stage_units("sepvit_nano_32", 32, batch_size=2, stages=[4],
+    rows = tvm.profile_stage_units("sepvit_nano_32", 32, batch_size=2, stages=[4],
                                   units=["sepvit_block", "swin_pair"], repeats=1)
-    analytic = cx.block_comparison("sepvit_nano_32", 32, measure=False)[3]
+    analytic = blocks.block_comparison("sepvit_nano_32", 32, measure=False)[3]
     assert [(r["stage"], r["name"]) for r in rows] == [(4, "sepvit_block"), (4, "swin_pair")]
     for r in rows:
         assert r["macs"] == analytic[f"{r['name']}_analytic"]
@@ -534,7 +543,7 @@ def test_time_sentences_split_the_gap_between_mac_and_other_operators():
                 ("stage 1", "d"): _profile(4.0, 2.0, rate=20.0),
                 # timed 2x slower, profiled only 1.1x: within the tolerance, no reason can be read off it
                 ("stage 1", "f"): _profile(8.0, 3.0, rate=10.0)}
-    lines = cx.time_sentences([ref, follows, overhead, fast, contradicted, unprofiled, small], profiles)
+    lines = tvm.time_sentences([ref, follows, overhead, fast, contradicted, unprofiled, small], profiles)
     assert len(lines) == 6  # the reference itself gets no sentence
     assert lines[0].endswith("time follows MACs (within 20 %).")
     assert "2.00x the time its MACs predict (slower)" in lines[1]

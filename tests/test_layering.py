@@ -1,8 +1,13 @@
-"""The import structure: no cycle inside the model package, no upward import between our packages.
+"""The import structure: no cycle inside the model package, no upward import between our packages, and no module
+that imports a command-line script.
 
 Layers, lowest first: workbench (generic CLI/field helpers) -> sepvit (the model) -> analysis (counting,
 timing, attention maps) -> experiments (the runner, MLflow). Imports are read with `ast` from every .py
 file (function-level imports included), so a lazy import inside a function counts like any other.
+
+A command-line script is a module that defines a top-level `main` and calls it under `if __name__ == "__main__"`
+(e.g. analysis/benchmark.py, experiments/search.py). Code reaches what a script does through the library
+modules it calls, never through the script (its argv, its exit codes, its printing); tests may import scripts.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ FORBIDDEN = {
     "sepvit": {"analysis", "experiments"},
     "analysis": {"experiments"},
 }
+# (module, script) imports known and scheduled to go: issue 22's runner API replaces the zoo's ablate.main(argv).
+PENDING_SCRIPT_IMPORTS = {("experiments.zoo", "experiments.ablate")}
 
 
 def module_name(root: Path, path: Path) -> str:
@@ -46,6 +53,27 @@ def import_graph(root: Path, packages=PACKAGES) -> dict[str, set[str]]:
                 targets.update(f"{source}.{alias.name}" for alias in node.names)  # `from pkg import module`
         graph[name] = {t for t in targets if t in files}
     return graph
+
+
+def is_script(tree: ast.Module) -> bool:
+    """Defines a top-level `main` and has a top-level `if __name__ == "__main__":` block."""
+    defines_main = any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in tree.body)
+    return defines_main and any(
+        isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and isinstance(node.test.left, ast.Name)
+        and node.test.left.id == "__name__" and isinstance(node.test.ops[0], ast.Eq)
+        and isinstance(node.test.comparators[0], ast.Constant) and node.test.comparators[0].value == "__main__"
+        for node in tree.body)
+
+
+def scripts(root: Path, packages=PACKAGES) -> set[str]:
+    """The command-line scripts among the modules of `packages`."""
+    return {module_name(root, p) for pkg in packages for p in (root / pkg).rglob("*.py")
+            if is_script(ast.parse(p.read_text(), str(p)))}
+
+
+def script_imports(graph: dict[str, set[str]], script_names: set[str]) -> list[tuple[str, str]]:
+    """(module, script) for every module that imports a command-line script other than itself."""
+    return sorted((src, dst) for src, dsts in graph.items() for dst in dsts if dst in script_names and dst != src)
 
 
 def find_cycle(graph: dict[str, set[str]], within: str) -> list[str] | None:
@@ -89,6 +117,13 @@ def test_no_upward_imports():
     assert upward_imports(graph) == []
 
 
+def test_no_module_imports_a_command_line_script():
+    graph, found = import_graph(ROOT), scripts(ROOT)
+    assert {"analysis.benchmark", "analysis.complexity", "experiments.search", "experiments.ablate"} <= found
+    assert not {"analysis.speed", "analysis.timing", "experiments.search_storage"} & found  # their libraries
+    assert [pair for pair in script_imports(graph, found) if pair not in PENDING_SCRIPT_IMPORTS] == []
+
+
 @pytest.fixture
 def toy(tmp_path):
     def write(name: str, text: str) -> None:
@@ -102,6 +137,10 @@ def toy(tmp_path):
     write("sepvit/model.py", "from sepvit.config import build\n")
     write("analysis/plots.py", "from experiments import runner\n")
     write("experiments/runner.py", "import sepvit.model\n")
+    write("experiments/tool.py", "def main(argv=None):\n    return 0\n\n\nif __name__ == '__main__':\n    main()\n")
+    write("experiments/caller.py", "def go():\n    from experiments import tool\n    return tool.main([])\n")
+    write("experiments/library.py", "def main(argv=None):\n    return 0\n")  # a main, but no script guard
+    write("experiments/user.py", "from experiments.library import main\n")
     return tmp_path
 
 
@@ -111,3 +150,9 @@ def test_the_checks_find_a_cycle_and_an_upward_import(toy):
     assert find_cycle(graph, "sepvit") in (["sepvit.config", "sepvit.model", "sepvit.config"],
                                            ["sepvit.model", "sepvit.config", "sepvit.model"])
     assert upward_imports(graph) == [("analysis.plots", "experiments"), ("analysis.plots", "experiments.runner")]
+
+
+def test_the_check_finds_a_module_that_imports_a_script(toy):
+    found = scripts(toy)
+    assert found == {"experiments.tool"}
+    assert script_imports(import_graph(toy), found) == [("experiments.caller", "experiments.tool")]

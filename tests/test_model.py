@@ -20,6 +20,7 @@ from sepvit import (
     SepViTConfig,
     record_attention,
 )
+from sepvit.layers import window_partition, window_reverse
 
 # (params M, fvcore MACs G) of the authors' models at 224 (reference notes).
 REFERENCE = {
@@ -198,13 +199,24 @@ def test_dwconv_token_is_a_depthwise_conv_over_each_padded_window():
     torch.testing.assert_close(tokens[0, 3], last)
 
 
-def test_inner_shortcuts_switch_changes_the_block():
+@pytest.mark.parametrize("inner_shortcuts", [True, False])
+def test_inner_shortcuts_follow_the_authors_code_or_the_papers_equations(inner_shortcuts):
+    """DSSA recomputed from its parts: authors' code d = DWA(z) + z, out = proj(PWA(t, p) + p); paper equations
+    d = DWA(z), out = proj(PWA(t, p)), with (t, p) = split(d) and z = [tokens, windows of LN(x)]."""
     torch.manual_seed(0)
-    authors = micro().build().eval()
-    paper = micro(inner_shortcuts=False).build().eval()
-    paper.load_state_dict(authors.state_dict())
-    x = torch.randn(1, 3, 32, 32)
-    assert not torch.allclose(authors(x), paper(x))
+    attn = DepthwiseSeparableSelfAttention(8, 2, 4, (2, 2), inner_shortcuts=inner_shortcuts).eval()
+    norm = torch.nn.LayerNorm(8)
+    x = torch.randn(2, 8, 8, 8)  # 2 x 2 windows of 4 x 4: no padding
+    tokens = norm(attn.window_token(x, grid=(2, 2), window=(4, 4), pad=(0, 0)))
+    z = torch.cat([tokens.unsqueeze(2), window_partition(norm(x), 4, 4)], dim=2)
+    d = attn.dwa(z) + (z if inner_shortcuts else 0)
+    pixels = d[:, :, 1:]
+    mixed = attn.pwa(d[:, :, 0], pixels) + (pixels if inner_shortcuts else 0)
+    expected = attn.proj(window_reverse(mixed, 4, 4, 8, 8))
+    torch.testing.assert_close(attn(x, norm), expected)
+    model = micro(inner_shortcuts=inner_shortcuts).build()  # the config's switch reaches every DSSA unit
+    units = [m for m in model.modules() if isinstance(m, DepthwiseSeparableSelfAttention)]
+    assert units and all(m.inner_shortcuts is inner_shortcuts for m in units)
 
 
 def test_ope_and_cpe_switches():

@@ -1,5 +1,6 @@
-"""Effective receptive field (analysis.receptive_field): the gradient is the one claimed, the numbers are
-right on maps with known answers, and each unit's reach is what its attention pattern allows."""
+"""Effective receptive field (analysis.erf, erf_tables, reach and the CLI analysis/receptive_field.py): the gradient
+is the one claimed, the numbers are right on maps with known answers, and each unit's reach is what its attention
+pattern allows."""
 from __future__ import annotations
 
 import csv
@@ -15,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from analysis import erf, erf_tables, reach
 from analysis import receptive_field as rf
 from analysis.units import stage_units
 from sepvit.config import SepViTConfig
@@ -29,8 +31,8 @@ STAGE2 = 1  # zero-based: nano stage 2 is a 16x16 map of 4x4 windows (4 windows 
 
 def _erf(unit: nn.Module, height: int, width: int, dim: int, inputs: int = 2, **kw) -> np.ndarray:
     torch.manual_seed(0)
-    rf.initialise(unit).double()
-    return rf.erf_map(unit, rf.random_inputs(inputs, height, width, dim, dtype=torch.float64), **kw).numpy()
+    erf.initialise(unit).double()
+    return erf.erf_map(unit, erf.random_inputs(inputs, height, width, dim, dtype=torch.float64), **kw).numpy()
 
 
 # ------------------------------------------------------------------------------ the gradient itself
@@ -48,17 +50,17 @@ class ShiftMix(nn.Module):
 def test_gradient_is_taken_from_the_query_to_the_input_it_claims():
     x = torch.randn(3, 7, 9, 5, dtype=torch.float64)  # non-square, so a swapped axis would show
     query = (4, 6)
-    mass = rf.erf_map(ShiftMix(1.0, 3.0), x, query).numpy()
+    mass = erf.erf_map(ShiftMix(1.0, 3.0), x, query).numpy()
     expected = np.zeros((7, 9))
     expected[4, 6], expected[3, 4] = 0.25, 0.75
     np.testing.assert_allclose(mass, expected, atol=1e-15)
-    default = rf.erf_map(ShiftMix(1.0, 3.0), x).numpy()  # the centre (3, 4)
+    default = erf.erf_map(ShiftMix(1.0, 3.0), x).numpy()  # the centre (3, 4)
     assert default[3, 4] == pytest.approx(0.25) and default[2, 2] == pytest.approx(0.75)
 
 
 def test_identity_false_drops_exactly_the_shortcut_path():
     x = torch.randn(2, 6, 6, 4, dtype=torch.float64)
-    mass = rf.erf_map(ShiftMix(1.0, 3.0), x, (3, 3), identity=False).numpy()
+    mass = erf.erf_map(ShiftMix(1.0, 3.0), x, (3, 3), identity=False).numpy()
     expected = np.zeros((6, 6))
     expected[2, 1] = 1.0
     np.testing.assert_allclose(mass, expected, atol=1e-15)
@@ -76,20 +78,20 @@ def test_maps_are_averaged_over_inputs_before_normalising():
     q = (2, 2)
     x[0, 2, 2], x[0, 1, 2] = 3.0, 1.0  # |dy_q/dx_q| = |x[1,2]| = 1 per channel; |dy_q/dx[1,2]| = 3
     x[1, 2, 2], x[1, 1, 2] = 0.0, 2.0  # 2 and 0
-    mass = rf.erf_map(Product(), x, q).numpy()
+    mass = erf.erf_map(Product(), x, q).numpy()
     assert mass[2, 2] == pytest.approx((1 + 2) / 6)
     assert mass[1, 2] == pytest.approx((3 + 0) / 6)
     assert mass.sum() == pytest.approx(1.0)
-    np.testing.assert_allclose(rf.erf_map(Product(), x, q, chunk=1), rf.erf_map(Product(), x, q, chunk=2))
+    np.testing.assert_allclose(erf.erf_map(Product(), x, q, chunk=1), erf.erf_map(Product(), x, q, chunk=2))
 
 
 def test_erf_map_refuses_bad_input():
     with pytest.raises(ValueError, match="channels-last"):
-        rf.erf_map(Product(), torch.zeros(4, 4, 3))
+        erf.erf_map(Product(), torch.zeros(4, 4, 3))
     with pytest.raises(ValueError, match="outside"):
-        rf.erf_map(Product(), torch.zeros(1, 4, 4, 3), (4, 0))
+        erf.erf_map(Product(), torch.zeros(1, 4, 4, 3), (4, 0))
     with pytest.raises(ValueError, match="no finite gradient"):
-        rf.erf_map(Product(), torch.zeros(1, 4, 4, 3))  # zero input: zero gradient
+        erf.erf_map(Product(), torch.zeros(1, 4, 4, 3))  # zero input: zero gradient
 
 
 # ------------------------------------------------------------------------------ numbers per map
@@ -97,25 +99,25 @@ def test_radius_mean_distance_and_window_share_on_a_known_map():
     mass = np.zeros((8, 8))
     q = (4, 4)
     mass[4, 4], mass[4, 6], mass[1, 4] = 0.5, 0.3, 0.2  # Chebyshev distances 0, 2, 3
-    stats = rf.erf_stats(mass, q, window=4)
+    stats = erf.erf_stats(mass, q, window=4)
     assert stats["radius_90"] == 3.0  # 0.8 within 2: not yet 90 %
-    assert rf.radius(mass, q, 0.8) == 2.0
+    assert erf.radius(mass, q, 0.8) == 2.0
     assert stats["mean_distance"] == pytest.approx(0.3 * 2 + 0.2 * 3)
     assert stats["outside_window"] == pytest.approx(0.2)  # (1, 4) lies in the window above
     assert stats["self_share"] == pytest.approx(0.5)
     assert stats["reach"] == pytest.approx(3 / 64)
-    euclid = rf.erf_stats(mass, q, window=4, metric="euclidean")
+    euclid = erf.erf_stats(mass, q, window=4, metric="euclidean")
     assert euclid["radius_90"] == 3.0 and euclid["mean_distance"] == pytest.approx(0.6 + 0.6)
     mass[4, 4], mass[6, 6] = 0.3, 0.2  # (6, 6): Chebyshev 2, Euclidean 2.83
-    assert rf.radius(mass, q, 0.8, "euclidean") == pytest.approx(math.sqrt(8))
+    assert erf.radius(mass, q, 0.8, "euclidean") == pytest.approx(math.sqrt(8))
 
 
 def test_own_window_is_placed_like_the_models_windows():
-    assert rf.own_window(10, 10, 4, (5, 5)) == (slice(4, 8), slice(4, 8))
-    assert rf.own_window(10, 10, 4, (9, 2)) == (slice(8, 10), slice(0, 4))  # the padded last window, cropped
-    assert rf.own_window(7, 7, 7, (3, 3)) == (slice(0, 7), slice(0, 7))
-    assert rf.own_window(5, 6, 7, (2, 3)) == (slice(0, 5), slice(0, 6))  # smaller than a window: one window
-    assert rf.centre(56, 56) == (28, 28) and rf.centre(7, 7) == (3, 3)
+    assert erf.own_window(10, 10, 4, (5, 5)) == (slice(4, 8), slice(4, 8))
+    assert erf.own_window(10, 10, 4, (9, 2)) == (slice(8, 10), slice(0, 4))  # the padded last window, cropped
+    assert erf.own_window(7, 7, 7, (3, 3)) == (slice(0, 7), slice(0, 7))
+    assert erf.own_window(5, 6, 7, (2, 3)) == (slice(0, 5), slice(0, 6))  # smaller than a window: one window
+    assert erf.centre(56, 56) == (28, 28) and erf.centre(7, 7) == (3, 3)
 
 
 def test_depthwise_3x3_conv_stays_within_sqrt2():
@@ -128,10 +130,10 @@ def test_depthwise_3x3_conv_stays_within_sqrt2():
             return self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
     unit = DWConv().double()
-    mass = rf.erf_map(unit, torch.randn(3, 9, 9, 6, dtype=torch.float64)).numpy()
+    mass = erf.erf_map(unit, torch.randn(3, 9, 9, 6, dtype=torch.float64)).numpy()
     q = (4, 4)
-    assert rf.erf_stats(mass, q, window=3, metric="euclidean")["radius_90"] <= math.sqrt(2) + 1e-12
-    assert rf.erf_stats(mass, q, window=3)["radius_90"] <= 1
+    assert erf.erf_stats(mass, q, window=3, metric="euclidean")["radius_90"] <= math.sqrt(2) + 1e-12
+    assert erf.erf_stats(mass, q, window=3)["radius_90"] <= 1
     assert mass[3:6, 3:6].sum() == pytest.approx(1.0, abs=1e-15)
     assert (mass[3:6, 3:6] > 0).all()
 
@@ -140,10 +142,10 @@ def test_depthwise_3x3_conv_stays_within_sqrt2():
 def test_window_attention_alone_has_no_mass_outside_its_window():
     h = w = NANO.stage_resolution(STAGE2)
     dim = NANO.embed_dims[STAGE2]
-    q = rf.centre(h, w)
+    q = erf.centre(h, w)
     for unit in (make_block(NANO.replace(block_pattern="swin").block_spec(STAGE2, 0)),  # W-MSA, no shift
                  make_block(NANO.replace(dssa=False).block_spec(STAGE2, 0))):  # SepViT block, DSSA off
-        stats = rf.erf_stats(_erf(unit, h, w, dim), q, NANO.window_size)
+        stats = erf.erf_stats(_erf(unit, h, w, dim), q, NANO.window_size)
         assert stats["outside_window"] == 0.0
         assert stats["reach"] == pytest.approx(16 / 256)  # exactly its 4x4 window
 
@@ -153,11 +155,11 @@ def test_swin_pair_reaches_the_shifted_window_and_no_further(name):
     h = w = NANO.stage_resolution(STAGE2)  # 16, window 4, shift 2; query (8, 8) opens window rows 8-11
     unit = stage_units(NANO, STAGE2, h, w)[name]
     mass = _erf(unit, h, w, NANO.embed_dims[STAGE2])
-    reached = mass > rf.REACH_THRESHOLD * mass.max()
+    reached = mass > erf.REACH_THRESHOLD * mass.max()
     expected = np.zeros((16, 16), bool)
     expected[4:12, 4:12] = True  # SW-MSA window rows 6-9 draw on W-MSA windows 4-7 and 8-11
     np.testing.assert_array_equal(reached, expected)
-    assert rf.erf_stats(mass, (8, 8), 4)["outside_window"] > 1e-3
+    assert erf.erf_stats(mass, (8, 8), 4)["outside_window"] > 1e-3
 
 
 @pytest.mark.parametrize("name", ["msa_block", "ours_msa_block", "twins_pair"])
@@ -165,7 +167,7 @@ def test_global_units_put_mass_everywhere(name):
     h = w = NANO.stage_resolution(STAGE2)
     mass = _erf(stage_units(NANO, STAGE2, h, w)[name], h, w, NANO.embed_dims[STAGE2])
     assert (mass > 0).all()
-    stats = rf.erf_stats(mass, rf.centre(h, w), NANO.window_size)
+    stats = erf.erf_stats(mass, erf.centre(h, w), NANO.window_size)
     assert stats["reach"] == 1.0 and stats["outside_window"] > 1e-3  # small beside the shortcut at init
 
 
@@ -173,8 +175,8 @@ def test_sepvit_block_reaches_every_window_at_the_same_relative_position_at_init
     """PWA with zero-initialised window tokens mixes all windows uniformly, position by position."""
     h = w = NANO.stage_resolution(STAGE2)
     mass = _erf(stage_units(NANO, STAGE2, h, w)["sepvit_block"], h, w, NANO.embed_dims[STAGE2], inputs=3)
-    q = rf.centre(h, w)  # (8, 8): the top-left pixel of window (2, 2)
-    assert rf.erf_stats(mass, q, 4)["outside_window"] > 0.05
+    q = erf.centre(h, w)  # (8, 8): the top-left pixel of window (2, 2)
+    assert erf.erf_stats(mass, q, 4)["outside_window"] > 0.05
     for gi in range(4):
         for gj in range(4):
             window = mass[4 * gi:4 * gi + 4, 4 * gj:4 * gj + 4]
@@ -182,32 +184,32 @@ def test_sepvit_block_reaches_every_window_at_the_same_relative_position_at_init
             if (gi, gj) != (2, 2):
                 assert np.unravel_index(window.argmax(), window.shape) == (0, 0)  # the query's relative position
     local = _erf(make_block(NANO.replace(dssa=False).block_spec(STAGE2, 0)), h, w, NANO.embed_dims[STAGE2])
-    assert rf.erf_stats(local, q, 4)["outside_window"] == 0.0
+    assert erf.erf_stats(local, q, 4)["outside_window"] == 0.0
 
 
 def test_float32_and_float64_agree():
     h = w = 8
     cfg = NANO
     unit = stage_units(cfg, 2, h, w)["sepvit_block"]
-    rf.initialise(unit)
-    x = rf.random_inputs(2, h, w, cfg.embed_dims[2])
-    single = rf.erf_map(unit.float(), x.float()).numpy()
-    double = rf.erf_map(unit.double(), x.double()).numpy()
+    erf.initialise(unit)
+    x = erf.random_inputs(2, h, w, cfg.embed_dims[2])
+    single = erf.erf_map(unit.float(), x.float()).numpy()
+    double = erf.erf_map(unit.double(), x.double()).numpy()
     np.testing.assert_allclose(single, double, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------ tables
 def test_unit_table_rows_carry_stats_and_analytic_macs():
-    results = rf.unit_erf_table("sepvit_nano_32", stages=[3, 4], inputs=2,
+    results = erf_tables.unit_erf_table("sepvit_nano_32", stages=[3, 4], inputs=2,
                                 units=["sepvit_block", "swin_pair", "msa_block"])
     assert [(r.stage, r.unit) for r in results] == [(s, u) for s in (3, 4)
                                                      for u in ("sepvit_block", "swin_pair", "msa_block")]
     for r in results:
         assert r.mass.shape == (r.height, r.width) and r.mass.sum() == pytest.approx(1.0)
-        assert set(rf.STAT_COLUMNS) <= set(r.stats) and r.macs > 0
+        assert set(erf.STAT_COLUMNS) <= set(r.stats) and r.macs > 0
     stage4 = {r.unit: r for r in results if r.stage == 4}
     assert all(r.stats["outside_window"] == 0.0 for r in stage4.values())  # a 4x4 map is one window
-    rows = rf.comparable(results)
+    rows = erf_tables.comparable(results)
     assert {row["pair"] for row in rows} == {"swin_pair"} and all(isinstance(row["comparable"], bool) for row in rows)
 
 
@@ -217,7 +219,7 @@ def test_trained_model_path_captures_the_real_block_inputs():
     torch.manual_seed(0)
     model = NANO.build().eval()
     images = trained_erf.validation_images("synthetic", 3)
-    captured = rf.capture_block_inputs(model, images, [(0, 0), (1, 1)])
+    captured = erf.capture_block_inputs(model, images, [(0, 0), (1, 1)])
     with torch.no_grad():
         stage1_in = model.stages[0].patch_embed(images)
         stage2 = model.stages[1]
@@ -225,11 +227,11 @@ def test_trained_model_path_captures_the_real_block_inputs():
     torch.testing.assert_close(captured[(0, 0)], stage1_in)
     torch.testing.assert_close(captured[(1, 1)], block1_in)
 
-    results = rf.model_erf_table(model, images, stages=[2, 3])
+    results = erf_tables.model_erf_table(model, images, stages=[2, 3])
     assert [(r.stage, r.unit, r.blocks) for r in results] == [
         (2, "sepvit_block", "0"), (2, "sepvit_gsa_block", "1"), (3, "sepvit_block", "0"), (3, "sepvit_gsa_block", "1")]
     swin = NANO.replace(block_pattern="swin").build().eval()
-    names = [(r.stage, r.unit, r.blocks) for r in rf.model_erf_table(swin, images, with_cpe=True)]
+    names = [(r.stage, r.unit, r.blocks) for r in erf_tables.model_erf_table(swin, images, with_cpe=True)]
     assert names == [(1, "ours_swin_block0", "0"), (2, "ours_swin_pair", "0+1 (CPE after 0)"),
                      (3, "ours_swin_pair", "0+1 (CPE after 0)"), (4, "ours_swin_block0", "0")]
 
@@ -238,27 +240,27 @@ def test_plot_uses_one_colour_scale_with_a_colour_bar():
     import matplotlib
 
     matplotlib.use("Agg")
-    results = rf.unit_erf_table("sepvit_nano_32", stages=[3, 4], inputs=1, units=["sepvit_block", "msa_block"],
+    results = erf_tables.unit_erf_table("sepvit_nano_32", stages=[3, 4], inputs=1, units=["sepvit_block", "msa_block"],
                                 with_macs=False)
-    fig = rf.plot_erf(results, vmin=1e-5)
+    fig = erf_tables.plot_erf(results, vmin=1e-5)
     images = [im for ax in fig.axes for im in ax.get_images()]
     assert len(images) == 4
     assert {(im.norm.vmin, im.norm.vmax) for im in images} == {(1e-5, 1.0)}
     assert len(fig.axes) == 5  # four panels and the colour bar
 
 
-def _result(unit: str, mean_distance: float, macs: int) -> rf.ERFResult:
+def _result(unit: str, mean_distance: float, macs: int) -> erf_tables.ERFResult:
     stats = dict(radius_90=1.0, mean_distance=mean_distance, outside_window=0.1, self_share=0.5, reach=1.0)
-    return rf.ERFResult(2, unit, 16, 16, 4, (8, 8), 1, np.full((16, 16), 1 / 256), stats, macs)
+    return erf_tables.ERFResult(2, unit, 16, 16, 4, (8, 8), 1, np.full((16, 16), 1 / 256), stats, macs)
 
 
 def test_verdict_compares_the_sepvit_block_with_each_pair_by_mean_distance():
-    rows = rf.comparable([_result("sepvit_block", 1.0, 50), _result("swin_pair", 1.9, 100),
+    rows = erf_tables.comparable([_result("sepvit_block", 1.0, 50), _result("swin_pair", 1.9, 100),
                           _result("ours_twins_pair", 2.1, 100), _result("msa_block", 9.0, 100),
                           _result("ours_swin_block0", 1.0, 50)])
     assert [(r["pair"], r["comparable"]) for r in rows] == [("swin_pair", True), ("ours_twins_pair", False)]
     assert rows[0]["mean_distance_ratio"] == pytest.approx(1 / 1.9) and rows[0]["macs_ratio"] == 0.5
-    text = rf.format_comparison(rows)
+    text = erf_tables.format_comparison(rows)
     assert "comparable or wider" in text.splitlines()[0] and "NOT comparable" in text.splitlines()[1]
 
 
@@ -267,42 +269,42 @@ def test_off_query_stats_leave_the_query_pixel_out():
     grad = np.zeros((8, 8))
     q = (4, 4)
     grad[4, 4], grad[4, 6], grad[1, 4], grad[4, 5] = 6.0, 1.0, 1.0, 2.0  # Chebyshev distances 0, 2, 3, 1
-    stats = rf.off_query_stats(grad, q)
+    stats = reach.off_query_stats(grad, q)
     assert stats["self_share"] == pytest.approx(0.6)
     assert stats["off_mean_distance"] == pytest.approx((2 * 1 + 1 * 2 + 1 * 3) / 4)
     assert stats["off_radius_50"] == 1.0 and stats["off_radius_90"] == 3.0  # 2/4 within 1, 3/4 within 2
     grad[4, 4] = 600.0  # more self share: the reach does not move
-    assert rf.off_query_stats(grad, q)["off_mean_distance"] == pytest.approx(stats["off_mean_distance"])
+    assert reach.off_query_stats(grad, q)["off_mean_distance"] == pytest.approx(stats["off_mean_distance"])
     only_self = np.zeros((8, 8))
     only_self[q] = 1.0
-    assert rf.off_query_stats(only_self, q) == dict(self_share=1.0, off_mean_distance=0.0, off_radius_50=0.0,
+    assert reach.off_query_stats(only_self, q) == dict(self_share=1.0, off_mean_distance=0.0, off_radius_50=0.0,
                                                     off_radius_90=0.0)
     with pytest.raises(ValueError, match="no finite gradient"):
-        rf.off_query_stats(np.zeros((8, 8)), q)
+        reach.off_query_stats(np.zeros((8, 8)), q)
 
 
 def test_query_positions_take_every_place_inside_the_window():
-    queries = rf.query_positions(10, 10, 4, per_phase=1, seed=3)  # windows of 4 on a 10x10 map (padded to 12)
+    queries = reach.query_positions(10, 10, 4, per_phase=1, seed=3)  # windows of 4 on a 10x10 map (padded to 12)
     assert sorted((i % 4, j % 4) for i, j in queries) == [(a, b) for a in range(4) for b in range(4)]
-    twice = rf.query_positions(10, 10, 4, per_phase=2, seed=3)
+    twice = reach.query_positions(10, 10, 4, per_phase=2, seed=3)
     assert len(twice) == 32 and len(set(twice)) == 32
     assert all(0 <= i < 10 and 0 <= j < 10 for i, j in twice)
-    assert rf.query_positions(3, 3, 4) == [(i, j) for i in range(3) for j in range(3)]  # one window: every pixel
-    assert len(rf.query_positions(6, 6, 4, per_phase=None)) == 36
+    assert reach.query_positions(3, 3, 4) == [(i, j) for i in range(3) for j in range(3)]  # one window: every pixel
+    assert len(reach.query_positions(6, 6, 4, per_phase=None)) == 36
     with pytest.raises(ValueError, match="per phase"):
-        rf.query_positions(8, 8, 4, per_phase=0)
+        reach.query_positions(8, 8, 4, per_phase=0)
 
 
 def test_gradient_maps_give_each_input_and_query_its_own_map():
     x = torch.randn(3, 7, 9, 5, dtype=torch.float64)
-    maps = rf.gradient_maps(ShiftMix(1.0, 3.0), x, [(4, 6), (0, 0)], chunk=2)
+    maps = erf.gradient_maps(ShiftMix(1.0, 3.0), x, [(4, 6), (0, 0)], chunk=2)
     assert maps.shape == (3, 2, 7, 9)
     assert maps[:, 0, 4, 6].tolist() == [5.0] * 3 and maps[:, 0, 3, 4].tolist() == [15.0] * 3  # 5 channels
     assert maps[:, 1, 0, 0].tolist() == [5.0] * 3 and maps[:, 1, 6, 7].tolist() == [15.0] * 3  # rolled round
     assert maps.sum().item() == pytest.approx(3 * 2 * (5 + 15))  # nothing anywhere else
     for b in range(3):  # Product's gradient depends on the input: each sample keeps its own
-        single = rf.gradient_maps(Product(), x[b:b + 1], [(3, 3)])
-        torch.testing.assert_close(rf.gradient_maps(Product(), x, [(3, 3)], chunk=3)[b], single[0])
+        single = erf.gradient_maps(Product(), x[b:b + 1], [(3, 3)])
+        torch.testing.assert_close(erf.gradient_maps(Product(), x, [(3, 3)], chunk=3)[b], single[0])
 
 
 def _pattern_unit(pattern: str, blocks: int, stage: int = 0) -> nn.Module:
@@ -317,12 +319,12 @@ def _pattern_unit(pattern: str, blocks: int, stage: int = 0) -> nn.Module:
 def _reach_of_patterns(init: str, patterns, stage: int = 0, per_phase: int = 4) -> dict[str, dict[str, np.ndarray]]:
     """The reach of each pattern's unit at one nano stage, seed 0, on the SAME 2 inputs and queries."""
     side, dim = NANO.stage_resolution(stage), NANO.embed_dims[stage]
-    x = rf.random_inputs(2, side, side, dim)
-    queries = rf.query_positions(side, side, NANO.window_size, per_phase)
+    x = erf.random_inputs(2, side, side, dim)
+    queries = reach.query_positions(side, side, NANO.window_size, per_phase)
     out = {}
     for name, (pattern, blocks) in patterns.items():
         torch.manual_seed(0)
-        out[name] = rf.reach_values(rf.initialise(_pattern_unit(pattern, blocks, stage), init), x, queries)
+        out[name] = reach.reach_values(erf.initialise(_pattern_unit(pattern, blocks, stage), init), x, queries)
     return out
 
 
@@ -335,36 +337,37 @@ def test_reach_ranks_global_attention_widest_then_sepvit_and_twins_then_swin_the
     one window, each step with its 95 % paired interval above 1. PyTorch's default init ("as_built"), where the
     attention branches are of the order of the shortcut, so that a pair composes as it does after training (at
     the authors' init a Swin pair is two single windows side by side: see the next test)."""
-    reach = {name: values["off_mean_distance"] for name, values in _reach_of_patterns("as_built", ORDERED).items()}
+    measured = {name: values["off_mean_distance"] for name, values in _reach_of_patterns("as_built", ORDERED).items()}
     steps = [("global MSA", "SepViT block"), ("global MSA", "Twins pair"), ("SepViT block", "Swin pair"),
              ("Twins pair", "Swin pair"), ("Swin pair", "one window")]
     for wider, narrower in steps:
-        ratio, low, high = rf.reach_ratio(reach[wider], reach[narrower])
+        ratio, low, high = reach.reach_ratio(measured[wider], measured[narrower])
         assert low > 1.0, f"{wider} / {narrower}: {ratio:.3f} [{low:.3f}, {high:.3f}]"
-    assert reach["SepViT block"].mean() > 2.5 * reach["Swin pair"].mean()
+    assert measured["SepViT block"].mean() > 2.5 * measured["Swin pair"].mean()
 
 
 def test_at_the_authors_init_a_swin_pair_reaches_as_far_as_one_window_on_average_but_covers_more():
-    reach = _reach_of_patterns("authors", {k: ORDERED[k] for k in ("Swin pair", "one window", "global MSA",
-                                                                   "SepViT block")})
-    ratio, _, _ = rf.reach_ratio(reach["Swin pair"]["off_mean_distance"], reach["one window"]["off_mean_distance"])
+    measured = _reach_of_patterns("authors", {k: ORDERED[k] for k in ("Swin pair", "one window", "global MSA",
+                                                                      "SepViT block")})
+    ratio, _, _ = reach.reach_ratio(measured["Swin pair"]["off_mean_distance"],
+                                    measured["one window"]["off_mean_distance"])
     assert 0.9 < ratio < 1.1  # the sum of an aligned and a shifted window, each as far away as one window
-    assert reach["Swin pair"]["off_radius_90"].mean() > reach["one window"]["off_radius_90"].mean()
-    assert reach["global MSA"]["off_mean_distance"].mean() > reach["SepViT block"]["off_mean_distance"].mean()
+    assert measured["Swin pair"]["off_radius_90"].mean() > measured["one window"]["off_radius_90"].mean()
+    assert measured["global MSA"]["off_mean_distance"].mean() > measured["SepViT block"]["off_mean_distance"].mean()
 
 
 def test_the_self_share_no_longer_decides_the_ranking():
     """The issue's sanity check: the centre-query mean distance of ALL the mass ranks global MSA below SepViT
     (its shortcut keeps more at the query); the off-query reach ranks it above."""
     side, dim = NANO.stage_resolution(0), NANO.embed_dims[0]
-    x = rf.random_inputs(2, side, side, dim)
+    x = erf.random_inputs(2, side, side, dim)
     legacy, off = {}, {}
     for name in ("global MSA", "SepViT block"):
         torch.manual_seed(0)
-        unit = rf.initialise(_pattern_unit(*ORDERED[name]))
-        mass = rf.erf_map(unit, x).numpy()
-        legacy[name] = rf.erf_stats(mass, rf.centre(side, side), NANO.window_size)
-        off[name] = rf.off_query_stats(mass, rf.centre(side, side))
+        unit = erf.initialise(_pattern_unit(*ORDERED[name]))
+        mass = erf.erf_map(unit, x).numpy()
+        legacy[name] = erf.erf_stats(mass, erf.centre(side, side), NANO.window_size)
+        off[name] = reach.off_query_stats(mass, erf.centre(side, side))
     assert legacy["global MSA"]["mean_distance"] < legacy["SepViT block"]["mean_distance"]
     assert legacy["global MSA"]["self_share"] > legacy["SepViT block"]["self_share"]
     assert off["global MSA"]["off_mean_distance"] > off["SepViT block"]["off_mean_distance"]
@@ -372,31 +375,31 @@ def test_the_self_share_no_longer_decides_the_ranking():
 
 def test_bootstrap_intervals_cover_seeds_inputs_and_queries():
     constant = np.full((2, 3, 4), 5.0)
-    assert rf.bootstrap_mean(constant) == (5.0, 5.0, 5.0)
+    assert reach.bootstrap_mean(constant) == (5.0, 5.0, 5.0)
     rng = np.random.default_rng(0)
     by_input = np.broadcast_to(rng.normal(10, 1, size=(1, 20, 1)), (1, 20, 6))
-    mean, low, high = rf.bootstrap_mean(by_input)
+    mean, low, high = reach.bootstrap_mean(by_input)
     assert low < mean < high and high - low > 0.3  # about 2 x 1.96 / sqrt(20)
     by_seed = np.broadcast_to(np.array([9.0, 10.0, 11.0])[:, None, None], (3, 5, 5))
-    assert rf.bootstrap_mean(by_seed)[2] > rf.bootstrap_mean(by_seed)[1]
-    assert rf.bootstrap_mean(by_seed[:1]) == (9.0, 9.0, 9.0)
-    assert rf.bootstrap_mean(by_input[0], resamples=50)[0] == pytest.approx(mean)  # (inputs, queries) accepted
+    assert reach.bootstrap_mean(by_seed)[2] > reach.bootstrap_mean(by_seed)[1]
+    assert reach.bootstrap_mean(by_seed[:1]) == (9.0, 9.0, 9.0)
+    assert reach.bootstrap_mean(by_input[0], resamples=50)[0] == pytest.approx(mean)  # (inputs, queries) accepted
     with pytest.raises(ValueError, match="seeds, inputs, queries"):
-        rf.bootstrap_mean(np.zeros(4))
+        reach.bootstrap_mean(np.zeros(4))
 
 
 def test_reach_ratio_is_paired_over_inputs_and_queries():
     rng = np.random.default_rng(1)
     shared = rng.lognormal(0, 0.5, size=(1, 30, 8))  # large per-input/query variation, common to both units
-    assert rf.reach_ratio(2 * shared, shared) == pytest.approx((2.0, 2.0, 2.0))
+    assert reach.reach_ratio(2 * shared, shared) == pytest.approx((2.0, 2.0, 2.0))
     noisy = shared * rng.normal(1.0, 0.02, size=shared.shape)
-    ratio, low, high = rf.reach_ratio(noisy, shared)
+    ratio, low, high = reach.reach_ratio(noisy, shared)
     assert low < 1.0 < high and high - low < 0.03  # unpaired, the shared variation alone would give about 0.4
     seeds = np.concatenate([shared, 1.2 * shared, 0.8 * shared])
-    ratio, low, high = rf.reach_ratio(seeds, shared)
+    ratio, low, high = reach.reach_ratio(seeds, shared)
     assert ratio == pytest.approx(1.0) and high - low > 0.1  # three different models: their spread counts
     with pytest.raises(ValueError, match="same inputs and queries"):
-        rf.reach_ratio(shared[:, :10], shared)
+        reach.reach_ratio(shared[:, :10], shared)
 
 
 @pytest.mark.parametrize("interval,comparable,at_least,direction,verdict", [
@@ -408,16 +411,16 @@ def test_reach_ratio_is_paired_over_inputs_and_queries():
     ((1.20, 1.10, 1.30), False, True, "wider", "wider, by an amount"),
 ])
 def test_comparable_verdict_reads_the_interval(interval, comparable, at_least, direction, verdict):
-    found = rf.comparable_verdict(*interval)
+    found = reach.comparable_verdict(*interval)
     assert (found["comparable"], found["at_least_comparable"], found["direction"]) == (comparable, at_least, direction)
     assert found["verdict"].startswith(verdict) and found["sentence"].endswith(found["verdict"])
     assert f"{interval[0]:.2f} (95 % interval {interval[1]:.2f}-{interval[2]:.2f}" in found["sentence"]
     with pytest.raises(ValueError, match="must hold 1"):
-        rf.comparable_verdict(*interval, band=(1.1, 1.3))
+        reach.comparable_verdict(*interval, band=(1.1, 1.3))
 
 
-def _reach_result(unit: str, values: np.ndarray, queries=((1, 1), (2, 2)), macs: int = 100) -> rf.ReachResult:
-    return rf.ReachResult(2, unit, 16, 16, 4, list(queries), {s: values for s in rf.REACH_STATS}, macs)
+def _reach_result(unit: str, values: np.ndarray, queries=((1, 1), (2, 2)), macs: int = 100) -> reach.ReachResult:
+    return reach.ReachResult(2, unit, 16, 16, 4, list(queries), {s: values for s in reach.REACH_STATS}, macs)
 
 
 def test_compare_reach_pairs_the_sepvit_block_with_each_pair_on_the_same_queries():
@@ -425,14 +428,14 @@ def test_compare_reach_pairs_the_sepvit_block_with_each_pair_on_the_same_queries
     results = [_reach_result("sepvit_block", 0.5 * base, macs=50), _reach_result("ours_swin_pair", base),
                _reach_result("ours_twins_pair", 0.52 * base), _reach_result("msa_block", 9 * base),
                _reach_result("ours_swin_pair", base, queries=((0, 0), (3, 3)))]  # other queries: not paired
-    rows = rf.compare_reach(results)
+    rows = reach.compare_reach(results)
     assert [(r["pair"], r["ratio"], r["comparable"], r["direction"]) for r in rows] == [
         ("ours_swin_pair", 0.5, False, "narrower"), ("ours_twins_pair", pytest.approx(0.5 / 0.52), True, "narrower")]
     assert rows[0]["macs_ratio"] == 0.5 and rows[0]["verdict"] == "NOT comparable: narrower"
-    text = rf.format_reach_comparison(rows).splitlines()
+    text = reach.format_reach_comparison(rows).splitlines()
     assert len(text) == 2 and text[0].startswith("stage 2: SepViT block vs ours_swin_pair") and "narrower" in text[0]
     with pytest.raises(ValueError, match="unknown stat"):
-        rf.compare_reach(results, stat="radius")
+        reach.compare_reach(results, stat="radius")
 
 
 def test_model_reach_table_stacks_seeds_of_one_configuration():
@@ -443,7 +446,7 @@ def test_model_reach_table_stacks_seeds_of_one_configuration():
         torch.manual_seed(seed)
         models.append(NANO.build().eval())
     images = trained_erf.validation_images("synthetic", 2)
-    results = rf.model_reach_table(models, images, stages=[2], label="sepvit")
+    results = reach.model_reach_table(models, images, stages=[2], label="sepvit")
     assert [(r.stage, r.unit, r.seeds, r.inputs, len(r.queries)) for r in results] == [
         (2, "sepvit_block", 2, 2, 16), (2, "sepvit_gsa_block", 2, 2, 16)]
     values = results[0].values["off_mean_distance"]
@@ -452,7 +455,7 @@ def test_model_reach_table_stacks_seeds_of_one_configuration():
     assert row["label"] == "sepvit" and row["off_mean_distance_low"] <= row["off_mean_distance"] <= \
         row["off_mean_distance_high"]
     with pytest.raises(ValueError, match="share a configuration"):
-        rf.model_reach_table([models[0], NANO.replace(block_pattern="swin").build()], images)
+        reach.model_reach_table([models[0], NANO.replace(block_pattern="swin").build()], images)
 
 
 # ------------------------------------------------------------------------------ command line

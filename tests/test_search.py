@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from experiments import search
+from experiments import search, search_objective, search_storage
 from experiments.search_report import differences, pareto_front, summary_text, trials_frame
 from experiments.search_space import (FIT, InvalidCombination, SpaceError, default_space, load_space, parse_space,
                                       training_space)
@@ -33,7 +33,7 @@ TRAIN = TrainConfig(img_size=32)
 def optuna_db_template(tmp_path_factory) -> Path:
     """An Optuna SQLite storage with its tables (created once; tests copy it)."""
     path = tmp_path_factory.mktemp("optuna_template") / "optuna.db"
-    search.open_storage(f"sqlite:///{path}", heartbeat=None)
+    search_storage.open_storage(f"sqlite:///{path}", heartbeat=None)
     return path
 
 
@@ -327,7 +327,7 @@ def test_continuing_a_study_with_other_settings_is_refused(continued_study, caps
 def test_a_pruned_trial_stops_training_and_is_tagged(out):
     args = search.build_parser().parse_args([*TINY[:-2], "--epochs", "3", "--output", str(out)])
     prepared = search.prepare(args)
-    study = search.open_study(prepared)
+    study = search_storage.open_study(prepared)
     from workbench.tracking import Tracker
 
     settings = prepared.settings
@@ -336,8 +336,8 @@ def test_a_pruned_trial_stops_training_and_is_tagged(out):
     # a pruner that prunes whenever it may: at epoch 1 (the last epoch is never pruned: the trial is done)
     study = optuna.load_study(study_name=settings.study_name, storage=_storage(out),
                               pruner=optuna.pruners.ThresholdPruner(lower=101.0))
-    objective = search.TrialObjective(settings, prepared.space, prepared.base, prepared.train, prepared.datasets,
-                                      tracker, out)
+    objective = search_objective.TrialObjective(settings, prepared.space, prepared.base, prepared.train,
+                                                prepared.datasets, tracker, out)
     study.optimize(objective, n_trials=1)
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED and list(trial.intermediate_values) == [1]
@@ -423,16 +423,16 @@ def test_accuracy_against_macs_reports_a_pareto_front(out):
 
 
 def test_latency_is_measured_once_per_architecture(out, monkeypatch):
-    import analysis.benchmark as benchmark
+    from analysis import timing
 
     calls = []
-    original = benchmark.latency_ms
+    original = timing.latency_ms
 
     def counting(module, in_chans, settings):
         calls.append(settings.batch_size)
         return original(module, in_chans, settings)
 
-    monkeypatch.setattr(benchmark, "latency_ms", counting)
+    monkeypatch.setattr(timing, "latency_ms", counting)
     space = _yaml(out.parent, "lr: [0.002, 0.003]\n")  # two trials, one architecture
     rc = search.main([*TINY, "--objectives", "top1", "latency", "--space", space, "--sampler", "grid",
                       "--output", str(out)])
@@ -476,13 +476,13 @@ def test_the_example_space_file_is_a_finite_space_holding_the_reference():
 def test_a_reference_that_only_failed_is_enqueued_again(out):
     args = search.build_parser().parse_args([*TINY, "--output", str(out)])
     prepared = search.prepare(args)
-    study = search.open_study(prepared)
+    study = search_storage.open_study(prepared)
     study.optimize(lambda trial: 1 / 0, n_trials=1, catch=(ZeroDivisionError,))  # the reference trial fails
     assert study.trials[0].state == optuna.trial.TrialState.FAIL and study.trials[0].user_attrs["reference"]
-    study = search.open_study(prepared)
+    study = search_storage.open_study(prepared)
     assert [(t.state.name, t.user_attrs.get("reference")) for t in study.trials] == [("FAIL", True),
                                                                                      ("WAITING", True)]
-    search.open_study(prepared)  # waiting: not enqueued twice
+    search_storage.open_study(prepared)  # waiting: not enqueued twice
     assert len(_study(out).trials) == 2
 
 
@@ -535,7 +535,7 @@ def test_user_supplied_names_write_nothing_outside_the_output_folder(tmp_path, m
     assert rc == 0
     new = _files(tmp_path) - before
     assert new and all(out in path.parents for path in new), sorted(map(str, new - _files(out)))
-    assert list((out / search.folder_name(experiment)).glob("sepvit-search/trial-0000/*"))  # the trial's files
+    assert list((out / search_storage.folder_name(experiment)).glob("sepvit-search/trial-0000/*"))  # the trial's files
     _, children, parents = _runs(out, experiment)  # MLflow keeps the name as given
     assert len(children) == 1 and len(parents) == 1
 
@@ -548,8 +548,8 @@ FAKE_URL = f"postgresql://optuna:{SECRET}@db-host/optuna"
 def password_storage(out, monkeypatch):
     """`--storage FAKE_URL` as the search sees it everywhere, while the driver underneath is the test's SQLite file
     (a SQLite URL cannot carry a password; this follows the password through every place the search writes)."""
-    real = search._driver_url
-    monkeypatch.setattr(search, "_driver_url", lambda url: _storage(out) if url == FAKE_URL else real(url))
+    real = search_storage._driver_url
+    monkeypatch.setattr(search_storage, "_driver_url", lambda url: _storage(out) if url == FAKE_URL else real(url))
     return out
 
 

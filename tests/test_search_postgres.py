@@ -10,7 +10,7 @@ import sys
 import optuna
 import pytest
 
-from experiments import search
+from experiments import search, search_storage
 from postgres_support import Cluster, postgres_cluster, server_binaries  # noqa: F401
 from runner_support import ROOT, mlflow_db_template  # noqa: F401
 
@@ -32,7 +32,7 @@ def test_two_workers_share_a_study_on_postgresql(postgres_cluster, tmp_path, mlf
     assert proc.returncode == 0, stderr[-3000:]
     assert "with 2 worker(s)" in stderr and "[worker " in stderr
     workers_used = {line.split("[worker ")[1][0] for line in stderr.splitlines() if "COMPLETE [worker " in line}
-    study = optuna.load_study(study_name="pg-study", storage=search.open_storage(postgres_cluster.url, None))
+    study = optuna.load_study(study_name="pg-study", storage=search_storage.open_storage(postgres_cluster.url, None))
     numbers = [t.number for t in study.trials]
     assert sorted(numbers) == list(range(N_TRIALS))
     assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)

@@ -2,9 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from typing import Mapping, Sequence
+
+import yaml
+
+from workbench.fields import FieldError, coerce, describe, field_types
 
 EXIT_BAD_INPUT = 2
+
+
+class UsageError(ValueError):
+    """Bad input from the user: a command line prints it as one line (`fail`) and exits with EXIT_BAD_INPUT."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -21,17 +31,15 @@ def fail(prog: str, message: str) -> int:
     return EXIT_BAD_INPUT
 
 
-def add_dataclass_flags(group, cls: type, skip: tuple[str, ...] = ()) -> list[str]:
+def add_dataclass_flags(group, cls: type, skip: tuple[str, ...] = (),
+                        help_for: Mapping[str, str] | None = None) -> list[str]:
     """One `--field-name` flag per field of dataclass `cls` (minus `skip`), typed by the field's annotation.
 
-    Help text and short aliases come from each field's `metadata` ("help", "flags"); bools become
-    `--x/--no-x`; values are parsed by `workbench.fields` (the one typed parser), so `--clip-grad none` and
-    `--opt-betas 0.9,0.99` work. Returns the field names added (the `dest` of each flag).
+    Help text and short aliases come from each field's `metadata` ("help", "flags"), unless `help_for` gives a
+    command's own text for a field (what the field means there); bools become `--x/--no-x`; values are parsed
+    by `workbench.fields` (the one typed parser), so `--clip-grad none` and `--opt-betas 0.9,0.99` work.
+    Returns the field names added (the `dest` of each flag).
     """
-    import dataclasses
-
-    from workbench.fields import FieldError, coerce, describe, field_types
-
     def parser_for(name: str):
         def parse(text: str):
             try:
@@ -46,13 +54,33 @@ def add_dataclass_flags(group, cls: type, skip: tuple[str, ...] = ()) -> list[st
         if f.name in skip:
             continue
         flags = [*f.metadata.get("flags", ()), "--" + f.name.replace("_", "-")]
-        kwargs = dict(dest=f.name, default=f.default, help=f.metadata.get("help", ""))
+        kwargs = dict(dest=f.name, default=f.default, help=(help_for or {}).get(f.name, f.metadata.get("help", "")))
         if field_types(cls)[f.name] is bool:
             group.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
         else:
             group.add_argument(*flags, type=parser_for(f.name), metavar=f.name.upper(), **kwargs)
         added.append(f.name)
     return added
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace, **changes):
+    """An instance of dataclass `cls` from the flags `add_dataclass_flags` declared for it, with `changes` applied."""
+    return cls(**{**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}, **changes})
+
+
+def add_model_flags(group, presets: Sequence[str], default: str, example: str) -> None:
+    """--model PRESET, --model-kwargs FIELD=VALUE... and --drop-path: the base model of a training command (the
+    model package's presets are passed in: this module knows no model). `example`: --model-kwargs in use."""
+    group.add_argument("--model", default=default, help=f"preset: {', '.join(presets)}")
+    group.add_argument("--model-kwargs", nargs="*", default=[], metavar="FIELD=VALUE",
+                       help=f"any other field of the model's config, typed by the field: {example}")
+    group.add_argument("--drop-path", type=float, help="stochastic depth rate (drop_path_rate)")
+
+
+def add_tracking_flags(group, default_experiment: str) -> None:
+    """--tracking-uri and --experiment: where a command's MLflow runs go."""
+    group.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<output>/mlflow.db)")
+    group.add_argument("--experiment", default=default_experiment, help="MLflow experiment name")
 
 
 def given_flags(parser: argparse.ArgumentParser, argv) -> set[str]:
@@ -94,8 +122,6 @@ def expand_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]
 
 
 def config_argv(parser: argparse.ArgumentParser, path: str) -> list[str]:
-    import yaml
-
     try:
         with open(path) as handle:
             data = yaml.safe_load(handle)
