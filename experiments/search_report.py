@@ -319,8 +319,14 @@ def distance_text(row: pd.Series, ref: pd.Series, objectives: list[str]) -> str:
     return ", ".join(parts)
 
 
-def conclusions(study: optuna.Study) -> list[str]:
-    """Sentences computed from the study (the notebook prints them; nothing is typed by hand)."""
+def conclusions(study: optuna.Study, seed_sd: float | None = None) -> list[str]:
+    """Sentences computed from the study (the notebook prints them; nothing is typed by hand).
+
+    seed_sd: the seed standard deviation of top-1 measured at the study's budget (`ablate.py --calibrate` with the
+    same training settings). Each trial is one seed, so two trials differ by seed noise alone with standard
+    deviation sqrt(2) seed_sd; without it the report can only give the validation set's binomial error, which is a
+    lower bound of the noise, and says so.
+    """
     frame = trials_frame(study)
     done = completed(frame)
     objectives = objectives_of(study)
@@ -354,13 +360,21 @@ def conclusions(study: optuna.Study) -> list[str]:
     settings = study.user_attrs.get("sepvit.settings", {})
     val_size = settings.get("train", {}).get("val_size")
     classes = settings.get("model", {}).get("num_classes")
-    if val_size and classes:
+    span = f"the trials span {done['top1'].min():.1f}–{done['top1'].max():.1f} %"
+    if seed_sd is not None and not math.isnan(seed_sd):
+        gap = 1.96 * math.sqrt(2) * seed_sd
+        beyond = int((done["top1"] > (ref["top1"] + gap)).sum()) if ref is not None and ref["state"] == "COMPLETE" else None
+        out.append(f"Noise (calibrated at this budget): seed sd {seed_sd:.1f} points, so two single-seed trials differ "
+                   f"by up to ±{gap:.1f} points (95 %) by seed alone; {span}"
+                   + (f"; {beyond} trial(s) beat the reference by more than that" if beyond is not None else "")
+                   + ". A gain is evidence only after a paired multi-seed confirmation (`ablate.py --compare --seeds 3`).")
+    elif val_size and classes:
         p = best["top1"] / 100
         half = 196 * math.sqrt(p * (1 - p) / val_size)
-        out.append(f"Noise: with {val_size} validation images one trial's top-1 has a 95 % interval of about "
-                   f"±{half:.1f} points (binomial), and chance is {100 / classes:.1f} %; the trials span "
-                   f"{done['top1'].min():.1f}–{done['top1'].max():.1f} %, so differences smaller than that interval "
-                   "are not evidence.")
+        out.append(f"Noise: not calibrated at this budget (pass the seed sd of `ablate.py --calibrate`); the "
+                   f"{val_size} validation images alone give one trial's top-1 a 95 % interval of ±{half:.1f} points "
+                   f"(binomial), a lower bound of the noise, which seeds add to; chance is {100 / classes:.1f} %; "
+                   f"{span}.")
     out.extend(_sentence(line[len("(chance!) "):]) for line in chance_lines(study, done))
     found = importances(study)
     if found.get("top1"):

@@ -33,14 +33,21 @@
 # runs a small study itself (`SEPVIT_SMOKE=1`: 4 trials of one epoch on 32 generated images): those numbers show
 # that the pipeline works, not what group sizes are worth.
 #
-# Each trial is one training run with one seed: two trials that differ by a few points may differ by seed noise.
+# Each trial is one training run with one seed: two trials differ by seed noise alone by up to ±1.96·√2 seed sd.
+# The seed sd is measured, not assumed: when the notebook runs its own study it also calibrates the runner at that
+# study's budget (`ablate.py --calibrate --seeds 3` with the same training settings); for a given study, set
+# `SEPVIT_CALIBRATION` to the `calibration.json` of a calibrate call made with that study's settings.
 # All computation is in `experiments/search_report.py` (tested in `tests/test_search.py`); this notebook only plots.
 
 # %%
 import contextlib
 import io
+import json
 import os
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
@@ -55,6 +62,7 @@ sns.set_theme(style="whitegrid", context="notebook")
 STORAGE = os.environ.get("SEPVIT_STUDY_STORAGE")
 STUDY = os.environ.get("SEPVIT_STUDY_NAME", search.DEFAULT_STUDY)
 SMOKE = os.environ.get("SEPVIT_SMOKE", "0") == "1"
+CALIBRATION = os.environ.get("SEPVIT_CALIBRATION")
 
 if STORAGE is None:
     # no study given: run a small one (SMOKE: 4 trials x 1 epoch x 32 images; else 8 trials x 2 epochs x 256)
@@ -66,12 +74,20 @@ if STORAGE is None:
                             "--study-name", STUDY])
     assert code == 0, f"the demo study failed (exit code {code}): see its messages above"
     STORAGE = f"sqlite:///{output}/optuna.db"
+    # the seed noise at the same budget: the reference and a null change at 3 seeds (the runner's CLI, as a user runs it)
+    budget = ["--epochs", "1" if SMOKE else "2", "--train-size", size, "--val-size", size, "-b", "16"]
+    calibrated = subprocess.run([sys.executable, str(Path.cwd().parent / "experiments" / "ablate.py"), "--calibrate",
+                                 "--seeds", "3", *budget, "--output", output], capture_output=True, text=True)
+    assert calibrated.returncode == 0, calibrated.stderr[-2000:]
+    CALIBRATION = str(next(Path(output).rglob("calibration.json")))
+seed_sd = json.loads(Path(CALIBRATION).read_text())["seed_sd"] if CALIBRATION else None
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 study = optuna.load_study(study_name=STUDY, storage=search.open_storage(STORAGE, None))
 frame = trials_frame(study)
 done = completed(frame)
 reference = reference_row(frame)
-print("storage:", search.mask_url(STORAGE), "| study:", STUDY)
+OWN_STUDY = "SEPVIT_STUDY_STORAGE" not in os.environ
+print("storage:", "a study this notebook ran" if OWN_STUDY else search.mask_url(STORAGE), "| study:", STUDY)
 print(summary_text(study))
 
 # %% [markdown]
@@ -141,5 +157,6 @@ plt.tight_layout()
 # ## 4 · Conclusions (computed from the study)
 
 # %%
-for sentence in conclusions(study):
+print("seed noise:", f"sd {seed_sd:.2f} points (calibrated)" if seed_sd is not None else "not calibrated")
+for sentence in conclusions(study, seed_sd=seed_sd):
     print("-", sentence)

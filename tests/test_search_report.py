@@ -147,3 +147,14 @@ def test_a_study_entirely_at_chance_says_so_and_one_without_class_counts_flags_n
     assert search_report.chance_level(unknown) is None
     assert search_report.trials_frame(unknown)["at_chance"].isna().all()
     assert "chance" not in search_report.summary_text(unknown)
+
+
+def test_the_noise_sentence_uses_the_calibrated_seed_sd_when_given():
+    study = optuna.create_study(direction="maximize")
+    for value in (50.0, 55.0, 80.0):
+        study.enqueue_trial({"x": value})
+    study.optimize(lambda t: t.suggest_float("x", 0, 100), n_trials=3)
+    calibrated = " ".join(search_report.conclusions(study, seed_sd=5.0))
+    assert "seed sd 5.0 points" in calibrated and f"±{1.96 * 2 ** 0.5 * 5:.1f} points" in calibrated
+    plain = " ".join(search_report.conclusions(study))
+    assert "seed sd" not in plain
