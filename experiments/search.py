@@ -2,7 +2,7 @@
 
     python experiments/search.py --n-trials 8                              # group sizes, window size, window token
     python experiments/search.py --n-trials 8                              # again: 8 more trials in the same study
-    python experiments/search.py --space training --n-trials 30 --workers 2
+    python experiments/search.py --space training --n-trials 30 --processes 2
     python experiments/search.py --objectives top1 macs --n-trials 20      # accuracy against MACs: a Pareto front
     python experiments/search.py --space my_space.yaml --sampler grid
     python experiments/search.py --storage postgresql://user:pw@db-host/optuna --study-name gs --n-trials 10
@@ -98,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pruner", choices=PRUNERS,
                    help="stop poor trials on their per-epoch validation top-1 (default: median; none with several "
                         "objectives, which Optuna cannot prune)")
-    s.add_argument("--workers", dest="search_workers", type=int, default=1, metavar="N",
-                   help="worker processes sharing the study (the runner's DataLoader workers are -j/--loader-workers)")
+    s.add_argument("--processes", dest="search_workers", type=int, default=1, metavar="N",
+                   help="processes sharing the study, each taking trials in turn (Optuna's parallel workers; "
+                        "-j/--workers is the DataLoader's, as in timm and ablate.py)")
     s.add_argument("--heartbeat", type=int, default=20,
                    help="seconds between a running trial's heartbeats; a trial silent for 3 heartbeats (its worker "
                         "died) is marked FAIL")
@@ -110,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         "seed": "training seed of every trial (the runner's --seed) and the sampler's seed; trials share it, so they "
                 "differ only in their parameters",
         "epochs": "epochs per trial: the pruner's resource"})
-    t.add_argument("-j", "--loader-workers", dest="workers", type=int, default=0,
-                   help="DataLoader worker processes per trial (the runner's -j/--workers)")
+    t.add_argument("-j", "--workers", dest="workers", type=int, default=0,
+                   help="DataLoader worker processes per trial (as in timm and ablate.py)")
     p.set_defaults(**SEARCH_BUDGET)
     add_tracking_flags(p.add_argument_group("tracking"), DEFAULT_EXPERIMENT)
     return p
@@ -141,7 +142,7 @@ def prepare(args) -> Prepared:
     if len(objectives) > 1 and pruner != "none":
         raise UsageError(f"--pruner {pruner} needs a single objective (Optuna cannot prune multi-objective trials): "
                          "drop --pruner or the extra objectives")
-    for flag, value, minimum in (("--n-trials", args.n_trials, 1), ("--workers", args.search_workers, 1),
+    for flag, value, minimum in (("--n-trials", args.n_trials, 1), ("--processes", args.search_workers, 1),
                                  ("--heartbeat", args.heartbeat, 1)):
         if value < minimum:
             raise UsageError(f"{flag} must be >= {minimum}, got {value}")

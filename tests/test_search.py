@@ -215,7 +215,7 @@ BAD_INPUT = {
     "unknown sampler": (["--sampler", "cmaes"], "invalid choice"),
     "grid over a continuous range": (["--space", "training", "--sampler", "grid"], "finite space"),
     "zero trials": (["--n-trials", "0"], "--n-trials"),
-    "zero workers": (["--workers", "0"], "--workers"),
+    "zero processes": (["--processes", "0"], "--processes"),
     "negative timeout": (["--timeout", "-5"], "--timeout"),
     "bad study name": (["--study-name", "it's"], "--study-name"),
     "empty space file": (["--space", "SPACE:"], "empty"),
@@ -377,7 +377,7 @@ def test_a_trial_that_raises_is_failed_with_its_reason_and_the_study_goes_on(out
 
 
 def test_a_killed_worker_leaves_its_trial_failed_and_the_others_finish(out):
-    proc = _subprocess([*TINY, "--workers", "2", "--n-trials", "4", "--heartbeat", "1", "--output", str(out)],
+    proc = _subprocess([*TINY, "--processes", "2", "--n-trials", "4", "--heartbeat", "1", "--output", str(out)],
                        fault="pause:trial 1")
     deadline = time.time() + 300
     while not list(out.glob("paused-*")):

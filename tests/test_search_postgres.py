@@ -24,7 +24,7 @@ def test_two_workers_share_a_study_on_postgresql(postgres_cluster, tmp_path, mlf
     out.mkdir()
     shutil.copy(mlflow_db_template, out / "mlflow.db")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    command = [*TINY, "--workers", "2", "--n-trials", str(N_TRIALS), "--storage", postgres_cluster.url,
+    command = [*TINY, "--processes", "2", "--n-trials", str(N_TRIALS), "--storage", postgres_cluster.url,
                "--study-name", "pg-study", "--output", str(out)]
     proc = subprocess.Popen([sys.executable, "experiments/search.py", *command], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
