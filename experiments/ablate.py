@@ -194,9 +194,9 @@ def plan_runs(configs, base: SepViTConfig, train_cfg: TrainConfig, seeds: int) -
 
 def prepare(args):
     """Validate everything and build the data, before any MLflow run exists: (runs, reference, datasets, uri)."""
-    from experiments.data import check_dataset, build_datasets
-    from experiments.engine import check_training_settings, fit_model_to_data
-    from workbench.tracking import check_experiment_name, check_tracking_uri, default_tracking_uri
+    from experiments.data import build_datasets, check_dataset, check_sizes_available
+    from experiments.engine import check_mixup_batch, check_training_settings, fit_model_to_data
+    from workbench.tracking import check_experiment_name, check_tracking_uri, default_tracking_uri, unwritable_folder
 
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
@@ -207,11 +207,16 @@ def prepare(args):
     check_dataset(train_cfg.dataset, train_cfg.data_dir)
     configs = plan_configs(args, base)
     check_experiment_name(args.experiment)
+    problem = unwritable_folder(args.output)
+    if problem:
+        raise UsageError(f"--output {args.output}: the call folder cannot be made ({problem}); choose another --output")
     uri = args.tracking_uri or default_tracking_uri(args.output)
     check_tracking_uri(uri)
     datasets = build_datasets(train_cfg.dataset, train_cfg.data_dir, train_cfg.img_size, train_cfg.train_size,
                               train_cfg.val_size, seed=train_cfg.data_seed, verify=True)
     info = datasets[2]
+    check_sizes_available(info, train_cfg.train_size, train_cfg.val_size)
+    check_mixup_batch(train_cfg, info.train_size, int(os.environ.get("WORLD_SIZE", "1")))
     configs = [(label, fit_model_to_data(cfg, info)) for label, cfg in configs]  # re-validates at the data's size
     base = fit_model_to_data(base, info)
     reference = next((label for label, cfg in configs if not cfg.diff(base)), None)
@@ -252,10 +257,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def resume(args, given: set[str]) -> int:
     """Finish a call: skip its FINISHED runs, resume those with a last.pth, start the rest; then report."""
     from experiments.data import DataError, build_datasets
-    from workbench.tracking import TrackingError, check_tracking_uri
+    from workbench.tracking import TrackingError, check_tracking_uri, unwritable_folder
 
     try:
         call = Call.load(find_call_folder(args.resume, args.output, args.tracking_uri))
+        problem = unwritable_folder(call.folder)
+        if problem:
+            raise UsageError(f"the call folder {call.folder} cannot be written ({problem}): make it writable, or "
+                             "copy the output folder somewhere writable and resume the copy")
         changes = resume_changes(args, given, call)
         call.runs = [PlannedRun(r.label, r.seed, r.model, r.train.replace(**changes), r.folder, r.tags)
                      for r in call.runs]

@@ -35,7 +35,10 @@ class CallError(ValueError):
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
+    """`text` as one file name: letters, digits, `_.-` kept, runs of anything else made one '-'; never '', '.' or
+    '..' (names of this folder and its parent: a folder named so would land outside where it was meant to)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+    return name if name.strip(".") else "run"
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -56,6 +56,11 @@ BAD_INPUT = {
     "classes owned by the data": (["--model-kwargs", "num_classes=5"], "dataset"),
     # data
     "unknown dataset": (["--dataset", "mnist"], "unknown dataset"),
+    "data folder the synthetic set ignores": (["--data-dir", "/tmp"], "not used"),
+    "data folder the digits set ignores": (["--dataset", "digits", "--data-dir", "/tmp"], "not used"),
+    "more training images than digits has": (["--dataset", "digits", "--train-size", "5000"], "holds 1437"),
+    "more validation images than digits has": (["--dataset", "digits", "--val-size", "500"], "holds 360"),
+    "mixup with fewer images than one batch": (["--mixup", "0.8", "--train-size", "8"], "one batch of 16"),
     "missing data folder": (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "does not exist"),
     "data folder not given": (["--dataset", "imagefolder"], "--data-dir"),
     "unreadable image": (["--dataset", "imagefolder", "--data-dir", "BROKEN_IMAGEFOLDER"], "broken.png"),
@@ -79,7 +84,9 @@ BAD_INPUT = {
     "in-memory sqlite": (["--tracking-uri", "sqlite:///"], "in-memory"),
     "unknown uri scheme": (["--tracking-uri", "ftp://host/db"], "scheme"),
     "unwritable tracking location": (["--tracking-uri", "sqlite:////proc/no/mlflow.db"], "/proc/no"),
+    "store under a system path": (["--tracking-uri", "sqlite:////sys/mlflow.db"], "/sys"),
     "empty experiment name": (["--experiment", ""], "experiment"),
+    "experiment name longer than a file name": (["--experiment", "x" * 300], "at most 200"),
 }
 if not torch.cuda.is_available():
     BAD_INPUT["cuda without a GPU"] = (["--device", "cuda"], "GPU")
@@ -112,6 +119,14 @@ def _call(argv: list[str]) -> int:
         return ablate.main(argv)
     except SystemExit as exc:
         return exc.code
+
+
+def test_an_output_folder_under_a_system_path_is_refused_before_anything_is_made(tmp_path, capsys):
+    store = tmp_path / "store"
+    rc = _call([*TINY_ARGS, "--output", "/sys/sepvit-out", "--tracking-uri", f"sqlite:///{store}/mlflow.db"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "/sys" in err and "--output" in err, err
+    assert not Path("/sys/sepvit-out").exists() and not store.exists()
 
 
 def test_unreachable_tracking_server_fails_fast(tmp_path, capsys):
@@ -309,6 +324,31 @@ def test_resume_refuses_what_it_cannot_honour(case, finished_call, tmp_path, cap
     assert "weights_only=False" not in err
     _, trained, parents = children(out)
     assert parents[0].info.status == "FINISHED" and trained[0].info.status == "FINISHED"  # untouched
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A mounted tmpfs (root only; skipped elsewhere): `remount(options)` changes its options."""
+    import subprocess
+
+    root = tmp_path / "tmpfs"
+    root.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield root, lambda options: subprocess.run(["mount", "-o", f"remount,{options}", str(root)], check=True)
+    finally:
+        subprocess.run(["umount", "-l", str(root)], capture_output=True)
+
+
+def test_resuming_a_read_only_call_folder_is_one_line(finished_call, tmpfs, capsys):
+    root, remount = tmpfs
+    shutil.copytree(finished_call, root / "out")
+    folder = next(p.parent for p in (root / "out").rglob("call.json"))
+    remount("ro")
+    rc = _call(["--resume", str(folder), "--epochs", "2"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "cannot be written" in err and "Traceback" not in err, err
 
 
 def test_a_moved_output_folder_resumes_and_extends_in_place(finished_call, tmp_path, capsys):

@@ -45,6 +45,16 @@ EXPERIMENT_KIND = "custom_model_development"
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 
 
+# `scheme://user:password@`: the password is what SQLAlchemy would read (up to the token's last @); the same
+# pattern as experiments/search.py's
+URL_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):\S*@")
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with the password of every URL in it replaced by *** (for messages, logs and anything MLflow keeps)."""
+    return URL_CREDENTIALS.sub(r"\1:***@", text)
+
+
 class TrackingError(ValueError):
     """The tracking URI cannot be used; the message says what to do."""
 
@@ -59,6 +69,23 @@ KNOWN_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql")
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a `sqlite:///...` URI (None for other schemes)."""
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def sqlite_store_problem(path: str | Path) -> str | None:
+    """Why the SQLite file `path` is not an MLflow store that can be read (missing, not a database, damaged, or
+    a database without MLflow's tables), or None. Reads only (a read-only connection): never creates the file."""
+    path = Path(path)
+    if not path.is_file():
+        return f"there is no MLflow store at {path}" + (" (it is a folder)" if path.is_dir() else "")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        return f"{path} cannot be read as an SQLite database ({exc})"
+    missing = {"experiments", "runs", "alembic_version"} - tables
+    if missing:
+        return f"{path} is not an MLflow store (no {', '.join(sorted(missing))} table)"
+    return None
 
 
 def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
@@ -95,19 +122,48 @@ def _check_sqlite(uri: str) -> None:
     if path is None or str(path) in ("", ".", ":memory:") or uri.rstrip("/") in ("sqlite:", "sqlite:/"):
         raise TrackingError(f"tracking URI {uri!r} is an in-memory SQLite database: everything would be lost when "
                             "the process ends; give a file, sqlite:///ABS/PATH/mlflow.db")
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TrackingError(f"cannot create the folder of the MLflow database {folder}: {exc.strerror}") from None
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.R_OK | os.W_OK)):
+    problem = unwritable_folder(path.parent)
+    if problem:
+        raise TrackingError(f"the MLflow database {path} cannot be written ({problem}): choose another --output "
+                            "or --tracking-uri")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise TrackingError(f"the MLflow database {path} is not writable by this user: choose another --output "
                             "or --tracking-uri")
+
+
+def unwritable_folder(folder: str | Path) -> str | None:
+    """Why files cannot be made in `folder` (or the folders that would be made to hold it), or None if they can.
+
+    Tried for real, without leaving anything behind: a probe folder and file are made in the nearest folder that
+    exists, then removed. `os.access` alone says yes to root everywhere, also under /sys or /proc, where nothing
+    can be created."""
+    existing = Path(folder).expanduser().absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        probe = tempfile.mkdtemp(prefix=".write-probe-", dir=existing)
+        try:
+            handle, name = tempfile.mkstemp(dir=probe)
+            os.close(handle)
+            os.unlink(name)
+        finally:
+            os.rmdir(probe)
+    except OSError as exc:
+        return f"nothing can be written under {existing}: {exc.strerror or exc}"
+    return None
+
+
+MAX_EXPERIMENT_NAME = 200  # it names a folder under --output (a file name holds 255 bytes), as in the search
 
 
 def check_experiment_name(name: str) -> None:
     if not name or not name.strip():
         raise TrackingError("--experiment must name an MLflow experiment, got an empty name")
+    if len(name) > MAX_EXPERIMENT_NAME:
+        raise TrackingError(f"--experiment is {len(name)} characters long; give at most {MAX_EXPERIMENT_NAME} (it "
+                            "names a folder under --output)")
 
 
 @contextlib.contextmanager
@@ -120,6 +176,7 @@ def store_lock(uri: str):
         return
     import fcntl
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
