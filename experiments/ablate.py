@@ -19,19 +19,21 @@ import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Sequence
 
 from sepvit.config import BLOCK_PATTERNS, PRESETS, WINDOW_TOKENS, SepViTConfig
 from workbench.cli import OneLineParser, add_config_flag, add_dataclass_flags, expand_config, fail, given_flags
 from workbench.fields import parse_assignments
 
-from experiments.calls import Call, CallError, PlannedRun, find_call_folder, new_call_folder, slug
+from experiments.calls import (Call, CallError, PlannedRun, find_call_folder, new_call_folder,
+                               remove_temporary_files, slug)
 from experiments.grids import GRIDS, REFERENCE, grid, label_for
 from experiments.train_config import TrainConfig
 
 DEFAULT_MODEL = "sepvit_nano_32"
 DEFAULT_EXPERIMENT = "sepvit-ablation"
-EXIT_RUN_FAILED, EXIT_INTERRUPTED = 1, 130
+EXIT_RUN_FAILED, EXIT_INTERRUPTED = 1, 130  # a stop: 128 + its signal (Ctrl-C 130, SIGTERM 143)
 PROG = "ablate.py"
 # Model fields the data decides: the dataset sets classes and channels, --img-size the input size.
 DATA_OWNED = {"img_size": "--img-size", "in_chans": "the dataset", "num_classes": "the dataset"}
@@ -244,14 +246,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs, reference, datasets, uri = prepare(args)
     except (UsageError, DataError, TrackingError, ValueError) as exc:
         return fail(PROG, str(exc))
-    rank, world = _init_distributed()
-    folder = _shared(new_call_folder(args.output, args.experiment) if rank == 0 else None, world)
-    call = Call(folder, " ".join([PROG, *argv]), args.experiment, runs, reference, args.tracking_uri,
-                name=f"{'calibrate' if args.calibrate else args.grid or runs[0].label} {folder.name}",
-                calibrate=args.calibrate)
-    if rank == 0:
-        call.save()
-    return run_call(call, datasets, uri, rank, world, parallel=args.parallel)
+
+    def start(life: CallLifecycle) -> int:
+        from workbench.tracking import signals_held
+
+        with signals_held():  # the call folder exists with its plan, known to the lifecycle, or not at all
+            folder = _shared(new_call_folder(args.output, args.experiment) if life.rank == 0 else None, life.world)
+            life.call = Call(folder, " ".join([PROG, *argv]), args.experiment, runs, reference, args.tracking_uri,
+                             name=f"{'calibrate' if args.calibrate else args.grid or runs[0].label} {folder.name}",
+                             calibrate=args.calibrate)
+            if life.rank == 0:
+                life.call.save()
+        return run_call(life, datasets, uri, parallel=args.parallel)
+
+    return CallLifecycle().run(start)
 
 
 def resume(args, given: set[str]) -> int:
@@ -280,13 +288,18 @@ def resume(args, given: set[str]) -> int:
         check_parallel(args.parallel)
     except (UsageError, CallError, DataError, TrackingError, ValueError) as exc:
         return fail(PROG, str(exc))
-    rank, world = _init_distributed()
-    if rank == 0:
-        call.save()  # the applied changes become part of the plan
-        done = sum(not call.needs_training(r) for r in call.runs)
-        print(f"resuming {call.folder}: {done} of {len(call.runs)} runs finished"
-              + (f"; changed: {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else ""), file=sys.stderr)
-    return run_call(call, datasets, uri, rank, world, changes=changes, parallel=args.parallel)
+
+    def start(life: CallLifecycle) -> int:
+        life.call = call
+        if life.rank == 0:
+            call.save()  # the applied changes become part of the plan
+            done = sum(not call.needs_training(r) for r in call.runs)
+            print(f"resuming {call.folder}: {done} of {len(call.runs)} runs finished"
+                  + (f"; changed: {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else ""),
+                  file=sys.stderr)
+        return run_call(life, datasets, uri, changes=changes, parallel=args.parallel)
+
+    return CallLifecycle().run(start)
 
 
 def check_parallel(parallel: int | str) -> None:
@@ -344,64 +357,152 @@ def worker_layout(parallel: int | str, to_train: int, threads: int, device: str,
     return processes, max(1, threads // processes)
 
 
-def run_call(call: Call, datasets, uri: str, rank: int, world: int, changes: dict | None = None,
-             parallel: int | str = 1) -> int:
-    """Train every unfinished planned run under one MLflow parent; report; close the parent as its children ended."""
-    tracker = None
-    if rank != 0:  # only rank 0 reports
-        logging.getLogger("sepvit").setLevel(logging.WARNING)
-    try:
-        if rank == 0:
-            from workbench.tracking import Tracker
+class CallLifecycle:
+    """Owns every exit of a call, from before its folder or first run exists until its parent run is closed.
 
-            tracker = Tracker(uri, call.experiment,
-                              artifact_root=None if call.tracking_uri else call.output / "mlartifacts")
-            _open_parent(tracker, call)
-            print(f"MLflow: {uri} experiment {call.experiment!r}, parent run {call.parent_run_id}; call folder "
-                  f"{call.folder}", file=sys.stderr)
-        from experiments import executor
+    For that whole span SIGINT raises KeyboardInterrupt and SIGTERM/SIGHUP raise RunInterrupted (start-up, cost
+    measurement, between runs, after the last epoch, the summary). Whatever ends the call (success, a stop, an
+    error, a full disk), every MLflow run this process opened is left FINISHED, FAILED or KILLED with the reason,
+    temporary files are removed, and one line on stderr says how to go on. The handlers of a stop or an error run
+    with further stops deferred, and cannot themselves fail.
+    """
 
-        import torch
+    def __init__(self):
+        self.call: Call | None = None
+        self.tracker = None  # workbench.tracking.Tracker, once made (rank 0)
+        self.rank, self.world = 0, 1
 
-        to_train = sum(call.needs_training(r) for r in call.runs)
-        processes, threads = worker_layout(parallel, to_train, torch.get_num_threads(), call.runs[0].train.device,
-                                           world)
-        if processes > 1:
-            print(f"training {to_train} runs, {processes} at a time, {threads} thread(s) each (--parallel 1: one after "
-                  "another on every thread)", file=sys.stderr)
-            results = executor.train_in_parallel(call, uri, changes or {}, processes, threads)
-        else:
-            results = executor.train_in_sequence(call, datasets, tracker, tracker is not None or world == 1,
-                                                 changes or {})
-        if rank == 0 and not isinstance(results, str):
-            report_results(results, tracker, call, datasets[2])
-    except Exception as exc:  # a failure nobody foresaw: close the parent, keep the traceback, one line here
-        (call.folder / "error.log").write_text(traceback.format_exc())
-        if tracker is not None and call.parent_run_id is not None:
-            tracker.end_run(call.parent_run_id, "FAILED", f"{type(exc).__name__}: {exc}")
-        _shutdown_distributed(world)
-        print(f"{PROG}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
-              f"(traceback in {call.folder / 'error.log'}); resume the call with --resume {call.folder}",
-              file=sys.stderr)
+    def run(self, start) -> int:
+        """`start(self)`: make or load the call (setting `self.call`), train it, return the exit code."""
+        from experiments.run import RunInterrupted, stop_signals, stops_deferred
+
+        try:
+            with stop_signals():
+                try:
+                    self.rank, self.world = _init_distributed()
+                    if self.rank != 0:  # only rank 0 reports
+                        logging.getLogger("sepvit").setLevel(logging.WARNING)
+                    return start(self)
+                except (KeyboardInterrupt, RunInterrupted) as exc:
+                    with stops_deferred(self._again):
+                        return self._stopped(exc)
+                except Exception as exc:  # a failure nobody foresaw
+                    with stops_deferred(self._again):
+                        return self._failed(exc)
+        finally:
+            if self.call is not None and self.rank == 0:
+                remove_temporary_files(self.call.folder)
+            _shutdown_distributed(self.world)
+
+    def _again(self, name: str) -> None:
+        print(f"{PROG}: {name} received while the call's runs are being closed: closing them first", file=sys.stderr)
+
+    def _way_out(self) -> str:
+        return f"resume with: python experiments/ablate.py --resume {self.call.folder}"
+
+    def _unfinished(self) -> list[str]:
+        try:
+            return [r.name for r in self.call.runs if self.call.needs_training(r)]
+        except (OSError, ValueError):  # a result.json that cannot be read: resume decides
+            return [r.name for r in self.call.runs]
+
+    def _stopped(self, exc: BaseException) -> int:
+        from experiments.run import stop_exit_code, stop_name
+
+        how = stop_name(exc)
+        if self.call is None:
+            print(f"{PROG}: interrupted ({how}) before the call began; nothing was recorded", file=sys.stderr)
+            return stop_exit_code(exc)
+        unfinished = self._unfinished()
+        reason = (f"interrupted ({how}); unfinished: {', '.join(unfinished)}; {self._way_out()}" if unfinished else
+                  f"interrupted ({how}) while the call's summary was written; every run finished; {self._way_out()}")
+        self._close_runs("KILLED", reason)
+        print(f"{PROG}: {reason}", file=sys.stderr)
+        return stop_exit_code(exc)
+
+    def _failed(self, exc: BaseException) -> int:
+        from workbench.tracking import is_disk_full
+
+        first = _first_line(exc)
+        if self.call is None:
+            print(f"{PROG}: {first}; nothing was recorded", file=sys.stderr)
+            return EXIT_RUN_FAILED
+        if is_disk_full(exc):
+            reason = f"no space left on device ({first}): free space, then {self._way_out()}"
+            self._close_runs("FAILED", reason)
+            print(f"{PROG}: {reason}", file=sys.stderr)
+            return EXIT_RUN_FAILED
+        self._close_runs("FAILED", first)
+        where = _write_error_log(self.call.folder, traceback.format_exc())
+        print(f"{PROG}: {first} ({where}); {self._way_out()}", file=sys.stderr)
         return EXIT_RUN_FAILED
-    _shutdown_distributed(world)
-    if isinstance(results, str):  # interrupted
-        if tracker is not None:
-            tracker.end_run(call.parent_run_id, "KILLED", results)
-        return EXIT_INTERRUPTED
+
+    def _close_runs(self, status: str, reason: str) -> None:
+        if self.tracker is None:
+            return
+        for run_id in self.tracker.close_open_runs(status, reason):
+            print(f"{PROG}: the MLflow run {run_id} could not be marked {status}: the next --resume repairs it",
+                  file=sys.stderr)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _write_error_log(folder: Path, text: str) -> str:
+    """The traceback in `<call>/error.log`; where it went, in words. Never raises (a full disk, a read-only
+    folder: then it says so)."""
+    try:
+        (folder / "error.log").write_text(text)
+        return f"traceback in {folder / 'error.log'}"
+    except OSError as exc:
+        return f"the traceback could not be written: {exc.strerror or exc}"
+
+
+def run_call(life: CallLifecycle, datasets, uri: str, changes: dict | None = None, parallel: int | str = 1) -> int:
+    """Train every unfinished planned run under one MLflow parent; report; close the parent as its children ended.
+    Every exit is `life`'s."""
+    from experiments import executor
+
+    import torch
+
+    call, rank, world = life.call, life.rank, life.world
+    tracker = None
+    if rank == 0:
+        from workbench.tracking import Tracker
+
+        tracker = life.tracker = Tracker(uri, call.experiment,
+                                         artifact_root=None if call.tracking_uri else call.output / "mlartifacts")
+        _open_parent(tracker, call)
+        print(f"MLflow: {uri} experiment {call.experiment!r}, parent run {call.parent_run_id}; call folder "
+              f"{call.folder}", file=sys.stderr)
+    to_train = sum(call.needs_training(r) for r in call.runs)
+    processes, threads = worker_layout(parallel, to_train, torch.get_num_threads(), call.runs[0].train.device, world)
+    if processes > 1:
+        print(f"training {to_train} runs, {processes} at a time, {threads} thread(s) each (--parallel 1: one after "
+              "another on every thread)", file=sys.stderr)
+        results = executor.train_in_parallel(call, uri, changes or {}, processes, threads)
+    else:
+        results = executor.train_in_sequence(call, datasets, tracker, tracker is not None or world == 1, changes or {})
+    if rank == 0:
+        report_results(results, tracker, call, datasets[2])
     return 0 if all(r.status == "FINISHED" for r in results) else EXIT_RUN_FAILED
 
 
 def _open_parent(tracker, call: Call) -> None:
+    from workbench.tracking import signals_held
+
     if call.parent_run_id is not None:
         tracker.reopen_run(call.parent_run_id)
         return
     labels = list(dict.fromkeys(r.label for r in call.runs))
-    call.parent_run_id = tracker.start_run(call.name, tags={
-        "kind": "parent", "command": call.command, "configs": "; ".join(labels),
-        "seeds": str(len(call.runs) // max(len(labels), 1)), "planned_runs": str(len(call.runs)),
-        "call_folder": str(call.folder.relative_to(call.output))})
-    call.save()
+    with signals_held():  # the parent exists and call.json names it, or neither
+        call.parent_run_id = tracker.start_run(call.name, tags={
+            "kind": "parent", "command": call.command, "configs": "; ".join(labels),
+            "seeds": str(len(call.runs) // max(len(labels), 1)), "planned_runs": str(len(call.runs)),
+            "call_folder": str(call.folder.relative_to(call.output))})
+        call.save()
     tracker.log_artifact(call.parent_run_id, call.folder / "call.json")
 
 

@@ -44,8 +44,29 @@ def slug(text: str) -> str:
 def write_json(path: Path, data: Any) -> None:
     """Atomically: a reader (or a crash) never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or a stop mid-write: no half file left behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+TEMPORARY = re.compile(r"^\..+\.tmp\d+$")  # what write_json and checkpoint.save_checkpoint write before renaming
+
+
+def remove_temporary_files(folder: Path) -> list[Path]:
+    """Remove the temporary files a write cut short left in `folder` and below (a process killed outright between
+    writing and renaming). Only safe while no other process writes there: the caller holds the call's lock."""
+    removed = []
+    for path in folder.rglob(".*.tmp*"):
+        if TEMPORARY.match(path.name) and path.is_file():
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
 
 
 @dataclass

@@ -8,8 +8,10 @@
 Checkpoints (`run_dir`): `last.pth` (every `checkpoint_every` epochs and the last; everything to resume: model,
 EMA, optimiser, schedule, configs, epoch, history, MLflow ids) and `best.pth` (the reported weights of the best
 epoch, with `weights` = "ema" or "raw"; moved into the MLflow run's artifacts when the run finishes, so it is
-stored once). A NaN loss ends the run FAILED with the last good `last.pth` kept; Ctrl-C and SIGTERM save
-`interrupted.pth`, mark the MLflow run KILLED and re-raise; any other error marks it FAILED and re-raises.
+stored once). A NaN loss ends the run FAILED with the last good `last.pth` kept; Ctrl-C, SIGTERM and SIGHUP save
+`interrupted.pth`, mark the MLflow run KILLED and re-raise; any other error marks it FAILED and re-raises. Outside
+the epochs too (start-up, cost, recording the finished run) the run's MLflow record is closed before anything
+propagates, so no run is left RUNNING by whatever stops it.
 
 MLflow: a run records its configuration, the dataset as inputs (training and validation, described by metadata),
 per-epoch metrics, and when it finishes its best weights twice: the raw checkpoint (`checkpoint/best.pth`, loaded
@@ -27,6 +29,8 @@ import json
 import logging
 import os
 import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +46,8 @@ from .calls import RESULT_FILE, write_json
 from .checkpoint import data_pretrained_cfg, dataset_label_names, load_checkpoint, load_model, save_checkpoint
 from .train_config import TrainConfig
 
+from workbench.tracking import STOP_SIGNALS, is_disk_full
+
 log = logging.getLogger("sepvit.run")
 
 EpochCallback = Callable[[int, dict[str, float]], "bool | None"]
@@ -50,7 +56,27 @@ MODEL_DISTRIBUTIONS = ("torch", "torchvision", "timm", "sepvit-workbench")
 
 
 class RunInterrupted(BaseException):
-    """SIGTERM, turned into an exception so that the run is checkpointed and marked KILLED."""
+    """SIGTERM or SIGHUP, turned into an exception so that the run is checkpointed and marked KILLED. The message
+    is "signal N" (the search reads N from it)."""
+
+    def __init__(self, message: str = "", signum: int = signal.SIGTERM):
+        super().__init__(message or f"signal {int(signum)}")
+        self.signum = int(signum)
+
+
+def stop_name(exc: BaseException) -> str:
+    """How a run was stopped, in words: "Ctrl-C" or the signal's name (SIGTERM, SIGHUP)."""
+    if isinstance(exc, RunInterrupted):
+        try:
+            return signal.Signals(exc.signum).name
+        except ValueError:
+            return f"signal {exc.signum}"
+    return "Ctrl-C"
+
+
+def stop_exit_code(exc: BaseException) -> int:
+    """The exit code a shell expects of a process ended by this stop: 128 + the signal's number (Ctrl-C: 130)."""
+    return 128 + (exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT)
 
 
 def reported_metric(train_cfg: TrainConfig) -> str:
@@ -159,7 +185,8 @@ def _save_best(parts: engine.Parts, result: Result, metrics: dict[str, float]) -
 
 
 # ---------------------------------------------------------------------------------- MLflow
-def _open_mlflow(tracker, result: Result, info, parent_run_id, tags, resumed: bool) -> str:
+def _open_mlflow(tracker, result: Result, info, parent_run_id, tags, resumed: bool) -> None:
+    """Open (or reopen) the run's MLflow record; sets `result.run_id` as soon as the run exists."""
     from workbench.tracking import environment_params, flatten
 
     if resumed:
@@ -167,17 +194,16 @@ def _open_mlflow(tracker, result: Result, info, parent_run_id, tags, resumed: bo
         for metrics in result.history:  # epochs checkpointed before a crash but never logged
             if int(metrics["epoch"]) not in tracker.logged_steps(result.run_id, "val_top1"):
                 tracker.log_metrics(result.run_id, _epoch_metrics(metrics), step=int(metrics["epoch"]))
-        return result.run_id
+        return
     data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(info).items()}
-    run_id = tracker.start_run(result.run_name, parent_run_id=parent_run_id,
-                               tags={"kind": "train", "reported_metric": result.metric, **(tags or {})})
+    run_id = result.run_id = tracker.start_run(result.run_name, parent_run_id=parent_run_id,
+                                               tags={"kind": "train", "reported_metric": result.metric, **(tags or {})})
     tracker.log_params(run_id, {**flatten(result.model_cfg.to_dict(), "model."),
                                 **flatten(result.train_cfg.to_dict(), "train."), **flatten(data, "data."),
                                 **environment_params()})
     tracker.log_json(run_id, {"model": result.model_cfg.to_dict(), "train": result.train_cfg.to_dict(),
                               "data": data}, "config.json")
     tracker.log_datasets(run_id, _dataset_inputs(info, result.train_cfg))
-    return run_id
 
 
 def _dataset_inputs(info, train_cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -240,21 +266,48 @@ def _log_best_model(tracker, result: Result, best: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- signals
-@contextlib.contextmanager
-def sigterm_raises():
-    """Inside: SIGTERM raises RunInterrupted (so the run is checkpointed and marked); restored on exit."""
-    def interrupted(signum, frame):
-        raise RunInterrupted(f"signal {signum}")
+def _raise_interrupted(signum, frame):
+    raise RunInterrupted(signum=signum)
 
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupted)
-    except ValueError:  # not the main thread (e.g. a search worker thread): leave signals alone
-        previous = None
+
+@contextlib.contextmanager
+def stop_signals():
+    """Inside: SIGTERM and SIGHUP raise RunInterrupted and SIGINT KeyboardInterrupt, so that whatever is open is
+    checkpointed and closed by the code that handles them; the previous handlers are restored on exit. Only the
+    main thread can set handlers: elsewhere (a search worker thread) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else _raise_interrupted)
     try:
         yield
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+@contextlib.contextmanager
+def stops_deferred(note: Callable[[str], None] | None = None):
+    """Inside: a stop signal is noted (`note(name)`), not raised: the code that is already closing runs after a
+    stop or an error finishes, instead of being cut short by a second Ctrl-C. Previous handlers restored on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def deferred(signum, frame):
+        if note is not None:
+            note(signal.Signals(signum).name)
+
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, deferred)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 # ---------------------------------------------------------------------------------- the run
@@ -306,26 +359,49 @@ def train_and_evaluate(
         _resume_state(parts, ckpt)
         result.history, result.best, result.run_id = list(ckpt["history"]), dict(ckpt["best"]), ckpt["run_id"]
     tracker = tracker if parts.rank == 0 else None
-    if tracker is not None:
-        result.run_id = _open_mlflow(tracker, result, datasets[2], parent_run_id, tags,
-                                     resumed=result.run_id is not None)
-        if resume_changes:
-            tracker.set_tags(result.run_id, {f"resume.{k}": f"{ckpt['train_config'][k]} -> {v}"
-                                             for k, v in resume_changes.items()})
-    if parts.rank == 0:
-        if cost is None:
-            result.cost = model_cost(result.model_cfg)
-        else:
-            from analysis.counters import count_params
+    with stop_signals():
+        try:
+            if tracker is not None:
+                _open_mlflow(tracker, result, datasets[2], parent_run_id, tags, resumed=result.run_id is not None)
+                if resume_changes:
+                    tracker.set_tags(result.run_id, {f"resume.{k}": f"{ckpt['train_config'][k]} -> {v}"
+                                                     for k, v in resume_changes.items()})
+            if parts.rank == 0:
+                if cost is None:
+                    result.cost = model_cost(result.model_cfg)
+                else:
+                    from analysis.counters import count_params
 
-            result.cost = {"params": count_params(parts.model), **cost}
-        if tracker is not None:
-            tracker.log_metrics(result.run_id, result.cost, step=0)
-    start = int(ckpt["epoch"]) + 1 if ckpt is not None else 1
-    _run_epochs(parts, result, tracker, parent_run_id, on_epoch_end, start)
-    if tracker is not None:
-        _finish_mlflow(tracker, result)
+                    result.cost = {"params": count_params(parts.model), **cost}
+                if tracker is not None:
+                    tracker.log_metrics(result.run_id, result.cost, step=0)
+            start = int(ckpt["epoch"]) + 1 if ckpt is not None else 1
+            _run_epochs(parts, result, tracker, parent_run_id, on_epoch_end, start)
+            if tracker is not None:
+                _finish_mlflow(tracker, result)
+        except BaseException as exc:
+            _close_unfinished(tracker, result, exc)
+            raise
     return result
+
+
+def _close_unfinished(tracker, result: Result, exc: BaseException) -> None:
+    """The run's MLflow record, if still open when `exc` ends the run outside its epochs (start-up, cost, or the
+    recording of a finished run): KILLED for a stop, FAILED for an error, with the reason. Never raises."""
+    if tracker is None or not tracker.is_open(result.run_id):
+        return
+    where = ("after its last epoch, while its results were recorded (--resume completes the record)"
+             if result.status == "FINISHED" else "before its epochs began")
+    if isinstance(exc, (KeyboardInterrupt, RunInterrupted)):
+        status, reason = "KILLED", f"interrupted ({stop_name(exc)}) {where}; resume with --resume {result.run_dir.parent}"
+    else:
+        status, reason = "FAILED", _failure_reason(exc)
+    tracker.close_run(result.run_id, status, reason)
+
+
+def _failure_reason(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return f"no space left on device ({text}): free space, then resume" if is_disk_full(exc) else text
 
 
 def _run_epochs(parts, result: Result, tracker, parent_run_id, on_epoch_end, start: int) -> None:
@@ -333,33 +409,43 @@ def _run_epochs(parts, result: Result, tracker, parent_run_id, on_epoch_end, sta
     `result.json` however the run ends."""
     cfg, epoch = result.train_cfg, start
     try:
-        with sigterm_raises():
-            for epoch in range(start, cfg.epochs + 1):
-                metrics = _one_epoch(parts, result, tracker, parent_run_id, epoch)
-                if on_epoch_end is not None and on_epoch_end(epoch, dict(metrics)):
-                    result.stopped_early = True
-                    break
+        for epoch in range(start, cfg.epochs + 1):
+            metrics = _one_epoch(parts, result, tracker, parent_run_id, epoch)
+            if on_epoch_end is not None and on_epoch_end(epoch, dict(metrics)):
+                result.stopped_early = True
+                break
         result.status = "FINISHED"
     except engine.NonFiniteLoss as exc:
         result.status, result.reason = "FAILED", f"{exc}; last good checkpoint: {result.run_dir / 'last.pth'}"
         log.error("%s: %s", result.run_name, result.reason)
     except (KeyboardInterrupt, RunInterrupted) as exc:
-        how = "SIGTERM" if isinstance(exc, RunInterrupted) else "Ctrl-C"
-        result.status, result.reason = "KILLED", f"interrupted during epoch {epoch} ({how})"
+        result.status, result.reason = "KILLED", f"interrupted during epoch {epoch} ({stop_name(exc)})"
         _save_interrupted(parts, result, parent_run_id, epoch)
         if tracker is not None:
-            tracker.end_run(result.run_id, "KILLED", f"{result.reason}; resume with --resume {result.run_dir.parent}")
+            tracker.close_run(result.run_id, "KILLED", f"{result.reason}; resume with --resume {result.run_dir.parent}")
         raise
     except Exception as exc:
-        result.status, result.reason = "FAILED", f"{type(exc).__name__}: {exc}"
-        _save_interrupted(parts, result, parent_run_id, epoch)
+        result.status, result.reason = "FAILED", _failure_reason(exc)
+        if not is_disk_full(exc):  # a full disk would not take the extra checkpoint either
+            _save_interrupted(parts, result, parent_run_id, epoch)
         if tracker is not None:
-            tracker.end_run(result.run_id, "FAILED", result.reason)
+            tracker.close_run(result.run_id, "FAILED", result.reason)
         raise
     finally:
         if parts.rank == 0:
-            result.run_dir.mkdir(parents=True, exist_ok=True)
-            write_json(result.run_dir / RESULT_FILE, result.to_dict())
+            _write_result(result, quiet=sys.exc_info()[1] is not None)
+
+
+def _write_result(result: Result, quiet: bool) -> None:
+    """result.json, however the run ended; `quiet` (the run is already ending with an exception): a failed write is
+    logged, so that the exception that ended the run (a stop, a full disk) is the one that reaches the caller."""
+    try:
+        result.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(result.run_dir / RESULT_FILE, result.to_dict())
+    except OSError as exc:
+        if not quiet:
+            raise
+        log.error("%s: its %s could not be written (%s)", result.run_name, RESULT_FILE, exc.strerror or exc)
 
 
 def _one_epoch(parts, result: Result, tracker, parent_run_id, epoch: int) -> dict[str, float]:

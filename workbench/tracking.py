@@ -27,6 +27,7 @@ import math
 import os
 import platform
 import re
+import signal
 import sqlite3
 import sys
 import subprocess
@@ -164,6 +165,40 @@ def check_experiment_name(name: str) -> None:
     if len(name) > MAX_EXPERIMENT_NAME:
         raise TrackingError(f"--experiment is {len(name)} characters long; give at most {MAX_EXPERIMENT_NAME} (it "
                             "names a folder under --output)")
+
+
+# What stops a process from outside: Ctrl-C, `kill`/timeout/Slurm/systemd/Docker, a closed terminal.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold the stop signals until the block ends, when a held one acts: a run is opened (and its id recorded) or
+    closed whole, never left RUNNING with an id nobody knows. Per thread; nothing is held on Windows."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from or during, says the disk (or quota) is full: an OSError
+    with ENOSPC/EDQUOT, or SQLite's and MLflow's wording of it."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "database or disk is full" in str(exc) or "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @contextlib.contextmanager
@@ -323,6 +358,7 @@ class Tracker:
 
         self.tracking_uri = tracking_uri
         self.experiment = experiment
+        self.open_runs: list[str] = []
         db = sqlite_path(tracking_uri)
         if artifact_root is None and db is not None:
             artifact_root = db.parent / "mlartifacts"
@@ -343,22 +379,58 @@ class Tracker:
                     _relocate_artifacts(db, found.artifact_location, location)
 
     # ------------------------------------------------------------------ runs
+    # `open_runs`: the runs this Tracker started or reopened and has not ended, oldest first; whoever owns the
+    # process's exit closes them (`close_open_runs`), so none is left RUNNING, whatever stopped the process.
     def start_run(self, name: str, parent_run_id: str | None = None, tags: Mapping[str, str] | None = None) -> str:
         all_tags = {**run_context_tags(), "mlflow.runName": name, **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
+        with signals_held():  # the run exists and is in open_runs, or neither
+            run = self.client.create_run(self.experiment_id, run_name=name,
+                                         tags={k: str(v) for k, v in all_tags.items()})
+            self.open_runs.append(run.info.run_id)
         return run.info.run_id
 
     def reopen_run(self, run_id: str) -> None:
         """Mark a crashed or killed run as running again (used by --resume)."""
-        self.client.update_run(run_id, status="RUNNING")
+        with signals_held():
+            self.client.update_run(run_id, status="RUNNING")
+            if run_id not in self.open_runs:
+                self.open_runs.append(run_id)
         self.client.set_tag(run_id, "resumed", "true")
 
     def end_run(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
-        if reason:
-            self.client.set_tag(run_id, "status_reason", reason[:5000])
-        self.client.set_terminated(run_id, status=status)
+        """Close the run; its status is written first (the smallest write: it may be the only one a full disk
+        takes), then the reason (tag `status_reason`)."""
+        with signals_held():
+            self.client.set_terminated(run_id, status=status)
+            if run_id in self.open_runs:
+                self.open_runs.remove(run_id)
+            if reason:
+                self.client.set_tag(run_id, "status_reason", reason[:5000])
+
+    def close_run(self, run_id: str, status: str, reason: str | None = None) -> bool:
+        """`end_run` for the paths where something already went wrong: never raises; the status alone is kept if the
+        reason cannot be written. Returns whether the status was written."""
+        try:
+            self.end_run(run_id, status, reason)
+            return True
+        except Exception:  # noqa: BLE001  (a full disk, a lost server: the status may still have been written)
+            pass
+        if run_id in self.open_runs:
+            self.open_runs.remove(run_id)
+        try:
+            return self.client.get_run(run_id).info.status == status
+        except Exception:  # noqa: BLE001
+            return False
+
+    def close_open_runs(self, status: str, reason: str | None = None) -> list[str]:
+        """Close every run still open here, newest first (children before their parent); never raises. Returns
+        the ids whose status could not be written."""
+        return [run_id for run_id in reversed(list(self.open_runs)) if not self.close_run(run_id, status, reason)]
+
+    def is_open(self, run_id: str | None) -> bool:
+        return run_id in self.open_runs
 
     def run_status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status

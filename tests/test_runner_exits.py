@@ -1,0 +1,116 @@
+"""Every exit of `experiments/ablate.py` leaves nothing RUNNING (issue 21): a stop signal at any stage of a call
+(start-up, a run's start, after its last epoch, between runs, the summary), an error, a full disk; each ends with
+one line that says how to go on, and `--resume` then completes the call with one child run per planned run.
+
+Each test starts the real CLI as a process (tests/fault_runner.py pauses it at the stage, then it is signalled).
+"""
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from experiments import ablate
+from experiments.calls import Call
+from runner_support import (TINY_ARGS, all_runs, children, histories, mlflow_db_template, output_dir,  # noqa: F401
+                            run_to_end, runner, temporary_files, wait_for_file)
+
+# two runs of one epoch, one after the other
+TWO_RUNS = [*TINY_ARGS, "--seeds", "2", "--parallel", "1"]
+PLANNED = ["reference seed0", "reference seed1"]
+
+
+def stopped_at(stage: str, output: Path, marker: Path, sig: int = signal.SIGTERM) -> subprocess.CompletedProcess:
+    """The two-run call, paused at `stage` by the fault runner, then sent `sig`."""
+    proc = runner([*TWO_RUNS, "--output", str(output)], fault=f"pause-at:{stage}", marker=marker)
+    wait_for_file(marker, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=180)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def runner_lines(err: str) -> list[str]:
+    """The runner's own messages (its progress and MLflow lines, and training logs, aside)."""
+    return [line for line in err.splitlines() if line.startswith("ablate.py:")]
+
+
+def assert_nothing_running(output: Path) -> None:
+    runs = all_runs(output)
+    assert runs, "no run was recorded"
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    closed = [r for r in runs if r.info.status in ("KILLED", "FAILED")]
+    assert all(r.data.tags.get("status_reason") for r in closed), [r.info.run_name for r in closed]
+    assert temporary_files(output) == []
+
+
+def assert_resume_completes(output: Path) -> subprocess.CompletedProcess:
+    """--resume finishes the call: one parent, one FINISHED child per planned run, no step logged twice."""
+    call_folder = next(output.rglob("call.json")).parent
+    done = run_to_end(["--resume", str(call_folder)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    client, trained, parents = children(output)
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert sorted(r.info.run_name for r in trained) == PLANNED
+    assert all(r.info.status == "FINISHED" for r in trained)
+    for run in trained:
+        assert all([s for s, _ in points] == [1] for points in histories(client, run).values()), run.info.run_name
+    assert Call.load(call_folder).parent_run_id == parents[0].info.run_id
+    return done
+
+
+def _check_stop(stage: str, output: Path, marker: Path, sig: int = signal.SIGTERM) -> None:
+    stopped = stopped_at(stage, output, marker, sig)
+    assert stopped.returncode == 128 + sig, stopped.stderr[-3000:]
+    lines = runner_lines(stopped.stderr)
+    assert len(lines) == 1 and "--resume" in lines[0], stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    assert_nothing_running(output)
+    _, _, parents = children(output)
+    assert parents[0].info.status == "KILLED" and "--resume" in parents[0].data.tags["status_reason"]
+    assert_resume_completes(output)
+
+
+def test_sigterm_between_two_runs_closes_the_call_and_resume_completes_it(output_dir, tmp_path):
+    _check_stop("between", output_dir, tmp_path / "paused")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["parent", "summary"])
+def test_sigterm_at_start_up_or_in_the_summary_closes_the_call(stage, output_dir, tmp_path):
+    _check_stop(stage, output_dir, tmp_path / "paused")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGINT])
+def test_a_closed_terminal_or_ctrl_c_between_runs_is_handled_as_sigterm(sig, output_dir, tmp_path):
+    _check_stop("between", output_dir, tmp_path / "paused", sig)
+
+
+def test_an_unforeseen_error_whose_log_cannot_be_written_is_still_one_line(output_dir, monkeypatch, capsys):
+    """The error handler cannot itself fail: error.log on a full disk is reported, not raised."""
+    import errno
+
+    from experiments import executor
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something nobody foresaw")
+
+    real_write = Path.write_text
+
+    def write_text(self, *args, **kwargs):
+        if self.name == "error.log":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(executor, "train_run", broken)
+    monkeypatch.setattr(Path, "write_text", write_text)
+    rc = ablate.main([*TINY_ARGS, "--output", str(output_dir), "--parallel", "1"])
+    err = capsys.readouterr().err
+    assert rc == ablate.EXIT_RUN_FAILED
+    lines = runner_lines(err)
+    assert len(lines) == 1 and "something nobody foresaw" in lines[0], err
+    assert "traceback could not be written" in lines[0] and "--resume" in lines[0]
+    _, _, parents = children(output_dir)
+    assert parents[0].info.status == "FAILED" and "nobody foresaw" in parents[0].data.tags["status_reason"]
