@@ -280,6 +280,7 @@ def resume(args, given: set[str]) -> int:
             call.tracking_uri = args.tracking_uri
         uri = call.resolved_tracking_uri()
         check_tracking_uri(uri)
+        check_parent_exists(call, uri)
         first = call.runs[0].train
         datasets = build_datasets(first.dataset, first.data_dir, first.img_size, first.train_size, first.val_size,
                                   seed=first.data_seed, verify=True)
@@ -300,6 +301,28 @@ def resume(args, given: set[str]) -> int:
         return run_call(life, datasets, uri, changes=changes, parallel=args.parallel)
 
     return CallLifecycle().run(start)
+
+
+def check_parent_exists(call: Call, uri: str) -> None:
+    """The store a call recorded its parent in still holds it: else resuming would make a new, empty store (a
+    moved output folder without its mlflow.db) or fail after training started."""
+    if call.parent_run_id is None:
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from workbench.tracking import mask_secrets, sqlite_path, sqlite_store_problem
+
+    path = sqlite_path(uri)
+    problem = sqlite_store_problem(path) if path is not None else None
+    if problem:
+        raise UsageError(f"the call's MLflow store is gone ({problem}): restore it beside the call's output folder, "
+                         "or pass --tracking-uri of the store that holds its parent run")
+    try:
+        MlflowClient(tracking_uri=uri).get_run(call.parent_run_id)
+    except MlflowException:
+        raise UsageError(f"the MLflow store {mask_secrets(uri)} holds no run {call.parent_run_id} (the call's parent): "
+                         "pass --tracking-uri of the store that holds it") from None
 
 
 def check_parallel(parallel: int | str) -> None:

@@ -134,6 +134,9 @@ class Call:
                             f"last.pth inside one, or the parent run id") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise CallError(f"{path} is damaged ({type(exc).__name__}: {exc}): it cannot be resumed") from None
+        if folder.resolve().parent.name != slug(data["experiment"]):  # e.g. the copy logged as an MLflow artifact
+            raise CallError(f"{folder} holds a copy of a call's plan, not the call (a call folder is "
+                            f"<output>/{slug(data['experiment'])}/<call id>): pass the call folder")
         return cls(folder, data["command"], data["experiment"], runs, data.get("reference"), data.get("tracking_uri"),
                    data.get("parent_run_id"), data.get("name", ""), bool(data.get("calibrate", False)))
 

@@ -41,12 +41,41 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as handle:
+            _save(state, handle)
         os.replace(tmp, path)  # atomic on POSIX and Windows when on the same file system
     except BaseException:  # a full disk or a stop mid-write: no half file left behind
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+class _RecordingWriter:
+    """A file for torch.save that keeps the OS's error: torch reports a failed write as "unexpected pos", and the
+    caller must hear "No space left on device"."""
+
+    def __init__(self, handle):
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _save(state: dict[str, Any], handle) -> None:
+    writer = _RecordingWriter(handle)
+    try:
+        torch.save(state, writer)
+    except RuntimeError as exc:
+        if writer.error is not None:
+            raise writer.error from exc
+        raise
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",

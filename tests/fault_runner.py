@@ -6,9 +6,10 @@
     python tests/fault_runner.py nan:2 -- ...                          # the loss of epoch 2 becomes NaN
     python tests/fault_runner.py pause-at:STAGE -- ...                 # touch the marker and sleep at a stage
                                                                        # outside the epochs (STAGES below)
-    python tests/fault_runner.py enospc:WHAT -- ...                    # writing WHAT fails as on a full disk
-                                                                       # (WHAT: checkpoint, result), after a partial
-                                                                       # temporary file was written
+    python tests/fault_runner.py enospc:WHAT[:N] -- ...                # the N-th (default 1st) write of WHAT
+                                                                       # fails as on a full disk (WHAT: checkpoint =
+                                                                       # last.pth, result = result.json), after a
+                                                                       # partial temporary file was written
 
 The pause marker is $SEPVIT_PAUSE_MARKER when set, else <output>/paused (the training config's output).
 """
@@ -127,30 +128,59 @@ def inject_stage(stage: str) -> None:
         call_costs.interleaved_costs = interleaved_costs
 
 
-def inject_full_disk(what: str) -> None:
+def inject_full_disk(target: str) -> None:
     """The write fails as on a full disk, after part of its temporary file was written (as a real one does)."""
+    what, _, nth = target.partition(":")
+    writes, fail_at = [], int(nth or 1)
+
+    def this_one() -> bool:
+        writes.append(1)
+        return len(writes) == fail_at
+
     def full(path) -> None:
         Path(path).write_bytes(b"partial")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    if what == "checkpoint":
-        import torch
+    if what == "checkpoint":  # the device fills up while last.pth is written (torch.save runs for real)
+        import builtins
 
-        original_save = torch.save
+        from experiments import checkpoint
 
-        def save(obj, f, *args, **kwargs):
-            if isinstance(f, (str, os.PathLike)) and Path(f).name.startswith(".last.pth.tmp"):
-                full(f)
-            return original_save(obj, f, *args, **kwargs)
+        class FullFile:
+            def __init__(self, handle, room: int = 4096):
+                self.handle, self.room = handle, room
 
-        torch.save = save
+            def write(self, data) -> int:
+                if len(data) > self.room:
+                    self.handle.write(bytes(data[:self.room]))
+                    self.room = 0
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                self.room -= len(data)
+                return self.handle.write(data)
+
+            def __getattr__(self, name):
+                return getattr(self.handle, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.handle.close()
+
+        def open_full(path, mode="r", *args, **kwargs):
+            handle = builtins.open(path, mode, *args, **kwargs)
+            if Path(path).name.startswith(".last.pth.tmp") and this_one():
+                return FullFile(handle)
+            return handle
+
+        checkpoint.open = open_full
     elif what == "result":
         from experiments import calls
 
         original_write = calls.Path.write_text
 
         def write_text(self, data, *args, **kwargs):
-            if self.name.startswith(f".{calls.RESULT_FILE}.tmp"):
+            if self.name.startswith(f".{calls.RESULT_FILE}.tmp") and this_one():
                 full(self)
             return original_write(self, data, *args, **kwargs)
 

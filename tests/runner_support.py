@@ -45,6 +45,20 @@ def output_dir(tmp_path, mlflow_db_template) -> Path:
     return out
 
 
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A mounted 64 MiB tmpfs (root only; skipped elsewhere): (its folder, remount(options)), e.g. remount("ro") or
+    remount("size=8m")."""
+    root = tmp_path / "tmpfs"
+    root.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield root, lambda options: subprocess.run(["mount", "-o", f"remount,{options}", str(root)], check=True)
+    finally:
+        subprocess.run(["umount", "-l", str(root)], capture_output=True)
+
+
 def tracking_uri(output: Path) -> str:
     return f"sqlite:///{output.resolve() / 'mlflow.db'}"
 

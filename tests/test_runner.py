@@ -16,7 +16,7 @@ import torch
 from experiments import ablate
 from experiments.calls import Call, new_call_folder
 from runner_support import (TINY_ARGS, children, histories, mlflow_db_template, output_dir, run_to_end,  # noqa: F401
-                            runner, tracking_uri, wait_for)
+                            runner, tmpfs, tracking_uri, wait_for)
 
 
 def _free_port() -> int:
@@ -301,6 +301,8 @@ RESUME_REFUSALS = {
     "a shorter run": (["--epochs", "0"], None, "epochs"),
     "no such call": (["--resume", "/nonexistent/call"], None, "no such file"),
     "not a call folder": (["--resume", "/tmp"], None, "not inside a runner call"),
+    "the plan's copy in the artifacts": (["--resume", "ARTIFACT_COPY"], None, "a copy of a call's plan"),
+    "a store without the call's parent": ([], "store", "holds no run"),
     "truncated checkpoint": ([], "truncated", "truncated"),
     "foreign file": ([], "not a checkpoint", "not a workbench checkpoint"),
     "unsafe pickle": ([], "unsafe pickle", "safe loading refuses"),
@@ -313,9 +315,16 @@ def test_resume_refuses_what_it_cannot_honour(case, finished_call, tmp_path, cap
     out, folder = _copy_call(finished_call, tmp_path)
     argv, damage, expected = RESUME_REFUSALS[case]
     run_dir = next(folder.glob("*/last.pth")).parent
-    if damage:
+    if damage and damage != "store":
         (run_dir / "result.json").unlink()  # unfinished: resume must read its last.pth
         _damage(damage, run_dir / "last.pth", folder)
+    if "ARTIFACT_COPY" in argv:
+        argv = [str(next((out / "mlartifacts").rglob("call.json")).parent) if a == "ARTIFACT_COPY" else a
+                for a in argv]
+    if damage == "store":  # the call names a parent run that its store does not hold
+        call = Call.load(folder)
+        call.parent_run_id = "0" * 32
+        call.save()
     argv = argv if argv[:1] == ["--resume"] else ["--resume", str(folder), *argv]
     rc = _call(argv)
     err = capsys.readouterr().err.strip()
@@ -323,22 +332,9 @@ def test_resume_refuses_what_it_cannot_honour(case, finished_call, tmp_path, cap
     assert expected in err, err
     assert "weights_only=False" not in err
     _, trained, parents = children(out)
-    assert parents[0].info.status == "FINISHED" and trained[0].info.status == "FINISHED"  # untouched
-
-
-@pytest.fixture
-def tmpfs(tmp_path):
-    """A mounted tmpfs (root only; skipped elsewhere): `remount(options)` changes its options."""
-    import subprocess
-
-    root = tmp_path / "tmpfs"
-    root.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        yield root, lambda options: subprocess.run(["mount", "-o", f"remount,{options}", str(root)], check=True)
-    finally:
-        subprocess.run(["umount", "-l", str(root)], capture_output=True)
+    if damage != "store":
+        assert parents[0].info.status == "FINISHED" and trained[0].info.status == "FINISHED"  # untouched
+    assert not (out / "mlartifacts" / "mlflow.db").exists()  # no store made beside the plan's copy
 
 
 def test_resuming_a_read_only_call_folder_is_one_line(finished_call, tmpfs, capsys):

@@ -6,6 +6,7 @@ Each test starts the real CLI as a process (tests/fault_runner.py pauses it at t
 """
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from experiments import ablate
 from experiments.calls import Call
 from runner_support import (TINY_ARGS, all_runs, children, histories, mlflow_db_template, output_dir,  # noqa: F401
-                            run_to_end, runner, temporary_files, wait_for_file)
+                            run_to_end, runner, temporary_files, tmpfs, wait_for_file)
 
 # two runs of one epoch, one after the other
 TWO_RUNS = [*TINY_ARGS, "--seeds", "2", "--parallel", "1"]
@@ -47,7 +48,7 @@ def assert_nothing_running(output: Path) -> None:
 
 def assert_resume_completes(output: Path) -> subprocess.CompletedProcess:
     """--resume finishes the call: one parent, one FINISHED child per planned run, no step logged twice."""
-    call_folder = next(output.rglob("call.json")).parent
+    call_folder = next(output.glob("*/*/call.json")).parent
     done = run_to_end(["--resume", str(call_folder)])
     assert done.returncode == 0, done.stderr[-3000:]
     client, trained, parents = children(output)
@@ -114,3 +115,50 @@ def test_an_unforeseen_error_whose_log_cannot_be_written_is_still_one_line(outpu
     assert "traceback could not be written" in lines[0] and "--resume" in lines[0]
     _, _, parents = children(output_dir)
     assert parents[0].info.status == "FAILED" and "nobody foresaw" in parents[0].data.tags["status_reason"]
+
+
+# ---------------------------------------------------------------------------------- a full disk
+TWO_EPOCHS = [*TINY_ARGS[:-2], "--epochs", "2", "--parallel", "1"]
+
+
+def assert_full_disk_handled(done: subprocess.CompletedProcess, output: Path) -> None:
+    """One line that says to free space and resume; every run FAILED with that reason; no temporary file left."""
+    assert done.returncode == ablate.EXIT_RUN_FAILED, done.stderr[-3000:]
+    lines = runner_lines(done.stderr)
+    assert len(lines) == 1 and "free space, then resume" in lines[0] and "--resume" in lines[0], done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    runs = all_runs(output)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FAILED"}
+    assert all("no space left on device" in r.data.tags["status_reason"] for r in runs)
+    assert temporary_files(output) == []
+
+
+def assert_resumed_whole(output: Path) -> None:
+    done = run_to_end(["--resume", str(next(output.glob("*/*/call.json")).parent)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    client, trained, parents = children(output)
+    assert [p.info.status for p in parents] == ["FINISHED"] and [r.info.status for r in trained] == ["FINISHED"]
+    assert all([s for s, _ in points] == [1, 2] for points in histories(client, trained[0]).values())
+    assert "status_reason" not in trained[0].data.tags  # the failure's reason no longer describes the run
+
+
+@pytest.mark.parametrize("what", ["checkpoint:2", pytest.param("result", marks=pytest.mark.slow)])
+def test_an_injected_full_disk_fails_the_runs_in_one_line_and_resume_finishes(what, output_dir):
+    proc = runner([*TWO_EPOCHS, "--output", str(output_dir)], fault=f"enospc:{what}")
+    out, err = proc.communicate(timeout=300)
+    assert_full_disk_handled(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), output_dir)
+    assert_resumed_whole(output_dir)  # "space freed": the same call without the fault
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_fails_the_runs_in_one_line_and_resume_finishes(tmpfs, mlflow_db_template):  # noqa: F811
+    """An 8 MiB tmpfs as --output (root only): the second epoch's checkpoints do not fit."""
+    root, remount = tmpfs
+    remount("size=8m")
+    output = root / "out"
+    output.mkdir()
+    shutil.copy(mlflow_db_template, output / "mlflow.db")
+    done = run_to_end([*TWO_EPOCHS, "--output", str(output)])
+    assert_full_disk_handled(done, output)
+    remount("size=64m")
+    assert_resumed_whole(output)

@@ -397,7 +397,11 @@ class Tracker:
             self.client.update_run(run_id, status="RUNNING")
             if run_id not in self.open_runs:
                 self.open_runs.append(run_id)
+        before = self.client.get_run(run_id).data.tags.get("status_reason")
         self.client.set_tag(run_id, "resumed", "true")
+        if before:  # the reason belonged to the end that is now undone; kept under another name
+            self.client.set_tag(run_id, "previous_status_reason", before)
+            self.client.delete_tag(run_id, "status_reason")
 
     def end_run(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
         """Close the run; its status is written first (the smallest write: it may be the only one a full disk
