@@ -500,6 +500,10 @@ def run_call(life: CallLifecycle, datasets, uri: str, changes: dict | None = Non
         _open_parent(tracker, call)
         print(f"MLflow: {uri} experiment {call.experiment!r}, parent run {call.parent_run_id}; call folder "
               f"{call.folder}", file=sys.stderr)
+        completed = complete_finished_records(call, tracker)
+        if completed:
+            print(f"completed the MLflow record of {', '.join(completed)}: training had finished, the record had not",
+                  file=sys.stderr)
     to_train = sum(call.needs_training(r) for r in call.runs)
     processes, threads = worker_layout(parallel, to_train, torch.get_num_threads(), call.runs[0].train.device, world)
     if processes > 1:
@@ -511,6 +515,21 @@ def run_call(life: CallLifecycle, datasets, uri: str, changes: dict | None = Non
     if rank == 0:
         report_results(results, tracker, call, datasets[2])
     return 0 if all(r.status == "FINISHED" for r in results) else EXIT_RUN_FAILED
+
+
+def complete_finished_records(call: Call, tracker) -> list[str]:
+    """Resume reconciles the two stores: a run whose result.json says FINISHED but whose MLflow record does not
+    (stopped while its results were recorded) gets its record completed. Returns the runs' names."""
+    from experiments.run import Result, complete_record
+
+    completed = []
+    for run in call.runs:
+        result = call.result_of(run)
+        if call.needs_training(run) or not result.get("run_id") or tracker.run_status(result["run_id"]) == "FINISHED":
+            continue
+        complete_record(tracker, Result.from_dict(result, call.run_dir(run)))
+        completed.append(run.name)
+    return completed
 
 
 def _open_parent(tracker, call: Call) -> None:

@@ -4,6 +4,8 @@
         call.json                           the plan, written before any training (below)
         <run>/last.pth, best.pth            checkpoints (see experiments.run)
         <run>/result.json                   written when the run ends: status, reason, history, best, cost, ids
+        <run>/mlflow_run.json               the run's MLflow run id, written when that run is opened (a resume
+                                            reopens it rather than opening a second run of the same name)
 
 `call.json` holds the command, the MLflow experiment and parent run id, the tracking URI (null = the default
 SQLite store of the output folder, so a moved or copied output folder still resumes), and every planned run:
@@ -27,6 +29,7 @@ from sepvit.config import SepViTConfig
 from .train_config import TrainConfig
 
 CALL_FILE, RESULT_FILE = "call.json", "result.json"
+RUN_RECORD = "mlflow_run.json"  # {"run_id"}: written the moment a run's MLflow record is opened
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -144,6 +147,15 @@ class Call:
         """The run's result.json (None if it never ended)."""
         path = self.run_dir(run) / RESULT_FILE
         return json.loads(path.read_text()) if path.is_file() else None
+
+    def recorded_run_id(self, run: PlannedRun) -> str | None:
+        """The MLflow run opened for this planned run, if one was (also when it never reached a checkpoint)."""
+        path = self.run_dir(run) / RUN_RECORD
+        try:
+            run_id = json.loads(path.read_text()).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return run_id if isinstance(run_id, str) and RUN_ID.match(run_id) else None
 
     def state_of(self, run: PlannedRun) -> str:
         """'finished', 'resumable' (a last.pth to continue from) or 'new'."""

@@ -27,7 +27,23 @@ def train_run(call: Call, run: PlannedRun, datasets, tracker, changes: dict):
     return train_and_evaluate(run.model, run.train, tracker, run_name=run.name, run_dir=call.run_dir(run),
                               parent_run_id=call.parent_run_id, tags=run.tags, datasets=datasets,
                               resume_from=call.run_dir(run) / "last.pth" if resuming else None,
-                              resume_changes=changes if resuming else None)
+                              resume_changes=changes if resuming else None,
+                              reuse_run_id=None if resuming or tracker is None else _reusable(call, run, tracker))
+
+
+def _reusable(call: Call, run: PlannedRun, tracker) -> str | None:
+    """The MLflow run an earlier start of this (never checkpointed) run opened under this call's parent, if the
+    store still holds it: reopened, so a call never holds two runs of one name."""
+    run_id = call.recorded_run_id(run)
+    if run_id is None:
+        return None
+    try:
+        recorded = tracker.client.get_run(run_id)
+    except Exception:  # noqa: BLE001  (gone from the store: a new record is opened)
+        return None
+    if recorded.data.tags.get("mlflow.parentRunId") != call.parent_run_id:
+        return None
+    return run_id
 
 
 def _progress(done: int, total: int, result) -> None:

@@ -111,8 +111,18 @@ def load_runs(tracking_uri: str, experiment: str, calls: str | Sequence[str] = "
     frame = pd.DataFrame([_row(run) for run in runs])
     if frame.empty:
         return pd.DataFrame(columns=COLUMNS)
+    frame = _one_per_planned_run(frame)
     pooled = calls == "all" or len(calls) > 1
     return pool(frame) if pooled else frame.reset_index(drop=True)
+
+
+def _one_per_planned_run(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per planned run of a call (parent, configuration, seed): a call resumed by older code may hold a
+    second child of the same run beside an abandoned one; the FINISHED one counts, else the newest."""
+    ranked = frame.assign(_finished=frame["status"] == "FINISHED").sort_values(["_finished", "start_time"],
+                                                                               ascending=False)
+    kept = ranked.drop_duplicates(subset=["parent_run_id", "config", "seed"], keep="first")
+    return kept.drop(columns="_finished").sort_index().reset_index(drop=True)  # in the store's order, as before
 
 
 def _row(run) -> dict:

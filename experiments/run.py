@@ -42,7 +42,7 @@ import torch
 from sepvit.config import SepViTConfig
 
 from . import engine
-from .calls import RESULT_FILE, write_json
+from .calls import RESULT_FILE, RUN_RECORD, write_json
 from .checkpoint import data_pretrained_cfg, dataset_label_names, load_checkpoint, load_model, save_checkpoint
 from .train_config import TrainConfig
 
@@ -100,6 +100,7 @@ class Result:
     cost: dict[str, float] = field(default_factory=dict)  # params, macs, latency_ms
     stopped_early: bool = False
     pretrained_cfg: dict[str, Any] = field(default_factory=dict)  # how the data reach the model; in checkpoints
+    logged_epochs: set[int] = field(default_factory=set)  # epochs the MLflow record already holds (not relogged)
 
     @property
     def metric(self) -> str:
@@ -185,25 +186,47 @@ def _save_best(parts: engine.Parts, result: Result, metrics: dict[str, float]) -
 
 
 # ---------------------------------------------------------------------------------- MLflow
-def _open_mlflow(tracker, result: Result, info, parent_run_id, tags, resumed: bool) -> None:
-    """Open (or reopen) the run's MLflow record; sets `result.run_id` as soon as the run exists."""
-    from workbench.tracking import environment_params, flatten
+def _open_mlflow(tracker, result: Result, info, parent_run_id, tags, resumed: bool,
+                 reuse: str | None = None) -> set[int]:
+    """Open (or reopen) the run's MLflow record; sets `result.run_id` as soon as the run exists and records it in
+    the run folder. `reuse`: the record of an earlier start of this run that never reached a checkpoint, reopened
+    instead of a second run of the same name. Returns the epochs the record already holds."""
+    from workbench.tracking import environment_params, flatten, signals_held
 
     if resumed:
         tracker.reopen_run(result.run_id)
+        logged = tracker.logged_steps(result.run_id, "val_top1")
         for metrics in result.history:  # epochs checkpointed before a crash but never logged
-            if int(metrics["epoch"]) not in tracker.logged_steps(result.run_id, "val_top1"):
+            if int(metrics["epoch"]) not in logged:
                 tracker.log_metrics(result.run_id, _epoch_metrics(metrics), step=int(metrics["epoch"]))
-        return
+        return logged | {int(m["epoch"]) for m in result.history}
     data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(info).items()}
-    run_id = result.run_id = tracker.start_run(result.run_name, parent_run_id=parent_run_id,
-                                               tags={"kind": "train", "reported_metric": result.metric, **(tags or {})})
-    tracker.log_params(run_id, {**flatten(result.model_cfg.to_dict(), "model."),
-                                **flatten(result.train_cfg.to_dict(), "train."), **flatten(data, "data."),
-                                **environment_params()})
+    params = {**flatten(result.model_cfg.to_dict(), "model."), **flatten(result.train_cfg.to_dict(), "train."),
+              **flatten(data, "data."), **environment_params()}
+    if reuse is not None:
+        tracker.reopen_run(reuse)
+        result.run_id = reuse
+        before = tracker.client.get_run(reuse)
+        changed = {f"resume.{k}": f"{before.data.params[k]} -> {v}" for k, v in params.items()
+                   if k in before.data.params and before.data.params[k] != str(v)}
+        tracker.log_params(reuse, {k: v for k, v in params.items() if k not in before.data.params})
+        tracker.set_tags(reuse, changed)  # MLflow keeps a param's first value: a change is said in a tag
+        if not before.inputs.dataset_inputs:
+            tracker.log_datasets(reuse, _dataset_inputs(info, result.train_cfg))
+        tracker.log_json(reuse, {"model": result.model_cfg.to_dict(), "train": result.train_cfg.to_dict(),
+                                 "data": data}, "config.json")
+        return tracker.logged_steps(reuse, "val_top1")
+    with signals_held():  # the record exists and its id is in the run folder, or neither
+        run_id = result.run_id = tracker.start_run(
+            result.run_name, parent_run_id=parent_run_id,
+            tags={"kind": "train", "reported_metric": result.metric, **(tags or {})})
+        result.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(result.run_dir / RUN_RECORD, {"run_id": run_id})
+    tracker.log_params(run_id, params)
     tracker.log_json(run_id, {"model": result.model_cfg.to_dict(), "train": result.train_cfg.to_dict(),
                               "data": data}, "config.json")
     tracker.log_datasets(run_id, _dataset_inputs(info, result.train_cfg))
+    return set()
 
 
 def _dataset_inputs(info, train_cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -223,16 +246,25 @@ def _epoch_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if k != "epoch"}
 
 
+def complete_record(tracker, result: Result) -> None:
+    """The MLflow record of a run that finished training (its result.json says so) but whose record was not
+    closed FINISHED (the process was stopped while recording it): reopened and completed (metrics, artifacts,
+    status). What was recorded already is not recorded twice."""
+    tracker.reopen_run(result.run_id)
+    _finish_mlflow(tracker, result)
+
+
 def _finish_mlflow(tracker, result: Result) -> None:
     from .report import learning_curve_figure
 
     run_id = result.run_id
     if result.history:
         last = result.history[-1]
-        tracker.log_metrics(run_id, {"final_val_top1": result.top1,
-                                     "final_val_top5": last[result.metric.replace("top1", "top5")],
-                                     "best_val_top1": result.best["top1"], "best_epoch": result.best["epoch"]},
-                            step=int(last["epoch"]))
+        if int(last["epoch"]) not in tracker.logged_steps(run_id, "final_val_top1"):
+            tracker.log_metrics(run_id, {"final_val_top1": result.top1,
+                                         "final_val_top5": last[result.metric.replace("top1", "top5")],
+                                         "best_val_top1": result.best["top1"], "best_epoch": result.best["epoch"]},
+                                step=int(last["epoch"]))
         figure = learning_curve_figure(result.history, result.run_dir / "learning_curve.png", title=result.run_name,
                                        metric=result.metric)
         tracker.log_artifact(run_id, figure)
@@ -325,6 +357,7 @@ def train_and_evaluate(
     datasets=None,
     resume_changes: dict[str, Any] | None = None,
     cost: dict[str, float] | None = None,
+    reuse_run_id: str | None = None,
 ) -> Result:
     """Train `model_cfg` with `train_cfg`, evaluating every epoch; return a `Result`.
 
@@ -336,6 +369,8 @@ def train_and_evaluate(
     datasets: (train, val, DataInfo) already built (the runner builds them once for many runs).
     cost: MACs/latency known already (the search: analytic MACs, latency once per architecture), logged instead
         of `model_cost`'s fvcore trace and timing; the parameter count is always taken from the model.
+    reuse_run_id: the MLflow run of an earlier start of this run that ended before its first checkpoint: reopened
+        (the run starts again from epoch 1 under the same record) instead of a second run of the same name.
     """
     ckpt = None
     if resume_from is not None:
@@ -361,8 +396,10 @@ def train_and_evaluate(
     tracker = tracker if parts.rank == 0 else None
     with stop_signals():
         try:
+            logged: set[int] = set()
             if tracker is not None:
-                _open_mlflow(tracker, result, datasets[2], parent_run_id, tags, resumed=result.run_id is not None)
+                logged = _open_mlflow(tracker, result, datasets[2], parent_run_id, tags,
+                                      resumed=result.run_id is not None, reuse=reuse_run_id)
                 if resume_changes:
                     tracker.set_tags(result.run_id, {f"resume.{k}": f"{ckpt['train_config'][k]} -> {v}"
                                                      for k, v in resume_changes.items()})
@@ -373,9 +410,10 @@ def train_and_evaluate(
                     from analysis.counters import count_params
 
                     result.cost = {"params": count_params(parts.model), **cost}
-                if tracker is not None:
+                if tracker is not None and 0 not in tracker.logged_steps(result.run_id, "params"):
                     tracker.log_metrics(result.run_id, result.cost, step=0)
             start = int(ckpt["epoch"]) + 1 if ckpt is not None else 1
+            result.logged_epochs = logged
             _run_epochs(parts, result, tracker, parent_run_id, on_epoch_end, start)
             if tracker is not None:
                 _finish_mlflow(tracker, result)
@@ -468,7 +506,7 @@ def _one_epoch(parts, result: Result, tracker, parent_run_id, epoch: int) -> dic
             _save_best(parts, result, metrics)
         if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
             save_checkpoint(_last_state(parts, result, parent_run_id, epoch), result.run_dir / "last.pth")
-        if tracker is not None:
+        if tracker is not None and epoch not in result.logged_epochs:  # logged by a start that was cut short
             tracker.log_metrics(result.run_id, _epoch_metrics(metrics), step=epoch)
     return metrics
 

@@ -77,6 +77,27 @@ def test_sigterm_between_two_runs_closes_the_call_and_resume_completes_it(output
     _check_stop("between", output_dir, tmp_path / "paused")
 
 
+def test_sigterm_after_the_last_epoch_then_resume_completes_the_record(output_dir, tmp_path):
+    """result.json says FINISHED, the MLflow record was cut short: resume completes it (metrics, checkpoint,
+    logged model, status) instead of leaving it KILLED or training it again."""
+    _check_stop("finish", output_dir, tmp_path / "paused")
+    client, trained, _ = children(output_dir)
+    first = next(r for r in trained if r.info.run_name == PLANNED[0])
+    assert "final_val_top1" in first.data.metrics and first.data.tags.get("resumed") == "true"
+    assert "checkpoint" in {a.path for a in client.list_artifacts(first.info.run_id)}
+    assert [m.step for m in client.get_metric_history(first.info.run_id, "final_val_top1")] == [1]
+
+
+def test_sigterm_before_a_run_s_first_epoch_then_resume_reuses_its_record(output_dir, tmp_path):
+    """The run's MLflow record was opened, no checkpoint exists: resume reopens that record (one child per planned
+    run), it does not open a second of the same name."""
+    _check_stop("cost", output_dir, tmp_path / "paused")
+    client, trained, _ = children(output_dir)
+    first = next(r for r in trained if r.info.run_name == PLANNED[0])
+    assert first.data.tags.get("resumed") == "true" and first.data.tags.get("previous_status_reason")
+    assert [m.step for m in client.get_metric_history(first.info.run_id, "params")] == [0]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["parent", "summary"])
 def test_sigterm_at_start_up_or_in_the_summary_closes_the_call(stage, output_dir, tmp_path):

@@ -62,3 +62,28 @@ def test_a_real_store_passes_the_check(mlflow_db_template):  # noqa: F811
     assert sqlite_store_problem(mlflow_db_template) is None
     with pytest.raises(ReportError, match="no MLflow experiment"):
         load_runs(f"sqlite:///{mlflow_db_template}", "nothing-here")
+
+
+def test_reports_count_one_run_per_planned_run_of_a_call(tmp_path, mlflow_db_template):  # noqa: F811
+    """A call resumed by older code holds an abandoned child beside the one that finished: the report counts the
+    planned run once, as finished (it used to read "1 seed, 1 failed")."""
+    import shutil
+
+    from experiments.report import summarize
+    from workbench.tracking import Tracker
+
+    shutil.copy(mlflow_db_template, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "sepvit-ablation")
+    parent = tracker.start_run("call", tags={"kind": "parent"})
+    for status, top1 in (("KILLED", None), ("FINISHED", 50.0)):
+        child = tracker.start_run("reference seed0", parent, tags={"kind": "train", "config": "reference"})
+        tracker.log_params(child, {"train.seed": 0})
+        if top1 is not None:
+            tracker.log_metrics(child, {"final_val_top1": top1}, step=1)
+        tracker.end_run(child, status)
+    tracker.end_run(parent)
+    runs = load_runs(uri, "sepvit-ablation")
+    assert list(runs["status"]) == ["FINISHED"]
+    row = summarize(runs).iloc[0]
+    assert (row["seeds"], row["failed"], row["top1_mean"]) == (1, 0, 50.0)
