@@ -26,7 +26,7 @@ from sepvit.config import BLOCK_PATTERNS, PRESETS, WINDOW_TOKENS, SepViTConfig
 from workbench.cli import OneLineParser, add_config_flag, add_dataclass_flags, expand_config, fail, given_flags
 from workbench.fields import parse_assignments
 
-from experiments.calls import (Call, CallError, PlannedRun, find_call_folder, new_call_folder,
+from experiments.calls import (Call, CallError, CallLock, PlannedRun, find_call_folder, new_call_folder,
                                remove_temporary_files, slug)
 from experiments.grids import GRIDS, REFERENCE, grid, label_for
 from experiments.train_config import TrainConfig
@@ -252,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         with signals_held():  # the call folder exists with its plan, known to the lifecycle, or not at all
             folder = _shared(new_call_folder(args.output, args.experiment) if life.rank == 0 else None, life.world)
+            if life.rank == 0:
+                life.lock = CallLock.acquire(folder)  # a new folder: nobody else can hold it yet
             life.call = Call(folder, " ".join([PROG, *argv]), args.experiment, runs, reference, args.tracking_uri,
                              name=f"{'calibrate' if args.calibrate else args.grid or runs[0].label} {folder.name}",
                              calibrate=args.calibrate)
@@ -267,12 +269,15 @@ def resume(args, given: set[str]) -> int:
     from experiments.data import DataError, build_datasets
     from workbench.tracking import TrackingError, check_tracking_uri, unwritable_folder
 
+    lock = None
     try:
         call = Call.load(find_call_folder(args.resume, args.output, args.tracking_uri))
         problem = unwritable_folder(call.folder)
         if problem:
             raise UsageError(f"the call folder {call.folder} cannot be written ({problem}): make it writable, or "
                              "copy the output folder somewhere writable and resume the copy")
+        if _rank_from_environment() == 0:  # before the call's state is read: nobody else may change it meanwhile
+            lock = CallLock.acquire(call.folder)
         changes = resume_changes(args, given, call)
         call.runs = [PlannedRun(r.label, r.seed, r.model, r.train.replace(**changes), r.folder, r.tags)
                      for r in call.runs]
@@ -288,10 +293,12 @@ def resume(args, given: set[str]) -> int:
             check_resumable(call, run)
         check_parallel(args.parallel)
     except (UsageError, CallError, DataError, TrackingError, ValueError) as exc:
+        if lock is not None:
+            lock.release()
         return fail(PROG, str(exc))
 
     def start(life: CallLifecycle) -> int:
-        life.call = call
+        life.call, life.lock = call, lock
         if life.rank == 0:
             call.save()  # the applied changes become part of the plan
             done = sum(not call.needs_training(r) for r in call.runs)
@@ -393,6 +400,7 @@ class CallLifecycle:
     def __init__(self):
         self.call: Call | None = None
         self.tracker = None  # workbench.tracking.Tracker, once made (rank 0)
+        self.lock: CallLock | None = None  # held by rank 0 until the call ends
         self.rank, self.world = 0, 1
 
     def run(self, start) -> int:
@@ -415,6 +423,8 @@ class CallLifecycle:
         finally:
             if self.call is not None and self.rank == 0:
                 remove_temporary_files(self.call.folder)
+            if self.lock is not None:
+                self.lock.release()
             _shutdown_distributed(self.world)
 
     def _again(self, name: str) -> None:
@@ -581,6 +591,11 @@ def report_results(results, tracker, call: Call, info) -> None:
 
 
 # ---------------------------------------------------------------------------------- distributed
+def _rank_from_environment() -> int:
+    """This process's rank under torchrun (0 otherwise), before the process group exists."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def _init_distributed() -> tuple[int, int]:
     """Under torchrun: join the process group (NCCL on GPU, gloo on CPU). Returns (rank, world size)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:

@@ -172,6 +172,43 @@ class Call:
         return len(result["history"]) < run.train.epochs and not result.get("stopped_early")
 
 
+class CallLock:
+    """An exclusive OS lock on a call folder while a process trains it (`fcntl.flock` on `<call>/.lock`, holding
+    the owner's pid): a second process that would train the same call is refused, and the kernel releases the lock
+    when its owner ends, however it ends (even SIGKILL), so a stale lock never blocks a resume."""
+
+    FILE = ".lock"
+
+    def __init__(self, handle):
+        self._handle = handle
+
+    @classmethod
+    def acquire(cls, folder: Path) -> "CallLock":
+        """The lock, or CallError naming the process that holds it."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; calls are not guarded there
+            return cls(None)
+        handle = open(folder / cls.FILE, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise CallError(f"the call {folder} is being trained by another process (pid {owner}): wait for it to "
+                            "end, or stop it (Ctrl-C or kill) and resume then") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        return cls(handle)
+
+    def release(self) -> None:
+        if self._handle is not None and not self._handle.closed:
+            self._handle.close()  # closing the file releases the flock
+
+
 def new_call_folder(output: str | Path, experiment: str) -> Path:
     """A fresh, unique call folder: two calls started in the same second never share one."""
     parent = Path(output) / slug(experiment)

@@ -6,9 +6,11 @@ Each test starts the real CLI as a process (tests/fault_runner.py pauses it at t
 """
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ import pytest
 from experiments import ablate
 from experiments.calls import Call
 from runner_support import (TINY_ARGS, all_runs, children, histories, mlflow_db_template, output_dir,  # noqa: F401
-                            run_to_end, runner, temporary_files, tmpfs, wait_for_file)
+                            run_to_end, runner, temporary_files, tmpfs, wait_for, wait_for_file)
 
 # two runs of one epoch, one after the other
 TWO_RUNS = [*TINY_ARGS, "--seeds", "2", "--parallel", "1"]
@@ -183,3 +185,43 @@ def test_a_real_full_disk_fails_the_runs_in_one_line_and_resume_finishes(tmpfs, 
     assert_full_disk_handled(done, output)
     remount("size=64m")
     assert_resumed_whole(output)
+
+
+# ---------------------------------------------------------------------------------- one process per call
+def test_two_resumes_of_one_call_at_once_train_it_once(output_dir):
+    """Both started together: one trains, the other is refused in one line (exit 2); no epoch is logged twice."""
+    killed = runner([*TWO_EPOCHS, "--output", str(output_dir)], fault="pause:2")
+    wait_for(output_dir, "paused", killed)
+    killed.send_signal(signal.SIGKILL)  # the kernel releases its lock
+    killed.communicate()
+    folder = next(output_dir.glob("*/*/call.json")).parent
+    procs = [runner(["--resume", str(folder)]) for _ in range(2)]
+    done = [(p.returncode, err) for p in procs for _, err in [p.communicate(timeout=600)]]
+    codes = sorted(code for code, _ in done)
+    assert codes == [0, 2], [err[-2000:] for _, err in done]
+    refused = next(err for code, err in done if code == 2).strip()
+    assert len(refused.splitlines()) == 1 and "being trained by another process" in refused, refused
+    client, trained, parents = children(output_dir)
+    assert [p.info.status for p in parents] == ["FINISHED"] and [r.info.status for r in trained] == ["FINISHED"]
+    for key, points in histories(client, trained[0]).items():
+        assert [s for s, _ in points] == [1, 2], key
+
+
+def test_a_call_is_locked_while_a_process_holds_it_and_free_after(tmp_path):
+    from experiments.calls import CallError, CallLock
+
+    held = CallLock.acquire(tmp_path)
+    probe = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                            "from experiments.calls import CallLock, CallError\n"
+                            "try:\n    CallLock.acquire(Path(sys.argv[1]))\nexcept CallError as e:\n"
+                            "    print(e); sys.exit(3)", str(tmp_path)], capture_output=True, text=True,
+                           cwd=Path(__file__).resolve().parents[1])
+    assert probe.returncode == 3 and f"pid {os.getpid()}" in probe.stdout, probe.stderr
+    held.release()
+    CallLock.acquire(tmp_path).release()  # free again
+    with pytest.raises(CallError, match="another process"):
+        held_again = CallLock.acquire(tmp_path)
+        try:
+            CallLock.acquire(tmp_path)  # a second open file description in this process is refused too
+        finally:
+            held_again.release()
