@@ -242,9 +242,14 @@ def _call_folder_of_parent(run_id: str, output: str | Path, tracking_uri: str | 
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from workbench.tracking import default_tracking_uri
+    from workbench.tracking import default_tracking_uri, sqlite_path, sqlite_store_problem
 
     uri = tracking_uri or default_tracking_uri(output)
+    path = sqlite_path(uri)
+    problem = sqlite_store_problem(path) if path is not None else None
+    if problem:  # looking a run up must not create an empty store
+        raise CallError(f"--resume {run_id}: {problem}; pass --output (or --tracking-uri) of the call's store, or "
+                        "the call folder")
     try:
         run = MlflowClient(tracking_uri=uri).get_run(run_id)
     except MlflowException:

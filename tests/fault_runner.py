@@ -34,6 +34,7 @@ STAGES = {
               "result.json says FINISHED, its MLflow record is open",
     "between": "the first run finished, the second has not started",
     "summary": "every run finished, the call's summary is being measured",
+    "migration": "a new MLflow store is being created: its tables exist, their migration has not run",
 }
 
 
@@ -116,6 +117,16 @@ def inject_stage(stage: str) -> None:
         run._log_best_model = log_best_model
     elif stage == "between":
         _after(executor, "train_run", first_only=True)
+    elif stage == "migration":
+        import mlflow.store.db.utils as db_utils
+
+        original_upgrade = db_utils._upgrade_db
+
+        def upgrade_db(*args, **kwargs):
+            pause()
+            return original_upgrade(*args, **kwargs)
+
+        db_utils._upgrade_db = upgrade_db
     elif stage == "summary":
         from experiments import call_costs
 

@@ -225,3 +225,31 @@ def test_a_call_is_locked_while_a_process_holds_it_and_free_after(tmp_path):
             CallLock.acquire(tmp_path)  # a second open file description in this process is refused too
         finally:
             held_again.release()
+
+
+# ---------------------------------------------------------------------------------- a new store
+def _stores(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*mlflow.db*") if not p.name.endswith(".lock"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)])
+def test_a_store_interrupted_while_it_is_created_is_not_left_half_made(sig, tmp_path):
+    """A signal (or SIGKILL) mid-migration leaves no mlflow.db at all, and the next call on the folder works (it
+    used to leave a half-migrated store: "duplicate column name: step" on every later call)."""
+    output, marker = tmp_path / "fresh", tmp_path / "paused"
+    proc = runner([*TINY_ARGS, "--output", str(output)], fault="pause-at:migration", marker=marker)
+    wait_for_file(marker, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert "mlflow.db" not in _stores(output)
+    if sig == signal.SIGKILL:
+        assert _stores(output) != [], "the killed creation's temporary file is where the next one cleans it up"
+        again = run_to_end([*TINY_ARGS, "--output", str(output)])
+    else:
+        assert proc.returncode == 128 + sig and len(runner_lines(err)) == 1 and "Traceback" not in err, err
+        assert _stores(output) == []
+        again = run_to_end(["--resume", str(next(output.glob("*/*/call.json")).parent)])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _stores(output) == ["mlflow.db"]
+    _, trained, parents = children(output)
+    assert [r.info.status for r in trained] == ["FINISHED"] and [p.info.status for p in parents] == ["FINISHED"]

@@ -220,6 +220,29 @@ def store_lock(uri: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def create_sqlite_store(path: Path, artifact_root: str | Path | None = None) -> None:
+    """A new SQLite MLflow store at `path`, created whole or not at all: MLflow's tables are made and migrated in
+    a temporary file beside it, which is then renamed into place (a process stopped or killed mid-migration used to
+    leave a half-migrated store that every later call refused: "duplicate column name: step"). Call it under
+    `store_lock`; temporary files of earlier, killed creations are removed first."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for stale in path.parent.glob(f".{path.name}.new-*"):
+        stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
+    uri = f"sqlite:///{tmp}"
+    root = Path(artifact_root if artifact_root is not None else path.parent / "mlartifacts").resolve().as_uri()
+    try:
+        SqlAlchemyStore(uri, root)  # creates, migrates, and adds the Default experiment
+        engine = getattr(SqlAlchemyStore, "_engine_map", {}).pop(uri, None)
+        if engine is not None:
+            engine.dispose()  # no connection left open on the file about to move
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """{"a": {"b": 1}} -> {"prefix.a.b": "1"}; lists become JSON so that params read back unambiguously."""
     out: dict[str, str] = {}
@@ -365,7 +388,9 @@ class Tracker:
         # Keep artifacts beside a local database, not in ./mlruns of the current folder.
         location = Path(artifact_root).resolve().as_uri() if artifact_root is not None else None
         with store_lock(tracking_uri):
-            self.client = MlflowClient(tracking_uri=tracking_uri)  # a new database is set up here
+            if db is not None and not (db.is_file() and db.stat().st_size > 0):
+                create_sqlite_store(db, artifact_root)
+            self.client = MlflowClient(tracking_uri=tracking_uri)
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location,
