@@ -43,7 +43,8 @@ from sepvit.config import SepViTConfig
 
 from . import engine
 from .calls import RESULT_FILE, RUN_RECORD, write_json
-from .checkpoint import data_pretrained_cfg, dataset_label_names, load_checkpoint, load_model, save_checkpoint
+from .checkpoint import (data_pretrained_cfg, dataset_label_names, load_checkpoint, load_model, save_checkpoint,
+                         unsound_weights)
 from .train_config import TrainConfig
 
 from workbench.tracking import STOP_SIGNALS, is_disk_full
@@ -101,6 +102,7 @@ class Result:
     stopped_early: bool = False
     pretrained_cfg: dict[str, Any] = field(default_factory=dict)  # how the data reach the model; in checkpoints
     logged_epochs: set[int] = field(default_factory=set)  # epochs the MLflow record already holds (not relogged)
+    last_good_epoch: int | None = None  # the epoch of the run's last.pth (sound weights, finite loss)
 
     @property
     def metric(self) -> str:
@@ -393,6 +395,7 @@ def train_and_evaluate(
     if ckpt is not None:
         _resume_state(parts, ckpt)
         result.history, result.best, result.run_id = list(ckpt["history"]), dict(ckpt["best"]), ckpt["run_id"]
+        result.last_good_epoch = int(ckpt["epoch"])
     tracker = tracker if parts.rank == 0 else None
     with stop_signals():
         try:
@@ -454,7 +457,7 @@ def _run_epochs(parts, result: Result, tracker, parent_run_id, on_epoch_end, sta
                 break
         result.status = "FINISHED"
     except engine.NonFiniteLoss as exc:
-        result.status, result.reason = "FAILED", f"{exc}; last good checkpoint: {result.run_dir / 'last.pth'}"
+        result.status, result.reason = "FAILED", f"{exc}; {_last_good(result)}"
         log.error("%s: %s", result.run_name, result.reason)
     except (KeyboardInterrupt, RunInterrupted) as exc:
         result.status, result.reason = "KILLED", f"interrupted during epoch {epoch} ({stop_name(exc)})"
@@ -472,6 +475,12 @@ def _run_epochs(parts, result: Result, tracker, parent_run_id, on_epoch_end, sta
     finally:
         if parts.rank == 0:
             _write_result(result, quiet=sys.exc_info()[1] is not None)
+
+
+def _last_good(result: Result) -> str:
+    if result.last_good_epoch is None:
+        return "no good checkpoint yet: --resume starts the run again from epoch 1"
+    return f"last good checkpoint: {result.run_dir / 'last.pth'} (epoch {result.last_good_epoch})"
 
 
 def _write_result(result: Result, quiet: bool) -> None:
@@ -495,6 +504,7 @@ def _one_epoch(parts, result: Result, tracker, parent_run_id, epoch: int) -> dic
     metrics.update(engine.evaluate_parts(parts, cfg))
     metrics["epoch_time"] = time.perf_counter() - start
     metrics["epoch"] = epoch
+    _check_sound(parts, metrics, epoch)  # an unsound epoch is neither kept, nor logged, nor checkpointed
     result.history.append(metrics)
     log.info("%s epoch %d/%d: loss %.4f  val top-1 %.2f  top-5 %.2f%s  lr %.2e  %.0f img/s  %.1f s", result.run_name,
              epoch, cfg.epochs, metrics["train_loss"], metrics["val_top1"], metrics["val_top5"],
@@ -506,9 +516,23 @@ def _one_epoch(parts, result: Result, tracker, parent_run_id, epoch: int) -> dic
             _save_best(parts, result, metrics)
         if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
             save_checkpoint(_last_state(parts, result, parent_run_id, epoch), result.run_dir / "last.pth")
+            result.last_good_epoch = epoch
         if tracker is not None and epoch not in result.logged_epochs:  # logged by a start that was cut short
             tracker.log_metrics(result.run_id, _epoch_metrics(metrics), step=epoch)
     return metrics
+
+
+def _check_sound(parts, metrics: dict[str, float], epoch: int) -> None:
+    """NonFiniteLoss when the epoch ended with a non-finite loss or unsound weights (see checkpoint.unsound_weights):
+    such an epoch must not become the "last good" checkpoint. Every rank holds the same weights and decides alike."""
+    bad_loss = [k for k in ("train_loss", "val_loss") if k in metrics and not np.isfinite(metrics[k])]
+    problem = f"{' and '.join(bad_loss)} not finite" if bad_loss else unsound_weights(parts.model.state_dict())
+    if problem is None and parts.ema is not None:
+        problem = unsound_weights(parts.ema.module.state_dict())
+        problem = problem and f"EMA {problem}"
+    if problem:
+        raise engine.NonFiniteLoss(f"the weights diverged in epoch {epoch} ({problem}): lower --lr or set --clip-grad, "
+                                   "then --resume")
 
 
 def _save_interrupted(parts, result: Result, parent_run_id, epoch: int) -> None:

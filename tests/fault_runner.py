@@ -4,6 +4,8 @@
                                                                        # <output>/paused, then sleep (to be killed)
     python tests/fault_runner.py pause:2:3 -- ...                      # the same, in the 3rd run of the call only
     python tests/fault_runner.py nan:2 -- ...                          # the loss of epoch 2 becomes NaN
+    python tests/fault_runner.py diverge:2 -- ...                      # after epoch 2's training the weights are
+                                                                       # x1e6 (as --lr 1e8 does), the loss finite
     python tests/fault_runner.py pause-at:STAGE -- ...                 # touch the marker and sleep at a stage
                                                                        # outside the epochs (STAGES below)
     python tests/fault_runner.py enospc:WHAT[:N] -- ...                # the N-th (default 1st) write of WHAT
@@ -69,6 +71,14 @@ def inject_epoch(fault: str) -> None:
         in_target = target_run is None or len(runs_seen) == target_run
         if kind == "pause" and epoch == target_epoch and in_target and parts.rank == 0:
             pause(cfg.output)
+        if kind == "diverge" and epoch == target_epoch and in_target:
+            import torch
+
+            metrics = original(parts, cfg, epoch, desc)
+            with torch.no_grad():
+                for weight in parts.model.parameters():
+                    weight.mul_(1e6)
+            return metrics
         if kind == "nan" and epoch == target_epoch and in_target:
             criterion = parts.criterion
             parts.criterion = lambda out, y: criterion(out, y) * float("nan")

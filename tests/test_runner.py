@@ -250,6 +250,34 @@ def test_interrupt_marks_runs_killed_with_reason_and_keeps_checkpoints(sig, word
     assert interrupted["reason"].startswith("interrupted during epoch 2")
 
 
+def test_diverged_weights_are_never_the_last_good_checkpoint(output_dir):
+    """Weights x1e6 after epoch 2 (what --lr 1e8 does, loss still finite): epoch 2 is not kept; the reason names
+    epoch 1's checkpoint, whose weights are sound, and a resume with a lower lr finishes from it."""
+    from experiments.checkpoint import load_checkpoint, unsound_weights
+
+    proc = runner([*TINY_ARGS[:-2], "--epochs", "2", "--output", str(output_dir)], fault="diverge:2")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == ablate.EXIT_RUN_FAILED and "Traceback" not in err, err[-3000:]
+    _, trained, parents = children(output_dir)
+    reason = trained[0].data.tags["status_reason"]
+    assert trained[0].info.status == "FAILED" and "diverged in epoch 2" in reason and "(epoch 1)" in reason, reason
+    last = load_checkpoint(next(output_dir.rglob("last.pth")))
+    assert last["epoch"] == 1 and unsound_weights(last["model"]) is None
+    resumed = run_to_end(["--resume", str(output_dir / parents[0].data.tags["call_folder"]), "--lr", "1e-3"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    client, trained, _ = children(output_dir)
+    assert trained[0].info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(trained[0].info.run_id, "val_top1")] == [1, 2]
+
+
+def test_unsound_weights_are_named():
+    from experiments.checkpoint import unsound_weights
+
+    assert unsound_weights({"a": torch.ones(3), "step": torch.tensor(7)}) is None
+    assert "b is not finite" in unsound_weights({"a": torch.ones(3), "b": torch.tensor([1.0, float("nan")])})
+    assert "|w| = 5e+07" in unsound_weights({"w": torch.full((2,), 5e7)})
+
+
 def test_nan_then_resume_with_a_lower_lr_is_applied_and_recorded(output_dir):
     proc = runner([*TINY_ARGS[:-2], "--epochs", "2", "--output", str(output_dir)], fault="nan:2")
     _, err = proc.communicate(timeout=300)
@@ -289,6 +317,10 @@ def _damage(kind: str, last: Path, other: Path) -> None:
         torch.save(torch.zeros(3), last)
     elif kind == "unsafe pickle":
         torch.save({"model": {}, "config": {}, "payload": Path("/tmp")}, last)
+    elif kind == "diverged":
+        state = torch.load(last, weights_only=True)
+        state["model"] = {k: v * 5e7 if v.is_floating_point() else v for k, v in state["model"].items()}
+        torch.save(state, last)
     elif kind == "other configuration":
         state = torch.load(last, weights_only=True)
         state["config"]["gsa"] = not state["config"]["gsa"]
@@ -307,6 +339,7 @@ RESUME_REFUSALS = {
     "foreign file": ([], "not a checkpoint", "not a workbench checkpoint"),
     "unsafe pickle": ([], "unsafe pickle", "safe loading refuses"),
     "other configuration": ([], "other configuration", "gsa"),
+    "diverged checkpoint": ([], "diverged", "diverged weights"),
 }
 
 
