@@ -194,6 +194,13 @@ def plan_runs(configs, base: SepViTConfig, train_cfg: TrainConfig, seeds: int) -
     return runs
 
 
+def command_line(argv: Sequence[str]) -> str:
+    """The call's command as call.json and the parent's `command` tag keep it: passwords in URLs masked."""
+    from workbench.tracking import mask_secrets
+
+    return " ".join([PROG, *(mask_secrets(a) for a in argv)])
+
+
 def prepare(args):
     """Validate everything and build the data, before any MLflow run exists: (runs, reference, datasets, uri)."""
     from experiments.data import build_datasets, check_dataset, check_sizes_available
@@ -254,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             folder = _shared(new_call_folder(args.output, args.experiment) if life.rank == 0 else None, life.world)
             if life.rank == 0:
                 life.lock = CallLock.acquire(folder)  # a new folder: nobody else can hold it yet
-            life.call = Call(folder, " ".join([PROG, *argv]), args.experiment, runs, reference, args.tracking_uri,
+            life.call = Call(folder, command_line(argv), args.experiment, runs, reference, args.tracking_uri,
                              name=f"{'calibrate' if args.calibrate else args.grid or runs[0].label} {folder.name}",
                              calibrate=args.calibrate)
             if life.rank == 0:
@@ -479,15 +486,19 @@ class CallLifecycle:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    from workbench.tracking import mask_secrets
+
+    text = mask_secrets(str(exc)).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _write_error_log(folder: Path, text: str) -> str:
-    """The traceback in `<call>/error.log`; where it went, in words. Never raises (a full disk, a read-only
-    folder: then it says so)."""
+    """The traceback (passwords in URLs masked) in `<call>/error.log`; where it went, in words. Never raises (a
+    full disk, a read-only folder: then it says so)."""
+    from workbench.tracking import mask_secrets
+
     try:
-        (folder / "error.log").write_text(text)
+        (folder / "error.log").write_text(mask_secrets(text))
         return f"traceback in {folder / 'error.log'}"
     except OSError as exc:
         return f"the traceback could not be written: {exc.strerror or exc}"
@@ -503,13 +514,13 @@ def run_call(life: CallLifecycle, datasets, uri: str, changes: dict | None = Non
     call, rank, world = life.call, life.rank, life.world
     tracker = None
     if rank == 0:
-        from workbench.tracking import Tracker
+        from workbench.tracking import Tracker, mask_secrets
 
         tracker = life.tracker = Tracker(uri, call.experiment,
                                          artifact_root=None if call.tracking_uri else call.output / "mlartifacts")
         _open_parent(tracker, call)
-        print(f"MLflow: {uri} experiment {call.experiment!r}, parent run {call.parent_run_id}; call folder "
-              f"{call.folder}", file=sys.stderr)
+        print(f"MLflow: {mask_secrets(uri)} experiment {call.experiment!r}, parent run {call.parent_run_id}; call "
+              f"folder {call.folder}", file=sys.stderr)
         completed = complete_finished_records(call, tracker)
         if completed:
             print(f"completed the MLflow record of {', '.join(completed)}: training had finished, the record had not",
@@ -555,7 +566,7 @@ def _open_parent(tracker, call: Call) -> None:
             "seeds": str(len(call.runs) // max(len(labels), 1)), "planned_runs": str(len(call.runs)),
             "call_folder": str(call.folder.relative_to(call.output))})
         call.save()
-    tracker.log_artifact(call.parent_run_id, call.folder / "call.json")
+    tracker.log_text(call.parent_run_id, (call.folder / "call.json").read_text(), "call.json")  # masked copy
 
 
 def report_results(results, tracker, call: Call, info) -> None:

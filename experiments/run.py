@@ -441,7 +441,9 @@ def _close_unfinished(tracker, result: Result, exc: BaseException) -> None:
 
 
 def _failure_reason(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    from workbench.tracking import mask_secrets
+
+    text = mask_secrets(f"{type(exc).__name__}: {exc}")
     return f"no space left on device ({text}): free space, then resume" if is_disk_full(exc) else text
 
 

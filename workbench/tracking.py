@@ -94,11 +94,11 @@ def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
     in-memory or unwritable SQLite file, a file store, or a server that does not answer."""
     scheme = uri.split("://", 1)[0] if "://" in uri else ""
     if uri.startswith(("file:", "./", "/")) or not scheme:
-        raise TrackingError(f"tracking URI {uri!r} is a file store (deprecated in MLflow 3): use "
+        raise TrackingError(f"tracking URI {mask_secrets(uri)!r} is a file store (deprecated in MLflow 3): use "
                             "sqlite:///ABS/PATH/mlflow.db or http://host:port")
     if scheme.split("+")[0] not in KNOWN_SCHEMES:
-        raise TrackingError(f"tracking URI {uri!r} has an unknown scheme {scheme!r}: use sqlite:///ABS/PATH/mlflow.db, "
-                            "http(s)://host:port or postgresql://...")
+        raise TrackingError(f"tracking URI {mask_secrets(uri)!r} has an unknown scheme {scheme!r}: use "
+                            "sqlite:///ABS/PATH/mlflow.db, http(s)://host:port or postgresql://...")
     if scheme in ("http", "https"):
         _check_server(uri, timeout)
     elif scheme == "sqlite":
@@ -106,16 +106,24 @@ def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
 
 
 def _check_server(uri: str, timeout: float) -> None:
-    url = uri.rstrip("/") + "/health"
+    import base64
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri.rstrip("/") + "/health")
+    request = urllib.request.Request(urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port
+                                                                                          else ""))))
+    if parts.username is not None:  # urllib reads user:password@ as part of the host name; MLflow sends it as Basic
+        token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http(s) only)
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s) only)
             if response.status >= 400:
                 raise OSError(f"HTTP {response.status}")
     except (OSError, urllib.error.URLError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason}); start it with "
-                            "`mlflow server --host 127.0.0.1 ...` or drop --tracking-uri to use a local SQLite file"
-                            ) from None
+        raise TrackingError(f"MLflow tracking server {mask_secrets(uri)} is unreachable ({mask_secrets(str(reason))}); "
+                            "start it with `mlflow server --host 127.0.0.1 ...` or drop --tracking-uri to use a local "
+                            "SQLite file") from None
 
 
 def _check_sqlite(uri: str) -> None:
@@ -374,7 +382,8 @@ def _metric_key(label: str) -> str:
 
 
 class Tracker:
-    """An MLflow experiment; methods take the run id they act on."""
+    """An MLflow experiment; methods take the run id they act on. Every text it stores (tags, the status reason,
+    params, text artifacts) has the passwords of URLs masked (`mask_secrets`): anyone with the UI reads them."""
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | Path | None = None):
         from mlflow.tracking import MlflowClient
@@ -382,6 +391,8 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.open_runs: list[str] = []
+        if mask_secrets(tracking_uri) != tracking_uri:  # MLflow prints "View run at <URL>", password included
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         db = sqlite_path(tracking_uri)
         if artifact_root is None and db is not None:
             artifact_root = db.parent / "mlartifacts"
@@ -412,7 +423,7 @@ class Tracker:
             all_tags["mlflow.parentRunId"] = parent_run_id
         with signals_held():  # the run exists and is in open_runs, or neither
             run = self.client.create_run(self.experiment_id, run_name=name,
-                                         tags={k: str(v) for k, v in all_tags.items()})
+                                         tags={k: mask_secrets(str(v)) for k, v in all_tags.items()})
             self.open_runs.append(run.info.run_id)
         return run.info.run_id
 
@@ -436,7 +447,7 @@ class Tracker:
             if run_id in self.open_runs:
                 self.open_runs.remove(run_id)
             if reason:
-                self.client.set_tag(run_id, "status_reason", reason[:5000])
+                self.client.set_tag(run_id, "status_reason", mask_secrets(reason)[:5000])
 
     def close_run(self, run_id: str, status: str, reason: str | None = None) -> bool:
         """`end_run` for the paths where something already went wrong: never raises; the status alone is kept if the
@@ -468,7 +479,7 @@ class Tracker:
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        items = [Param(k, mask_secrets(str(v))[:MAX_PARAM_LENGTH]) for k, v in params.items()]
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(run_id, params=items[start:start + MAX_PARAMS_PER_BATCH], synchronous=True)
 
@@ -487,7 +498,7 @@ class Tracker:
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        items = [RunTag(k, mask_secrets(str(v))) for k, v in tags.items()]
         if items:
             self.client.log_batch(run_id, tags=items, synchronous=True)
 
@@ -495,7 +506,7 @@ class Tracker:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        self.client.log_text(run_id, text, artifact_file)
+        self.client.log_text(run_id, mask_secrets(text), artifact_file)
 
     def log_json(self, run_id: str, data: Any, artifact_file: str) -> None:
         self.log_text(run_id, json.dumps(data, indent=2, sort_keys=True), artifact_file)
@@ -571,7 +582,7 @@ class Tracker:
         with tempfile.TemporaryDirectory() as tmp:
             for name, text in files:
                 path = Path(tmp) / name
-                path.write_text(text)
+                path.write_text(mask_secrets(text))
                 self.log_artifact(run_id, path)
 
 
