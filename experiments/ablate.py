@@ -19,19 +19,21 @@ import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Sequence
 
 from sepvit.config import BLOCK_PATTERNS, PRESETS, WINDOW_TOKENS, SepViTConfig
 from workbench.cli import OneLineParser, add_config_flag, add_dataclass_flags, expand_config, fail, given_flags
 from workbench.fields import parse_assignments
 
-from experiments.calls import Call, CallError, PlannedRun, find_call_folder, new_call_folder, slug
+from experiments.calls import (Call, CallError, CallLock, PlannedRun, find_call_folder, new_call_folder,
+                               remove_temporary_files, slug)
 from experiments.grids import GRIDS, REFERENCE, grid, label_for
 from experiments.train_config import TrainConfig
 
 DEFAULT_MODEL = "sepvit_nano_32"
 DEFAULT_EXPERIMENT = "sepvit-ablation"
-EXIT_RUN_FAILED, EXIT_INTERRUPTED = 1, 130
+EXIT_RUN_FAILED, EXIT_INTERRUPTED = 1, 130  # a stop: 128 + its signal (Ctrl-C 130, SIGTERM 143)
 PROG = "ablate.py"
 # Model fields the data decides: the dataset sets classes and channels, --img-size the input size.
 DATA_OWNED = {"img_size": "--img-size", "in_chans": "the dataset", "num_classes": "the dataset"}
@@ -192,11 +194,18 @@ def plan_runs(configs, base: SepViTConfig, train_cfg: TrainConfig, seeds: int) -
     return runs
 
 
+def command_line(argv: Sequence[str]) -> str:
+    """The call's command as call.json and the parent's `command` tag keep it: passwords in URLs masked."""
+    from workbench.tracking import mask_secrets
+
+    return " ".join([PROG, *(mask_secrets(a) for a in argv)])
+
+
 def prepare(args):
     """Validate everything and build the data, before any MLflow run exists: (runs, reference, datasets, uri)."""
-    from experiments.data import check_dataset, build_datasets
-    from experiments.engine import check_training_settings, fit_model_to_data
-    from workbench.tracking import check_experiment_name, check_tracking_uri, default_tracking_uri
+    from experiments.data import build_datasets, check_dataset, check_sizes_available
+    from experiments.engine import check_mixup_batch, check_training_settings, fit_model_to_data
+    from workbench.tracking import check_experiment_name, check_tracking_uri, default_tracking_uri, unwritable_folder
 
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
@@ -207,11 +216,16 @@ def prepare(args):
     check_dataset(train_cfg.dataset, train_cfg.data_dir)
     configs = plan_configs(args, base)
     check_experiment_name(args.experiment)
+    problem = unwritable_folder(args.output)
+    if problem:
+        raise UsageError(f"--output {args.output}: the call folder cannot be made ({problem}); choose another --output")
     uri = args.tracking_uri or default_tracking_uri(args.output)
     check_tracking_uri(uri)
     datasets = build_datasets(train_cfg.dataset, train_cfg.data_dir, train_cfg.img_size, train_cfg.train_size,
                               train_cfg.val_size, seed=train_cfg.data_seed, verify=True)
     info = datasets[2]
+    check_sizes_available(info, train_cfg.train_size, train_cfg.val_size)
+    check_mixup_batch(train_cfg, info.train_size, int(os.environ.get("WORLD_SIZE", "1")))
     configs = [(label, fit_model_to_data(cfg, info)) for label, cfg in configs]  # re-validates at the data's size
     base = fit_model_to_data(base, info)
     reference = next((label for label, cfg in configs if not cfg.diff(base)), None)
@@ -239,23 +253,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs, reference, datasets, uri = prepare(args)
     except (UsageError, DataError, TrackingError, ValueError) as exc:
         return fail(PROG, str(exc))
-    rank, world = _init_distributed()
-    folder = _shared(new_call_folder(args.output, args.experiment) if rank == 0 else None, world)
-    call = Call(folder, " ".join([PROG, *argv]), args.experiment, runs, reference, args.tracking_uri,
-                name=f"{'calibrate' if args.calibrate else args.grid or runs[0].label} {folder.name}",
-                calibrate=args.calibrate)
-    if rank == 0:
-        call.save()
-    return run_call(call, datasets, uri, rank, world, parallel=args.parallel)
+
+    def start(life: CallLifecycle) -> int:
+        from workbench.tracking import signals_held
+
+        with signals_held():  # the call folder exists with its plan, known to the lifecycle, or not at all
+            folder = _shared(new_call_folder(args.output, args.experiment) if life.rank == 0 else None, life.world)
+            if life.rank == 0:
+                life.lock = CallLock.acquire(folder)  # a new folder: nobody else can hold it yet
+            life.call = Call(folder, command_line(argv), args.experiment, runs, reference, args.tracking_uri,
+                             name=f"{'calibrate' if args.calibrate else args.grid or runs[0].label} {folder.name}",
+                             calibrate=args.calibrate)
+            if life.rank == 0:
+                life.call.save()
+        return run_call(life, datasets, uri, parallel=args.parallel)
+
+    return CallLifecycle().run(start)
 
 
 def resume(args, given: set[str]) -> int:
     """Finish a call: skip its FINISHED runs, resume those with a last.pth, start the rest; then report."""
     from experiments.data import DataError, build_datasets
-    from workbench.tracking import TrackingError, check_tracking_uri
+    from workbench.tracking import TrackingError, check_tracking_uri, unwritable_folder
 
+    lock = None
     try:
         call = Call.load(find_call_folder(args.resume, args.output, args.tracking_uri))
+        problem = unwritable_folder(call.folder)
+        if problem:
+            raise UsageError(f"the call folder {call.folder} cannot be written ({problem}): make it writable, or "
+                             "copy the output folder somewhere writable and resume the copy")
+        if _rank_from_environment() == 0:  # before the call's state is read: nobody else may change it meanwhile
+            lock = CallLock.acquire(call.folder)
         changes = resume_changes(args, given, call)
         call.runs = [PlannedRun(r.label, r.seed, r.model, r.train.replace(**changes), r.folder, r.tags)
                      for r in call.runs]
@@ -263,6 +292,7 @@ def resume(args, given: set[str]) -> int:
             call.tracking_uri = args.tracking_uri
         uri = call.resolved_tracking_uri()
         check_tracking_uri(uri)
+        check_parent_exists(call, uri)
         first = call.runs[0].train
         datasets = build_datasets(first.dataset, first.data_dir, first.img_size, first.train_size, first.val_size,
                                   seed=first.data_seed, verify=True)
@@ -270,14 +300,43 @@ def resume(args, given: set[str]) -> int:
             check_resumable(call, run)
         check_parallel(args.parallel)
     except (UsageError, CallError, DataError, TrackingError, ValueError) as exc:
+        if lock is not None:
+            lock.release()
         return fail(PROG, str(exc))
-    rank, world = _init_distributed()
-    if rank == 0:
-        call.save()  # the applied changes become part of the plan
-        done = sum(not call.needs_training(r) for r in call.runs)
-        print(f"resuming {call.folder}: {done} of {len(call.runs)} runs finished"
-              + (f"; changed: {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else ""), file=sys.stderr)
-    return run_call(call, datasets, uri, rank, world, changes=changes, parallel=args.parallel)
+
+    def start(life: CallLifecycle) -> int:
+        life.call, life.lock = call, lock
+        if life.rank == 0:
+            call.save()  # the applied changes become part of the plan
+            done = sum(not call.needs_training(r) for r in call.runs)
+            print(f"resuming {call.folder}: {done} of {len(call.runs)} runs finished"
+                  + (f"; changed: {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else ""),
+                  file=sys.stderr)
+        return run_call(life, datasets, uri, changes=changes, parallel=args.parallel)
+
+    return CallLifecycle().run(start)
+
+
+def check_parent_exists(call: Call, uri: str) -> None:
+    """The store a call recorded its parent in still holds it: else resuming would make a new, empty store (a
+    moved output folder without its mlflow.db) or fail after training started."""
+    if call.parent_run_id is None:
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from workbench.tracking import mask_secrets, sqlite_path, sqlite_store_problem
+
+    path = sqlite_path(uri)
+    problem = sqlite_store_problem(path) if path is not None else None
+    if problem:
+        raise UsageError(f"the call's MLflow store is gone ({problem}): restore it beside the call's output folder, "
+                         "or pass --tracking-uri of the store that holds its parent run")
+    try:
+        MlflowClient(tracking_uri=uri).get_run(call.parent_run_id)
+    except MlflowException:
+        raise UsageError(f"the MLflow store {mask_secrets(uri)} holds no run {call.parent_run_id} (the call's parent): "
+                         "pass --tracking-uri of the store that holds it") from None
 
 
 def check_parallel(parallel: int | str) -> None:
@@ -335,65 +394,179 @@ def worker_layout(parallel: int | str, to_train: int, threads: int, device: str,
     return processes, max(1, threads // processes)
 
 
-def run_call(call: Call, datasets, uri: str, rank: int, world: int, changes: dict | None = None,
-             parallel: int | str = 1) -> int:
-    """Train every unfinished planned run under one MLflow parent; report; close the parent as its children ended."""
-    tracker = None
-    if rank != 0:  # only rank 0 reports
-        logging.getLogger("sepvit").setLevel(logging.WARNING)
-    try:
-        if rank == 0:
-            from workbench.tracking import Tracker
+class CallLifecycle:
+    """Owns every exit of a call, from before its folder or first run exists until its parent run is closed.
 
-            tracker = Tracker(uri, call.experiment,
-                              artifact_root=None if call.tracking_uri else call.output / "mlartifacts")
-            _open_parent(tracker, call)
-            print(f"MLflow: {uri} experiment {call.experiment!r}, parent run {call.parent_run_id}; call folder "
-                  f"{call.folder}", file=sys.stderr)
-        from experiments import executor
+    For that whole span SIGINT raises KeyboardInterrupt and SIGTERM/SIGHUP raise RunInterrupted (start-up, cost
+    measurement, between runs, after the last epoch, the summary). Whatever ends the call (success, a stop, an
+    error, a full disk), every MLflow run this process opened is left FINISHED, FAILED or KILLED with the reason,
+    temporary files are removed, and one line on stderr says how to go on. The handlers of a stop or an error run
+    with further stops deferred, and cannot themselves fail.
+    """
 
-        import torch
+    def __init__(self):
+        self.call: Call | None = None
+        self.tracker = None  # workbench.tracking.Tracker, once made (rank 0)
+        self.lock: CallLock | None = None  # held by rank 0 until the call ends
+        self.rank, self.world = 0, 1
 
-        to_train = sum(call.needs_training(r) for r in call.runs)
-        processes, threads = worker_layout(parallel, to_train, torch.get_num_threads(), call.runs[0].train.device,
-                                           world)
-        if processes > 1:
-            print(f"training {to_train} runs, {processes} at a time, {threads} thread(s) each (--parallel 1: one after "
-                  "another on every thread)", file=sys.stderr)
-            results = executor.train_in_parallel(call, uri, changes or {}, processes, threads)
-        else:
-            results = executor.train_in_sequence(call, datasets, tracker, tracker is not None or world == 1,
-                                                 changes or {})
-        if rank == 0 and not isinstance(results, str):
-            report_results(results, tracker, call, datasets[2])
-    except Exception as exc:  # a failure nobody foresaw: close the parent, keep the traceback, one line here
-        (call.folder / "error.log").write_text(traceback.format_exc())
-        if tracker is not None and call.parent_run_id is not None:
-            tracker.end_run(call.parent_run_id, "FAILED", f"{type(exc).__name__}: {exc}")
-        _shutdown_distributed(world)
-        print(f"{PROG}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
-              f"(traceback in {call.folder / 'error.log'}); resume the call with --resume {call.folder}",
-              file=sys.stderr)
+    def run(self, start) -> int:
+        """`start(self)`: make or load the call (setting `self.call`), train it, return the exit code."""
+        from experiments.run import RunInterrupted, stop_signals, stops_deferred
+
+        try:
+            with stop_signals():
+                try:
+                    self.rank, self.world = _init_distributed()
+                    if self.rank != 0:  # only rank 0 reports
+                        logging.getLogger("sepvit").setLevel(logging.WARNING)
+                    return start(self)
+                except (KeyboardInterrupt, RunInterrupted) as exc:
+                    with stops_deferred(self._again):
+                        return self._stopped(exc)
+                except Exception as exc:  # a failure nobody foresaw
+                    with stops_deferred(self._again):
+                        return self._failed(exc)
+        finally:
+            if self.call is not None and self.rank == 0:
+                remove_temporary_files(self.call.folder)
+            if self.lock is not None:
+                self.lock.release()
+            _shutdown_distributed(self.world)
+
+    def _again(self, name: str) -> None:
+        print(f"{PROG}: {name} received while the call's runs are being closed: closing them first", file=sys.stderr)
+
+    def _way_out(self) -> str:
+        return f"resume with: python experiments/ablate.py --resume {self.call.folder}"
+
+    def _unfinished(self) -> list[str]:
+        try:
+            return [r.name for r in self.call.runs if self.call.needs_training(r)]
+        except (OSError, ValueError):  # a result.json that cannot be read: resume decides
+            return [r.name for r in self.call.runs]
+
+    def _stopped(self, exc: BaseException) -> int:
+        from experiments.run import stop_exit_code, stop_name
+
+        how = stop_name(exc)
+        if self.call is None:
+            print(f"{PROG}: interrupted ({how}) before the call began; nothing was recorded", file=sys.stderr)
+            return stop_exit_code(exc)
+        unfinished = self._unfinished()
+        reason = (f"interrupted ({how}); unfinished: {', '.join(unfinished)}; {self._way_out()}" if unfinished else
+                  f"interrupted ({how}) while the call's summary was written; every run finished; {self._way_out()}")
+        self._close_runs("KILLED", reason)
+        print(f"{PROG}: {reason}", file=sys.stderr)
+        return stop_exit_code(exc)
+
+    def _failed(self, exc: BaseException) -> int:
+        from workbench.tracking import is_disk_full
+
+        first = _first_line(exc)
+        if self.call is None:
+            print(f"{PROG}: {first}; nothing was recorded", file=sys.stderr)
+            return EXIT_RUN_FAILED
+        if is_disk_full(exc):
+            reason = f"no space left on device ({first}): free space, then {self._way_out()}"
+            self._close_runs("FAILED", reason)
+            print(f"{PROG}: {reason}", file=sys.stderr)
+            return EXIT_RUN_FAILED
+        self._close_runs("FAILED", first)
+        where = _write_error_log(self.call.folder, traceback.format_exc())
+        print(f"{PROG}: {first} ({where}); {self._way_out()}", file=sys.stderr)
         return EXIT_RUN_FAILED
-    _shutdown_distributed(world)
-    if isinstance(results, str):  # interrupted
-        if tracker is not None:
-            tracker.end_run(call.parent_run_id, "KILLED", results)
-        return EXIT_INTERRUPTED
+
+    def _close_runs(self, status: str, reason: str) -> None:
+        if self.tracker is None:
+            return
+        for run_id in self.tracker.close_open_runs(status, reason):
+            print(f"{PROG}: the MLflow run {run_id} could not be marked {status}: the next --resume repairs it",
+                  file=sys.stderr)
+
+
+def _first_line(exc: BaseException) -> str:
+    from workbench.tracking import mask_secrets
+
+    text = mask_secrets(str(exc)).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _write_error_log(folder: Path, text: str) -> str:
+    """The traceback (passwords in URLs masked) in `<call>/error.log`; where it went, in words. Never raises (a
+    full disk, a read-only folder: then it says so)."""
+    from workbench.tracking import mask_secrets
+
+    try:
+        (folder / "error.log").write_text(mask_secrets(text))
+        return f"traceback in {folder / 'error.log'}"
+    except OSError as exc:
+        return f"the traceback could not be written: {exc.strerror or exc}"
+
+
+def run_call(life: CallLifecycle, datasets, uri: str, changes: dict | None = None, parallel: int | str = 1) -> int:
+    """Train every unfinished planned run under one MLflow parent; report; close the parent as its children ended.
+    Every exit is `life`'s."""
+    from experiments import executor
+
+    import torch
+
+    call, rank, world = life.call, life.rank, life.world
+    tracker = None
+    if rank == 0:
+        from workbench.tracking import Tracker, mask_secrets
+
+        tracker = life.tracker = Tracker(uri, call.experiment,
+                                         artifact_root=None if call.tracking_uri else call.output / "mlartifacts")
+        _open_parent(tracker, call)
+        print(f"MLflow: {mask_secrets(uri)} experiment {call.experiment!r}, parent run {call.parent_run_id}; call "
+              f"folder {call.folder}", file=sys.stderr)
+        completed = complete_finished_records(call, tracker)
+        if completed:
+            print(f"completed the MLflow record of {', '.join(completed)}: training had finished, the record had not",
+                  file=sys.stderr)
+    to_train = sum(call.needs_training(r) for r in call.runs)
+    processes, threads = worker_layout(parallel, to_train, torch.get_num_threads(), call.runs[0].train.device, world)
+    if processes > 1:
+        print(f"training {to_train} runs, {processes} at a time, {threads} thread(s) each (--parallel 1: one after "
+              "another on every thread)", file=sys.stderr)
+        results = executor.train_in_parallel(call, uri, changes or {}, processes, threads)
+    else:
+        results = executor.train_in_sequence(call, datasets, tracker, tracker is not None or world == 1, changes or {})
+    if rank == 0:
+        report_results(results, tracker, call, datasets[2])
     return 0 if all(r.status == "FINISHED" for r in results) else EXIT_RUN_FAILED
 
 
+def complete_finished_records(call: Call, tracker) -> list[str]:
+    """Resume reconciles the two stores: a run whose result.json says FINISHED but whose MLflow record does not
+    (stopped while its results were recorded) gets its record completed. Returns the runs' names."""
+    from experiments.run import Result, complete_record
+
+    completed = []
+    for run in call.runs:
+        result = call.result_of(run)
+        if call.needs_training(run) or not result.get("run_id") or tracker.run_status(result["run_id"]) == "FINISHED":
+            continue
+        complete_record(tracker, Result.from_dict(result, call.run_dir(run)))
+        completed.append(run.name)
+    return completed
+
+
 def _open_parent(tracker, call: Call) -> None:
+    from workbench.tracking import signals_held
+
     if call.parent_run_id is not None:
         tracker.reopen_run(call.parent_run_id)
         return
     labels = list(dict.fromkeys(r.label for r in call.runs))
-    call.parent_run_id = tracker.start_run(call.name, tags={
-        "kind": "parent", "command": call.command, "configs": "; ".join(labels),
-        "seeds": str(len(call.runs) // max(len(labels), 1)), "planned_runs": str(len(call.runs)),
-        "call_folder": str(call.folder.relative_to(call.output))})
-    call.save()
-    tracker.log_artifact(call.parent_run_id, call.folder / "call.json")
+    with signals_held():  # the parent exists and call.json names it, or neither
+        call.parent_run_id = tracker.start_run(call.name, tags={
+            "kind": "parent", "command": call.command, "configs": "; ".join(labels),
+            "seeds": str(len(call.runs) // max(len(labels), 1)), "planned_runs": str(len(call.runs)),
+            "call_folder": str(call.folder.relative_to(call.output))})
+        call.save()
+    tracker.log_text(call.parent_run_id, (call.folder / "call.json").read_text(), "call.json")  # masked copy
 
 
 def report_results(results, tracker, call: Call, info) -> None:
@@ -429,6 +602,11 @@ def report_results(results, tracker, call: Call, info) -> None:
 
 
 # ---------------------------------------------------------------------------------- distributed
+def _rank_from_environment() -> int:
+    """This process's rank under torchrun (0 otherwise), before the process group exists."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def _init_distributed() -> tuple[int, int]:
     """Under torchrun: join the process group (NCCL on GPU, gloo on CPU). Returns (rank, world size)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:

@@ -4,6 +4,8 @@
         call.json                           the plan, written before any training (below)
         <run>/last.pth, best.pth            checkpoints (see experiments.run)
         <run>/result.json                   written when the run ends: status, reason, history, best, cost, ids
+        <run>/mlflow_run.json               the run's MLflow run id, written when that run is opened (a resume
+                                            reopens it rather than opening a second run of the same name)
 
 `call.json` holds the command, the MLflow experiment and parent run id, the tracking URI (null = the default
 SQLite store of the output folder, so a moved or copied output folder still resumes), and every planned run:
@@ -27,6 +29,7 @@ from sepvit.config import SepViTConfig
 from .train_config import TrainConfig
 
 CALL_FILE, RESULT_FILE = "call.json", "result.json"
+RUN_RECORD = "mlflow_run.json"  # {"run_id"}: written the moment a run's MLflow record is opened
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -35,14 +38,38 @@ class CallError(ValueError):
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
+    """`text` as one file name: letters, digits, `_.-` kept, runs of anything else made one '-'; never '', '.' or
+    '..' (names of this folder and its parent: a folder named so would land outside where it was meant to)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+    return name if name.strip(".") else "run"
 
 
 def write_json(path: Path, data: Any) -> None:
     """Atomically: a reader (or a crash) never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or a stop mid-write: no half file left behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+TEMPORARY = re.compile(r"^\..+\.tmp\d+$")  # what write_json and checkpoint.save_checkpoint write before renaming
+
+
+def remove_temporary_files(folder: Path) -> list[Path]:
+    """Remove the temporary files a write cut short left in `folder` and below (a process killed outright between
+    writing and renaming). Only safe while no other process writes there: the caller holds the call's lock."""
+    removed = []
+    for path in folder.rglob(".*.tmp*"):
+        if TEMPORARY.match(path.name) and path.is_file():
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
 
 
 @dataclass
@@ -110,6 +137,9 @@ class Call:
                             f"last.pth inside one, or the parent run id") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise CallError(f"{path} is damaged ({type(exc).__name__}: {exc}): it cannot be resumed") from None
+        if folder.resolve().parent.name != slug(data["experiment"]):  # e.g. the copy logged as an MLflow artifact
+            raise CallError(f"{folder} holds a copy of a call's plan, not the call (a call folder is "
+                            f"<output>/{slug(data['experiment'])}/<call id>): pass the call folder")
         return cls(folder, data["command"], data["experiment"], runs, data.get("reference"), data.get("tracking_uri"),
                    data.get("parent_run_id"), data.get("name", ""), bool(data.get("calibrate", False)))
 
@@ -117,6 +147,15 @@ class Call:
         """The run's result.json (None if it never ended)."""
         path = self.run_dir(run) / RESULT_FILE
         return json.loads(path.read_text()) if path.is_file() else None
+
+    def recorded_run_id(self, run: PlannedRun) -> str | None:
+        """The MLflow run opened for this planned run, if one was (also when it never reached a checkpoint)."""
+        path = self.run_dir(run) / RUN_RECORD
+        try:
+            run_id = json.loads(path.read_text()).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return run_id if isinstance(run_id, str) and RUN_ID.match(run_id) else None
 
     def state_of(self, run: PlannedRun) -> str:
         """'finished', 'resumable' (a last.pth to continue from) or 'new'."""
@@ -131,6 +170,43 @@ class Call:
         if result is None or result["status"] != "FINISHED":
             return True
         return len(result["history"]) < run.train.epochs and not result.get("stopped_early")
+
+
+class CallLock:
+    """An exclusive OS lock on a call folder while a process trains it (`fcntl.flock` on `<call>/.lock`, holding
+    the owner's pid): a second process that would train the same call is refused, and the kernel releases the lock
+    when its owner ends, however it ends (even SIGKILL), so a stale lock never blocks a resume."""
+
+    FILE = ".lock"
+
+    def __init__(self, handle):
+        self._handle = handle
+
+    @classmethod
+    def acquire(cls, folder: Path) -> "CallLock":
+        """The lock, or CallError naming the process that holds it."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; calls are not guarded there
+            return cls(None)
+        handle = open(folder / cls.FILE, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise CallError(f"the call {folder} is being trained by another process (pid {owner}): wait for it to "
+                            "end, or stop it (Ctrl-C or kill) and resume then") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        return cls(handle)
+
+    def release(self) -> None:
+        if self._handle is not None and not self._handle.closed:
+            self._handle.close()  # closing the file releases the flock
 
 
 def new_call_folder(output: str | Path, experiment: str) -> Path:
@@ -166,9 +242,14 @@ def _call_folder_of_parent(run_id: str, output: str | Path, tracking_uri: str | 
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from workbench.tracking import default_tracking_uri
+    from workbench.tracking import default_tracking_uri, sqlite_path, sqlite_store_problem
 
     uri = tracking_uri or default_tracking_uri(output)
+    path = sqlite_path(uri)
+    problem = sqlite_store_problem(path) if path is not None else None
+    if problem:  # looking a run up must not create an empty store
+        raise CallError(f"--resume {run_id}: {problem}; pass --output (or --tracking-uri) of the call's store, or "
+                        "the call folder")
     try:
         run = MlflowClient(tracking_uri=uri).get_run(run_id)
     except MlflowException:

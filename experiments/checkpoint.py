@@ -31,8 +31,27 @@ _EVAL_CROP = {"imagefolder": (DEFAULT_CROP_PCT, "bilinear")}
 _WHOLE_IMAGE = (1.0, "bilinear")
 
 
+# Weights of a sound run stay far below this (|w| of a few units); a run whose weights pass it has diverged even if
+# its loss is still finite (lr 1e8 gave |w| ~ 5e7 and a finite loss, then NaN at the next step after a resume).
+WEIGHT_BOUND = 1e4
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the one-line message says which file, why, and what to do."""
+
+
+def unsound_weights(state: dict[str, Any], bound: float = WEIGHT_BOUND) -> str | None:
+    """Why the floating-point tensors of a state dict are not weights to keep (non-finite, or |w| >= bound), in
+    words naming the first such tensor; None when they are sound."""
+    for name, tensor in state.items():
+        if not torch.is_tensor(tensor) or not tensor.is_floating_point() or tensor.numel() == 0:
+            continue
+        if not torch.isfinite(tensor).all():
+            return f"{name} is not finite"
+        largest = float(tensor.detach().abs().max())
+        if largest >= bound:
+            return f"{name} reaches |w| = {largest:.3g} (sound weights stay below {bound:g})"
+    return None
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -40,9 +59,42 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic on POSIX and Windows when on the same file system
+    try:
+        with open(tmp, "wb") as handle:
+            _save(state, handle)
+        os.replace(tmp, path)  # atomic on POSIX and Windows when on the same file system
+    except BaseException:  # a full disk or a stop mid-write: no half file left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+class _RecordingWriter:
+    """A file for torch.save that keeps the OS's error: torch reports a failed write as "unexpected pos", and the
+    caller must hear "No space left on device"."""
+
+    def __init__(self, handle):
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _save(state: dict[str, Any], handle) -> None:
+    writer = _RecordingWriter(handle)
+    try:
+        torch.save(state, writer)
+    except RuntimeError as exc:
+        if writer.error is not None:
+            raise writer.error from exc
+        raise
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
@@ -85,6 +137,10 @@ def check_resumable_checkpoint(path: str | os.PathLike, model_cfg: SepViTConfig,
     """The number of epochs `path` (a last.pth) has trained, if it can continue the planned run; else
     CheckpointError naming the fields in which it belongs to another configuration."""
     state = load_checkpoint(path, required=("model", "optimizer", "config", "train_config", "epoch", "history"))
+    problem = unsound_weights(state["model"])
+    if problem:
+        raise CheckpointError(f"{path} holds diverged weights ({problem}): continuing from it would fail at once; "
+                              "move it away to start that run again (with a lower --lr or --clip-grad)")
     model_diff = config_differences(state["config"], model_cfg.to_dict())
     # a field added to TrainConfig after the checkpoint was written takes its default, which by convention is the
     # behaviour of the code that wrote it (e.g. amp_dtype: the old --amp was bfloat16)

@@ -74,7 +74,10 @@ def check_dataset(name: str, data_dir: str | None = None) -> None:
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
     if name in ("synthetic", "digits"):
-        return  # built in: data_dir is not used
+        if data_dir:  # silently ignoring it would train on other data than the user named
+            raise DataError(f"--data-dir {data_dir} is not used by the built-in dataset {name!r} (it ships with the "
+                            "workbench): drop --data-dir, or pick --dataset cifar10, cifar100 or imagefolder")
+        return
     if not data_dir:
         raise DataError(f"dataset {name!r} needs --data-dir: {_layout_hint(name)}")
     root = Path(data_dir).expanduser()
@@ -84,6 +87,16 @@ def check_dataset(name: str, data_dir: str | None = None) -> None:
         _cifar_root(name, root)
     else:
         _imagefolder_classes(root)
+
+
+def check_sizes_available(info: DataInfo, train_size: int | None, val_size: int | None) -> None:
+    """Refuse a --train-size/--val-size beyond what the built dataset (`info`) holds, naming the size available:
+    the builders cap at the dataset's size, and a user who asked for more must hear that they got less."""
+    for flag, split, asked, have in (("--train-size", "training", train_size, info.train_size),
+                                     ("--val-size", "validation", val_size, info.val_size)):
+        if asked is not None and int(asked) > have:
+            raise DataError(f"{flag} {asked}: the {info.name} {split} set holds {have} images; give at most "
+                            f"{have} (or leave {flag} unset for all of them)")
 
 
 def _layout_hint(name: str) -> str:

@@ -82,6 +82,15 @@ def check_training_settings(cfg: TrainConfig) -> None:
         raise ValueError(f"--opt {cfg.opt} / --sched {cfg.sched}: timm cannot build them ({message})") from None
 
 
+def check_mixup_batch(cfg: TrainConfig, train_images: int, world: int = 1) -> None:
+    """Mixup/CutMix need whole batches (the last partial one is dropped): refuse a training set smaller than one
+    batch over all ranks, which would train on nothing."""
+    if cfg.uses_mixup and train_images < cfg.batch_size * world:
+        raise ValueError(f"mixup/cutmix drop the last partial batch, and the {train_images} training images do not "
+                         f"fill one batch of {cfg.batch_size}{f' x {world} ranks' if world > 1 else ''}: lower "
+                         "--batch-size or raise --train-size")
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
@@ -211,9 +220,7 @@ def build_parts(model_cfg: SepViTConfig, train_cfg: TrainConfig, datasets) -> Pa
     train_ds, val_ds, info = datasets
     rank, world = dist_info()
     device = resolve_device(train_cfg.device)
-    if train_cfg.uses_mixup and len(train_ds) < train_cfg.batch_size * world:
-        raise ValueError(f"mixup/cutmix drop the last partial batch, and the {len(train_ds)} training images do not "
-                         f"fill one batch of {train_cfg.batch_size}: lower --batch-size or raise --train-size")
+    check_mixup_batch(train_cfg, len(train_ds), world)
     train_loader, val_loader, generator = build_loaders(train_ds, val_ds, train_cfg, rank, world, device)
     random_seed(train_cfg.seed, 0)  # the same init on every rank (DDP would broadcast rank 0's anyway)
     model = fit_model_to_data(model_cfg, info).build()

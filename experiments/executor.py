@@ -1,9 +1,11 @@
 """Trains the planned runs of a call: one after another, or N at a time in worker processes (`--parallel N`).
 
 Both return the `Result` of every planned run in plan order (finished runs are read back from their
-`result.json`), or a reason string when the call was interrupted. A run is trained the same way in both: with
-`experiments.run.train_and_evaluate`, from its `last.pth` when it has one. In parallel, each worker process uses
-threads // N CPU threads (at least 1), so a run's numbers equal a sequential run with that thread count.
+`result.json`). A stop (Ctrl-C, SIGTERM, SIGHUP) or an error propagates to the caller, `ablate.py`'s call lifecycle,
+which closes the parent run and says how to resume; each run closes its own MLflow record first. A run is trained
+the same way in both: with `experiments.run.train_and_evaluate`, from its `last.pth` when it has one. In parallel,
+each worker process uses threads // N CPU threads (at least 1), so a run's numbers equal a sequential run with that
+thread count; a worker closes whatever it opened however it ends.
 """
 from __future__ import annotations
 
@@ -16,8 +18,6 @@ from pathlib import Path
 
 from experiments.calls import Call, PlannedRun
 
-PROG = "ablate.py"
-
 
 def train_run(call: Call, run: PlannedRun, datasets, tracker, changes: dict):
     """Train (or continue) one planned run of the call; returns its Result."""
@@ -27,14 +27,23 @@ def train_run(call: Call, run: PlannedRun, datasets, tracker, changes: dict):
     return train_and_evaluate(run.model, run.train, tracker, run_name=run.name, run_dir=call.run_dir(run),
                               parent_run_id=call.parent_run_id, tags=run.tags, datasets=datasets,
                               resume_from=call.run_dir(run) / "last.pth" if resuming else None,
-                              resume_changes=changes if resuming else None)
+                              resume_changes=changes if resuming else None,
+                              reuse_run_id=None if resuming or tracker is None else _reusable(call, run, tracker))
 
 
-def _interrupted(call: Call, during: str) -> str:
-    unfinished = [r.name for r in call.runs if call.needs_training(r)]
-    reason = f"interrupted during {during}; unfinished: {', '.join(unfinished)}; resume with --resume {call.folder}"
-    print(f"{PROG}: {reason}", file=sys.stderr)
-    return reason
+def _reusable(call: Call, run: PlannedRun, tracker) -> str | None:
+    """The MLflow run an earlier start of this (never checkpointed) run opened under this call's parent, if the
+    store still holds it: reopened, so a call never holds two runs of one name."""
+    run_id = call.recorded_run_id(run)
+    if run_id is None:
+        return None
+    try:
+        recorded = tracker.client.get_run(run_id)
+    except Exception:  # noqa: BLE001  (gone from the store: a new record is opened)
+        return None
+    if recorded.data.tags.get("mlflow.parentRunId") != call.parent_run_id:
+        return None
+    return run_id
 
 
 def _progress(done: int, total: int, result) -> None:
@@ -43,17 +52,14 @@ def _progress(done: int, total: int, result) -> None:
 
 
 def train_in_sequence(call: Call, datasets, tracker, report: bool, changes: dict):
-    from experiments.run import Result, RunInterrupted
+    from experiments.run import Result
 
     results = []
     for index, run in enumerate(call.runs, 1):
         if not call.needs_training(run):
             results.append(Result.from_dict(call.result_of(run), call.run_dir(run)))
             continue
-        try:
-            result = train_run(call, run, datasets, tracker, changes)
-        except (KeyboardInterrupt, RunInterrupted):
-            return _interrupted(call, repr(run.name))
+        result = train_run(call, run, datasets, tracker, changes)
         results.append(result)
         if report:
             _progress(index, len(call.runs), result)
@@ -72,65 +78,79 @@ _STOP = None  # in a worker: the call's stop event (set once any run of the call
 
 
 def _worker_init(threads: int, stop) -> None:
+    from experiments.run import _raise_interrupted
+
     import torch
 
     global _STOP
     _STOP = stop
     torch.set_num_threads(threads)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: checkpoint, mark KILLED, stop
+    # a stop between two runs (the pool idles here): ends the worker quietly; inside a run, run.stop_signals
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _raise_interrupted)
 
 
 def _train_in_worker(folder: str, index: int, uri: str | None, changes: dict) -> dict:
-    """One run, in a worker process: its own datasets (built once per worker) and MLflow client."""
-    from experiments.run import RunInterrupted, sigterm_raises
+    """One run, in a worker process: its own datasets (built once per worker) and MLflow client. Whatever ends it,
+    every MLflow run the worker opened is closed before it returns or raises."""
+    from experiments.run import RunInterrupted, stop_name, stop_signals
 
     call = Call.load(Path(folder))
     run = call.runs[index]
     if _STOP is not None and _STOP.is_set():  # queued before the interruption: never start it
         return {"interrupted": run.name, "started": False}
-    t = run.train
-    datasets = _worker_datasets((t.dataset, t.data_dir, t.img_size, t.train_size, t.val_size, t.data_seed))
     tracker = None
-    if uri is not None:
-        from workbench.tracking import Tracker
-
-        tracker = Tracker(uri, call.experiment, artifact_root=None if call.tracking_uri else call.output / "mlartifacts")
     try:
-        with sigterm_raises():
+        with stop_signals():
+            t = run.train
+            datasets = _worker_datasets((t.dataset, t.data_dir, t.img_size, t.train_size, t.val_size, t.data_seed))
+            if uri is not None:
+                from workbench.tracking import Tracker
+
+                tracker = Tracker(uri, call.experiment,
+                                  artifact_root=None if call.tracking_uri else call.output / "mlartifacts")
             return train_run(call, run, datasets, tracker, changes).to_dict()
-    except (KeyboardInterrupt, RunInterrupted):
+    except (KeyboardInterrupt, RunInterrupted) as exc:
         if _STOP is not None:
             _STOP.set()  # the other workers start no further run of this call
+        if tracker is not None:
+            tracker.close_open_runs("KILLED", f"interrupted ({stop_name(exc)}); resume with --resume {call.folder}")
         return {"interrupted": run.name, "started": True}
+    except BaseException as exc:
+        if tracker is not None:
+            tracker.close_open_runs("FAILED", f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def train_in_parallel(call: Call, uri: str | None, changes: dict, parallel: int, threads: int):
-    """The call's unfinished runs, `parallel` at a time, each in a worker process with `threads` threads."""
-    from experiments.run import Result
+    """The call's unfinished runs, `parallel` at a time, each in a worker process with `threads` threads. A stop
+    in this process is passed on to the workers, which close their runs; then it propagates."""
+    from experiments.run import Result, RunInterrupted
 
     todo = [i for i, run in enumerate(call.runs) if call.needs_training(run)]
     context = get_context("spawn")
     stop = context.Event()  # the pool queues runs ahead of time: an interrupted call must not start them
     executor = ProcessPoolExecutor(max_workers=min(parallel, max(len(todo), 1)), mp_context=context,
                                    initializer=_worker_init, initargs=(threads, stop))
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    futures = {executor.submit(_train_in_worker, str(call.folder), i, uri, changes): i for i in todo}
-    pending, finished = set(futures), 0
+    pending, finished = set(), 0
     try:
+        futures = {executor.submit(_train_in_worker, str(call.folder), i, uri, changes): i for i in todo}
+        pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 data = future.result()
-                if "interrupted" in data:
+                if "interrupted" in data:  # a worker stopped by a terminal's Ctrl-C (it reached this process too)
                     raise KeyboardInterrupt
                 finished += 1
                 _progress(finished, len(todo), Result.from_dict(data, call.run_dir(call.runs[futures[future]])))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RunInterrupted):
         stop.set()
         _stop_workers(executor, pending)
-        return _interrupted(call, f"{len(pending) + 1} parallel runs")
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
         executor.shutdown(wait=True, cancel_futures=True)
     return [Result.from_dict(call.result_of(run), call.run_dir(run)) for run in call.runs]
 
@@ -141,10 +161,6 @@ def _stop_workers(executor: ProcessPoolExecutor, pending) -> None:
     import os
 
     wait(pending, timeout=3)
-    for process in list(executor._processes.values()):
+    for process in list((executor._processes or {}).values()):
         if process.is_alive():
             os.kill(process.pid, signal.SIGINT)
-
-
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt

@@ -45,14 +45,45 @@ def results_frame(results: Iterable, reference_label: str | None = None) -> pd.D
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def list_calls(tracking_uri: str, experiment: str) -> pd.DataFrame:
-    """The calls (parent runs) of an experiment, newest first: parent_run_id, name, start_time, status, configs."""
+def open_store(tracking_uri: str):
+    """An `MlflowClient` on a store that exists and can be read; else ReportError in one line. Reading never
+    creates a store: MLflow would make an empty `mlflow.db` for a mistyped SQLite path."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
+    from workbench.tracking import mask_secrets, sqlite_path, sqlite_store_problem
+
+    path = sqlite_path(tracking_uri)
+    problem = sqlite_store_problem(path) if path is not None else None
+    if problem:
+        raise ReportError(f"{problem}: pass the tracking URI of a runner's store (sqlite:///<output>/mlflow.db)")
+    try:
+        return MlflowClient(tracking_uri=tracking_uri)
+    except Exception as exc:  # noqa: BLE001  (MLflow and SQLAlchemy raise assorted types)
+        raise ReportError(f"the MLflow store {mask_secrets(tracking_uri)} cannot be opened: "
+                          f"{_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+
+
+def _experiment(client, tracking_uri: str, experiment: str):
+    from workbench.tracking import mask_secrets
+
+    try:
+        exp = client.get_experiment_by_name(experiment)
+    except Exception as exc:  # noqa: BLE001
+        raise ReportError(f"the MLflow store {mask_secrets(tracking_uri)} cannot be read: {_first_line(exc)}") from None
     if exp is None:
-        raise ReportError(f"no MLflow experiment {experiment!r} at {tracking_uri}")
+        raise ReportError(f"no MLflow experiment {experiment!r} at {mask_secrets(tracking_uri)}")
+    return exp
+
+
+def list_calls(tracking_uri: str, experiment: str) -> pd.DataFrame:
+    """The calls (parent runs) of an experiment, newest first: parent_run_id, name, start_time, status, configs."""
+    client = open_store(tracking_uri)
+    exp = _experiment(client, tracking_uri, experiment)
     parents = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'parent'",
                                  order_by=["attributes.start_time DESC"], max_results=5000)
     return pd.DataFrame([{"parent_run_id": r.info.run_id, "name": r.info.run_name, "start_time": r.info.start_time,
@@ -66,12 +97,8 @@ def load_runs(tracking_uri: str, experiment: str, calls: str | Sequence[str] = "
     calls: "latest" (default: the newest call), "all" (every call, pooled), or parent run ids (pooled).
     Pooled rows are de-duplicated and checked as the module docstring says.
     """
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise ReportError(f"no MLflow experiment {experiment!r} at {tracking_uri}")
+    client = open_store(tracking_uri)
+    exp = _experiment(client, tracking_uri, experiment)
     if calls == "latest":
         newest = list_calls(tracking_uri, experiment)
         if newest.empty:
@@ -84,8 +111,18 @@ def load_runs(tracking_uri: str, experiment: str, calls: str | Sequence[str] = "
     frame = pd.DataFrame([_row(run) for run in runs])
     if frame.empty:
         return pd.DataFrame(columns=COLUMNS)
+    frame = _one_per_planned_run(frame)
     pooled = calls == "all" or len(calls) > 1
     return pool(frame) if pooled else frame.reset_index(drop=True)
+
+
+def _one_per_planned_run(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per planned run of a call (parent, configuration, seed): a call resumed by older code may hold a
+    second child of the same run beside an abandoned one; the FINISHED one counts, else the newest."""
+    ranked = frame.assign(_finished=frame["status"] == "FINISHED").sort_values(["_finished", "start_time"],
+                                                                               ascending=False)
+    kept = ranked.drop_duplicates(subset=["parent_run_id", "config", "seed"], keep="first")
+    return kept.drop(columns="_finished").sort_index().reset_index(drop=True)  # in the store's order, as before
 
 
 def _row(run) -> dict:
@@ -311,9 +348,7 @@ def load_histories(tracking_uri: str, runs: pd.DataFrame,
                    metrics: Sequence[str] = ("train_loss", "reported")) -> pd.DataFrame:
     """Long table of per-epoch metrics: run_id, config, seed, metric, epoch, value. "reported" is each run's
     reported top-1 (`val_top1`, or `val_top1_ema` for a run that kept an EMA)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = open_store(tracking_uri)
     rows = []
     for _, run in runs.iterrows():
         for name in metrics:

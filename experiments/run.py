@@ -8,8 +8,10 @@
 Checkpoints (`run_dir`): `last.pth` (every `checkpoint_every` epochs and the last; everything to resume: model,
 EMA, optimiser, schedule, configs, epoch, history, MLflow ids) and `best.pth` (the reported weights of the best
 epoch, with `weights` = "ema" or "raw"; moved into the MLflow run's artifacts when the run finishes, so it is
-stored once). A NaN loss ends the run FAILED with the last good `last.pth` kept; Ctrl-C and SIGTERM save
-`interrupted.pth`, mark the MLflow run KILLED and re-raise; any other error marks it FAILED and re-raises.
+stored once). A NaN loss ends the run FAILED with the last good `last.pth` kept; Ctrl-C, SIGTERM and SIGHUP save
+`interrupted.pth`, mark the MLflow run KILLED and re-raise; any other error marks it FAILED and re-raises. Outside
+the epochs too (start-up, cost, recording the finished run) the run's MLflow record is closed before anything
+propagates, so no run is left RUNNING by whatever stops it.
 
 MLflow: a run records its configuration, the dataset as inputs (training and validation, described by metadata),
 per-epoch metrics, and when it finishes its best weights twice: the raw checkpoint (`checkpoint/best.pth`, loaded
@@ -27,6 +29,8 @@ import json
 import logging
 import os
 import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +42,12 @@ import torch
 from sepvit.config import SepViTConfig
 
 from . import engine
-from .calls import RESULT_FILE, write_json
-from .checkpoint import data_pretrained_cfg, dataset_label_names, load_checkpoint, load_model, save_checkpoint
+from .calls import RESULT_FILE, RUN_RECORD, write_json
+from .checkpoint import (data_pretrained_cfg, dataset_label_names, load_checkpoint, load_model, save_checkpoint,
+                         unsound_weights)
 from .train_config import TrainConfig
+
+from workbench.tracking import STOP_SIGNALS, is_disk_full
 
 log = logging.getLogger("sepvit.run")
 
@@ -50,7 +57,27 @@ MODEL_DISTRIBUTIONS = ("torch", "torchvision", "timm", "sepvit-workbench")
 
 
 class RunInterrupted(BaseException):
-    """SIGTERM, turned into an exception so that the run is checkpointed and marked KILLED."""
+    """SIGTERM or SIGHUP, turned into an exception so that the run is checkpointed and marked KILLED. The message
+    is "signal N" (the search reads N from it)."""
+
+    def __init__(self, message: str = "", signum: int = signal.SIGTERM):
+        super().__init__(message or f"signal {int(signum)}")
+        self.signum = int(signum)
+
+
+def stop_name(exc: BaseException) -> str:
+    """How a run was stopped, in words: "Ctrl-C" or the signal's name (SIGTERM, SIGHUP)."""
+    if isinstance(exc, RunInterrupted):
+        try:
+            return signal.Signals(exc.signum).name
+        except ValueError:
+            return f"signal {exc.signum}"
+    return "Ctrl-C"
+
+
+def stop_exit_code(exc: BaseException) -> int:
+    """The exit code a shell expects of a process ended by this stop: 128 + the signal's number (Ctrl-C: 130)."""
+    return 128 + (exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT)
 
 
 def reported_metric(train_cfg: TrainConfig) -> str:
@@ -74,6 +101,8 @@ class Result:
     cost: dict[str, float] = field(default_factory=dict)  # params, macs, latency_ms
     stopped_early: bool = False
     pretrained_cfg: dict[str, Any] = field(default_factory=dict)  # how the data reach the model; in checkpoints
+    logged_epochs: set[int] = field(default_factory=set)  # epochs the MLflow record already holds (not relogged)
+    last_good_epoch: int | None = None  # the epoch of the run's last.pth (sound weights, finite loss)
 
     @property
     def metric(self) -> str:
@@ -159,25 +188,47 @@ def _save_best(parts: engine.Parts, result: Result, metrics: dict[str, float]) -
 
 
 # ---------------------------------------------------------------------------------- MLflow
-def _open_mlflow(tracker, result: Result, info, parent_run_id, tags, resumed: bool) -> str:
-    from workbench.tracking import environment_params, flatten
+def _open_mlflow(tracker, result: Result, info, parent_run_id, tags, resumed: bool,
+                 reuse: str | None = None) -> set[int]:
+    """Open (or reopen) the run's MLflow record; sets `result.run_id` as soon as the run exists and records it in
+    the run folder. `reuse`: the record of an earlier start of this run that never reached a checkpoint, reopened
+    instead of a second run of the same name. Returns the epochs the record already holds."""
+    from workbench.tracking import environment_params, flatten, signals_held
 
     if resumed:
         tracker.reopen_run(result.run_id)
+        logged = tracker.logged_steps(result.run_id, "val_top1")
         for metrics in result.history:  # epochs checkpointed before a crash but never logged
-            if int(metrics["epoch"]) not in tracker.logged_steps(result.run_id, "val_top1"):
+            if int(metrics["epoch"]) not in logged:
                 tracker.log_metrics(result.run_id, _epoch_metrics(metrics), step=int(metrics["epoch"]))
-        return result.run_id
+        return logged | {int(m["epoch"]) for m in result.history}
     data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(info).items()}
-    run_id = tracker.start_run(result.run_name, parent_run_id=parent_run_id,
-                               tags={"kind": "train", "reported_metric": result.metric, **(tags or {})})
-    tracker.log_params(run_id, {**flatten(result.model_cfg.to_dict(), "model."),
-                                **flatten(result.train_cfg.to_dict(), "train."), **flatten(data, "data."),
-                                **environment_params()})
+    params = {**flatten(result.model_cfg.to_dict(), "model."), **flatten(result.train_cfg.to_dict(), "train."),
+              **flatten(data, "data."), **environment_params()}
+    if reuse is not None:
+        tracker.reopen_run(reuse)
+        result.run_id = reuse
+        before = tracker.client.get_run(reuse)
+        changed = {f"resume.{k}": f"{before.data.params[k]} -> {v}" for k, v in params.items()
+                   if k in before.data.params and before.data.params[k] != str(v)}
+        tracker.log_params(reuse, {k: v for k, v in params.items() if k not in before.data.params})
+        tracker.set_tags(reuse, changed)  # MLflow keeps a param's first value: a change is said in a tag
+        if not before.inputs.dataset_inputs:
+            tracker.log_datasets(reuse, _dataset_inputs(info, result.train_cfg))
+        tracker.log_json(reuse, {"model": result.model_cfg.to_dict(), "train": result.train_cfg.to_dict(),
+                                 "data": data}, "config.json")
+        return tracker.logged_steps(reuse, "val_top1")
+    with signals_held():  # the record exists and its id is in the run folder, or neither
+        run_id = result.run_id = tracker.start_run(
+            result.run_name, parent_run_id=parent_run_id,
+            tags={"kind": "train", "reported_metric": result.metric, **(tags or {})})
+        result.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(result.run_dir / RUN_RECORD, {"run_id": run_id})
+    tracker.log_params(run_id, params)
     tracker.log_json(run_id, {"model": result.model_cfg.to_dict(), "train": result.train_cfg.to_dict(),
                               "data": data}, "config.json")
     tracker.log_datasets(run_id, _dataset_inputs(info, result.train_cfg))
-    return run_id
+    return set()
 
 
 def _dataset_inputs(info, train_cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -197,16 +248,25 @@ def _epoch_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if k != "epoch"}
 
 
+def complete_record(tracker, result: Result) -> None:
+    """The MLflow record of a run that finished training (its result.json says so) but whose record was not
+    closed FINISHED (the process was stopped while recording it): reopened and completed (metrics, artifacts,
+    status). What was recorded already is not recorded twice."""
+    tracker.reopen_run(result.run_id)
+    _finish_mlflow(tracker, result)
+
+
 def _finish_mlflow(tracker, result: Result) -> None:
     from .report import learning_curve_figure
 
     run_id = result.run_id
     if result.history:
         last = result.history[-1]
-        tracker.log_metrics(run_id, {"final_val_top1": result.top1,
-                                     "final_val_top5": last[result.metric.replace("top1", "top5")],
-                                     "best_val_top1": result.best["top1"], "best_epoch": result.best["epoch"]},
-                            step=int(last["epoch"]))
+        if int(last["epoch"]) not in tracker.logged_steps(run_id, "final_val_top1"):
+            tracker.log_metrics(run_id, {"final_val_top1": result.top1,
+                                         "final_val_top5": last[result.metric.replace("top1", "top5")],
+                                         "best_val_top1": result.best["top1"], "best_epoch": result.best["epoch"]},
+                                step=int(last["epoch"]))
         figure = learning_curve_figure(result.history, result.run_dir / "learning_curve.png", title=result.run_name,
                                        metric=result.metric)
         tracker.log_artifact(run_id, figure)
@@ -240,21 +300,48 @@ def _log_best_model(tracker, result: Result, best: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- signals
-@contextlib.contextmanager
-def sigterm_raises():
-    """Inside: SIGTERM raises RunInterrupted (so the run is checkpointed and marked); restored on exit."""
-    def interrupted(signum, frame):
-        raise RunInterrupted(f"signal {signum}")
+def _raise_interrupted(signum, frame):
+    raise RunInterrupted(signum=signum)
 
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupted)
-    except ValueError:  # not the main thread (e.g. a search worker thread): leave signals alone
-        previous = None
+
+@contextlib.contextmanager
+def stop_signals():
+    """Inside: SIGTERM and SIGHUP raise RunInterrupted and SIGINT KeyboardInterrupt, so that whatever is open is
+    checkpointed and closed by the code that handles them; the previous handlers are restored on exit. Only the
+    main thread can set handlers: elsewhere (a search worker thread) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else _raise_interrupted)
     try:
         yield
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+@contextlib.contextmanager
+def stops_deferred(note: Callable[[str], None] | None = None):
+    """Inside: a stop signal is noted (`note(name)`), not raised: the code that is already closing runs after a
+    stop or an error finishes, instead of being cut short by a second Ctrl-C. Previous handlers restored on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def deferred(signum, frame):
+        if note is not None:
+            note(signal.Signals(signum).name)
+
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, deferred)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 # ---------------------------------------------------------------------------------- the run
@@ -272,6 +359,7 @@ def train_and_evaluate(
     datasets=None,
     resume_changes: dict[str, Any] | None = None,
     cost: dict[str, float] | None = None,
+    reuse_run_id: str | None = None,
 ) -> Result:
     """Train `model_cfg` with `train_cfg`, evaluating every epoch; return a `Result`.
 
@@ -283,6 +371,8 @@ def train_and_evaluate(
     datasets: (train, val, DataInfo) already built (the runner builds them once for many runs).
     cost: MACs/latency known already (the search: analytic MACs, latency once per architecture), logged instead
         of `model_cost`'s fvcore trace and timing; the parameter count is always taken from the model.
+    reuse_run_id: the MLflow run of an earlier start of this run that ended before its first checkpoint: reopened
+        (the run starts again from epoch 1 under the same record) instead of a second run of the same name.
     """
     ckpt = None
     if resume_from is not None:
@@ -305,27 +395,56 @@ def train_and_evaluate(
     if ckpt is not None:
         _resume_state(parts, ckpt)
         result.history, result.best, result.run_id = list(ckpt["history"]), dict(ckpt["best"]), ckpt["run_id"]
+        result.last_good_epoch = int(ckpt["epoch"])
     tracker = tracker if parts.rank == 0 else None
-    if tracker is not None:
-        result.run_id = _open_mlflow(tracker, result, datasets[2], parent_run_id, tags,
-                                     resumed=result.run_id is not None)
-        if resume_changes:
-            tracker.set_tags(result.run_id, {f"resume.{k}": f"{ckpt['train_config'][k]} -> {v}"
-                                             for k, v in resume_changes.items()})
-    if parts.rank == 0:
-        if cost is None:
-            result.cost = model_cost(result.model_cfg)
-        else:
-            from analysis.counters import count_params
+    with stop_signals():
+        try:
+            logged: set[int] = set()
+            if tracker is not None:
+                logged = _open_mlflow(tracker, result, datasets[2], parent_run_id, tags,
+                                      resumed=result.run_id is not None, reuse=reuse_run_id)
+                if resume_changes:
+                    tracker.set_tags(result.run_id, {f"resume.{k}": f"{ckpt['train_config'][k]} -> {v}"
+                                                     for k, v in resume_changes.items()})
+            if parts.rank == 0:
+                if cost is None:
+                    result.cost = model_cost(result.model_cfg)
+                else:
+                    from analysis.counters import count_params
 
-            result.cost = {"params": count_params(parts.model), **cost}
-        if tracker is not None:
-            tracker.log_metrics(result.run_id, result.cost, step=0)
-    start = int(ckpt["epoch"]) + 1 if ckpt is not None else 1
-    _run_epochs(parts, result, tracker, parent_run_id, on_epoch_end, start)
-    if tracker is not None:
-        _finish_mlflow(tracker, result)
+                    result.cost = {"params": count_params(parts.model), **cost}
+                if tracker is not None and 0 not in tracker.logged_steps(result.run_id, "params"):
+                    tracker.log_metrics(result.run_id, result.cost, step=0)
+            start = int(ckpt["epoch"]) + 1 if ckpt is not None else 1
+            result.logged_epochs = logged
+            _run_epochs(parts, result, tracker, parent_run_id, on_epoch_end, start)
+            if tracker is not None:
+                _finish_mlflow(tracker, result)
+        except BaseException as exc:
+            _close_unfinished(tracker, result, exc)
+            raise
     return result
+
+
+def _close_unfinished(tracker, result: Result, exc: BaseException) -> None:
+    """The run's MLflow record, if still open when `exc` ends the run outside its epochs (start-up, cost, or the
+    recording of a finished run): KILLED for a stop, FAILED for an error, with the reason. Never raises."""
+    if tracker is None or not tracker.is_open(result.run_id):
+        return
+    where = ("after its last epoch, while its results were recorded (--resume completes the record)"
+             if result.status == "FINISHED" else "before its epochs began")
+    if isinstance(exc, (KeyboardInterrupt, RunInterrupted)):
+        status, reason = "KILLED", f"interrupted ({stop_name(exc)}) {where}; resume with --resume {result.run_dir.parent}"
+    else:
+        status, reason = "FAILED", _failure_reason(exc)
+    tracker.close_run(result.run_id, status, reason)
+
+
+def _failure_reason(exc: BaseException) -> str:
+    from workbench.tracking import mask_secrets
+
+    text = mask_secrets(f"{type(exc).__name__}: {exc}")
+    return f"no space left on device ({text}): free space, then resume" if is_disk_full(exc) else text
 
 
 def _run_epochs(parts, result: Result, tracker, parent_run_id, on_epoch_end, start: int) -> None:
@@ -333,33 +452,49 @@ def _run_epochs(parts, result: Result, tracker, parent_run_id, on_epoch_end, sta
     `result.json` however the run ends."""
     cfg, epoch = result.train_cfg, start
     try:
-        with sigterm_raises():
-            for epoch in range(start, cfg.epochs + 1):
-                metrics = _one_epoch(parts, result, tracker, parent_run_id, epoch)
-                if on_epoch_end is not None and on_epoch_end(epoch, dict(metrics)):
-                    result.stopped_early = True
-                    break
+        for epoch in range(start, cfg.epochs + 1):
+            metrics = _one_epoch(parts, result, tracker, parent_run_id, epoch)
+            if on_epoch_end is not None and on_epoch_end(epoch, dict(metrics)):
+                result.stopped_early = True
+                break
         result.status = "FINISHED"
     except engine.NonFiniteLoss as exc:
-        result.status, result.reason = "FAILED", f"{exc}; last good checkpoint: {result.run_dir / 'last.pth'}"
+        result.status, result.reason = "FAILED", f"{exc}; {_last_good(result)}"
         log.error("%s: %s", result.run_name, result.reason)
     except (KeyboardInterrupt, RunInterrupted) as exc:
-        how = "SIGTERM" if isinstance(exc, RunInterrupted) else "Ctrl-C"
-        result.status, result.reason = "KILLED", f"interrupted during epoch {epoch} ({how})"
+        result.status, result.reason = "KILLED", f"interrupted during epoch {epoch} ({stop_name(exc)})"
         _save_interrupted(parts, result, parent_run_id, epoch)
         if tracker is not None:
-            tracker.end_run(result.run_id, "KILLED", f"{result.reason}; resume with --resume {result.run_dir.parent}")
+            tracker.close_run(result.run_id, "KILLED", f"{result.reason}; resume with --resume {result.run_dir.parent}")
         raise
     except Exception as exc:
-        result.status, result.reason = "FAILED", f"{type(exc).__name__}: {exc}"
-        _save_interrupted(parts, result, parent_run_id, epoch)
+        result.status, result.reason = "FAILED", _failure_reason(exc)
+        if not is_disk_full(exc):  # a full disk would not take the extra checkpoint either
+            _save_interrupted(parts, result, parent_run_id, epoch)
         if tracker is not None:
-            tracker.end_run(result.run_id, "FAILED", result.reason)
+            tracker.close_run(result.run_id, "FAILED", result.reason)
         raise
     finally:
         if parts.rank == 0:
-            result.run_dir.mkdir(parents=True, exist_ok=True)
-            write_json(result.run_dir / RESULT_FILE, result.to_dict())
+            _write_result(result, quiet=sys.exc_info()[1] is not None)
+
+
+def _last_good(result: Result) -> str:
+    if result.last_good_epoch is None:
+        return "no good checkpoint yet: --resume starts the run again from epoch 1"
+    return f"last good checkpoint: {result.run_dir / 'last.pth'} (epoch {result.last_good_epoch})"
+
+
+def _write_result(result: Result, quiet: bool) -> None:
+    """result.json, however the run ended; `quiet` (the run is already ending with an exception): a failed write is
+    logged, so that the exception that ended the run (a stop, a full disk) is the one that reaches the caller."""
+    try:
+        result.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(result.run_dir / RESULT_FILE, result.to_dict())
+    except OSError as exc:
+        if not quiet:
+            raise
+        log.error("%s: its %s could not be written (%s)", result.run_name, RESULT_FILE, exc.strerror or exc)
 
 
 def _one_epoch(parts, result: Result, tracker, parent_run_id, epoch: int) -> dict[str, float]:
@@ -371,6 +506,7 @@ def _one_epoch(parts, result: Result, tracker, parent_run_id, epoch: int) -> dic
     metrics.update(engine.evaluate_parts(parts, cfg))
     metrics["epoch_time"] = time.perf_counter() - start
     metrics["epoch"] = epoch
+    _check_sound(parts, metrics, epoch)  # an unsound epoch is neither kept, nor logged, nor checkpointed
     result.history.append(metrics)
     log.info("%s epoch %d/%d: loss %.4f  val top-1 %.2f  top-5 %.2f%s  lr %.2e  %.0f img/s  %.1f s", result.run_name,
              epoch, cfg.epochs, metrics["train_loss"], metrics["val_top1"], metrics["val_top5"],
@@ -382,9 +518,23 @@ def _one_epoch(parts, result: Result, tracker, parent_run_id, epoch: int) -> dic
             _save_best(parts, result, metrics)
         if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
             save_checkpoint(_last_state(parts, result, parent_run_id, epoch), result.run_dir / "last.pth")
-        if tracker is not None:
+            result.last_good_epoch = epoch
+        if tracker is not None and epoch not in result.logged_epochs:  # logged by a start that was cut short
             tracker.log_metrics(result.run_id, _epoch_metrics(metrics), step=epoch)
     return metrics
+
+
+def _check_sound(parts, metrics: dict[str, float], epoch: int) -> None:
+    """NonFiniteLoss when the epoch ended with a non-finite loss or unsound weights (see checkpoint.unsound_weights):
+    such an epoch must not become the "last good" checkpoint. Every rank holds the same weights and decides alike."""
+    bad_loss = [k for k in ("train_loss", "val_loss") if k in metrics and not np.isfinite(metrics[k])]
+    problem = f"{' and '.join(bad_loss)} not finite" if bad_loss else unsound_weights(parts.model.state_dict())
+    if problem is None and parts.ema is not None:
+        problem = unsound_weights(parts.ema.module.state_dict())
+        problem = problem and f"EMA {problem}"
+    if problem:
+        raise engine.NonFiniteLoss(f"the weights diverged in epoch {epoch} ({problem}): lower --lr or set --clip-grad, "
+                                   "then --resume")
 
 
 def _save_interrupted(parts, result: Result, parent_run_id, epoch: int) -> None:

@@ -45,14 +45,31 @@ def output_dir(tmp_path, mlflow_db_template) -> Path:
     return out
 
 
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A mounted 64 MiB tmpfs (root only; skipped elsewhere): (its folder, remount(options)), e.g. remount("ro") or
+    remount("size=8m")."""
+    root = tmp_path / "tmpfs"
+    root.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield root, lambda options: subprocess.run(["mount", "-o", f"remount,{options}", str(root)], check=True)
+    finally:
+        subprocess.run(["umount", "-l", str(root)], capture_output=True)
+
+
 def tracking_uri(output: Path) -> str:
     return f"sqlite:///{output.resolve() / 'mlflow.db'}"
 
 
-def runner(args: list[str], fault: str | None = None, **kwargs) -> subprocess.Popen:
-    """ablate.py in a subprocess with one thread (as the xdist workers), SIGINT at its default (xdist ignores it)."""
+def runner(args: list[str], fault: str | None = None, marker: Path | None = None, **kwargs) -> subprocess.Popen:
+    """ablate.py in a subprocess with one thread (as the xdist workers), SIGINT at its default (xdist ignores it);
+    `fault`: see tests/fault_runner.py, whose pauses touch `marker` (default <output>/paused)."""
     script = ["tests/fault_runner.py", fault, "--"] if fault else ["experiments/ablate.py"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    if marker is not None:
+        env["SEPVIT_PAUSE_MARKER"] = str(marker)
     return subprocess.Popen([sys.executable, *script, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
@@ -71,6 +88,29 @@ def wait_for(path_glob_root: Path, name: str, proc: subprocess.Popen, timeout: f
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline, f"{name} never appeared"
         time.sleep(0.2)
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Until `path` exists (a fault runner's pause marker), failing if the process ends first."""
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+def all_runs(output: Path, experiment: str = "sepvit-ablation"):
+    """Every MLflow run of the experiment in the output folder's store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri(output))
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], run_view_type=3) if exp else []  # 3: active and deleted
+
+
+def temporary_files(folder: Path) -> list[Path]:
+    """Files that a cut-short atomic write leaves behind (`.name.tmp<pid>`)."""
+    return [p for p in folder.rglob(".*.tmp*") if p.is_file()]
 
 
 def children(output: Path, experiment: str = "sepvit-ablation"):

@@ -16,7 +16,7 @@ import torch
 from experiments import ablate
 from experiments.calls import Call, new_call_folder
 from runner_support import (TINY_ARGS, children, histories, mlflow_db_template, output_dir, run_to_end,  # noqa: F401
-                            runner, tracking_uri, wait_for)
+                            runner, tmpfs, tracking_uri, wait_for)
 
 
 def _free_port() -> int:
@@ -56,6 +56,11 @@ BAD_INPUT = {
     "classes owned by the data": (["--model-kwargs", "num_classes=5"], "dataset"),
     # data
     "unknown dataset": (["--dataset", "mnist"], "unknown dataset"),
+    "data folder the synthetic set ignores": (["--data-dir", "/tmp"], "not used"),
+    "data folder the digits set ignores": (["--dataset", "digits", "--data-dir", "/tmp"], "not used"),
+    "more training images than digits has": (["--dataset", "digits", "--train-size", "5000"], "holds 1437"),
+    "more validation images than digits has": (["--dataset", "digits", "--val-size", "500"], "holds 360"),
+    "mixup with fewer images than one batch": (["--mixup", "0.8", "--train-size", "8"], "one batch of 16"),
     "missing data folder": (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "does not exist"),
     "data folder not given": (["--dataset", "imagefolder"], "--data-dir"),
     "unreadable image": (["--dataset", "imagefolder", "--data-dir", "BROKEN_IMAGEFOLDER"], "broken.png"),
@@ -79,7 +84,9 @@ BAD_INPUT = {
     "in-memory sqlite": (["--tracking-uri", "sqlite:///"], "in-memory"),
     "unknown uri scheme": (["--tracking-uri", "ftp://host/db"], "scheme"),
     "unwritable tracking location": (["--tracking-uri", "sqlite:////proc/no/mlflow.db"], "/proc/no"),
+    "store under a system path": (["--tracking-uri", "sqlite:////sys/mlflow.db"], "/sys"),
     "empty experiment name": (["--experiment", ""], "experiment"),
+    "experiment name longer than a file name": (["--experiment", "x" * 300], "at most 200"),
 }
 if not torch.cuda.is_available():
     BAD_INPUT["cuda without a GPU"] = (["--device", "cuda"], "GPU")
@@ -112,6 +119,14 @@ def _call(argv: list[str]) -> int:
         return ablate.main(argv)
     except SystemExit as exc:
         return exc.code
+
+
+def test_an_output_folder_under_a_system_path_is_refused_before_anything_is_made(tmp_path, capsys):
+    store = tmp_path / "store"
+    rc = _call([*TINY_ARGS, "--output", "/sys/sepvit-out", "--tracking-uri", f"sqlite:///{store}/mlflow.db"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "/sys" in err and "--output" in err, err
+    assert not Path("/sys/sepvit-out").exists() and not store.exists()
 
 
 def test_unreachable_tracking_server_fails_fast(tmp_path, capsys):
@@ -210,7 +225,7 @@ def test_an_interrupted_parallel_call_starts_none_of_its_queued_runs(output_dir)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == ablate.EXIT_INTERRUPTED, err
     assert "--resume" in err and "Traceback" not in err
-    call = Call.load(next(output_dir.rglob("call.json")).parent)
+    call = Call.load(next(output_dir.glob("*/*/call.json")).parent)
     states = [call.state_of(r) for r in call.runs]
     assert states.count("new") == 2 and "finished" not in states, states
 
@@ -223,7 +238,7 @@ def test_interrupt_marks_runs_killed_with_reason_and_keeps_checkpoints(sig, word
     wait_for(output_dir, "paused", proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == ablate.EXIT_INTERRUPTED, err
+    assert proc.returncode == 128 + sig, err  # what a shell expects: Ctrl-C 130, SIGTERM 143
     assert "--resume" in err and "Traceback" not in err
     _, trained, parents = children(output_dir)
     child, parent = trained[0], parents[0]
@@ -233,6 +248,34 @@ def test_interrupt_marks_runs_killed_with_reason_and_keeps_checkpoints(sig, word
     assert load_checkpoint(next(output_dir.rglob("last.pth")))["epoch"] == 1
     interrupted = load_checkpoint(next(output_dir.rglob("interrupted.pth")))
     assert interrupted["reason"].startswith("interrupted during epoch 2")
+
+
+def test_diverged_weights_are_never_the_last_good_checkpoint(output_dir):
+    """Weights x1e6 after epoch 2 (what --lr 1e8 does, loss still finite): epoch 2 is not kept; the reason names
+    epoch 1's checkpoint, whose weights are sound, and a resume with a lower lr finishes from it."""
+    from experiments.checkpoint import load_checkpoint, unsound_weights
+
+    proc = runner([*TINY_ARGS[:-2], "--epochs", "2", "--output", str(output_dir)], fault="diverge:2")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == ablate.EXIT_RUN_FAILED and "Traceback" not in err, err[-3000:]
+    _, trained, parents = children(output_dir)
+    reason = trained[0].data.tags["status_reason"]
+    assert trained[0].info.status == "FAILED" and "diverged in epoch 2" in reason and "(epoch 1)" in reason, reason
+    last = load_checkpoint(next(output_dir.rglob("last.pth")))
+    assert last["epoch"] == 1 and unsound_weights(last["model"]) is None
+    resumed = run_to_end(["--resume", str(output_dir / parents[0].data.tags["call_folder"]), "--lr", "1e-3"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    client, trained, _ = children(output_dir)
+    assert trained[0].info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(trained[0].info.run_id, "val_top1")] == [1, 2]
+
+
+def test_unsound_weights_are_named():
+    from experiments.checkpoint import unsound_weights
+
+    assert unsound_weights({"a": torch.ones(3), "step": torch.tensor(7)}) is None
+    assert "b is not finite" in unsound_weights({"a": torch.ones(3), "b": torch.tensor([1.0, float("nan")])})
+    assert "|w| = 5e+07" in unsound_weights({"w": torch.full((2,), 5e7)})
 
 
 def test_nan_then_resume_with_a_lower_lr_is_applied_and_recorded(output_dir):
@@ -263,7 +306,7 @@ def finished_call(tmp_path_factory, mlflow_db_template):
 def _copy_call(finished_call: Path, tmp_path: Path) -> tuple[Path, Path]:
     out = tmp_path / "moved"
     shutil.copytree(finished_call, out)
-    folder = next(p.parent for p in out.rglob("call.json"))
+    folder = next(p.parent for p in out.glob("*/*/call.json"))
     return out, folder
 
 
@@ -274,6 +317,10 @@ def _damage(kind: str, last: Path, other: Path) -> None:
         torch.save(torch.zeros(3), last)
     elif kind == "unsafe pickle":
         torch.save({"model": {}, "config": {}, "payload": Path("/tmp")}, last)
+    elif kind == "diverged":
+        state = torch.load(last, weights_only=True)
+        state["model"] = {k: v * 5e7 if v.is_floating_point() else v for k, v in state["model"].items()}
+        torch.save(state, last)
     elif kind == "other configuration":
         state = torch.load(last, weights_only=True)
         state["config"]["gsa"] = not state["config"]["gsa"]
@@ -286,10 +333,13 @@ RESUME_REFUSALS = {
     "a shorter run": (["--epochs", "0"], None, "epochs"),
     "no such call": (["--resume", "/nonexistent/call"], None, "no such file"),
     "not a call folder": (["--resume", "/tmp"], None, "not inside a runner call"),
+    "the plan's copy in the artifacts": (["--resume", "ARTIFACT_COPY"], None, "a copy of a call's plan"),
+    "a store without the call's parent": ([], "store", "holds no run"),
     "truncated checkpoint": ([], "truncated", "truncated"),
     "foreign file": ([], "not a checkpoint", "not a workbench checkpoint"),
     "unsafe pickle": ([], "unsafe pickle", "safe loading refuses"),
     "other configuration": ([], "other configuration", "gsa"),
+    "diverged checkpoint": ([], "diverged", "diverged weights"),
 }
 
 
@@ -298,9 +348,16 @@ def test_resume_refuses_what_it_cannot_honour(case, finished_call, tmp_path, cap
     out, folder = _copy_call(finished_call, tmp_path)
     argv, damage, expected = RESUME_REFUSALS[case]
     run_dir = next(folder.glob("*/last.pth")).parent
-    if damage:
+    if damage and damage != "store":
         (run_dir / "result.json").unlink()  # unfinished: resume must read its last.pth
         _damage(damage, run_dir / "last.pth", folder)
+    if "ARTIFACT_COPY" in argv:
+        argv = [str(next((out / "mlartifacts").rglob("call.json")).parent) if a == "ARTIFACT_COPY" else a
+                for a in argv]
+    if damage == "store":  # the call names a parent run that its store does not hold
+        call = Call.load(folder)
+        call.parent_run_id = "0" * 32
+        call.save()
     argv = argv if argv[:1] == ["--resume"] else ["--resume", str(folder), *argv]
     rc = _call(argv)
     err = capsys.readouterr().err.strip()
@@ -308,7 +365,19 @@ def test_resume_refuses_what_it_cannot_honour(case, finished_call, tmp_path, cap
     assert expected in err, err
     assert "weights_only=False" not in err
     _, trained, parents = children(out)
-    assert parents[0].info.status == "FINISHED" and trained[0].info.status == "FINISHED"  # untouched
+    if damage != "store":
+        assert parents[0].info.status == "FINISHED" and trained[0].info.status == "FINISHED"  # untouched
+    assert not (out / "mlartifacts" / "mlflow.db").exists()  # no store made beside the plan's copy
+
+
+def test_resuming_a_read_only_call_folder_is_one_line(finished_call, tmpfs, capsys):
+    root, remount = tmpfs
+    shutil.copytree(finished_call, root / "out")
+    folder = next(p.parent for p in (root / "out").glob("*/*/call.json"))
+    remount("ro")
+    rc = _call(["--resume", str(folder), "--epochs", "2"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "cannot be written" in err and "Traceback" not in err, err
 
 
 def test_a_moved_output_folder_resumes_and_extends_in_place(finished_call, tmp_path, capsys):

@@ -27,6 +27,7 @@ import math
 import os
 import platform
 import re
+import signal
 import sqlite3
 import sys
 import subprocess
@@ -45,6 +46,16 @@ EXPERIMENT_KIND = "custom_model_development"
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 
 
+# `scheme://user:password@`: the password is what SQLAlchemy would read (up to the token's last @); the same
+# pattern as experiments/search.py's
+URL_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):\S*@")
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with the password of every URL in it replaced by *** (for messages, logs and anything MLflow keeps)."""
+    return URL_CREDENTIALS.sub(r"\1:***@", text)
+
+
 class TrackingError(ValueError):
     """The tracking URI cannot be used; the message says what to do."""
 
@@ -61,16 +72,33 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
+def sqlite_store_problem(path: str | Path) -> str | None:
+    """Why the SQLite file `path` is not an MLflow store that can be read (missing, not a database, damaged, or
+    a database without MLflow's tables), or None. Reads only (a read-only connection): never creates the file."""
+    path = Path(path)
+    if not path.is_file():
+        return f"there is no MLflow store at {path}" + (" (it is a folder)" if path.is_dir() else "")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        return f"{path} cannot be read as an SQLite database ({exc})"
+    missing = {"experiments", "runs", "alembic_version"} - tables
+    if missing:
+        return f"{path} is not an MLflow store (no {', '.join(sorted(missing))} table)"
+    return None
+
+
 def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
     """Fail fast, before any run is opened, when the tracking store cannot hold the runs: an unknown scheme, an
     in-memory or unwritable SQLite file, a file store, or a server that does not answer."""
     scheme = uri.split("://", 1)[0] if "://" in uri else ""
     if uri.startswith(("file:", "./", "/")) or not scheme:
-        raise TrackingError(f"tracking URI {uri!r} is a file store (deprecated in MLflow 3): use "
+        raise TrackingError(f"tracking URI {mask_secrets(uri)!r} is a file store (deprecated in MLflow 3): use "
                             "sqlite:///ABS/PATH/mlflow.db or http://host:port")
     if scheme.split("+")[0] not in KNOWN_SCHEMES:
-        raise TrackingError(f"tracking URI {uri!r} has an unknown scheme {scheme!r}: use sqlite:///ABS/PATH/mlflow.db, "
-                            "http(s)://host:port or postgresql://...")
+        raise TrackingError(f"tracking URI {mask_secrets(uri)!r} has an unknown scheme {scheme!r}: use "
+                            "sqlite:///ABS/PATH/mlflow.db, http(s)://host:port or postgresql://...")
     if scheme in ("http", "https"):
         _check_server(uri, timeout)
     elif scheme == "sqlite":
@@ -78,16 +106,24 @@ def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
 
 
 def _check_server(uri: str, timeout: float) -> None:
-    url = uri.rstrip("/") + "/health"
+    import base64
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri.rstrip("/") + "/health")
+    request = urllib.request.Request(urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port
+                                                                                          else ""))))
+    if parts.username is not None:  # urllib reads user:password@ as part of the host name; MLflow sends it as Basic
+        token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http(s) only)
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s) only)
             if response.status >= 400:
                 raise OSError(f"HTTP {response.status}")
     except (OSError, urllib.error.URLError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason}); start it with "
-                            "`mlflow server --host 127.0.0.1 ...` or drop --tracking-uri to use a local SQLite file"
-                            ) from None
+        raise TrackingError(f"MLflow tracking server {mask_secrets(uri)} is unreachable ({mask_secrets(str(reason))}); "
+                            "start it with `mlflow server --host 127.0.0.1 ...` or drop --tracking-uri to use a local "
+                            "SQLite file") from None
 
 
 def _check_sqlite(uri: str) -> None:
@@ -95,19 +131,82 @@ def _check_sqlite(uri: str) -> None:
     if path is None or str(path) in ("", ".", ":memory:") or uri.rstrip("/") in ("sqlite:", "sqlite:/"):
         raise TrackingError(f"tracking URI {uri!r} is an in-memory SQLite database: everything would be lost when "
                             "the process ends; give a file, sqlite:///ABS/PATH/mlflow.db")
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TrackingError(f"cannot create the folder of the MLflow database {folder}: {exc.strerror}") from None
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.R_OK | os.W_OK)):
+    problem = unwritable_folder(path.parent)
+    if problem:
+        raise TrackingError(f"the MLflow database {path} cannot be written ({problem}): choose another --output "
+                            "or --tracking-uri")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise TrackingError(f"the MLflow database {path} is not writable by this user: choose another --output "
                             "or --tracking-uri")
+
+
+def unwritable_folder(folder: str | Path) -> str | None:
+    """Why files cannot be made in `folder` (or the folders that would be made to hold it), or None if they can.
+
+    Tried for real, without leaving anything behind: a probe folder and file are made in the nearest folder that
+    exists, then removed. `os.access` alone says yes to root everywhere, also under /sys or /proc, where nothing
+    can be created."""
+    existing = Path(folder).expanduser().absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        probe = tempfile.mkdtemp(prefix=".write-probe-", dir=existing)
+        try:
+            handle, name = tempfile.mkstemp(dir=probe)
+            os.close(handle)
+            os.unlink(name)
+        finally:
+            os.rmdir(probe)
+    except OSError as exc:
+        return f"nothing can be written under {existing}: {exc.strerror or exc}"
+    return None
+
+
+MAX_EXPERIMENT_NAME = 200  # it names a folder under --output (a file name holds 255 bytes), as in the search
 
 
 def check_experiment_name(name: str) -> None:
     if not name or not name.strip():
         raise TrackingError("--experiment must name an MLflow experiment, got an empty name")
+    if len(name) > MAX_EXPERIMENT_NAME:
+        raise TrackingError(f"--experiment is {len(name)} characters long; give at most {MAX_EXPERIMENT_NAME} (it "
+                            "names a folder under --output)")
+
+
+# What stops a process from outside: Ctrl-C, `kill`/timeout/Slurm/systemd/Docker, a closed terminal.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold the stop signals until the block ends, when a held one acts: a run is opened (and its id recorded) or
+    closed whole, never left RUNNING with an id nobody knows. Per thread; nothing is held on Windows."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from or during, says the disk (or quota) is full: an OSError
+    with ENOSPC/EDQUOT, or SQLite's and MLflow's wording of it."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "database or disk is full" in str(exc) or "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @contextlib.contextmanager
@@ -120,12 +219,36 @@ def store_lock(uri: str):
         return
     import fcntl
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def create_sqlite_store(path: Path, artifact_root: str | Path | None = None) -> None:
+    """A new SQLite MLflow store at `path`, created whole or not at all: MLflow's tables are made and migrated in
+    a temporary file beside it, which is then renamed into place (a process stopped or killed mid-migration used to
+    leave a half-migrated store that every later call refused: "duplicate column name: step"). Call it under
+    `store_lock`; temporary files of earlier, killed creations are removed first."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for stale in path.parent.glob(f".{path.name}.new-*"):
+        stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
+    uri = f"sqlite:///{tmp}"
+    root = Path(artifact_root if artifact_root is not None else path.parent / "mlartifacts").resolve().as_uri()
+    try:
+        SqlAlchemyStore(uri, root)  # creates, migrates, and adds the Default experiment
+        engine = getattr(SqlAlchemyStore, "_engine_map", {}).pop(uri, None)
+        if engine is not None:
+            engine.dispose()  # no connection left open on the file about to move
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -259,20 +382,26 @@ def _metric_key(label: str) -> str:
 
 
 class Tracker:
-    """An MLflow experiment; methods take the run id they act on."""
+    """An MLflow experiment; methods take the run id they act on. Every text it stores (tags, the status reason,
+    params, text artifacts) has the passwords of URLs masked (`mask_secrets`): anyone with the UI reads them."""
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | Path | None = None):
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri
         self.experiment = experiment
+        self.open_runs: list[str] = []
+        if mask_secrets(tracking_uri) != tracking_uri:  # MLflow prints "View run at <URL>", password included
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         db = sqlite_path(tracking_uri)
         if artifact_root is None and db is not None:
             artifact_root = db.parent / "mlartifacts"
         # Keep artifacts beside a local database, not in ./mlruns of the current folder.
         location = Path(artifact_root).resolve().as_uri() if artifact_root is not None else None
         with store_lock(tracking_uri):
-            self.client = MlflowClient(tracking_uri=tracking_uri)  # a new database is set up here
+            if db is not None and not (db.is_file() and db.stat().st_size > 0):
+                create_sqlite_store(db, artifact_root)
+            self.client = MlflowClient(tracking_uri=tracking_uri)
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location,
@@ -286,22 +415,62 @@ class Tracker:
                     _relocate_artifacts(db, found.artifact_location, location)
 
     # ------------------------------------------------------------------ runs
+    # `open_runs`: the runs this Tracker started or reopened and has not ended, oldest first; whoever owns the
+    # process's exit closes them (`close_open_runs`), so none is left RUNNING, whatever stopped the process.
     def start_run(self, name: str, parent_run_id: str | None = None, tags: Mapping[str, str] | None = None) -> str:
         all_tags = {**run_context_tags(), "mlflow.runName": name, **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
+        with signals_held():  # the run exists and is in open_runs, or neither
+            run = self.client.create_run(self.experiment_id, run_name=name,
+                                         tags={k: mask_secrets(str(v)) for k, v in all_tags.items()})
+            self.open_runs.append(run.info.run_id)
         return run.info.run_id
 
     def reopen_run(self, run_id: str) -> None:
         """Mark a crashed or killed run as running again (used by --resume)."""
-        self.client.update_run(run_id, status="RUNNING")
+        with signals_held():
+            self.client.update_run(run_id, status="RUNNING")
+            if run_id not in self.open_runs:
+                self.open_runs.append(run_id)
+        before = self.client.get_run(run_id).data.tags.get("status_reason")
         self.client.set_tag(run_id, "resumed", "true")
+        if before:  # the reason belonged to the end that is now undone; kept under another name
+            self.client.set_tag(run_id, "previous_status_reason", before)
+            self.client.delete_tag(run_id, "status_reason")
 
     def end_run(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
-        if reason:
-            self.client.set_tag(run_id, "status_reason", reason[:5000])
-        self.client.set_terminated(run_id, status=status)
+        """Close the run; its status is written first (the smallest write: it may be the only one a full disk
+        takes), then the reason (tag `status_reason`)."""
+        with signals_held():
+            self.client.set_terminated(run_id, status=status)
+            if run_id in self.open_runs:
+                self.open_runs.remove(run_id)
+            if reason:
+                self.client.set_tag(run_id, "status_reason", mask_secrets(reason)[:5000])
+
+    def close_run(self, run_id: str, status: str, reason: str | None = None) -> bool:
+        """`end_run` for the paths where something already went wrong: never raises; the status alone is kept if the
+        reason cannot be written. Returns whether the status was written."""
+        try:
+            self.end_run(run_id, status, reason)
+            return True
+        except Exception:  # noqa: BLE001  (a full disk, a lost server: the status may still have been written)
+            pass
+        if run_id in self.open_runs:
+            self.open_runs.remove(run_id)
+        try:
+            return self.client.get_run(run_id).info.status == status
+        except Exception:  # noqa: BLE001
+            return False
+
+    def close_open_runs(self, status: str, reason: str | None = None) -> list[str]:
+        """Close every run still open here, newest first (children before their parent); never raises. Returns
+        the ids whose status could not be written."""
+        return [run_id for run_id in reversed(list(self.open_runs)) if not self.close_run(run_id, status, reason)]
+
+    def is_open(self, run_id: str | None) -> bool:
+        return run_id in self.open_runs
 
     def run_status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status
@@ -310,7 +479,7 @@ class Tracker:
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        items = [Param(k, mask_secrets(str(v))[:MAX_PARAM_LENGTH]) for k, v in params.items()]
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(run_id, params=items[start:start + MAX_PARAMS_PER_BATCH], synchronous=True)
 
@@ -329,7 +498,7 @@ class Tracker:
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        items = [RunTag(k, mask_secrets(str(v))) for k, v in tags.items()]
         if items:
             self.client.log_batch(run_id, tags=items, synchronous=True)
 
@@ -337,7 +506,7 @@ class Tracker:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        self.client.log_text(run_id, text, artifact_file)
+        self.client.log_text(run_id, mask_secrets(text), artifact_file)
 
     def log_json(self, run_id: str, data: Any, artifact_file: str) -> None:
         self.log_text(run_id, json.dumps(data, indent=2, sort_keys=True), artifact_file)
@@ -413,7 +582,7 @@ class Tracker:
         with tempfile.TemporaryDirectory() as tmp:
             for name, text in files:
                 path = Path(tmp) / name
-                path.write_text(text)
+                path.write_text(mask_secrets(text))
                 self.log_artifact(run_id, path)
 
 
