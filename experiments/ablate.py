@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Sequence
 
 from sepvit.config import BLOCK_PATTERNS, PRESETS, WINDOW_TOKENS, SepViTConfig
-from workbench.cli import OneLineParser, add_config_flag, add_dataclass_flags, expand_config, fail, given_flags
+from workbench.cli import (OneLineParser, UsageError, add_config_flag, add_dataclass_flags, expand_config, fail,
+                           given_flags)
 from workbench.fields import parse_assignments
 
 from experiments.calls import (Call, CallError, CallLock, PlannedRun, find_call_folder, new_call_folder,
@@ -44,10 +45,6 @@ RESUME_MAY_CHANGE = ("epochs", "lr", "clip_grad", "workers", "device")
 RESUME_LOCATORS = ("resume", "output", "tracking_uri", "parallel")
 
 log = logging.getLogger("sepvit.ablate")
-
-
-class UsageError(ValueError):
-    pass
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,6 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import socket
 import time
 import warnings
@@ -24,7 +23,7 @@ import optuna
 
 from sepvit.config import SepViTConfig
 from workbench.cli import UsageError
-from workbench.tracking import Tracker
+from workbench.tracking import Tracker, mask_secrets
 
 from experiments.calls import slug
 from experiments.search_space import Space
@@ -40,7 +39,6 @@ METRIC_NAMES = {"top1": "top1", "macs": "macs", "latency": "latency_ms"}  # Optu
 # Settings that may differ between calls of one study (they do not change what a trial measures).
 MAY_CHANGE = ("workers", "device", "output", "data_dir")
 # `scheme://user:password@`: the password is what SQLAlchemy would read (up to the token's last @)
-URL_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):\S*@")
 HOST = socket.gethostname()
 STALE_REASON = "its worker stopped sending heartbeats (killed or crashed): the trial is FAIL"
 
@@ -98,12 +96,7 @@ class Prepared:
     combinations: dict[str, Any] = field(default_factory=dict)
 
 
-def mask_secrets(text: str) -> str:
-    """`text` with the password of every URL in it replaced by *** (for messages, logs and anything MLflow keeps)."""
-    return URL_CREDENTIALS.sub(r"\1:***@", text)
-
-
-mask_url = mask_secrets
+mask_url = mask_secrets  # the name notebook 04 and older callers use
 
 def folder_name(name: str) -> str:
     """A user-supplied name as one folder under --output: the runner's slug, never '.' or '..'."""
