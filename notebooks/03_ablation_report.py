@@ -40,6 +40,9 @@
 # All computation is in `experiments/report.py` (tested in `tests/test_report.py` and `tests/test_runner.py`).
 
 # %%
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto in a kernel without ipywidgets
 import os
 import tempfile
 from pathlib import Path
@@ -73,7 +76,8 @@ if TRACKING_URI is None:
     TRACKING_URI = f"sqlite:///{output}/mlflow.db"
 calls = list_calls(TRACKING_URI, EXPERIMENT)
 call = calls.set_index("parent_run_id").loc[PARENT] if PARENT else calls.iloc[0]
-print(f"tracking URI: {TRACKING_URI} | experiment: {EXPERIMENT} | {len(calls)} call(s); showing "
+shown_uri = TRACKING_URI.replace(f"{Path.cwd().parent.resolve()}/", "")  # no machine path in the stored output
+print(f"tracking URI: {shown_uri} | experiment: {EXPERIMENT} | {len(calls)} call(s); showing "
       f"{call['name']!r} ({call['status']})")
 
 # %% [markdown]

@@ -40,6 +40,9 @@
 # All computation is in `experiments/search_report.py` (tested in `tests/test_search.py`); this notebook only plots.
 
 # %%
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto in a kernel without ipywidgets
 import contextlib
 import io
 import json
