@@ -16,6 +16,7 @@ Reporting rules (one place):
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -460,5 +461,13 @@ def load_call_summary(tracking_uri: str, parent_run_id: str) -> pd.DataFrame | N
     client = MlflowClient(tracking_uri=tracking_uri)
     if "summary.csv" not in {a.path for a in client.list_artifacts(parent_run_id)}:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        return pd.read_csv(client.download_artifacts(parent_run_id, "summary.csv", tmp))
+    previous = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # one small file: no progress bar in notebooks
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return pd.read_csv(client.download_artifacts(parent_run_id, "summary.csv", tmp))
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = previous

@@ -85,7 +85,7 @@ print(f"tracking URI: {shown_uri} | experiment: {EXPERIMENT} | {len(calls)} call
 
 # %%
 runs = load_runs(TRACKING_URI, EXPERIMENT, calls=[PARENT] if PARENT else "latest")  # one call, never pooled
-runs = runs[runs["status"] == "FINISHED"].reset_index(drop=True)
+runs = runs[runs["status"] == "FINISHED"].sort_values("start_time").reset_index(drop=True)  # the plan's order
 num_classes, val_size = int(runs["num_classes"].iloc[0]), int(runs["val_size"].iloc[0])
 chance_low, chance_high = chance_interval(num_classes, val_size)
 stored = load_call_summary(TRACKING_URI, call["parent_run_id"])  # the call's interleaved cost timings

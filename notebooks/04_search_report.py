@@ -46,6 +46,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto in
 import contextlib
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -71,7 +72,9 @@ if STORAGE is None:
     # no study given: run a small one (SMOKE: 4 trials x 1 epoch x 32 images; else 8 trials x 2 epochs x 256)
     output = tempfile.mkdtemp(prefix="sepvit-search-")
     size = "32" if SMOKE else "256"
-    with contextlib.redirect_stdout(io.StringIO()):  # its report is printed below
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # its report is printed below; its progress (with the temporary folder's path) is not kept
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         code = search.main(["--n-trials", "4" if SMOKE else "8", "--epochs", "1" if SMOKE else "2",
                             "--train-size", size, "--val-size", size, "-b", "16", "--output", output,
                             "--study-name", STUDY])
