@@ -46,8 +46,8 @@ if __package__ in (None, ""):  # `python experiments/search.py`: make the reposi
 import optuna
 
 from sepvit.config import PRESETS
-from workbench.cli import (OneLineParser, UsageError, add_dataclass_flags, add_model_flags, add_tracking_flags,
-                           dataclass_from_args, fail)
+from workbench.cli import (OneLineParser, UsageError, add_config_flag, add_dataclass_flags, add_model_flags,
+                           add_tracking_flags, dataclass_from_args, expand_config, fail)
 from workbench.tracking import (Tracker, TrackingError, check_experiment_name, check_tracking_uri,
                                 default_tracking_uri, flatten)
 
@@ -82,6 +82,7 @@ MAX_NAME = 200  # --experiment and --study-name name folders under --output (a f
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_flag(p)
     s = p.add_argument_group("search")
     s.add_argument("--space", default="default",
                    help="default (group size per grouped stage, window size, window token), training (default + lr, "
@@ -215,7 +216,12 @@ def _check_same_study(storage, existing_id: int, settings: Settings) -> None:
 # ---------------------------------------------------------------------------------- the call
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        argv = expand_config(parser, argv)
+    except ValueError as exc:
+        return fail(PROG, str(exc))
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial's outcome is one line of ours
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -55,3 +55,23 @@ def test_a_wrongly_typed_value_is_refused_by_the_field_parser(tmp_path, capsys):
 def test_missing_config_file(capsys):
     assert ablate.main(["-c", "/nonexistent/x.yaml"]) == 2
     assert "No such file" in capsys.readouterr().err
+
+
+def test_the_search_reads_the_same_kind_of_file(tmp_path):
+    from experiments import search
+
+    path = tmp_path / "search.yaml"
+    path.write_text("n_trials: 3\nepochs: 2\nobjectives: [top1, macs]\nmodel_kwargs: {ope: false}\n")
+    parser = search.build_parser()
+    args = parser.parse_args(expand_config(parser, ["-c", str(path), "--epochs", "4"]))
+    assert args.n_trials == 3 and args.epochs == 4 and args.objectives == ["top1", "macs"]
+    assert args.model_kwargs == ["ope=false"]
+
+
+def test_the_search_refuses_an_unknown_key_in_one_line(tmp_path, capsys):
+    from experiments import search
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("trials: 3\n")
+    assert search.main(["-c", str(path)]) == 2
+    assert "'trials' is not a flag of search.py" in capsys.readouterr().err
