@@ -25,19 +25,16 @@ from typing import Sequence
 from sepvit.config import BLOCK_PATTERNS, PRESETS, WINDOW_TOKENS, SepViTConfig
 from workbench.cli import (OneLineParser, UsageError, add_config_flag, add_dataclass_flags, expand_config, fail,
                            given_flags)
-from workbench.fields import parse_assignments
 
+from experiments.base_model import DEFAULT_MODEL, base_config
 from experiments.calls import (Call, CallError, CallLock, PlannedRun, find_call_folder, new_call_folder,
                                remove_temporary_files, slug)
 from experiments.grids import GRIDS, REFERENCE, grid, label_for
 from experiments.train_config import TrainConfig
 
-DEFAULT_MODEL = "sepvit_nano_32"
 DEFAULT_EXPERIMENT = "sepvit-ablation"
 EXIT_RUN_FAILED, EXIT_INTERRUPTED = 1, 130  # a stop: 128 + its signal (Ctrl-C 130, SIGTERM 143)
 PROG = "ablate.py"
-# Model fields the data decides: the dataset sets classes and channels, --img-size the input size.
-DATA_OWNED = {"img_size": "--img-size", "in_chans": "the dataset", "num_classes": "the dataset"}
 # Training settings that --resume may change (applied to unfinished runs and recorded as resume.* tags):
 # more epochs to extend, a lower lr or gradient clipping after a NaN, and where/how the data is loaded.
 RESUME_MAY_CHANGE = ("epochs", "lr", "clip_grad", "workers", "device")
@@ -132,22 +129,6 @@ def switch_changes(args) -> dict:
         if given is not None and given is not False:  # `not in (None, False)` would read --window-size 0 as unset
             changes[name] = value
     return changes
-
-
-def base_config(args) -> SepViTConfig:
-    """--model + --model-kwargs + --drop-path + --img-size: the configuration every switch starts from."""
-    if args.model not in PRESETS:
-        raise UsageError(f"unknown model {args.model!r}: use one of {', '.join(PRESETS)}")
-    overrides = parse_assignments(SepViTConfig, args.model_kwargs)
-    for name, owner in DATA_OWNED.items():
-        if name in overrides:
-            raise UsageError(f"--model-kwargs {name}: the {name.replace('_', ' ')} is set by {owner}, not the model: "
-                             f"drop it{' and pass --img-size' if owner == '--img-size' else ''}")
-    if args.drop_path is not None:
-        overrides["drop_path_rate"] = args.drop_path
-    if args.img_size is not None:
-        overrides["img_size"] = args.img_size
-    return SepViTConfig.preset(args.model, **overrides)
 
 
 def train_config(args, **changes) -> TrainConfig:

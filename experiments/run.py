@@ -305,16 +305,17 @@ def _raise_interrupted(signum, frame):
 
 
 @contextlib.contextmanager
-def stop_signals():
-    """Inside: SIGTERM and SIGHUP raise RunInterrupted and SIGINT KeyboardInterrupt, so that whatever is open is
-    checkpointed and closed by the code that handles them; the previous handlers are restored on exit. Only the
-    main thread can set handlers: elsewhere (a search worker thread) nothing changes."""
+def stop_signals(handler: Callable = _raise_interrupted):
+    """Inside: SIGTERM and SIGHUP call `handler` (default: raise RunInterrupted) and SIGINT raises
+    KeyboardInterrupt, so that whatever is open is checkpointed and closed by the code that handles them; the
+    previous handlers are restored on exit. Only the main thread can set handlers: elsewhere (a search worker
+    thread) nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else _raise_interrupted)
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else handler)
     try:
         yield
     finally:

@@ -5,14 +5,14 @@ signals too; the exit code is the one a shell expects (128 + the signal, 130 for
 """
 from __future__ import annotations
 
-import contextlib
 import re
 import signal
-import threading
+
+# What stops a call from outside (Ctrl-C, `kill`/timeout/Slurm/systemd/Docker, a closed terminal), and holding them
+# while a run is opened or closed: one owner, the tracker's (search.py imports them from here).
+from workbench.tracking import STOP_SIGNALS, signals_held  # noqa: F401
 
 EXIT_INTERRUPTED = 130
-# What stops a call from outside: Ctrl-C, `kill`/timeout/Slurm/systemd/Docker, a closed terminal.
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class Stopped(KeyboardInterrupt):
@@ -45,35 +45,13 @@ def describe_stop(exc: BaseException) -> tuple[str, int]:
     return "Ctrl-C (SIGINT)", EXIT_INTERRUPTED
 
 
-@contextlib.contextmanager
 def stop_signals():
     """While the block runs, SIGTERM and SIGHUP raise Stopped and SIGINT KeyboardInterrupt in this process, so that
-    the code that handles Ctrl-C closes what it opened for them too; the previous handlers are restored after.
-    Only the main thread can set handlers: elsewhere nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else _raise_stopped)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+    the code that handles Ctrl-C closes what it opened for them too (the runner's handler switch, with this
+    module's exception); the previous handlers are restored after."""
+    from experiments.run import stop_signals as runner_stop_signals
 
-
-@contextlib.contextmanager
-def signals_held():
-    """Hold the stop signals until the block ends, when a held one acts: a run is opened, or closed, whole."""
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: nothing to hold
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return runner_stop_signals(handler=_raise_stopped)
 
 
 def raise_stop_signals_here() -> None:
