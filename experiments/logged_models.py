@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from experiments.checkpoint import load_model
+from experiments.runner.checkpoint import load_model
 from workbench.tracking import flatten
 
 

@@ -4,7 +4,7 @@
     python experiments/profiling.py --model-kwargs dssa=false     # the local-only model of `ablate.py --no-dssa`
     python experiments/profiling.py --steps 20 --threads 2 --top 30 --format json
 
-The step is the runner's (`experiments/engine.py`): the next batch from a DataLoader over the built-in
+The step is the runner's (`experiments/runner/engine.py`): the next batch from a DataLoader over the built-in
 synthetic set (`experiments.data.build_datasets`, generated on the main thread with the runner's default
 `workers=0`), forward, label-smoothed cross-entropy, the finite-loss check, the per-step scheduler update,
 backward, gradient clipping, AdamW from timm's factory, and the per-step metrics (`.item()` calls). Settings
@@ -346,7 +346,7 @@ def format_report(report: dict[str, Any], top: int = 20) -> str:
     wall, prof = report["wall"], report["profile"]
     kwargs = " ".join(f"{k}={v}" for k, v in report["model_kwargs"].items())
     lines = [f"one training step of {report['model']}{' ' + kwargs if kwargs else ''}: batch {wall['batch_size']}, "
-             f"{report['threads']} threads, the runner's step (experiments/engine.py) on its synthetic data",
+             f"{report['threads']} threads, the runner's step (experiments/runner/engine.py) on its synthetic data",
              "",
              f"1. wall clock without the profiler, median of {report['steps']} steps: {wall['step_ms']:.1f} ms per step "
              f"= {wall['img_per_s']:.0f} img/s",

@@ -185,7 +185,7 @@ def summarize(runs: pd.DataFrame, num_classes: int | None = None, val_size: int 
 
 
 def apply_costs(summary: pd.DataFrame, costs: dict[str, dict[str, float]] | None) -> pd.DataFrame:
-    """The summary with its latency and throughput replaced by the interleaved timings (`experiments.call_costs`):
+    """The summary with its latency and throughput replaced by the interleaved timings (`experiments.runner.call_costs`):
     median and quartiles per configuration, all timed in the same rounds."""
     if not costs:
         return summary
@@ -311,7 +311,7 @@ def call_report(results, reference_label: str | None, num_classes: int, val_size
     Summary rows: one dict per configuration (config, top1_mean, top1_ci95 and, against the reference, diff,
     welch_low, welch_high), what `Tracker.log_call_summary` logs as the parent's metrics.
 
-    costs: the interleaved timings of `experiments.call_costs` (label -> latency/throughput with quartiles); they
+    costs: the interleaved timings of `experiments.runner.call_costs` (label -> latency/throughput with quartiles); they
     replace the per-run timings, which were taken one after another under whatever load there was.
     """
     frame = results_frame(results, reference_label=reference_label)

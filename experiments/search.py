@@ -7,7 +7,7 @@
     python experiments/search.py --space my_space.yaml --sampler grid
     python experiments/search.py --storage postgresql://user:pw@db-host/optuna --study-name gs --n-trials 10
 
-Each trial trains one configuration with the runner's engine (`experiments.run.train_and_evaluate`) and reports
+Each trial trains one configuration with the runner's engine (`experiments.runner.run.train_and_evaluate`) and reports
 its validation top-1 after every epoch, so the pruner can stop a poor trial early. The paper's configuration (the
 base model: `--model` and `--model-kwargs`) is enqueued as the first trial of a new study, and every report says how
 far the best trial is from it. Studies live in an Optuna storage (default: `<output>/optuna.db`, SQLite, which
@@ -54,7 +54,7 @@ from workbench.tracking import (Tracker, TrackingError, check_experiment_name, c
 from experiments import search_report
 from experiments.base_model import DEFAULT_MODEL, base_config
 from experiments.data import DataError, build_datasets, check_dataset
-from experiments.engine import check_training_settings, fit_model_to_data
+from experiments.runner.engine import check_training_settings, fit_model_to_data
 from experiments.search_signals import STOP_SIGNALS, Stopped, describe_stop, signals_held, stop_signals
 from experiments.search_space import SpaceError, load_space
 from experiments.search_storage import (HOST, OBJECTIVES, Prepared, Settings, check_storage, close_dead_calls,

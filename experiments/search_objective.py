@@ -16,8 +16,10 @@ from sepvit.config import SepViTConfig
 
 from analysis import timing
 from analysis.analytic_macs import model_macs
-from experiments import run
-from experiments.engine import fit_model_to_data, resolve_device
+from experiments.runner import PlannedRun, RunContext
+from experiments.runner import run as training
+from experiments.runner.engine import fit_model_to_data, resolve_device
+from experiments.runner.run import RunInterrupted, reported_metric
 from experiments.search_signals import as_stop, describe_stop
 from experiments.search_space import InvalidCombination, Space
 from experiments.search_storage import (HOST, Settings, find_trial_run, folder_name, mask_secrets, record_fail_reason,
@@ -84,7 +86,7 @@ class TrialObjective:
         trial.set_user_attr("mlflow_parent_run_id", self.settings.parent_run_id)
         try:
             return self._objective(trial)
-        except (KeyboardInterrupt, run.RunInterrupted) as exc:  # Ctrl-C or a stop signal, wherever it came
+        except (KeyboardInterrupt, RunInterrupted) as exc:  # Ctrl-C or a stop signal, wherever it came
             stop = as_stop(exc)
             if "fail_reason" not in trial.user_attrs:
                 reference = bool(trial.user_attrs.get("reference"))
@@ -121,7 +123,7 @@ class TrialObjective:
             latency = latency_of(trial.study, model_cfg, train_cfg.device) if "latency" in s.objectives else None
             if latency is not None:
                 trial.set_user_attr("latency_ms", latency)
-            metric = run.reported_metric(train_cfg)
+            metric = reported_metric(train_cfg)
         except Exception as exc:
             self._mark_failed(number, tags, f"before training: {type(exc).__name__}: {exc}", values, trial)
             raise
@@ -144,10 +146,11 @@ class TrialObjective:
 
         run_dir = self.output / folder_name(s.experiment) / folder_name(s.study_name) / f"trial-{number:04d}"
         try:
-            result = run.train_and_evaluate(model_cfg, train_cfg, self.tracker, on_epoch_end, run_name=f"trial {number}",
-                                        run_dir=run_dir, parent_run_id=s.parent_run_id, tags=tags,
-                                        datasets=self.datasets,
-                                        cost={"macs": float(macs), **({"latency_ms": latency} if latency else {})})
+            result = training.train_and_evaluate(
+                PlannedRun.of(model_cfg, train_cfg, f"trial {number}", tags),
+                RunContext(run_dir=run_dir, tracker=self.tracker, datasets=self.datasets, on_epoch_end=on_epoch_end,
+                           parent_run_id=s.parent_run_id,
+                           cost={"macs": float(macs), **({"latency_ms": latency} if latency else {})}))
         except Exception as exc:
             self._mark_failed(number, tags, f"{type(exc).__name__}: {exc}", values, trial)
             raise

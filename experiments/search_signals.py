@@ -49,7 +49,7 @@ def stop_signals():
     """While the block runs, SIGTERM and SIGHUP raise Stopped and SIGINT KeyboardInterrupt in this process, so that
     the code that handles Ctrl-C closes what it opened for them too (the runner's handler switch, with this
     module's exception); the previous handlers are restored after."""
-    from experiments.run import stop_signals as runner_stop_signals
+    from experiments.runner.run import stop_signals as runner_stop_signals
 
     return runner_stop_signals(handler=_raise_stopped)
 

@@ -25,7 +25,7 @@ from sepvit.config import SepViTConfig
 from workbench.cli import UsageError
 from workbench.tracking import Tracker, mask_secrets
 
-from experiments.calls import slug
+from experiments.runner.calls import slug
 from experiments.search_space import Space
 from experiments.train_config import TrainConfig
 

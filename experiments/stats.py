@@ -4,7 +4,7 @@
 - `welch_diff`: difference of two means with a Welch (unequal variances, Welch-Satterthwaite df) t interval.
 - `paired_diff`: the mean of per-seed differences with a paired t interval. Valid when the two arms share their
   seeds, which in this runner means they share the data order and the initial weights of every module whose name
-  and shape agree (`experiments.engine.build_parts`): the seed's luck then cancels in the difference.
+  and shape agree (`experiments.runner.engine.build_parts`): the seed's luck then cancels in the difference.
 - `compare`: all of these, and a verdict named by the rule that decided it (`VERDICT_RULES`): the two 95 % CIs
   apart (the strictest), else the paired interval excluding 0, else an equivalence bound (the largest difference
   the 90 % paired, or Welch, interval leaves possible: two one-sided tests at 5 %).

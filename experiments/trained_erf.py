@@ -20,7 +20,7 @@ from analysis.reach import add_common_flags, check_common_flags, computed_by, mo
 from sepvit.config import SepViTConfig
 from workbench.cli import OneLineParser, fail
 
-from experiments.checkpoint import CheckpointError, load_checkpoint, load_model
+from experiments.runner.checkpoint import CheckpointError, load_checkpoint, load_model
 from experiments.data import DataError, build_datasets
 
 

@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from experiments import ablate, engine, executor, run  # noqa: E402
+from experiments import ablate  # noqa: E402
+from experiments.runner import engine, executor, run, running  # noqa: E402
 
 # stage -> where the process pauses
 STAGES = {
@@ -108,7 +109,7 @@ def _after(module, name: str, first_only: bool = False) -> None:
 def inject_stage(stage: str) -> None:
     assert stage in STAGES, f"unknown stage {stage}: {', '.join(STAGES)}"
     if stage == "parent":
-        _after(ablate, "_open_parent")
+        _after(running, "open_parent")
     elif stage == "cost":
         original = run.model_cost
 
@@ -138,7 +139,7 @@ def inject_stage(stage: str) -> None:
 
         db_utils._upgrade_db = upgrade_db
     elif stage == "summary":
-        from experiments import call_costs
+        from experiments.runner import call_costs
 
         original_costs = call_costs.interleaved_costs
 
@@ -165,7 +166,7 @@ def inject_full_disk(target: str) -> None:
     if what == "checkpoint":  # the device fills up while last.pth is written (torch.save runs for real)
         import builtins
 
-        from experiments import checkpoint
+        from experiments.runner import checkpoint
 
         class FullFile:
             def __init__(self, handle, room: int = 4096):
@@ -196,7 +197,7 @@ def inject_full_disk(target: str) -> None:
 
         checkpoint.open = open_full
     elif what == "result":
-        from experiments import calls
+        from experiments.runner import calls
 
         original_write = calls.Path.write_text
 

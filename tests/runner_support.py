@@ -26,6 +26,13 @@ def tiny_model_cfg(**changes) -> SepViTConfig:
     return SepViTConfig.preset("sepvit_micro_32", **TINY_FIELDS, **changes)
 
 
+def train(model_cfg, train_cfg, name: str = "run", tags: dict | None = None, **context):
+    """One run outside any call through the runner's API: `context` holds RunContext's fields."""
+    from experiments.runner import PlannedRun, RunContext, train_and_evaluate
+
+    return train_and_evaluate(PlannedRun.of(model_cfg, train_cfg, name, tags), RunContext(**context))
+
+
 @pytest.fixture(scope="session")
 def mlflow_db_template(tmp_path_factory) -> Path:
     """A migrated, empty SQLite MLflow DB (migrations take ~2 s): copy it per test instead of creating one."""

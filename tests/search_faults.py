@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from experiments import engine, search, search_workers  # noqa: E402
+from experiments import search, search_workers  # noqa: E402
+from experiments.runner import engine  # noqa: E402
 
 
 def inject(fault: str) -> None:

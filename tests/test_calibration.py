@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from experiments.ablate import worker_layout
+from experiments.runner.running import worker_layout
 from experiments.calibration import NULL_LABEL, calibrate, format_calibration, null_change, takeoff_epoch
 from experiments.stats import min_detectable_difference
 from runner_support import TINY_ARGS, mlflow_db_template, output_dir, run_to_end  # noqa: F401

@@ -27,7 +27,7 @@ def _torchrun(out: Path, per_rank_batch: int) -> subprocess.CompletedProcess:
 
 
 def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, mlflow_db_template):
-    from experiments.checkpoint import load_checkpoint
+    from experiments.runner.checkpoint import load_checkpoint
 
     outs = {}
     for name in ("ddp", "single"):

@@ -9,13 +9,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from experiments import engine
-from experiments.checkpoint import load_checkpoint, load_model
+from experiments.runner import engine
+from experiments.runner.checkpoint import load_checkpoint, load_model
 from experiments.data import build_datasets
-from experiments.run import train_and_evaluate
 from workbench.tracking import Tracker
 from experiments.train_config import TrainConfig
-from runner_support import mlflow_db_template, output_dir, tiny_model_cfg, tracking_uri  # noqa: F401
+from runner_support import mlflow_db_template, output_dir, tiny_model_cfg, tracking_uri, train  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +35,9 @@ def _numbers(history, keys=KEYS):
 
 def test_same_seed_same_metrics_other_seed_differs(tmp_path, tiny_data):
     cfg = tiny_model_cfg()
-    first, again = (_numbers(train_and_evaluate(cfg, _train_cfg(tmp_path / n, seed=3), datasets=tiny_data).history)
+    first, again = (_numbers(train(cfg, _train_cfg(tmp_path / n, seed=3), datasets=tiny_data).history)
                     for n in ("a", "b"))
-    other = train_and_evaluate(cfg, _train_cfg(tmp_path / "c", seed=4, epochs=1), datasets=tiny_data).history
+    other = train(cfg, _train_cfg(tmp_path / "c", seed=4, epochs=1), datasets=tiny_data).history
     assert len(first) == 2 and first == again
     assert _numbers(other)[0] != first[0]
 
@@ -113,7 +112,7 @@ def test_nan_loss_stops_marks_failed_and_keeps_last_good_checkpoint(output_dir, 
 
     monkeypatch.setattr(engine, "build_criterion", nan_from_epoch_two)
     tracker = Tracker(tracking_uri(output_dir), "nan-test")
-    result = train_and_evaluate(tiny_model_cfg(), _train_cfg(output_dir), tracker, run_name="nan", datasets=tiny_data)
+    result = train(tiny_model_cfg(), _train_cfg(output_dir), "nan", tracker=tracker, datasets=tiny_data)
     assert result.status == "FAILED" and "nan" in result.reason.lower() and "--lr" in result.reason
     assert [h["epoch"] for h in result.history] == [1]
     ckpt = load_checkpoint(result.run_dir / "last.pth")
@@ -130,8 +129,7 @@ def test_on_epoch_end_can_stop_the_run_early(tmp_path, tiny_data):
         seen.append((epoch, metrics["val_top1"]))
         return True
 
-    result = train_and_evaluate(tiny_model_cfg(), _train_cfg(tmp_path), on_epoch_end=stop_after_first,
-                                datasets=tiny_data)
+    result = train(tiny_model_cfg(), _train_cfg(tmp_path), on_epoch_end=stop_after_first, datasets=tiny_data)
     assert result.stopped_early and result.status == "FINISHED"
     assert seen == [(1, result.history[0]["val_top1"])]
 
@@ -160,19 +158,19 @@ def test_ema_warmup_keeps_the_average_away_from_the_init(tmp_path, tiny_data):
 
 def test_ema_run_interrupted_and_resumed_equals_uninterrupted(tmp_path, tiny_data):
     cfg, keys = tiny_model_cfg(), (*KEYS, "val_top1_ema", "val_loss_ema")
-    straight = train_and_evaluate(cfg, _train_cfg(tmp_path / "a", model_ema=True, epochs=3), datasets=tiny_data)
+    straight = train(cfg, _train_cfg(tmp_path / "a", model_ema=True, epochs=3), datasets=tiny_data)
 
     def interrupt_after_first(epoch, metrics):
         if epoch == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_and_evaluate(cfg, _train_cfg(tmp_path / "b", model_ema=True, epochs=3), run_dir=tmp_path / "b" / "run",
-                           on_epoch_end=interrupt_after_first, datasets=tiny_data)
+        train(cfg, _train_cfg(tmp_path / "b", model_ema=True, epochs=3), run_dir=tmp_path / "b" / "run",
+              on_epoch_end=interrupt_after_first, datasets=tiny_data)
     assert load_checkpoint(tmp_path / "b" / "run" / "interrupted.pth", required=("model",))["reason"].startswith(
         "interrupted during epoch 1")
-    resumed = train_and_evaluate(cfg, _train_cfg(tmp_path / "b", model_ema=True, epochs=3),
-                                 resume_from=tmp_path / "b" / "run" / "last.pth", datasets=tiny_data)
+    resumed = train(cfg, _train_cfg(tmp_path / "b", model_ema=True, epochs=3),
+                    resume_from=tmp_path / "b" / "run" / "last.pth", datasets=tiny_data)
     assert _numbers(resumed.history, keys) == _numbers(straight.history, keys)
     assert resumed.top1 == straight.history[-1]["val_top1_ema"]  # the EMA's accuracy is the reported one
 
@@ -181,9 +179,9 @@ def test_mlflow_record_contents(output_dir, tiny_data):
     tracker = Tracker(tracking_uri(output_dir), "record-test", artifact_root=output_dir / "mlartifacts")
     parent = tracker.start_run("parent")
     cfg = tiny_model_cfg(gsa=False)
-    result = train_and_evaluate(cfg, _train_cfg(output_dir, model_ema=True, mixup=0.2, cutmix=0.2), tracker,
-                                run_name="no-gsa seed0", parent_run_id=parent,
-                                tags={"config": "no-gsa", "ablation.gsa": "False"}, datasets=tiny_data)
+    result = train(cfg, _train_cfg(output_dir, model_ema=True, mixup=0.2, cutmix=0.2), "no-gsa seed0",
+                   {"config": "no-gsa", "ablation.gsa": "False"}, tracker=tracker, parent_run_id=parent,
+                   datasets=tiny_data)
     run = tracker.client.get_run(result.run_id)
     params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
     # the whole configuration, flattened, reads back into the same SepViTConfig
@@ -215,7 +213,7 @@ def test_mlflow_record_contents(output_dir, tiny_data):
 
 def test_a_checkpoint_from_before_a_training_field_existed_still_resumes(tmp_path):
     """A TrainConfig field added later takes its default (the old behaviour); a real difference is still refused."""
-    from experiments.checkpoint import CheckpointError, check_resumable_checkpoint
+    from experiments.runner.checkpoint import CheckpointError, check_resumable_checkpoint
     from experiments.train_config import TrainConfig
 
     cfg, train = tiny_model_cfg(), TrainConfig()

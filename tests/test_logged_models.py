@@ -7,13 +7,12 @@ import pytest
 import timm.data
 import torch
 
-from experiments.checkpoint import load_model, save_checkpoint
+from experiments.runner.checkpoint import load_model, save_checkpoint
 from experiments.logged_models import load_logged_model, matching_runs
-from experiments.run import train_and_evaluate
 from experiments.train_config import TrainConfig
 from workbench.tracking import flatten
 from sepvit import SepViTConfig
-from runner_support import tiny_model_cfg
+from runner_support import tiny_model_cfg, train
 
 
 def micro(**changes) -> SepViTConfig:
@@ -80,7 +79,7 @@ def _write_image_folder(root, classes=("cat", "dog"), per_class=2):
 
 def _tiny_run(out, **data):
     train_cfg = TrainConfig(batch_size=8, epochs=1, warmup_epochs=0, output=str(out), **data)
-    return train_and_evaluate(tiny_model_cfg(), train_cfg, run_name="tiny", cost={})  # cost={}: no fvcore trace
+    return train(tiny_model_cfg(), train_cfg, "tiny", cost={})  # cost={}: no fvcore trace
 
 
 def test_a_runs_checkpoint_resolves_to_its_own_data_config(tmp_path):

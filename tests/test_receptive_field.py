@@ -461,7 +461,7 @@ def test_model_reach_table_stacks_seeds_of_one_configuration():
 # ------------------------------------------------------------------------------ command line
 def test_trained_erf_command_pools_the_seeds_of_a_configuration_and_gives_verdicts(tmp_path, capsys):
     from experiments import trained_erf
-    from experiments.checkpoint import save_checkpoint
+    from experiments.runner.checkpoint import save_checkpoint
 
     paths = []
     models = [("twins", False, 12.5), ("twins", True, 14.5), ("sepvit", False, 20.0)]

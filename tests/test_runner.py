@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from experiments import ablate
-from experiments.calls import Call, new_call_folder
+from experiments.runner.calls import Call, new_call_folder
 from runner_support import (TINY_ARGS, children, histories, mlflow_db_template, output_dir, run_to_end,  # noqa: F401
                             runner, tmpfs, tracking_uri, wait_for)
 
@@ -94,7 +94,7 @@ if not torch.cuda.is_available():
 
 @pytest.mark.parametrize("case", list(BAD_INPUT), ids=list(BAD_INPUT))
 def test_bad_input_is_refused_before_any_run(case, tmp_path, output_dir, capsys, monkeypatch):
-    import experiments.run as run
+    import experiments.runner.run as run
 
     def no_training(*args, **kwargs):
         raise AssertionError("training started")
@@ -232,7 +232,7 @@ def test_an_interrupted_parallel_call_starts_none_of_its_queued_runs(output_dir)
 
 @pytest.mark.parametrize("sig, word", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
 def test_interrupt_marks_runs_killed_with_reason_and_keeps_checkpoints(sig, word, output_dir):
-    from experiments.checkpoint import load_checkpoint
+    from experiments.runner.checkpoint import load_checkpoint
 
     proc = runner([*TINY_ARGS[:-2], "--epochs", "2", "--output", str(output_dir)], fault="pause:2")
     wait_for(output_dir, "paused", proc)
@@ -253,7 +253,7 @@ def test_interrupt_marks_runs_killed_with_reason_and_keeps_checkpoints(sig, word
 def test_diverged_weights_are_never_the_last_good_checkpoint(output_dir):
     """Weights x1e6 after epoch 2 (what --lr 1e8 does, loss still finite): epoch 2 is not kept; the reason names
     epoch 1's checkpoint, whose weights are sound, and a resume with a lower lr finishes from it."""
-    from experiments.checkpoint import load_checkpoint, unsound_weights
+    from experiments.runner.checkpoint import load_checkpoint, unsound_weights
 
     proc = runner([*TINY_ARGS[:-2], "--epochs", "2", "--output", str(output_dir)], fault="diverge:2")
     _, err = proc.communicate(timeout=300)
@@ -271,7 +271,7 @@ def test_diverged_weights_are_never_the_last_good_checkpoint(output_dir):
 
 
 def test_unsound_weights_are_named():
-    from experiments.checkpoint import unsound_weights
+    from experiments.runner.checkpoint import unsound_weights
 
     assert unsound_weights({"a": torch.ones(3), "step": torch.tensor(7)}) is None
     assert "b is not finite" in unsound_weights({"a": torch.ones(3), "b": torch.tensor([1.0, float("nan")])})

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from experiments import ablate
-from experiments.calls import Call
+from experiments.runner.calls import Call
 from runner_support import (TINY_ARGS, all_runs, children, histories, mlflow_db_template, output_dir,  # noqa: F401
                             run_to_end, runner, temporary_files, tmpfs, wait_for, wait_for_file)
 
@@ -116,7 +116,7 @@ def test_an_unforeseen_error_whose_log_cannot_be_written_is_still_one_line(outpu
     """The error handler cannot itself fail: error.log on a full disk is reported, not raised."""
     import errno
 
-    from experiments import executor
+    from experiments.runner import executor
 
     def broken(*args, **kwargs):
         raise RuntimeError("something nobody foresaw")
@@ -208,11 +208,11 @@ def test_two_resumes_of_one_call_at_once_train_it_once(output_dir):
 
 
 def test_a_call_is_locked_while_a_process_holds_it_and_free_after(tmp_path):
-    from experiments.calls import CallError, CallLock
+    from experiments.runner.calls import CallError, CallLock
 
     held = CallLock.acquire(tmp_path)
     probe = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                            "from experiments.calls import CallLock, CallError\n"
+                            "from experiments.runner.calls import CallLock, CallError\n"
                             "try:\n    CallLock.acquire(Path(sys.argv[1]))\nexcept CallError as e:\n"
                             "    print(e); sys.exit(3)", str(tmp_path)], capture_output=True, text=True,
                            cwd=Path(__file__).resolve().parents[1])

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from experiments.calls import slug
+from experiments.runner.calls import slug
 from experiments.report import ReportError, list_calls, load_runs
 from runner_support import mlflow_db_template  # noqa: F401
 from workbench.tracking import sqlite_store_problem, unwritable_folder

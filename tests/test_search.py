@@ -239,7 +239,7 @@ BAD_INPUT = {
 
 @pytest.mark.parametrize("case", list(BAD_INPUT), ids=list(BAD_INPUT))
 def test_bad_input_is_refused_before_any_trial(case, out, capsys, monkeypatch):
-    import experiments.run as run
+    import experiments.runner.run as run
 
     monkeypatch.setattr(run, "train_and_evaluate", lambda *a, **k: pytest.fail("training started"))
     argv, expected = BAD_INPUT[case]
@@ -350,7 +350,7 @@ def test_a_pruned_trial_stops_training_and_is_tagged(out):
 
 # ---------------------------------------------------------------------------------- faults
 def test_a_trial_that_raises_is_failed_with_its_reason_and_the_study_goes_on(out, monkeypatch, capsys):
-    from experiments import engine
+    from experiments.runner import engine
 
     original = engine.train_one_epoch
 
@@ -446,7 +446,7 @@ def test_latency_is_measured_once_per_architecture(out, monkeypatch):
 
 
 def test_a_trial_logs_the_analytic_macs_without_tracing_the_model(out, monkeypatch):
-    import experiments.run as run
+    import experiments.runner.run as run
 
     def traced(*args, **kwargs):
         raise AssertionError("a search trial traced its model (model_cost)")

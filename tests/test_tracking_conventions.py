@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.checkpoint import load_model
+from experiments.runner.checkpoint import load_model
 from runner_support import ROOT, TINY_ARGS, children, mlflow_db_template, output_dir, run_to_end  # noqa: F401
 from runner_support import tracking_uri
 from workbench.tracking import EXPERIMENT_KIND, Tracker, summary_metrics
@@ -126,9 +126,8 @@ def test_the_summary_is_logged_on_the_parent_run(output_dir):
 
 
 def test_a_model_that_cannot_be_logged_leaves_the_run_finished_with_its_checkpoint(output_dir, monkeypatch):
-    from experiments.run import train_and_evaluate
     from experiments.train_config import TrainConfig
-    from runner_support import tiny_model_cfg
+    from runner_support import tiny_model_cfg, train
 
     def refuse(*args, **kwargs):
         raise OSError("disk full")
@@ -137,7 +136,7 @@ def test_a_model_that_cannot_be_logged_leaves_the_run_finished_with_its_checkpoi
     tracker = Tracker(tracking_uri(output_dir), "unloggable")
     train_cfg = TrainConfig(batch_size=16, epochs=1, warmup_epochs=0, train_size=16, val_size=16,
                             output=str(output_dir))
-    result = train_and_evaluate(tiny_model_cfg(), train_cfg, tracker, run_name="r", cost={})
+    result = train(tiny_model_cfg(), train_cfg, "r", tracker=tracker, cost={})
     run = tracker.client.get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["logged_model_error"] == "OSError: disk full"
     assert [a.path for a in tracker.client.list_artifacts(result.run_id, "checkpoint")] == ["checkpoint/best.pth"]

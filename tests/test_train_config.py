@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from experiments.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from experiments.runner.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from experiments.train_config import TrainConfig
 from runner_support import tiny_model_cfg
 

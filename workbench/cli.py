@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
@@ -29,6 +30,28 @@ def fail(prog: str, message: str) -> int:
     first = " ".join(str(message).split())
     print(f"{prog}: error: {first}", file=sys.stderr)
     return EXIT_BAD_INPUT
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                plan: Callable[[argparse.Namespace, list[str]], Any], run: Callable[[Any], int]) -> int:
+    """The main of a command: `argv` (None: sys.argv[1:]) with `-c FILE` expanded and parsed, logging on stderr,
+    then `plan(args, argv)` checks the request and `run(planned)` carries it out, returning the exit code.
+
+    A bad config file, or a ValueError that `plan` raises (UsageError and the other one-line errors), is one line on
+    stderr and EXIT_BAD_INPUT, with nothing run; argparse's own refusals exit 2 (SystemExit) as usual.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = expand_config(parser, argv)
+    except ValueError as exc:
+        return fail(parser.prog, str(exc))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+    try:
+        planned = plan(args, argv)
+    except ValueError as exc:
+        return fail(parser.prog, str(exc))
+    return run(planned)
 
 
 def add_dataclass_flags(group, cls: type, skip: tuple[str, ...] = (),

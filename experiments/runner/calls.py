@@ -2,7 +2,7 @@
 
     <output>/<experiment>/<call id>/        call id = UTC time + a random suffix: unique even within a second
         call.json                           the plan, written before any training (below)
-        <run>/last.pth, best.pth            checkpoints (see experiments.run)
+        <run>/last.pth, best.pth            checkpoints (see experiments.runner.run)
         <run>/result.json                   written when the run ends: status, reason, history, best, cost, ids
         <run>/mlflow_run.json               the run's MLflow run id, written when that run is opened (a resume
                                             reopens it rather than opening a second run of the same name)
@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from sepvit.config import SepViTConfig
+from workbench.tracking import default_tracking_uri, sqlite_path, sqlite_store_problem
 
-from .train_config import TrainConfig
+from experiments.train_config import TrainConfig
 
 CALL_FILE, RESULT_FILE = "call.json", "result.json"
 RUN_RECORD = "mlflow_run.json"  # {"run_id"}: written the moment a run's MLflow record is opened
@@ -74,25 +75,35 @@ def remove_temporary_files(folder: Path) -> list[Path]:
 
 @dataclass
 class PlannedRun:
-    label: str
+    """One training run of a plan: which configuration, which seed, how it is trained, where and under what name."""
+
+    label: str  # the configuration's label (the report's rows)
     seed: int
     model: SepViTConfig
     train: TrainConfig
     folder: str  # relative to the call folder
     tags: dict[str, str] = field(default_factory=dict)
+    run_name: str | None = None  # None: "<label> seed<seed>"
+
+    @classmethod
+    def of(cls, model: SepViTConfig, train: TrainConfig, name: str = "run", tags: dict[str, str] | None = None):
+        """A run outside any call (a search trial, a test): labelled and named `name`, seeded by `train.seed`."""
+        return cls(name, train.seed, model, train, slug(name), dict(tags or {}), run_name=name)
 
     @property
     def name(self) -> str:
-        return f"{self.label} seed{self.seed}"
+        return self.run_name or f"{self.label} seed{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "seed": self.seed, "model": self.model.to_dict(), "train": self.train.to_dict(),
+        data = {"label": self.label, "seed": self.seed, "model": self.model.to_dict(), "train": self.train.to_dict(),
                 "folder": self.folder, "tags": self.tags}
+        return data if self.run_name is None else {**data, "run_name": self.run_name}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PlannedRun":
         return cls(data["label"], int(data["seed"]), SepViTConfig.from_dict(data["model"]),
-                   TrainConfig.from_dict(data["train"]), data["folder"], dict(data.get("tags", {})))
+                   TrainConfig.from_dict(data["train"]), data["folder"], dict(data.get("tags", {})),
+                   data.get("run_name"))
 
 
 @dataclass
@@ -113,8 +124,6 @@ class Call:
         return self.folder.parents[1]
 
     def resolved_tracking_uri(self) -> str:
-        from workbench.tracking import default_tracking_uri
-
         return self.tracking_uri or default_tracking_uri(self.output)
 
     def run_dir(self, run: PlannedRun) -> Path:
@@ -239,10 +248,8 @@ def find_call_folder(target: str, output: str | Path, tracking_uri: str | None) 
 
 
 def _call_folder_of_parent(run_id: str, output: str | Path, tracking_uri: str | None) -> Path:
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # mlflow takes ~1.3 s to import: only when a run id is given
     from mlflow.tracking import MlflowClient
-
-    from workbench.tracking import default_tracking_uri, sqlite_path, sqlite_store_problem
 
     uri = tracking_uri or default_tracking_uri(output)
     path = sqlite_path(uri)

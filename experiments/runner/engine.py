@@ -6,7 +6,7 @@
         metrics = train_one_epoch(parts, train_cfg, epoch)
         metrics.update(evaluate_parts(parts, train_cfg))
 
-The run around it (resume, checkpoints, MLflow, signals) is `experiments.run.train_and_evaluate`.
+The run around it (resume, checkpoints, MLflow, signals) is `experiments.runner.run.train_and_evaluate`.
 
 Built from timm's parts: `create_optimizer_v2` + `optimizer_kwargs`, `create_scheduler_v2` + `scheduler_kwargs`,
 `LabelSmoothingCrossEntropy` / `SoftTargetCrossEntropy`, `Mixup` (Mixup/CutMix), `ModelEmaV3` with decay warm-up,
@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from sepvit.config import SepViTConfig
 from sepvit.layers import init_by_name
 
-from .train_config import TrainConfig
+from experiments.train_config import TrainConfig
 
 
 class NonFiniteLoss(RuntimeError):

@@ -1,9 +1,9 @@
 """One training run's lifecycle around the engine: resume, checkpoint policy, MLflow, signals.
 
-    result = train_and_evaluate(model_cfg, train_cfg, tracker, run_name="no-gsa seed0", run_dir=...)
+    result = train_and_evaluate(PlannedRun.of(model_cfg, train_cfg, "no-gsa seed0"), RunContext(tracker=tracker))
 
-`experiments/ablate.py` calls it once per (configuration, seed) and the Optuna search once per trial (with an
-`on_epoch_end` callback that reports to the trial and returns True to prune).
+A call (`experiments.runner.run_call`) trains each of its planned runs with it, and the Optuna search each trial
+(with an `on_epoch_end` callback that reports to the trial and returns True to prune).
 
 Checkpoints (`run_dir`): `last.pth` (every `checkpoint_every` epochs and the last; everything to resume: model,
 EMA, optimiser, schedule, configs, epoch, history, MLflow ids) and `best.pth` (the reported weights of the best
@@ -15,8 +15,8 @@ propagates, so no run is left RUNNING by whatever stops it.
 
 MLflow: a run records its configuration, the dataset as inputs (training and validation, described by metadata),
 per-epoch metrics, and when it finishes its best weights twice: the raw checkpoint (`checkpoint/best.pth`, loaded
-with `weights_only=True` by `experiments.checkpoint.load_model`) and an MLflow logged model (`mlflow.pytorch
-.load_model("models:/<id>")`, the Models column), which carries the same `pretrained_cfg`.
+with `weights_only=True` by `experiments.runner.checkpoint.load_model`) and an MLflow logged model
+(`mlflow.pytorch.load_model("models:/<id>")`, the Models column), which carries the same `pretrained_cfg`.
 
 The reported accuracy (one rule, used by every table): `val_top1` of the raw weights, or `val_top1_ema` of the
 EMA weights when the run keeps an EMA (`--model-ema`), as timm's train.py reports it. Both are logged per epoch.
@@ -27,7 +27,6 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -40,14 +39,17 @@ import numpy as np
 import torch
 
 from sepvit.config import SepViTConfig
+from workbench.tracking import (STOP_SIGNALS, environment_params, flatten, is_disk_full, mask_secrets,
+                                pip_requirements, signals_held)
 
-from . import engine
-from .calls import RESULT_FILE, RUN_RECORD, write_json
-from .checkpoint import (data_pretrained_cfg, dataset_label_names, load_checkpoint, load_model, save_checkpoint,
-                         unsound_weights)
-from .train_config import TrainConfig
-
-from workbench.tracking import STOP_SIGNALS, is_disk_full
+from analysis.counters import count_params, explicit_attention_copy, fvcore_count
+from experiments.data import build_datasets
+from experiments.report import learning_curve_figure
+from experiments.runner import engine
+from experiments.runner.calls import RESULT_FILE, RUN_RECORD, PlannedRun, write_json
+from experiments.runner.checkpoint import (data_pretrained_cfg, dataset_label_names, load_checkpoint, load_model,
+                                           save_checkpoint, unsound_weights)
+from experiments.train_config import TrainConfig
 
 log = logging.getLogger("sepvit.run")
 
@@ -146,8 +148,6 @@ def model_cost(model_cfg: SepViTConfig, repeats: int = 10) -> dict[str, float]:
 
 @functools.lru_cache(maxsize=64)
 def _model_cost(cfg_json: str, repeats: int) -> tuple:
-    from analysis.counters import count_params, explicit_attention_copy, fvcore_count
-
     cfg = SepViTConfig.from_dict(json.loads(cfg_json))
     with torch.random.fork_rng():  # measuring must not move the training RNG
         model = cfg.build().eval()
@@ -193,8 +193,6 @@ def _open_mlflow(tracker, result: Result, info, parent_run_id, tags, resumed: bo
     """Open (or reopen) the run's MLflow record; sets `result.run_id` as soon as the run exists and records it in
     the run folder. `reuse`: the record of an earlier start of this run that never reached a checkpoint, reopened
     instead of a second run of the same name. Returns the epochs the record already holds."""
-    from workbench.tracking import environment_params, flatten, signals_held
-
     if resumed:
         tracker.reopen_run(result.run_id)
         logged = tracker.logged_steps(result.run_id, "val_top1")
@@ -257,8 +255,6 @@ def complete_record(tracker, result: Result) -> None:
 
 
 def _finish_mlflow(tracker, result: Result) -> None:
-    from .report import learning_curve_figure
-
     run_id = result.run_id
     if result.history:
         last = result.history[-1]
@@ -283,8 +279,6 @@ def _finish_mlflow(tracker, result: Result) -> None:
 def _log_best_model(tracker, result: Result, best: Path) -> None:
     """The best weights as an MLflow logged model. The raw checkpoint is already stored, so a failure here costs
     only the convenience copy: it is logged and tagged on the run, and the run's result stands."""
-    from workbench.tracking import pip_requirements
-
     start = time.perf_counter()
     try:
         model = load_model(best)
@@ -300,12 +294,13 @@ def _log_best_model(tracker, result: Result, best: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- signals
-def _raise_interrupted(signum, frame):
+def raise_interrupted(signum, frame):
+    """A signal handler: SIGTERM/SIGHUP as RunInterrupted."""
     raise RunInterrupted(signum=signum)
 
 
 @contextlib.contextmanager
-def stop_signals(handler: Callable = _raise_interrupted):
+def stop_signals(handler: Callable = raise_interrupted):
     """Inside: SIGTERM and SIGHUP call `handler` (default: raise RunInterrupted) and SIGINT raises
     KeyboardInterrupt, so that whatever is open is checkpointed and closed by the code that handles them; the
     previous handlers are restored on exit. Only the main thread can set handlers: elsewhere (a search worker
@@ -346,47 +341,46 @@ def stops_deferred(note: Callable[[str], None] | None = None):
 
 
 # ---------------------------------------------------------------------------------- the run
-def train_and_evaluate(
-    model_cfg: SepViTConfig,
-    train_cfg: TrainConfig,
-    tracker=None,
-    on_epoch_end: EpochCallback | None = None,
-    resume_from: str | os.PathLike | None = None,
-    *,
-    run_name: str = "run",
-    run_dir: str | os.PathLike | None = None,
-    parent_run_id: str | None = None,
-    tags: dict[str, str] | None = None,
-    datasets=None,
-    resume_changes: dict[str, Any] | None = None,
-    cost: dict[str, float] | None = None,
-    reuse_run_id: str | None = None,
-) -> Result:
-    """Train `model_cfg` with `train_cfg`, evaluating every epoch; return a `Result`.
+@dataclass
+class RunContext:
+    """Where and with what one planned run trains: everything about it that is not its plan."""
 
-    tracker: an `workbench.tracking.Tracker` (rank 0 logs to it) or None (no MLflow).
-    on_epoch_end(epoch, metrics): called after each epoch on every rank; return True to stop early (the run ends
-        FINISHED with the tag stopped_early=true).
-    resume_from: a `last.pth`; configs, epoch, history and MLflow ids come from it (loaded once), with
-        `resume_changes` (TrainConfig fields that may change on resume, e.g. epochs, lr) applied and recorded.
-    datasets: (train, val, DataInfo) already built (the runner builds them once for many runs).
-    cost: MACs/latency known already (the search: analytic MACs, latency once per architecture), logged instead
-        of `model_cost`'s fvcore trace and timing; the parameter count is always taken from the model.
-    reuse_run_id: the MLflow run of an earlier start of this run that ended before its first checkpoint: reopened
-        (the run starts again from epoch 1 under the same record) instead of a second run of the same name.
-    """
-    ckpt = None
-    if resume_from is not None:
-        ckpt = load_checkpoint(resume_from, required=("model", "optimizer", "config", "train_config", "epoch",
-                                                      "history", "best", "run_name"))
-    if ckpt is not None:
+    run_dir: Path | None = None  # its folder; None: <train.output>/<run name>
+    tracker: Any = None  # a workbench.tracking.Tracker (rank 0 logs to it), or None: no MLflow
+    datasets: tuple | None = None  # (train, val, DataInfo) built once for many runs; None: built for this run
+    parent_run_id: str | None = None
+    # on_epoch_end(epoch, metrics): after each epoch, on every rank; True stops the run early (it ends FINISHED,
+    # tagged stopped_early=true)
+    on_epoch_end: EpochCallback | None = None
+    # a last.pth to continue: configs, epoch, history and MLflow ids come from it (loaded once), with
+    # `resume_changes` (TrainConfig fields a resume may change, e.g. epochs, lr) applied and recorded
+    resume_from: Path | None = None
+    resume_changes: dict[str, Any] | None = None
+    # MACs/latency known already (the search: analytic MACs, latency once per architecture), logged instead of
+    # `model_cost`'s fvcore trace and timing; the parameter count is always taken from the model
+    cost: dict[str, float] | None = None
+    # the MLflow run of an earlier start of this run that ended before its first checkpoint: reopened (the run
+    # starts again from epoch 1 under the same record) instead of a second run of the same name
+    reuse_run_id: str | None = None
+
+
+def train_and_evaluate(run: PlannedRun, context: RunContext | None = None) -> Result:
+    """Train the planned run's model with its training configuration, evaluating every epoch; return a `Result`.
+
+    Whatever ends the run, its MLflow record (if `context.tracker`) is closed with the reason and its
+    `result.json` written before this returns or re-raises (module docstring)."""
+    context = context or RunContext()
+    model_cfg, train_cfg, run_name, run_dir = run.model, run.train, run.name, context.run_dir
+    parent_run_id, ckpt = context.parent_run_id, None
+    if context.resume_from is not None:
+        ckpt = load_checkpoint(context.resume_from, required=("model", "optimizer", "config", "train_config",
+                                                              "epoch", "history", "best", "run_name"))
         model_cfg = SepViTConfig.from_dict(ckpt["config"])
-        train_cfg = TrainConfig.from_dict({**ckpt["train_config"], **(resume_changes or {})})
-        run_name, run_dir = ckpt["run_name"], Path(resume_from).parent  # the folder may have moved since
+        train_cfg = TrainConfig.from_dict({**ckpt["train_config"], **(context.resume_changes or {})})
+        run_name, run_dir = ckpt["run_name"], Path(context.resume_from).parent  # the folder may have moved since
         parent_run_id = parent_run_id or ckpt["parent_run_id"]
+    datasets = context.datasets
     if datasets is None:
-        from .data import build_datasets
-
         datasets = build_datasets(train_cfg.dataset, train_cfg.data_dir, train_cfg.img_size or model_cfg.img_size,
                                   train_cfg.train_size, train_cfg.val_size, seed=train_cfg.data_seed)
     parts = engine.build_parts(model_cfg, train_cfg, datasets)
@@ -397,34 +391,37 @@ def train_and_evaluate(
         _resume_state(parts, ckpt)
         result.history, result.best, result.run_id = list(ckpt["history"]), dict(ckpt["best"]), ckpt["run_id"]
         result.last_good_epoch = int(ckpt["epoch"])
-    tracker = tracker if parts.rank == 0 else None
+    tracker = context.tracker if parts.rank == 0 else None
     with stop_signals():
         try:
             logged: set[int] = set()
             if tracker is not None:
-                logged = _open_mlflow(tracker, result, datasets[2], parent_run_id, tags,
-                                      resumed=result.run_id is not None, reuse=reuse_run_id)
-                if resume_changes:
+                logged = _open_mlflow(tracker, result, datasets[2], parent_run_id, run.tags,
+                                      resumed=result.run_id is not None, reuse=context.reuse_run_id)
+                if context.resume_changes:
                     tracker.set_tags(result.run_id, {f"resume.{k}": f"{ckpt['train_config'][k]} -> {v}"
-                                                     for k, v in resume_changes.items()})
+                                                     for k, v in context.resume_changes.items()})
             if parts.rank == 0:
-                if cost is None:
-                    result.cost = model_cost(result.model_cfg)
-                else:
-                    from analysis.counters import count_params
-
-                    result.cost = {"params": count_params(parts.model), **cost}
-                if tracker is not None and 0 not in tracker.logged_steps(result.run_id, "params"):
-                    tracker.log_metrics(result.run_id, result.cost, step=0)
+                _record_cost(parts, result, tracker, context.cost)
             start = int(ckpt["epoch"]) + 1 if ckpt is not None else 1
             result.logged_epochs = logged
-            _run_epochs(parts, result, tracker, parent_run_id, on_epoch_end, start)
+            _run_epochs(parts, result, tracker, parent_run_id, context.on_epoch_end, start)
             if tracker is not None:
                 _finish_mlflow(tracker, result)
         except BaseException as exc:
             _close_unfinished(tracker, result, exc)
             raise
     return result
+
+
+def _record_cost(parts: engine.Parts, result: Result, tracker, known: dict[str, float] | None) -> None:
+    """The run's parameters, MACs and latency (measured, or `known`), logged once as step-0 metrics."""
+    if known is None:
+        result.cost = model_cost(result.model_cfg)
+    else:
+        result.cost = {"params": count_params(parts.model), **known}
+    if tracker is not None and 0 not in tracker.logged_steps(result.run_id, "params"):
+        tracker.log_metrics(result.run_id, result.cost, step=0)
 
 
 def _close_unfinished(tracker, result: Result, exc: BaseException) -> None:
@@ -442,8 +439,6 @@ def _close_unfinished(tracker, result: Result, exc: BaseException) -> None:
 
 
 def _failure_reason(exc: BaseException) -> str:
-    from workbench.tracking import mask_secrets
-
     text = mask_secrets(f"{type(exc).__name__}: {exc}")
     return f"no space left on device ({text}): free space, then resume" if is_disk_full(exc) else text
 

@@ -1,34 +1,42 @@
 """Trains the planned runs of a call: one after another, or N at a time in worker processes (`--parallel N`).
 
 Both return the `Result` of every planned run in plan order (finished runs are read back from their
-`result.json`). A stop (Ctrl-C, SIGTERM, SIGHUP) or an error propagates to the caller, `ablate.py`'s call lifecycle,
-which closes the parent run and says how to resume; each run closes its own MLflow record first. A run is trained
-the same way in both: with `experiments.run.train_and_evaluate`, from its `last.pth` when it has one. In parallel,
+`result.json`). A stop (Ctrl-C, SIGTERM, SIGHUP) or an error propagates to the caller, the call's lifecycle
+(`experiments.runner.lifecycle`), which closes the parent run and says how to resume; each run closes its own
+MLflow record first. A run is trained the same way in both: with `experiments.runner.run.train_and_evaluate`, from
+its `last.pth` when it has one. In parallel,
 each worker process uses threads // N CPU threads (at least 1), so a run's numbers equal a sequential run with that
 thread count; a worker closes whatever it opened however it ends.
 """
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 
-from experiments.calls import Call, PlannedRun
+import torch
+
+from workbench.tracking import Tracker
+
+from experiments.data import build_datasets
+from experiments.runner import run as training
+from experiments.runner.calls import Call, PlannedRun
+from experiments.runner.run import Result, RunContext, RunInterrupted, stop_name, stop_signals
 
 
-def train_run(call: Call, run: PlannedRun, datasets, tracker, changes: dict):
+def train_run(call: Call, run: PlannedRun, datasets, tracker, changes: dict) -> Result:
     """Train (or continue) one planned run of the call; returns its Result."""
-    from experiments.run import train_and_evaluate
-
     resuming = call.state_of(run) != "new"
-    return train_and_evaluate(run.model, run.train, tracker, run_name=run.name, run_dir=call.run_dir(run),
-                              parent_run_id=call.parent_run_id, tags=run.tags, datasets=datasets,
-                              resume_from=call.run_dir(run) / "last.pth" if resuming else None,
-                              resume_changes=changes if resuming else None,
-                              reuse_run_id=None if resuming or tracker is None else _reusable(call, run, tracker))
+    context = RunContext(run_dir=call.run_dir(run), tracker=tracker, datasets=datasets,
+                         parent_run_id=call.parent_run_id,
+                         resume_from=call.run_dir(run) / "last.pth" if resuming else None,
+                         resume_changes=changes if resuming else None,
+                         reuse_run_id=None if resuming or tracker is None else _reusable(call, run, tracker))
+    return training.train_and_evaluate(run, context)
 
 
 def _reusable(call: Call, run: PlannedRun, tracker) -> str | None:
@@ -51,9 +59,8 @@ def _progress(done: int, total: int, result) -> None:
     print(f"[{done}/{total}] {result.run_name}: {status}", file=sys.stderr, flush=True)
 
 
-def train_in_sequence(call: Call, datasets, tracker, report: bool, changes: dict):
-    from experiments.run import Result
-
+def train_in_sequence(call: Call, datasets, tracker, report: bool, changes: dict) -> list[Result]:
+    """The call's runs one after another in this process (finished ones read back); `report`: a line per run."""
     results = []
     for index, run in enumerate(call.runs, 1):
         if not call.needs_training(run):
@@ -69,8 +76,6 @@ def train_in_sequence(call: Call, datasets, tracker, report: bool, changes: dict
 # ---------------------------------------------------------------------------------- parallel
 @functools.lru_cache(maxsize=1)
 def _worker_datasets(data: tuple):
-    from experiments.data import build_datasets
-
     return build_datasets(*data[:5], seed=data[5])
 
 
@@ -78,10 +83,6 @@ _STOP = None  # in a worker: the call's stop event (set once any run of the call
 
 
 def _worker_init(threads: int, stop) -> None:
-    from experiments.run import _raise_interrupted
-
-    import torch
-
     global _STOP
     _STOP = stop
     torch.set_num_threads(threads)
@@ -89,14 +90,12 @@ def _worker_init(threads: int, stop) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for name in ("SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
-            signal.signal(getattr(signal, name), _raise_interrupted)
+            signal.signal(getattr(signal, name), training.raise_interrupted)
 
 
 def _train_in_worker(folder: str, index: int, uri: str | None, changes: dict) -> dict:
     """One run, in a worker process: its own datasets (built once per worker) and MLflow client. Whatever ends it,
     every MLflow run the worker opened is closed before it returns or raises."""
-    from experiments.run import RunInterrupted, stop_name, stop_signals
-
     call = Call.load(Path(folder))
     run = call.runs[index]
     if _STOP is not None and _STOP.is_set():  # queued before the interruption: never start it
@@ -107,8 +106,6 @@ def _train_in_worker(folder: str, index: int, uri: str | None, changes: dict) ->
             t = run.train
             datasets = _worker_datasets((t.dataset, t.data_dir, t.img_size, t.train_size, t.val_size, t.data_seed))
             if uri is not None:
-                from workbench.tracking import Tracker
-
                 tracker = Tracker(uri, call.experiment,
                                   artifact_root=None if call.tracking_uri else call.output / "mlartifacts")
             return train_run(call, run, datasets, tracker, changes).to_dict()
@@ -124,11 +121,9 @@ def _train_in_worker(folder: str, index: int, uri: str | None, changes: dict) ->
         raise
 
 
-def train_in_parallel(call: Call, uri: str | None, changes: dict, parallel: int, threads: int):
+def train_in_parallel(call: Call, uri: str | None, changes: dict, parallel: int, threads: int) -> list[Result]:
     """The call's unfinished runs, `parallel` at a time, each in a worker process with `threads` threads. A stop
     in this process is passed on to the workers, which close their runs; then it propagates."""
-    from experiments.run import Result, RunInterrupted
-
     todo = [i for i, run in enumerate(call.runs) if call.needs_training(run)]
     context = get_context("spawn")
     stop = context.Event()  # the pool queues runs ahead of time: an interrupted call must not start them
@@ -158,8 +153,6 @@ def train_in_parallel(call: Call, uri: str | None, changes: dict, parallel: int,
 def _stop_workers(executor: ProcessPoolExecutor, pending) -> None:
     """A terminal's Ctrl-C reaches the workers too; a signal sent to this process alone is passed on, once, to
     the workers still training, which then checkpoint and mark their runs KILLED."""
-    import os
-
     wait(pending, timeout=3)
     for process in list((executor._processes or {}).values()):
         if process.is_alive():
