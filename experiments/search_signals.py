@@ -9,8 +9,10 @@ import re
 import signal
 
 # What stops a call from outside (Ctrl-C, `kill`/timeout/Slurm/systemd/Docker, a closed terminal), and holding them
-# while a run is opened or closed: one owner, the tracker's (search.py imports them from here).
+# while a run is opened or closed: one owner, the tracker's (the search imports them from here).
 from workbench.tracking import STOP_SIGNALS, signals_held  # noqa: F401
+
+from experiments.runner.run import stop_signals as runner_stop_signals
 
 EXIT_INTERRUPTED = 130
 
@@ -49,8 +51,6 @@ def stop_signals():
     """While the block runs, SIGTERM and SIGHUP raise Stopped and SIGINT KeyboardInterrupt in this process, so that
     the code that handles Ctrl-C closes what it opened for them too (the runner's handler switch, with this
     module's exception); the previous handlers are restored after."""
-    from experiments.runner.run import stop_signals as runner_stop_signals
-
     return runner_stop_signals(handler=_raise_stopped)
 
 

@@ -94,9 +94,8 @@ class Prepared:
     reference: dict[str, Any] | None
     reference_note: str
     combinations: dict[str, Any] = field(default_factory=dict)
+    command: str = ""  # what the parent run's `command` tag keeps (credentials masked when it is recorded)
 
-
-mask_url = mask_secrets  # the name notebook 04 and older callers use
 
 def folder_name(name: str) -> str:
     """A user-supplied name as one folder under --output: the runner's slug, never '.' or '..'."""
@@ -119,7 +118,7 @@ def check_storage(url: str) -> None:
     scheme = url.split("://", 1)[0] if "://" in url else ""
     base_scheme = scheme.split("+")[0]
     if base_scheme not in ("sqlite", "postgresql", "postgres", "mysql"):
-        raise UsageError(f"--storage {mask_url(url)}: use sqlite:///ABS/PATH.db (one machine) or "
+        raise UsageError(f"--storage {mask_secrets(url)}: use sqlite:///ABS/PATH.db (one machine) or "
                          "postgresql://user:password@host:port/database (several machines)")
     if base_scheme == "sqlite":
         path = url.split(":///", 1)[1] if ":///" in url else ""
@@ -137,11 +136,11 @@ def check_storage(url: str) -> None:
     try:
         open_storage(url, heartbeat=None)
     except ModuleNotFoundError as exc:
-        raise UsageError(f"--storage {mask_url(url)}: the database driver is not installed ({exc.name}); "
+        raise UsageError(f"--storage {mask_secrets(url)}: the database driver is not installed ({exc.name}); "
                          "pip install 'psycopg[binary]' for PostgreSQL") from None
     except Exception as exc:  # noqa: BLE001  (SQLAlchemy raises OperationalError, ArgumentError, ...)
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        raise UsageError(f"cannot reach the study storage {mask_url(url)} ({reason[0] if reason else type(exc).__name__})"
+        raise UsageError(f"cannot reach the study storage {mask_secrets(url)} ({reason[0] if reason else type(exc).__name__})"
                          "; start the database server or fix --storage (drop it for a local SQLite file)") from None
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from experiments import search, search_objective, search_storage
+from experiments.search_call import plan_search
 from experiments.search_report import differences, pareto_front, summary_text, trials_frame
 from experiments.search_space import (FIT, InvalidCombination, SpaceError, default_space, load_space, parse_space,
                                       training_space)
@@ -69,6 +70,11 @@ def _call(argv: list[str]) -> int:
         return search.main(argv)
     except SystemExit as exc:  # argparse's own refusals
         return exc.code
+
+
+def _tiny_train(out: Path, epochs: int = 1) -> TrainConfig:
+    """TINY as a TrainConfig."""
+    return TrainConfig(train_size=32, val_size=32, batch_size=16, epochs=epochs, output=str(out))
 
 
 def _yaml(folder: Path, text: str, name: str = "space.yaml") -> str:
@@ -325,8 +331,7 @@ def test_continuing_a_study_with_other_settings_is_refused(continued_study, caps
 
 # ---------------------------------------------------------------------------------- pruning
 def test_a_pruned_trial_stops_training_and_is_tagged(out):
-    args = search.build_parser().parse_args([*TINY[:-2], "--epochs", "3", "--output", str(out)])
-    prepared = search.prepare(args)
+    prepared = plan_search(NANO, _tiny_train(out, epochs=3))  # the API the command line calls
     study = search_storage.open_study(prepared)
     from workbench.tracking import Tracker
 
@@ -474,8 +479,7 @@ def test_the_example_space_file_is_a_finite_space_holding_the_reference():
 
 
 def test_a_reference_that_only_failed_is_enqueued_again(out):
-    args = search.build_parser().parse_args([*TINY, "--output", str(out)])
-    prepared = search.prepare(args)
+    prepared = plan_search(NANO, _tiny_train(out))
     study = search_storage.open_study(prepared)
     study.optimize(lambda trial: 1 / 0, n_trials=1, catch=(ZeroDivisionError,))  # the reference trial fails
     assert study.trials[0].state == optuna.trial.TrialState.FAIL and study.trials[0].user_attrs["reference"]

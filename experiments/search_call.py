@@ -1,0 +1,272 @@
+"""A search call as objects: `plan_search` checks it (nothing created), `run_search` runs it and closes it.
+
+    prepared = plan_search(SepViTConfig.preset("sepvit_nano_32"), TrainConfig(epochs=3), n_trials=8)
+    exit_code = run_search(prepared)          # the trials, the report on stdout; never raises for a stop
+
+`experiments/search.py` is its command line. Whatever ends a call (an error, Ctrl-C, SIGTERM, SIGHUP) closes its
+parent run and the trial in progress with the reason (Optuna's `fail_reason` too); the same call continues the
+study. A call killed outright (SIGKILL, out of memory) is repaired by the next call on the same machine: its
+trials FAIL, its parent is KILLED and a lost reference trial is enqueued again.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+import optuna
+
+from sepvit.config import SepViTConfig
+from workbench.cli import UsageError
+from workbench.tracking import Tracker, check_experiment_name, check_tracking_uri, default_tracking_uri, flatten
+
+from experiments import search_report
+from experiments.data import build_datasets, check_dataset
+from experiments.runner.engine import check_training_settings, fit_model_to_data
+from experiments.search_signals import STOP_SIGNALS, Stopped, describe_stop, signals_held, stop_signals
+from experiments.search_space import load_space
+from experiments.search_storage import (HOST, Prepared, Settings, check_storage, close_dead_calls, fail_dead_trials,
+                                        fail_stale_trials, mask_secrets, open_storage, open_study, study_id)
+from experiments.search_workers import run_workers
+from experiments.train_config import TrainConfig
+
+PROG = "search.py"  # the search's command: its messages start with it
+DEFAULT_STUDY = "sepvit-search"
+DEFAULT_EXPERIMENT = "sepvit-search"
+EXIT_FAILED = 1
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]*$")
+MAX_NAME = 200  # the experiment and the study name folders under the output (a file name holds 255 bytes)
+
+
+# ---------------------------------------------------------------------------------- a checked call
+def plan_search(base: SepViTConfig, train: TrainConfig, *, space: str = "default",
+                objectives: Sequence[str] = ("top1",), n_trials: int = 8, timeout: float | None = None,
+                study_name: str = DEFAULT_STUDY, storage: str | None = None, sampler: str = "tpe",
+                pruner: str | None = None, workers: int = 1, heartbeat: int = 20,
+                experiment: str = DEFAULT_EXPERIMENT, tracking_uri: str | None = None,
+                command: str | None = None) -> Prepared:
+    """Check a search call: `n_trials` trials of `space` (default, training, or a YAML file) around `base`, each
+    trained with `train` into `train.output`, the study in `storage` (default sqlite:///<output>/optuna.db), the
+    runs in MLflow (`tracking_uri`, default the output folder's store) under `experiment`. `pruner` None: median
+    with one objective, none with several. No study, trial or MLflow run is created; a bad request raises a
+    one-line ValueError (UsageError, SpaceError, DataError, TrackingError)."""
+    objectives = tuple(objectives)
+    if len(set(objectives)) != len(objectives):
+        raise UsageError(f"--objectives {' '.join(objectives)} repeats an objective: name each once")
+    if "top1" not in objectives:
+        raise UsageError(f"--objectives {' '.join(objectives)}: the search trains for accuracy, so top1 must be one "
+                         "of them (add it: --objectives top1 " + " ".join(objectives) + ")")
+    pruner = pruner or ("median" if len(objectives) == 1 else "none")
+    if len(objectives) > 1 and pruner != "none":
+        raise UsageError(f"--pruner {pruner} needs a single objective (Optuna cannot prune multi-objective trials): "
+                         "drop --pruner or the extra objectives")
+    for flag, value, minimum in (("--n-trials", n_trials, 1), ("--processes", workers, 1),
+                                 ("--heartbeat", heartbeat, 1)):
+        if value < minimum:
+            raise UsageError(f"{flag} must be >= {minimum}, got {value}")
+    if timeout is not None and not timeout > 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, got {timeout}")
+    if not STUDY_NAME.match(study_name or ""):
+        raise UsageError(f"--study-name {study_name!r}: use letters, digits and _ . : + - (starting with a "
+                         "letter or digit)")
+    for flag, name in (("--study-name", study_name), ("--experiment", experiment)):
+        if len(name) > MAX_NAME:
+            raise UsageError(f"{flag} is {len(name)} characters long: use at most {MAX_NAME} (it also names a folder "
+                             "under --output)")
+    train = train.replace(img_size=train.img_size or base.img_size)
+    check_training_settings(train)
+    check_dataset(train.dataset, train.data_dir)
+    searched = load_space(space, base, train)
+    check_experiment_name(experiment)
+    tracking = tracking_uri or default_tracking_uri(train.output)
+    check_tracking_uri(tracking)
+    url = storage or f"sqlite:///{(Path(train.output) / 'optuna.db').resolve()}"
+    check_storage(url)
+    datasets = build_datasets(train.dataset, train.data_dir, train.img_size, train.train_size, train.val_size,
+                              seed=train.data_seed, verify=True)
+    info = datasets[2]
+    base = fit_model_to_data(base, info)
+    train = train.replace(img_size=info.img_size)
+    combinations = searched.check(base, train)
+    if sampler == "grid" and not searched.finite:
+        continuous = [p.name for p in searched.params if not p.finite]
+        raise UsageError(f"--sampler grid needs a finite space, but {', '.join(continuous)} "
+                         f"{'is a continuous range' if len(continuous) == 1 else 'are continuous ranges'}: give "
+                         "choices or a step, or use --sampler tpe/random")
+    reference, note = searched.reference_values(base, train)
+    settings = Settings(
+        study_name=study_name, storage=url, space=searched.to_dict(), space_source=searched.source,
+        model=base.to_dict(), train=train.to_dict(), objectives=objectives, sampler=sampler, pruner=pruner,
+        seed=train.seed, heartbeat=heartbeat, tracking_uri=tracking, experiment=experiment,
+        artifact_root=None if tracking_uri else str(Path(train.output).resolve() / "mlartifacts"),
+        n_trials=n_trials, workers=workers, timeout=timeout, reference=reference)
+    opened = open_storage(url, heartbeat=None)
+    existing = study_id(opened, study_name)
+    if existing is not None:
+        _check_same_study(opened, existing, settings)
+    return Prepared(settings, searched, base, train, datasets, existing is not None, reference, note, combinations,
+                    command or f"plan_search({study_name}; {n_trials} trials)")
+
+
+def _check_same_study(storage, existing_id: int, settings: Settings) -> None:
+    """A call that continues a study must measure what its earlier trials measured."""
+    name = settings.study_name
+    directions = [d.name.lower() for d in storage.get_study_directions(existing_id)]
+    stored = storage.get_study_user_attrs(existing_id).get("sepvit.settings")
+    if stored is None:
+        raise UsageError(f"study {name!r} in {mask_secrets(settings.storage)} was not created by {PROG}: choose "
+                         "another --study-name")
+    if directions != settings.directions or stored["objectives"] != list(settings.objectives):
+        raise UsageError(f"study {name!r} was created with --objectives {' '.join(stored['objectives'])}, not "
+                         f"{' '.join(settings.objectives)}: use those objectives or another --study-name")
+    current = settings.comparable()
+    for section in ("space", "model", "train"):
+        if stored[section] != current[section]:
+            keys = sorted(set(stored[section]) | set(current[section]))
+            diffs = [f"{k}: {stored[section].get(k)} -> {current[section].get(k)}" for k in keys
+                     if stored[section].get(k) != current[section].get(k)]
+            what = {"space": "search space", "model": "base model", "train": "training settings"}[section]
+            raise UsageError(f"study {name!r} was created with another {what} ({'; '.join(diffs[:3])}): its trials "
+                             "would not be comparable; repeat the study's settings or choose another --study-name")
+
+
+# ---------------------------------------------------------------------------------- the call
+def run_search(prepared: Prepared) -> int:
+    """Run the call's trials under one MLflow parent run, print the study's report, and return the exit code (0; 1
+    when a worker died or every trial failed; 128 + the signal that stopped it). Its own signal handling spans
+    from before the parent run opens until it is closed: whatever ends it (success, an exception, Ctrl-C, SIGTERM,
+    SIGHUP), the parent and every trial it started are closed with the reason, and one line on stderr says so."""
+    with stop_signals():
+        return _run_search(prepared, mask_secrets(prepared.command))
+
+
+def _run_search(prepared: Prepared, command: str) -> int:
+    settings = prepared.settings
+    study = tracker = parent = None
+    started = time.time()
+    try:
+        study = open_study(prepared)
+        settings.sampler_salt = len(study.trials)
+        settings.deadline = None if settings.timeout is None else started + settings.timeout
+        if settings.workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+            settings.threads = max(1, (os.cpu_count() or 1) // settings.workers)
+        tracker = Tracker(settings.tracking_uri, settings.experiment, artifact_root=settings.artifact_root)
+        closed = close_dead_calls(settings, tracker)
+        before = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
+        with signals_held():  # a signal now would leave a RUNNING parent whose id nobody knows
+            parent = tracker.start_run(f"search {settings.study_name}", tags={
+                "kind": "search", "command": command, "optuna.study": settings.study_name,
+                "optuna.storage": mask_secrets(settings.storage), "objectives": " ".join(settings.objectives),
+                "sampler": settings.sampler, "pruner": settings.pruner, "n_trials": str(settings.n_trials),
+                "workers": str(settings.workers), "space": prepared.space.describe()[:5000],
+                "trials_before": str(before), "host": HOST, "pid": str(os.getpid())})
+            settings.parent_run_id = parent
+        tracker.log_params(parent, {**flatten(settings.model, "model."), **flatten(settings.train, "train."),
+                                    "search.space_source": settings.space_source})
+        tracker.log_json(parent, settings.space, "space.json")
+        _print_start(prepared, before, parent, closed)
+        codes = run_workers(settings, prepared.datasets)
+        dead = [(i, c) for i, c in enumerate(codes) if c not in (0, None)]
+        fail_dead_trials(settings, study)  # a worker of this call that died: its trial at once
+        fail_stale_trials(settings, study, wait=bool(dead))
+        stopped = [c - 128 for _, c in dead if c - 128 in STOP_SIGNALS]  # a worker that was interrupted
+        if stopped:
+            raise KeyboardInterrupt if stopped[0] == signal.SIGINT else Stopped(stopped[0])
+        study = optuna.load_study(study_name=settings.study_name, storage=open_storage(settings.storage, None))
+        text = search_report.finish_study(study, settings, tracker, parent, started)
+        print(text)
+        return _finish(study, settings, tracker, parent, dead)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (Stopped), or a worker that was interrupted
+        how, code = describe_stop(exc)
+        reason = f"interrupted ({how}); run the same command to continue study {settings.study_name!r}"
+        with signals_held():
+            if study is not None:
+                fail_dead_trials(settings, study, leaving=f"the call was {reason}")
+            _close(tracker, parent, "KILLED", reason)
+        print(f"{PROG}: {reason}", file=sys.stderr)
+        return code
+    except Exception as exc:  # a failure nobody foresaw: close what is open, keep the traceback, one line here
+        message = mask_secrets(f"{type(exc).__name__}: {exc}")
+        with signals_held():
+            if study is not None:
+                fail_dead_trials(settings, study, leaving=f"the call failed: {message}")
+            _close(tracker, parent, "FAILED", message)
+            where = _error_log(Path(prepared.train.output), mask_secrets(traceback.format_exc()))
+        first = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+        print(f"{PROG}: {first} ({where})", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _print_start(prepared: Prepared, before: int, parent: str, closed: list[str]) -> None:
+    settings = prepared.settings
+    count = prepared.combinations.get("combinations")
+    print(f"study {settings.study_name!r} in {mask_secrets(settings.storage)}: {before} trials so far"
+          f"{' (new)' if not prepared.existing else ''}; this call adds {settings.n_trials} with {settings.workers} "
+          f"worker(s); space: {prepared.space.describe()}"
+          f"{f' ({count} combinations)' if count else ''}", file=sys.stderr)
+    if not prepared.existing and prepared.reference is None:
+        print(f"note: the base configuration is not enqueued: {prepared.reference_note}", file=sys.stderr)
+    if closed:
+        print(f"note: {len(closed)} MLflow run(s) of earlier calls whose process had died are now KILLED: "
+              f"{', '.join(closed)}", file=sys.stderr)
+    print(f"MLflow: {mask_secrets(settings.tracking_uri)} experiment {settings.experiment!r}, parent run {parent}",
+          file=sys.stderr)
+
+
+def _finish(study: optuna.Study, settings: Settings, tracker, parent: str, dead: list[tuple[int, int]]) -> int:
+    """Close the parent FINISHED; the exit code says whether a worker died or every trial of the call failed."""
+    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("mlflow_parent_run_id") == parent]
+    if dead:
+        message = "; ".join(f"worker {i} died (exit code {c})" for i, c in dead)
+        lost = [t.number for t in mine if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("lost_worker")]
+        if lost:
+            message += f"; its trial(s) {', '.join(map(str, lost))} marked FAIL (worker lost)"
+        with signals_held():
+            tracker.set_tags(parent, {"dead_workers": message})
+            tracker.end_run(parent, "FINISHED")
+        print(f"{PROG}: {message}; the other workers finished the study's trials", file=sys.stderr)
+        return EXIT_FAILED
+    with signals_held():
+        tracker.end_run(parent, "FINISHED")
+    if mine and all(t.state == optuna.trial.TrialState.FAIL for t in mine):
+        print(f"{PROG}: every trial of this call failed (see fail_reason above)", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def _close(tracker, parent: str | None, status: str, reason: str) -> None:
+    """Close the parent run with its reason, unless it is closed already (a signal that came once the call had
+    finished); never raises (it runs while something else already went wrong). The status goes first when the
+    reason cannot be written (e.g. a full disk)."""
+    if tracker is None or parent is None:
+        return
+    try:
+        if tracker.run_status(parent) != "RUNNING":
+            return
+    except Exception:  # noqa: BLE001  (unreadable: close it anyway)
+        pass
+    try:
+        tracker.end_run(parent, status, mask_secrets(reason))
+        return
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        tracker.client.set_terminated(parent, status=status)
+    except Exception as exc:  # noqa: BLE001
+        print(f"{PROG}: could not mark the MLflow parent run {parent} {status} ({type(exc).__name__}: {exc})",
+              file=sys.stderr)
+
+
+def _error_log(folder: Path, text: str) -> str:
+    """Write the traceback beside the study's outputs; where it went, in words (never raises)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "search-error.log").write_text(text)
+        return f"traceback in {folder / 'search-error.log'}"
+    except OSError as exc:
+        return f"the traceback could not be written: {exc.strerror}"
