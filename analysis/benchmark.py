@@ -22,12 +22,14 @@ if __package__ in (None, ""):  # `python analysis/benchmark.py`: make the reposi
 import torch
 
 from workbench.cli import OneLineParser, UsageError, fail
-from workbench.tracking import Tracker, TrackingError, check_tracking_uri, default_tracking_uri, environment_params
+from workbench.provenance import environment_params
+from workbench.tracking import Tracker, TrackingError, check_tracking_uri, default_tracking_uri
 
 from analysis import speed, timing
 from analysis.speed import benchmark_blocks, benchmark_models, build_candidate, render
-from analysis.timing import DTYPES, Settings
+from analysis.timing import DTYPES, Settings, TrainStep
 from analysis.units import UNITS
+from experiments.train_config import TrainConfig  # a script may use any layer: `--train` times the runner's step
 
 # Notebook 05 reads these as `bm.*` from here (its stored outputs pin its code; when it is next executed, it can
 # import analysis.speed instead and this import goes).
@@ -81,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--img-size", type=int, default=224, metavar="PX", help="square input side (224)")
     parser.add_argument("-b", "--batch-size", type=int, default=8, help="images per call (8)")
     parser.add_argument("--train", action="store_true",
-                        help="blocks: forward + backward; models: the runner's step (loss, backward, clip, AdamW)")
+                        help="blocks: forward + backward; models: the runner's step with its default settings (TrainConfig: "
+                             "label-smoothed loss, backward, clipping, AdamW)")
     attention = parser.add_mutually_exclusive_group()
     attention.add_argument("--fused", dest="attention", action="store_const", const="fused",
                            help="fused attention (F.scaled_dot_product_attention) in every module that has the switch")
@@ -127,7 +130,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UsageError("--units and --stages apply to --blocks only")
     return Settings(batch_size=args.batch_size, img_size=args.img_size, train=args.train, device=args.device,
                     threads=args.threads or torch.get_num_threads(), dtype=args.dtype, attention=args.attention,
-                    compile=args.compile, channels_last=args.channels_last, rounds=args.rounds, warmup=args.warmup)
+                    compile=args.compile, channels_last=args.channels_last, rounds=args.rounds, warmup=args.warmup,
+                    step=TrainStep.of(TrainConfig()) if args.train else None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

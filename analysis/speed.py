@@ -2,8 +2,8 @@
 
 Blocks: every unit of `analysis.units.stage_units` at each stage's shape of a preset, on a (batch, H, W, C) map;
 forward, or (train) forward + backward of sum(output), the input's gradient included. Models: whole timm /
-workbench models on one random batch; forward, or (train) the runner's step: forward, label-smoothed
-cross-entropy, backward, gradient clipping at 5, AdamW (timm's create_optimizer_v2, lr 3e-3, weight decay 0.05).
+workbench models on one random batch; forward, or (train) the optimisation step of `Settings.step` (the caller's
+training settings, e.g. the runner's): forward, label-smoothed cross-entropy, backward, clipping, timm's optimiser.
 Both are timed interleaved by `analysis.timing` (its conventions: rotated rounds, medians [IQR], same-round ratios).
 MACs are never counted on a timed module: blocks use the analytic formulas (`analysis.block_counts`, the paper's
 convention: weights + attention matmuls, multiply-add = 1, per image); models use fvcore on a deep copy (attention

@@ -15,6 +15,7 @@ columns and notebook 05 time through it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
@@ -27,9 +28,6 @@ from torch import nn
 from torch.nn.modules import module as module_lib
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# The runner's optimiser and loss (experiments/train_config.py defaults; analysis sits below experiments and
-# cannot import them), for the training step of whole models.
-TRAIN_LR, TRAIN_WEIGHT_DECAY, TRAIN_SMOOTHING, TRAIN_CLIP_GRAD = 3e-3, 0.05, 0.1, 5.0
 
 
 class HookedModuleError(RuntimeError):
@@ -101,6 +99,22 @@ def round_ratios(seconds: Mapping[str, Sequence[float]], reference: str) -> dict
 
 # ================================================================================== how a candidate runs
 @dataclass(frozen=True)
+class TrainStep:
+    """The optimisation step a whole model is timed with: the caller's training settings, never copies of them
+    (the runner's are `experiments.train_config.TrainConfig`'s; `of` reads them by name from such an object)."""
+
+    opt: str  # a timm optimiser name
+    lr: float
+    weight_decay: float
+    smoothing: float  # label smoothing of the cross-entropy
+    clip_grad: float | None  # max gradient norm; None: no clipping
+
+    @classmethod
+    def of(cls, config: Any) -> "TrainStep":
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True)
 class Settings:
     """How every candidate runs; `attention`: None keeps each module's own choice, else 'fused'/'explicit'."""
 
@@ -115,6 +129,7 @@ class Settings:
     channels_last: bool = False
     rounds: int = 20
     warmup: int = 3
+    step: TrainStep | None = None  # how whole models train when `train` (blocks: forward + backward only)
 
     @property
     def mode(self) -> str:
@@ -198,16 +213,21 @@ def backward_step(module: Callable, params: nn.Module, x: torch.Tensor, settings
 
 def training_step(module: Callable, params: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   settings: Settings) -> Callable[[], None]:
-    """The runner's optimisation step on a fixed batch: loss, backward, clipping, AdamW (timm's factory)."""
-    optimizer = create_optimizer_v2(params, opt="adamw", lr=TRAIN_LR, weight_decay=TRAIN_WEIGHT_DECAY)
-    criterion = LabelSmoothingCrossEntropy(smoothing=TRAIN_SMOOTHING)
+    """One optimisation step on a fixed batch as `settings.step` says: label-smoothed loss, backward, clipping,
+    the optimiser from timm's factory."""
+    recipe = settings.step
+    if recipe is None:
+        raise ValueError("timing a training step needs its settings: Settings(step=TrainStep.of(train_config))")
+    optimizer = create_optimizer_v2(params, opt=recipe.opt, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    criterion = LabelSmoothingCrossEntropy(smoothing=recipe.smoothing)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
         with settings.autocast():
             loss = criterion(module(x), y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params.parameters(), TRAIN_CLIP_GRAD)
+        if recipe.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(params.parameters(), recipe.clip_grad)
         optimizer.step()
     return step
 

@@ -52,7 +52,7 @@ def run_command(args: list[str], output: Path) -> tuple[str, float, int]:
 def render(sections: list[dict], smoke: bool) -> str:
     import torch
 
-    from workbench.tracking import cpu_model
+    from workbench.provenance import cpu_model
 
     dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
     lines = [f"# Measured results{' (SMOKE: a tiny budget, numbers meaningless)' if smoke else ''}", "",

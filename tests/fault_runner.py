@@ -13,7 +13,8 @@
                                                                        # last.pth, result = result.json), after a
                                                                        # partial temporary file was written
 
-The pause marker is $SEPVIT_PAUSE_MARKER when set, else <output>/paused (the training config's output).
+The pause marker is $SEPVIT_PAUSE_MARKER when set, else <output>/paused (the training config's output); the
+tests start this script, and wait for its marker, with tests/runner_support.py (`runner`, `wait_for`).
 """
 from __future__ import annotations
 
@@ -23,11 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from runner_support import PAUSE_MARKER_ENV, PAUSED  # this script runs from tests/, so that is importable
 
-from experiments import ablate  # noqa: E402
-from experiments.runner import engine, executor, run, running  # noqa: E402
+from experiments import ablate
+from experiments.runner import call_costs, calls, checkpoint, engine, executor, run, running
 
 # stage -> where the process pauses
 STAGES = {
@@ -42,7 +42,7 @@ STAGES = {
 
 
 def pause(output: str | None = None) -> None:
-    marker = os.environ.get("SEPVIT_PAUSE_MARKER") or (Path(output) / "paused" if output else None)
+    marker = os.environ.get(PAUSE_MARKER_ENV) or (Path(output) / PAUSED if output else None)
     assert marker, "set SEPVIT_PAUSE_MARKER for a pause outside the epochs"
     marker = Path(marker)
     marker.parent.mkdir(parents=True, exist_ok=True)
@@ -94,14 +94,25 @@ def inject_epoch(fault: str) -> None:
 
 def _after(module, name: str, first_only: bool = False) -> None:
     """Pause once `module.name` has run (the first call only, if asked)."""
-    original, calls = getattr(module, name), []
+    original, calls_seen = getattr(module, name), []
 
     def wrapped(*args, **kwargs):
         out = original(*args, **kwargs)
-        calls.append(1)
-        if not first_only or len(calls) == 1:
+        calls_seen.append(1)
+        if not first_only or len(calls_seen) == 1:
             pause()
         return out
+
+    setattr(module, name, wrapped)
+
+
+def _before(module, name: str) -> None:
+    """Pause when `module.name` is about to run."""
+    original = getattr(module, name)
+
+    def wrapped(*args, **kwargs):
+        pause()
+        return original(*args, **kwargs)
 
     setattr(module, name, wrapped)
 
@@ -111,43 +122,17 @@ def inject_stage(stage: str) -> None:
     if stage == "parent":
         _after(running, "open_parent")
     elif stage == "cost":
-        original = run.model_cost
-
-        def model_cost(*args, **kwargs):
-            pause()
-            return original(*args, **kwargs)
-
-        run.model_cost = model_cost
+        _before(run, "model_cost")
     elif stage == "finish":
-        original_log = run._log_best_model
-
-        def log_best_model(*args, **kwargs):
-            pause()
-            return original_log(*args, **kwargs)
-
-        run._log_best_model = log_best_model
+        _before(run, "_log_best_model")
     elif stage == "between":
         _after(executor, "train_run", first_only=True)
     elif stage == "migration":
         import mlflow.store.db.utils as db_utils
 
-        original_upgrade = db_utils._upgrade_db
-
-        def upgrade_db(*args, **kwargs):
-            pause()
-            return original_upgrade(*args, **kwargs)
-
-        db_utils._upgrade_db = upgrade_db
+        _before(db_utils, "_upgrade_db")
     elif stage == "summary":
-        from experiments.runner import call_costs
-
-        original_costs = call_costs.interleaved_costs
-
-        def interleaved_costs(*args, **kwargs):
-            pause()
-            return original_costs(*args, **kwargs)
-
-        call_costs.interleaved_costs = interleaved_costs
+        _before(call_costs, "interleaved_costs")
 
 
 def inject_full_disk(target: str) -> None:
@@ -165,8 +150,6 @@ def inject_full_disk(target: str) -> None:
 
     if what == "checkpoint":  # the device fills up while last.pth is written (torch.save runs for real)
         import builtins
-
-        from experiments.runner import checkpoint
 
         class FullFile:
             def __init__(self, handle, room: int = 4096):
@@ -197,8 +180,6 @@ def inject_full_disk(target: str) -> None:
 
         checkpoint.open = open_full
     elif what == "result":
-        from experiments.runner import calls
-
         original_write = calls.Path.write_text
 
         def write_text(self, data, *args, **kwargs):

@@ -15,6 +15,8 @@ import pytest
 from sepvit.config import SepViTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+# tests/fault_runner.py's pauses touch $SEPVIT_PAUSE_MARKER, else <output>/paused, and then sleep
+PAUSE_MARKER_ENV, PAUSED = "SEPVIT_PAUSE_MARKER", "paused"
 TINY_KWARGS = ["embed_dims=16,32,64,128", "num_heads=1,1,2,4"]
 TINY_FIELDS = dict(embed_dims=(16, 32, 64, 128), num_heads=(1, 1, 2, 4))
 # every CLI test adds these: micro_32 with tiny widths, 32 training / 32 validation images, 1 epoch
@@ -76,7 +78,7 @@ def runner(args: list[str], fault: str | None = None, marker: Path | None = None
     script = ["tests/fault_runner.py", fault, "--"] if fault else ["experiments/ablate.py"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     if marker is not None:
-        env["SEPVIT_PAUSE_MARKER"] = str(marker)
+        env[PAUSE_MARKER_ENV] = str(marker)
     return subprocess.Popen([sys.executable, *script, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
@@ -90,19 +92,19 @@ def run_to_end(args: list[str], timeout: float = 600) -> subprocess.CompletedPro
 
 def wait_for(path_glob_root: Path, name: str, proc: subprocess.Popen, timeout: float = 300) -> None:
     """Until a file `name` appears under `path_glob_root` (the fault runner's pause marker)."""
-    deadline = time.time() + timeout
-    while not list(path_glob_root.rglob(name)):
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, f"{name} never appeared"
-        time.sleep(0.2)
+    _wait(lambda: any(path_glob_root.rglob(name)), name, proc, timeout)
 
 
 def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
     """Until `path` exists (a fault runner's pause marker), failing if the process ends first."""
+    _wait(path.exists, str(path), proc, timeout)
+
+
+def _wait(appeared, what: str, proc: subprocess.Popen, timeout: float) -> None:
     deadline = time.time() + timeout
-    while not path.exists():
+    while not appeared():
         assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, f"{path} never appeared"
+        assert time.time() < deadline, f"{what} never appeared"
         time.sleep(0.2)
 
 

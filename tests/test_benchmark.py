@@ -12,7 +12,9 @@ from torch import nn
 from analysis import benchmark, speed, timing
 from analysis.block_counts import block_comparison
 from analysis.speed import ModelCandidate, benchmark_blocks, benchmark_models, render
-from analysis.timing import HookedModuleError, Settings, ensure_no_hooks, round_ratios, spread, time_interleaved
+from analysis.timing import (HookedModuleError, Settings, TrainStep, ensure_no_hooks, round_ratios, spread,
+                             time_interleaved)
+from experiments.train_config import TrainConfig
 
 
 class FakeClock:
@@ -114,7 +116,8 @@ def test_train_mode_does_backward_and_an_optimiser_step():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
     before = [p.detach().clone() for p in model.parameters()]
-    rows = benchmark_models([ModelCandidate("tiny", model, 5)], fast_settings(train=True, rounds=1, warmup=0))
+    step = TrainStep.of(TrainConfig())  # the runner's step, read from its one owner
+    rows = benchmark_models([ModelCandidate("tiny", model, 5)], fast_settings(train=True, step=step, rounds=1, warmup=0))
     assert rows[0]["mode"] == "train"
     assert all(p.grad is not None for p in model.parameters())
     assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from experiments import ablate
-from workbench.cli import expand_config
+from workbench.cli import OneLineParser, UsageError, add_config_flag, expand_config, run_command
 
 
 def parse(tmp_path, text: str, *argv: str):
@@ -75,3 +75,23 @@ def test_the_search_refuses_an_unknown_key_in_one_line(tmp_path, capsys):
     path.write_text("trials: 3\n")
     assert search.main(["-c", str(path)]) == 2
     assert "'trials' is not a flag of search.py" in capsys.readouterr().err
+
+
+def test_run_command_refuses_a_bad_request_in_one_line_and_runs_nothing(tmp_path, capsys):
+    """The main every command shares: -c expanded, plan's one-line refusal (exit 2) before run, else run's code."""
+    parser = OneLineParser(prog="tool")
+    add_config_flag(parser)
+    parser.add_argument("--n", type=int, default=1)
+    ran = []
+
+    def plan(args, argv):
+        if args.n < 1:
+            raise UsageError(f"--n must be >= 1, got {args.n}")
+        return args.n
+
+    assert run_command(parser, ["--n", "0"], plan, ran.append) == 2
+    assert ran == [] and capsys.readouterr().err.strip() == "tool: error: --n must be >= 1, got 0"
+    assert run_command(parser, ["-c", str(tmp_path / "none.yaml")], plan, ran.append) == 2
+    assert ran == [] and "No such file" in capsys.readouterr().err
+    (tmp_path / "n.yaml").write_text("n: 3\n")
+    assert run_command(parser, ["-c", str(tmp_path / "n.yaml")], plan, lambda n: n * 10) == 30

@@ -14,16 +14,19 @@ from typing import Mapping
 import torch
 
 from analysis.speed import ModelCandidate, benchmark_models
-from analysis.timing import Settings
+from analysis.timing import Settings, TrainStep
 from sepvit.config import SepViTConfig
+
+from experiments.train_config import TrainConfig
 
 ROUNDS, WARMUP = 15, 3
 
 
-def interleaved_costs(configs: Mapping[str, SepViTConfig], batch_size: int, threads: int | None = None,
+def interleaved_costs(configs: Mapping[str, SepViTConfig], train: TrainConfig, threads: int | None = None,
                       rounds: int = ROUNDS, warmup: int = WARMUP) -> dict[str, dict[str, float]]:
-    """label -> latency_ms (batch 1 forward) and train_img_per_s (one optimisation step at `batch_size`), each with
-    its _q1/_q3, timed interleaved across the labels, plus the timing settings (threads, rounds)."""
+    """label -> latency_ms (batch 1 forward) and train_img_per_s (one optimisation step of `train`'s settings at
+    its batch size), each with its _q1/_q3, timed interleaved across the labels, plus the timing settings (threads,
+    rounds)."""
     threads = threads or torch.get_num_threads()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -37,7 +40,8 @@ def interleaved_costs(configs: Mapping[str, SepViTConfig], batch_size: int, thre
         size = next(iter(configs.values())).img_size
         common = dict(img_size=size, threads=threads, rounds=rounds, warmup=warmup)
         forward = benchmark_models(candidates, Settings(batch_size=1, **common))
-        training = benchmark_models(candidates, Settings(batch_size=batch_size, train=True, **common))
+        training = benchmark_models(candidates, Settings(batch_size=train.batch_size, train=True,
+                                                          step=TrainStep.of(train), **common))
     finally:
         torch.set_num_threads(previous)
     out = {}

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from sepvit.config import SepViTConfig
-from workbench.tracking import (STOP_SIGNALS, environment_params, flatten, is_disk_full, mask_secrets,
-                                pip_requirements, signals_held)
+from workbench.provenance import environment_params, pip_requirements
+from workbench.tracking import STOP_SIGNALS, flatten, is_disk_full, mask_secrets, signals_held
 
 from analysis.counters import count_params, explicit_attention_copy, fvcore_count
 from experiments.data import build_datasets

@@ -132,7 +132,7 @@ def summarize(results: list[Result], call: Call, info) -> tuple[str, list[tuple[
     finished = [r for r in results if r.status == "FINISHED"]
     configs = {r.label: r.model for r in call.runs}
     costs = call_costs.interleaved_costs({label: configs[label] for label in dict.fromkeys(
-        r.run_name.rsplit(" seed", 1)[0] for r in finished)}, call.runs[0].train.batch_size) if finished else None
+        r.run_name.rsplit(" seed", 1)[0] for r in finished)}, call.runs[0].train) if finished else None
     text, markdown, files, summary_rows = call_report(results, call.reference, num_classes=info.num_classes,
                                                       val_size=info.val_size, costs=costs)
     if call.calibrate:
