@@ -51,12 +51,16 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from experiments import ablate
+from experiments import runner
+from experiments.base_model import DEFAULT_MODEL
+from experiments.grids import grid
 from experiments.paper_table import format_paper_comparison, paper_comparison
 from experiments.report import (apply_costs, compare_to_reference, conclusions, format_comparison, format_summary,
                                 list_calls, load_call_summary, load_histories, load_runs, resolution,
                                 resolution_sentence, summarize)
 from experiments.stats import chance_interval
+from experiments.train_config import TrainConfig
+from sepvit.config import SepViTConfig
 
 sns.set_theme(style="whitegrid", context="notebook")
 TRACKING_URI = os.environ.get("SEPVIT_TRACKING_URI")
@@ -67,13 +71,17 @@ main_command_store = Path.cwd().parent / "output" / "mlflow.db"
 if TRACKING_URI is None and os.environ.get("SEPVIT_SMOKE") != "1" and main_command_store.is_file():
     TRACKING_URI = f"sqlite:///{main_command_store.resolve()}"
 if TRACKING_URI is None:
-    # smoke mode: a tiny --grid paper call, 2 seeds x 1 epoch on 32 generated images, narrow widths
+    # smoke mode: a tiny `--grid paper` call through the runner's API, 2 seeds x 1 epoch on 32 generated images,
+    # narrow widths
     output = tempfile.mkdtemp(prefix="sepvit-report-")
     EXPERIMENT = "report-smoke"
-    ablate.main(["--grid", "paper", "--seeds", "2", "--epochs", "1", "--train-size", "32", "--val-size", "32",
-                 "-b", "16", "--model-kwargs", "embed_dims=8,16,16,32", "num_heads=1,1,1,2", "--output", output,
-                 "--experiment", EXPERIMENT])
-    TRACKING_URI = f"sqlite:///{output}/mlflow.db"
+    base = SepViTConfig.preset(DEFAULT_MODEL, embed_dims=(8, 16, 16, 32), num_heads=(1, 1, 1, 2))
+    budget = TrainConfig(epochs=1, train_size=32, val_size=32, batch_size=16, output=output)
+    plan = runner.plan_call(dict(grid("paper", base)), budget, seeds=2, base=base, experiment=EXPERIMENT,
+                            name="paper")
+    results = runner.run_call(plan)
+    assert results.finished, f"the smoke call failed (exit code {results.exit_code}): see {results.folder}"
+    TRACKING_URI = plan.uri
 calls = list_calls(TRACKING_URI, EXPERIMENT)
 call = calls.set_index("parent_run_id").loc[PARENT] if PARENT else calls.iloc[0]
 shown_uri = TRACKING_URI.replace(f"{Path.cwd().parent.resolve()}/", "")  # no machine path in the stored output

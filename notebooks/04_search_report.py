@@ -48,8 +48,6 @@ import io
 import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -58,42 +56,50 @@ from matplotlib.ticker import MaxNLocator
 import optuna
 import seaborn as sns
 
-from experiments import search
+from experiments import runner
+from experiments.base_model import DEFAULT_MODEL
+from experiments.calibration import NULL_LABEL, null_change
+from experiments.grids import REFERENCE
+from experiments.search_call import DEFAULT_STUDY, plan_search, run_search
 from experiments.search_report import (completed, conclusions, importances, pareto_front, reference_row,
                                        summary_text, trials_frame)
+from experiments.search_storage import open_storage
+from experiments.train_config import TrainConfig
+from sepvit.config import SepViTConfig
+from workbench.tracking import mask_secrets
 
 sns.set_theme(style="whitegrid", context="notebook")
 STORAGE = os.environ.get("SEPVIT_STUDY_STORAGE")
-STUDY = os.environ.get("SEPVIT_STUDY_NAME", search.DEFAULT_STUDY)
+STUDY = os.environ.get("SEPVIT_STUDY_NAME", DEFAULT_STUDY)
 SMOKE = os.environ.get("SEPVIT_SMOKE", "0") == "1"
 CALIBRATION = os.environ.get("SEPVIT_CALIBRATION")
 
 if STORAGE is None:
     # no study given: run a small one (SMOKE: 4 trials x 1 epoch x 32 images; else 8 trials x 2 epochs x 256)
     output = tempfile.mkdtemp(prefix="sepvit-search-")
-    size = "32" if SMOKE else "256"
+    size = 32 if SMOKE else 256
+    base = SepViTConfig.preset(DEFAULT_MODEL)
+    budget = TrainConfig(epochs=1 if SMOKE else 2, train_size=size, val_size=size, batch_size=16, output=output)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     # its report is printed below; its progress (with the temporary folder's path) is not kept
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        code = search.main(["--n-trials", "4" if SMOKE else "8", "--epochs", "1" if SMOKE else "2",
-                            "--train-size", size, "--val-size", size, "-b", "16", "--output", output,
-                            "--study-name", STUDY])
-    assert code == 0, f"the demo study failed (exit code {code}): see its messages above"
+        code = run_search(plan_search(base, budget, n_trials=4 if SMOKE else 8, study_name=STUDY))
+    assert code == 0, f"the demo study failed (exit code {code})"
     STORAGE = f"sqlite:///{output}/optuna.db"
-    # the seed noise at the same budget: the reference and a null change at 3 seeds (the runner's CLI, as a user runs it)
-    budget = ["--epochs", "1" if SMOKE else "2", "--train-size", size, "--val-size", size, "-b", "16"]
-    calibrated = subprocess.run([sys.executable, str(Path.cwd().parent / "experiments" / "ablate.py"), "--calibrate",
-                                 "--seeds", "3", *budget, "--output", output], capture_output=True, text=True)
-    assert calibrated.returncode == 0, calibrated.stderr[-2000:]
-    CALIBRATION = str(next(Path(output).rglob("calibration.json")))
+    # the seed noise at the same budget: the reference and a null change at 3 seeds (`ablate.py --calibrate`)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        calibrated = runner.run_call(runner.plan_call({REFERENCE: base, NULL_LABEL: null_change(base)}, budget,
+                                                      seeds=3, base=base, reference=REFERENCE, calibrate=True))
+    assert calibrated.finished, f"the calibration failed (exit code {calibrated.exit_code}): see {calibrated.folder}"
+    CALIBRATION = str(calibrated.folder / "calibration.json")
 seed_sd = json.loads(Path(CALIBRATION).read_text())["seed_sd"] if CALIBRATION else None
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-study = optuna.load_study(study_name=STUDY, storage=search.open_storage(STORAGE, None))
+study = optuna.load_study(study_name=STUDY, storage=open_storage(STORAGE, None))
 frame = trials_frame(study)
 done = completed(frame)
 reference = reference_row(frame)
 OWN_STUDY = "SEPVIT_STUDY_STORAGE" not in os.environ
-print("storage:", "a study this notebook ran" if OWN_STUDY else search.mask_url(STORAGE), "| study:", STUDY)
+print("storage:", "a study this notebook ran" if OWN_STUDY else mask_secrets(STORAGE), "| study:", STUDY)
 print(summary_text(study))
 
 # %% [markdown]
