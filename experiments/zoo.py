@@ -404,6 +404,42 @@ def setting_sentence(models: Mapping[str, Sequence[ZooModel]]) -> str:
             f"({PAPER_SETTING['classes']} classes), one run per model.")
 
 
+# ---------------------------------------------------------------------------------- accuracy over seeds
+def accuracy_table(models: Mapping[str, Sequence[ZooModel]], reference: str = "sepvit", confidence: float = 0.95):
+    """One row per model (name -> its seeds): seeds, top-1 per seed (last epoch), mean with its t half-width, the
+    95 % band guessing reaches, whether the mean lies inside it (at chance), and against `reference` (when
+    present): the difference with its paired interval and `experiments.stats.compare`'s verdict, so a reader sees
+    whether two models' accuracies are matched before comparing anything else about them."""
+    import pandas as pd
+
+    from experiments.stats import chance_interval, compare, mean_ci
+
+    rows = []
+    ref = list(models.get(reference) or [])
+    for name, runs in models.items():
+        runs = list(runs)
+        top1 = [m.top1 for m in runs]
+        lo, hi = chance_interval(runs[0].num_classes, runs[0].val_size, confidence)
+        mean, half = mean_ci(top1, confidence)
+        row = dict(model=name, seeds=[m.seed for m in runs], top1=top1, mean=mean, half_width=half, chance_low=lo,
+                   chance_high=hi, at_chance=mean <= hi)
+        if name == reference:
+            row.update(matched="the reference")
+        elif ref:
+            d = compare(top1, [m.top1 for m in ref], confidence, seeds_a=row["seeds"], seeds_b=[m.seed for m in ref])
+            paired = d.paired or (math.nan, math.nan, math.nan)
+            if d.verdict in ("separated", "paired", "welch"):
+                matched = f"no: {d.diff:+.1f} points ({d.verdict})"
+            elif d.verdict == "equivalent":
+                matched = f"within {d.bound:.1f} points (no difference resolved)"
+            else:
+                matched = "unknown: fewer than two seeds"
+            row.update(diff=d.diff, paired_low=paired[1], paired_high=paired[2], verdict=d.verdict,
+                       matched=matched)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------------------------- command line
 def describe_missing(pairs: Sequence[tuple[str, int]]) -> str:
     """'sepvit seeds 1, 2; swin seed 0'."""

@@ -126,3 +126,16 @@ def test_paper_comparison_sets_our_difference_over_seeds_beside_the_papers():
     assert lines[0].startswith("window tokens: learnable vs fixed zero: here 71.0 vs 82.5 % top-1, -11.5 points "
                                "(paired 95 % interval [")
     assert "seeds 0, 1, 2 vs 0, 1, 2" in lines[0] and "the paper: +0.2" in lines[0]
+
+
+def test_accuracy_table_says_whether_each_model_is_matched_to_the_reference():
+    def runs(name, *top1):
+        return [zoo.ZooModel(name, None, t, t, 10, 640, f"{name}{s}", False, {}, seed=s) for s, t in enumerate(top1)]
+
+    table = zoo.accuracy_table({"sepvit": runs("sepvit", 70.0, 72.0, 71.0), "swin": runs("swin", 70.5, 71.5, 71.2),
+                                "msa": runs("msa", 96.0, 96.5, 96.2), "twins": runs("twins", 9.0)}).set_index("model")
+    assert table.loc["sepvit", "matched"] == "the reference" and table.loc["sepvit", "seeds"] == [0, 1, 2]
+    assert table.loc["sepvit", "mean"] == pytest.approx(71.0) and table.loc["sepvit", "half_width"] > 0
+    assert table.loc["swin", "matched"].startswith("within ")  # no difference resolved over three seeds
+    assert table.loc["msa", "matched"].startswith("no: +25.2 points") and not table.loc["msa", "at_chance"]
+    assert table.loc["twins", "at_chance"] and table.loc["twins", "matched"] == "unknown: fewer than two seeds"
