@@ -366,25 +366,29 @@ def paper_comparison(models: Mapping[str, Sequence[ZooModel]], confidence: float
     return pd.DataFrame(rows)
 
 
-def _interval(low: float, high: float) -> str:
-    return "no interval" if math.isnan(low) else f"[{low:+.1f}, {high:+.1f}]"
 
 
 def paper_sentences(table) -> list[str]:
     """One sentence per row of `paper_comparison`, every number from the row."""
     lines = []
     for r in table.itertuples():
-        interval = (f"paired 95 % interval {_interval(r.paired_low, r.paired_high)}" if not math.isnan(r.paired_low)
-                    else f"Welch 95 % interval {_interval(r.welch_low, r.welch_high)}")
-        if r.paper_direction is None or (isinstance(r.paper_direction, float) and math.isnan(r.paper_direction)):
-            paper = r.paper_source
+        if not math.isnan(r.paired_low):
+            interval = f"paired 95 % interval [{r.paired_low:+.1f}, {r.paired_high:+.1f}]"
+        elif not math.isnan(r.welch_low):
+            interval = f"Welch 95 % interval [{r.welch_low:+.1f}, {r.welch_high:+.1f}]"
+        else:
+            interval = "no interval: fewer than two seeds"
+        reported = not (r.paper_direction is None
+                        or (isinstance(r.paper_direction, float) and math.isnan(r.paper_direction)))
+        if not reported:
+            paper = f"the paper: {r.paper_source}"
         elif r.paper_delta is None or (isinstance(r.paper_delta, float) and math.isnan(r.paper_delta)):
             paper = f"the paper: {'+' if r.paper_direction > 0 else '-'} (figure not recovered; {r.paper_source})"
         else:
             paper = f"the paper: {r.paper_delta:+.1f} ({r.paper_source})"
         lines.append(f"{r.comparison}: here {r.top1_a:.1f} vs {r.top1_b:.1f} % top-1, {r.diff:+.1f} points "
                      f"({interval}; seeds {', '.join(map(str, r.seeds_a))} vs {', '.join(map(str, r.seeds_b))}; "
-                     f"verdict {r.verdict}); {paper}: {r.agrees}.")
+                     f"verdict {r.verdict}); {paper}" + (f": {r.agrees}." if reported else "."))
     return lines
 
 
@@ -397,7 +401,8 @@ def setting_sentence(models: Mapping[str, Sequence[ZooModel]]) -> str:
     params = sum(p.numel() for p in first.model.parameters()) / 1e6
     seeds = sorted({len(runs) for runs in models.values()})
     return (f"Here: our backbone at {cfg.img_size} px (widths {'/'.join(map(str, cfg.embed_dims))}, "
-            f"{params:.2f} M parameters as SepViT), {train.get('epochs')} epochs of the {train.get('dataset')} task "
+            f"{params:.2f} M parameters in the {cfg.block_pattern} pattern), {train.get('epochs')} epoch(s) of the "
+            f"{train.get('dataset')} task "
             f"({first.num_classes} classes, {first.val_size} validation images), "
             f"{'/'.join(map(str, seeds))} seed(s) per model. The paper: {PAPER_SETTING['model']} at "
             f"{PAPER_SETTING['img_size']} px, {PAPER_SETTING['epochs']} epochs of {PAPER_SETTING['dataset']} "

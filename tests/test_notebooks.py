@@ -10,7 +10,7 @@ from zoo_support import STORE_LOOKUP, zoo_store  # noqa: F401  (fixture)
 from workbench import notebooks
 
 # figures each notebook draws at least (stored: a full run; smoke: the CI run)
-MIN_FIGURES = {"01_complexity": 9, "02_attention_maps": 15, "03_ablation_report": 3, "04_search_report": 3, "05_latency": 3}
+MIN_FIGURES = {"01_complexity": 9, "02_attention_maps": 16, "03_ablation_report": 3, "04_search_report": 3, "05_latency": 3}
 
 
 @pytest.mark.parametrize("name", notebooks.notebook_names())
