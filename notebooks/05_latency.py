@@ -26,7 +26,7 @@
 # Then the question of issue 14: **does time follow MACs, and where not, why?** Time follows MACs when a candidate's
 # MAC ratio lies inside the 95 % interval of its median time ratio over the rounds (`analysis.time_vs_macs`: a
 # distribution-free interval from order statistics). The tolerance is thus set by each candidate's measured spread,
-# not fixed: a fixed 20 % would be as wide as this machine's noise (IQRs of 20–25 % are common here), calling noise
+# not fixed: a fixed 20 % can be as wide as this machine's noise (section 3 prints this run's spread), calling noise
 # "follows" and a quiet departure alike; the interval says where the rounds resolve a departure, and its width, printed
 # beside each verdict, how closely that was checked. Where time departs, a separate `torch.profiler` pass
 # (`analysis.complexity.op_profile`) splits each candidate's operator time into the operators a MAC count counts
