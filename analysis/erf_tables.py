@@ -7,7 +7,6 @@ One query (the map centre), inputs averaged before normalising (`analysis.erf`: 
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -163,50 +162,3 @@ def _label(key: str, value, results: Sequence[ERFResult]) -> str:
     if value.endswith("_block0"):  # a stage of depth 1 in a swin/twins model: no pair to measure
         return f"our {value[len('ours_'):-len('_block0')]} pattern, block 0 alone"
     return TITLES.get(value, value)
-
-
-# ================================================================================== legacy: the centre-query verdict
-# Kept only for notebook 01 as stored before the reach measure; superseded by `compare_reach`, because the mean
-# distance of ALL the mass is set by the self share (global MSA scores narrowest) and the 0.5 tolerance has no
-# interval. Remove once the notebook uses `compare_reach`.
-def comparable(results: Sequence[ERFResult], tolerance: float = 0.5) -> list[dict[str, Any]]:
-    """Per stage: the SepViT block against each two-block pair (units named "*_pair"), side by side:
-    radius_90, mean distance, share outside the own window, reach and analytic MACs. A swin/twins model's
-    stage of depth 1 has no pair ("*_block0"): it is left out, as it is not the paper's comparison.
-
-    Verdict `comparable`: the SepViT block's mean distance is at least (1 - tolerance) times the pair's,
-    i.e. it sees about as far (within a factor 2 at the default) or farther. Mean distance decides because
-    radius_90 jumps when the shortcut spike at the query crosses 90 % of the mass.
-    """
-    out = []
-    for stage in sorted({r.stage for r in results}):
-        here = {r.unit: r for r in results if r.stage == stage}
-        sepvit = here.get("sepvit_block")
-        if sepvit is None:
-            continue
-        for name, r in here.items():
-            if not name.endswith("_pair"):
-                continue
-            a, b = sepvit.stats, r.stats
-            ratio = a["mean_distance"] / b["mean_distance"] if b["mean_distance"] else math.inf
-            out.append(dict(stage=stage, pair=name, sepvit_radius_90=a["radius_90"], pair_radius_90=b["radius_90"],
-                            sepvit_mean_distance=a["mean_distance"], pair_mean_distance=b["mean_distance"],
-                            mean_distance_ratio=ratio, sepvit_outside_window=a["outside_window"],
-                            pair_outside_window=b["outside_window"], sepvit_reach=a["reach"], pair_reach=b["reach"],
-                            macs_ratio=(sepvit.macs / r.macs) if sepvit.macs and r.macs else None,
-                            comparable=bool(ratio >= 1 - tolerance)))
-    return out
-
-
-def format_comparison(rows: list[dict[str, Any]]) -> str:
-    """One sentence per stage and pair, from the numbers of `comparable`."""
-    lines = []
-    for c in rows:
-        macs = f", {c['macs_ratio']:.2f}x its MACs" if c["macs_ratio"] else ""
-        lines.append(
-            f"stage {c['stage']}: SepViT block vs {c['pair']}: mean distance {c['sepvit_mean_distance']:.2f} vs "
-            f"{c['pair_mean_distance']:.2f} px (ratio {c['mean_distance_ratio']:.2f}), r90 {c['sepvit_radius_90']:g} vs "
-            f"{c['pair_radius_90']:g}, outside own window {100 * c['sepvit_outside_window']:.1f} % vs "
-            f"{100 * c['pair_outside_window']:.1f} %, reach {100 * c['sepvit_reach']:.0f} % vs "
-            f"{100 * c['pair_reach']:.0f} %{macs}: " + ("comparable or wider" if c["comparable"] else "NOT comparable"))
-    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Published MAC counts beside ours: which counting convention each published figure is (reference data only).
+"""Published MAC counts beside ours: which counting convention each published figure is (reference data only);
+published ImageNet-1k top-1 and the paper's training setting, for the notebooks' paper-vs-here tables.
 
 Params in M, MACs in G (multiply-add = 1, 1e9) at 224x224, as their sources give them. A figure "matches" a
 convention when our count in that convention rounds to it at the precision it is published with.
@@ -27,6 +28,17 @@ PUBLISHED = {
 PUBLISHED_ELSEWHERE = [
     dict(model="twins_svt_small", params_m=None, gmacs=2.9, source="SepViT paper's comparison table"),
 ]
+
+# Published ImageNet-1k top-1 (percent, 224 px) of whole models, as the SepViT paper gives them
+# (../shared/notes/sepvit-reference.md: the variants table and Figure 1, read off a plot, hence approximate).
+PUBLISHED_TOP1 = {
+    "sepvit_tiny": dict(top1=82.7, source="SepViT paper v4, variants table"),
+    "swin_tiny_patch4_window7_224": dict(top1=81.3, source="SepViT paper, Figure 1 (approximate)"),
+    "twins_svt_small": dict(top1=81.7, source="SepViT paper, Figure 1 (approximate)"),
+}
+# The setting the paper's top-1 figures come from (the official ImageNet-1k recipe).
+PAPER_SETTING = dict(model="SepViT-T (31.2 M parameters)", dataset="ImageNet-1k", classes=1000, img_size=224,
+                     epochs=300)
 
 # How a whole-model count can be read off one measured row of `model_table` (GMACs = MACs / 1e9). Consecutive
 # conventions differ by one term: norms (fvcore's LayerNorm), then the attention matmuls (q k^T and attn v);

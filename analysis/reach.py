@@ -323,6 +323,48 @@ def compare_reach(results: Sequence[ReachResult], *, stat: str = PRIMARY_STAT,
     return out
 
 
+def stage_ranking(results: Sequence[ReachResult], stat: str = PRIMARY_STAT, **bootstrap: Any) -> list[dict[str, Any]]:
+    """Per stage, every unit (with its label) by `stat`, widest first, with intervals (`bootstrap_mean`);
+    `clearly_widest`: the widest unit's interval lies above every other unit's (the sanity line: global MSA
+    should be that unit wherever it and a windowed unit are measured); `one_window`: the map fits in one window,
+    where every unit attends globally and no ranking is expected."""
+    out = []
+    for stage in sorted({r.stage for r in results}):
+        ranked = sorted(((r, *r.summary(stat, **bootstrap)) for r in results if r.stage == stage),
+                        key=lambda item: -item[1])
+        units = [dict(unit=r.unit, label=r.label, mean=mean, low=low, high=high) for r, mean, low, high in ranked]
+        clearly = len(units) > 1 and all(units[0]["low"] > u["high"] for u in units[1:])
+        one_window = all(r.height <= r.window and r.width <= r.window for r, *_ in ranked)
+        out.append(dict(stage=stage, stat=stat, ranked=units, widest=units[0]["unit"],
+                        widest_label=units[0]["label"], clearly_widest=clearly, one_window=one_window))
+    return out
+
+
+def verdict_summary(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Plain sentences over `compare_reach` rows: where the SepViT block is narrower than a pair (interval below
+    1), where it is comparable (interval inside `band`), wider, or undecided; stages named, nothing omitted."""
+    groups: dict[str, list[str]] = {}
+    for c in rows:
+        if c["direction"] == "narrower":
+            key = "narrower, though comparable (interval inside the band), than" if c["comparable"] else \
+                "narrower, and NOT comparable, than"
+        elif c["direction"] == "wider":
+            key = "wider, though comparable (interval inside the band), than" if c["comparable"] else "wider than"
+        elif c["comparable"]:
+            key = "comparable to"
+        else:
+            key = "undecided (interval too wide) against"
+        groups.setdefault(key, []).append(f"{c['pair']} at stage {c['stage']} (ratio {c['ratio']:.2f} "
+                                          f"[{c['low']:.2f}, {c['high']:.2f}])")
+    order = ["narrower, and NOT comparable, than", "narrower, though comparable (interval inside the band), than",
+             "comparable to", "wider, though comparable (interval inside the band), than", "wider than",
+             "undecided (interval too wide) against"]
+    lines = [f"The SepViT block is {key} {'; '.join(groups[key])}." for key in order if key in groups]
+    if not rows:
+        lines.append("No stage has both a SepViT block and a two-block pair measured on the same inputs.")
+    return lines
+
+
 def format_reach_comparison(rows: Sequence[dict[str, Any]]) -> str:
     """One line per stage and pair, from `compare_reach`."""
     lines = []

@@ -24,10 +24,6 @@ from analysis.erf import DTYPES, INITS
 from analysis.reach import add_common_flags, check_common_flags, render, unit_reach_table
 from analysis.units import UNITS
 
-# Notebook 01 imports these from here (its stored outputs pin its code; when it is next executed, it can import
-# analysis.erf_tables instead and this import goes).
-from analysis.erf_tables import comparable, format_comparison, model_erf_table, plot_erf, unit_erf_table  # noqa: F401
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="receptive_field.py", description=__doc__.split("\n\n")[0])

@@ -104,6 +104,7 @@ def benchmark_blocks(variant: str, settings: Settings, units: Sequence[str] = UN
             row[f"{name}_time_ratio"] = ratio.median if ratio else None
             row[f"{name}_time_ratio_q1"] = ratio.q1 if ratio else None
             row[f"{name}_time_ratio_q3"] = ratio.q3 if ratio else None
+            row[f"{name}_time_ratio_rounds"] = list(ratios[name]) if measured and ratios else None
             row[f"{name}_macs"] = macs if measured else None
             row[f"{name}_macs_ratio"] = macs / ref_macs if measured and ratios and macs is not None and ref_macs else None
         row.update(settings.describe())
@@ -212,7 +213,7 @@ def benchmark_models(candidates: Sequence[ModelCandidate], settings: Settings, r
         rows.append(dict(
             model=c.name, img_per_s=img_s.median, img_per_s_q1=img_s.q1, img_per_s_q3=img_s.q3,
             ms_per_batch=ms.median, ms_per_batch_q1=ms.q1, ms_per_batch_q3=ms.q3, reference=reference,
-            time_ratio=statistics.median(ratios[c.name]),
+            time_ratio=statistics.median(ratios[c.name]), time_ratio_rounds=list(ratios[c.name]),
             speed_ratio=speed.median, speed_ratio_q1=speed.q1, speed_ratio_q3=speed.q3,
             params=c.params, macs=c.macs, macs_analytic=c.macs_analytic,
             macs_convention=MODEL_MACS if c.macs is not None else None, **settings.describe(),
@@ -274,10 +275,11 @@ def format_model_table(rows: list[dict[str, Any]]) -> str:
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
+    """One line per row; a list (the per-round ratios) is one JSON cell."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()} for row in rows)
     return out.getvalue().rstrip("\n")
 
 

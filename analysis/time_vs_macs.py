@@ -3,9 +3,17 @@
 Inputs are the rows of `analysis.speed.benchmark_blocks` / `benchmark_models`; `op_profile` splits a call's CPU
 time into the operators a MAC counter counts and the rest (norms, softmax, GELU, copies, padding, rolls, adds),
 and `time_sentences` states the conclusion computed from both (notebook 05).
+
+Two rules for "time follows MACs" (`tolerance`): a fixed factor (time ratio within 1 + tolerance of the MAC ratio),
+or, with tolerance None, the measured spread: the MAC ratio lies inside the 95 % interval of the candidate's median
+time ratio over its rounds (`median_interval`: distribution-free, from order statistics, so one slow round cannot
+widen it much). The second sets the tolerance from each candidate's own noise: a candidate is said to depart from
+its MACs only where the rounds show it, and the interval's width says how closely that was checked.
 """
 from __future__ import annotations
 
+import math
+import statistics
 from typing import Any, Callable, Sequence
 
 import torch
@@ -35,9 +43,55 @@ def follows_macs(time_ratio: float, macs_ratio: float, tolerance: float = 0.2) -
     return 1 / (1 + tolerance) <= excess <= 1 + tolerance
 
 
-def block_time_vs_macs(rows: Sequence[dict[str, Any]], tolerance: float = 0.2) -> list[dict[str, Any]]:
+def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(low, high, coverage): the distribution-free interval of the median from order statistics, the shortest
+    symmetric pair of ranks (k, n + 1 - k) whose coverage 1 - 2 P(Binomial(n, 1/2) < k) is at least `level`; with
+    too few values for that level, the range (min, max) and its own, lower, coverage."""
+    data = sorted(values)
+    n = len(data)
+    if n == 0:
+        raise ValueError("no values: the median has no interval")
+    below = 0.0  # P(Binomial(n, 1/2) < k), k = 1, 2, ...
+    best = (1, 1 - 2 * 0.5 ** n)
+    for k in range(1, n // 2 + 1):
+        below += math.comb(n, k - 1) * 0.5 ** n
+        coverage = 1 - 2 * below
+        if coverage < level:
+            break
+        best = (k, coverage)
+    k, coverage = best
+    return data[k - 1], data[n - k], coverage
+
+
+def spread_test(rounds: Sequence[float] | None, time_ratio: float | None, macs_ratio: float | None,
+                level: float = 0.95) -> dict[str, Any]:
+    """The measured-spread rule for one candidate: the interval of its median time ratio over `rounds`
+    (`median_interval`), whether the MAC ratio lies inside it, and the tolerance that amounts to (the interval's
+    larger relative distance from the median). All None without rounds."""
+    if not rounds or time_ratio is None or not macs_ratio:
+        return dict(time_ratio_low=None, time_ratio_high=None, coverage=None, rounds=len(rounds or []),
+                    inside=None, spread_tolerance=None)
+    low, high, coverage = median_interval(rounds, level)
+    return dict(time_ratio_low=low, time_ratio_high=high, coverage=coverage, rounds=len(rounds),
+                inside=bool(low <= macs_ratio <= high),
+                spread_tolerance=max(high / time_ratio - 1, 1 - low / time_ratio) if time_ratio else None)
+
+
+def _follows(time_ratio, macs_ratio, tolerance: float | None, test: dict[str, Any]) -> tuple[bool | None, float | None]:
+    """(follows, the tolerance it was judged with) under the fixed factor or, tolerance None, the spread rule."""
+    if time_ratio is None or not macs_ratio:
+        return None, tolerance
+    if tolerance is None:
+        return test["inside"], test["spread_tolerance"]
+    return follows_macs(time_ratio, macs_ratio, tolerance), tolerance
+
+
+def block_time_vs_macs(rows: Sequence[dict[str, Any]], tolerance: float | None = 0.2,
+                       level: float = 0.95) -> list[dict[str, Any]]:
     """One row per stage and timed unit of `analysis.speed.benchmark_blocks` rows: median time [IQR], analytic
-    MACs per image, time and MAC ratios to the run's reference, achieved GMAC/s, and whether time follows MACs."""
+    MACs per image, time and MAC ratios to the run's reference, achieved GMAC/s, and whether time follows MACs
+    (`tolerance`: a fixed factor, or None for the measured spread; module docstring), with the interval of the
+    median time ratio over the rounds where the rows carry them."""
     out = []
     for row in rows:
         batch, reference = row["batch_size"], row["reference"]
@@ -46,6 +100,8 @@ def block_time_vs_macs(rows: Sequence[dict[str, Any]], tolerance: float = 0.2) -
             if ms is None or macs is None:
                 continue
             time_ratio, macs_ratio = row[f"{name}_time_ratio"], row[f"{name}_macs_ratio"]
+            test = spread_test(row.get(f"{name}_time_ratio_rounds"), time_ratio, macs_ratio, level)
+            follows, judged_with = _follows(time_ratio, macs_ratio, tolerance, test)
             out.append(dict(
                 group=f"stage {row['stage']}", stage=row["stage"], name=name, title=TITLES[name], reference=reference,
                 ms=ms, ms_q1=row[f"{name}_ms_q1"], ms_q3=row[f"{name}_ms_q3"], macs=macs,
@@ -53,14 +109,16 @@ def block_time_vs_macs(rows: Sequence[dict[str, Any]], tolerance: float = 0.2) -
                 time_ratio=time_ratio, time_ratio_q1=row[f"{name}_time_ratio_q1"],
                 time_ratio_q3=row[f"{name}_time_ratio_q3"], macs_ratio=macs_ratio,
                 time_per_mac=None if time_ratio is None or not macs_ratio else time_ratio / macs_ratio,
-                follows=None if time_ratio is None or not macs_ratio else follows_macs(time_ratio, macs_ratio, tolerance),
+                follows=follows, tolerance=judged_with, **test,
             ))
     return out
 
 
-def model_time_vs_macs(rows: Sequence[dict[str, Any]], tolerance: float = 0.2) -> list[dict[str, Any]]:
+def model_time_vs_macs(rows: Sequence[dict[str, Any]], tolerance: float | None = 0.2,
+                       level: float = 0.95) -> list[dict[str, Any]]:
     """One row per model of `analysis.speed.benchmark_models` rows (MACs counted): median time per batch
-    [IQR], MACs per image, time and MAC ratios to the run's reference model, GMAC/s, and whether time follows."""
+    [IQR], MACs per image, time and MAC ratios to the run's reference model, GMAC/s, and whether time follows
+    (as `block_time_vs_macs`)."""
     by_name = {r["model"]: r for r in rows}
     out = []
     for r in rows:
@@ -68,14 +126,33 @@ def model_time_vs_macs(rows: Sequence[dict[str, Any]], tolerance: float = 0.2) -
         if r["macs"] is None or reference["macs"] is None:
             raise ValueError(f"{r['model']}: no MAC count (benchmark the models with count_macs=True)")
         macs_ratio = r["macs"] / reference["macs"]
+        test = spread_test(r.get("time_ratio_rounds"), r["time_ratio"], macs_ratio, level)
+        follows, judged_with = _follows(r["time_ratio"], macs_ratio, tolerance, test)
         out.append(dict(
             group="models", stage=None, name=r["model"], title=r["model"], reference=r["reference"],
             ms=r["ms_per_batch"], ms_q1=r["ms_per_batch_q1"], ms_q3=r["ms_per_batch_q3"], macs=r["macs"],
             gmacs_per_s=r["macs"] * r["batch_size"] / (r["ms_per_batch"] / 1000) / 1e9,
             time_ratio=r["time_ratio"], time_ratio_q1=1 / r["speed_ratio_q3"], time_ratio_q3=1 / r["speed_ratio_q1"],
             macs_ratio=macs_ratio, time_per_mac=r["time_ratio"] / macs_ratio,
-            follows=follows_macs(r["time_ratio"], macs_ratio, tolerance),
+            follows=follows, tolerance=judged_with, **test,
         ))
+    return out
+
+
+def unit_vs_unit(rows: Sequence[dict[str, Any]], a: str, b: str, level: float = 0.95) -> list[dict[str, Any]]:
+    """Per stage of `benchmark_blocks` rows where both units were timed: unit `a`'s time over unit `b`'s, round by
+    round (both against the same round's reference, so the reference cancels), its median with the interval of
+    `median_interval`, and the analytic MAC ratio a / b. E.g. our Swin-pattern pair against timm's, or the SepViT
+    block against our own Swin-pattern pair (the same code base on both sides)."""
+    out = []
+    for row in rows:
+        ra, rb = row.get(f"{a}_time_ratio_rounds"), row.get(f"{b}_time_ratio_rounds")
+        if not ra or not rb or row.get(f"{a}_macs") is None or row.get(f"{b}_macs") is None:
+            continue
+        ratios = [x / y for x, y in zip(ra, rb)]
+        low, high, coverage = median_interval(ratios, level)
+        out.append(dict(stage=row["stage"], a=a, b=b, time_ratio=statistics.median(ratios), low=low, high=high,
+                        coverage=coverage, rounds=len(ratios), macs_ratio=row[f"{a}_macs"] / row[f"{b}_macs"]))
     return out
 
 
@@ -85,8 +162,12 @@ def timing_noise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     spreads = sorted(((r["ms_q3"] - r["ms_q1"]) / r["ms"], f"{r['group']} {r['name']}") for r in rows)
     if not spreads:
         raise ValueError("no timed rows")
+    tolerances = sorted(r["spread_tolerance"] for r in rows
+                        if r.get("spread_tolerance") is not None and r["name"] != r.get("reference"))
     return dict(median_relative_iqr=spreads[len(spreads) // 2][0], max_relative_iqr=spreads[-1][0],
-                noisiest=spreads[-1][1], candidates=len(spreads))
+                noisiest=spreads[-1][1], candidates=len(spreads),
+                median_spread_tolerance=tolerances[len(tolerances) // 2] if tolerances else None,
+                max_spread_tolerance=tolerances[-1] if tolerances else None)
 
 
 def op_profile(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1, top: int = 3,
@@ -146,7 +227,7 @@ def profile_stage_units(variant: str = "sepvit_tiny", img_size: int | None = Non
 
 
 def time_sentences(rows: Sequence[dict[str, Any]], profiles: dict[tuple[str, str], dict[str, Any]] | None = None,
-                   tolerance: float = 0.2) -> list[str]:
+                   tolerance: float | None = 0.2) -> list[str]:
     """Does time follow MACs, and where not, why: one sentence per timed candidate other than the reference, from
     `block_time_vs_macs` / `model_time_vs_macs` rows and, where given, `op_profile` results keyed by (group, name)
     (e.g. from `profile_stage_units`).
@@ -155,7 +236,9 @@ def time_sentences(rows: Sequence[dict[str, Any]], profiles: dict[tuple[str, str
     ratio, how many ms more (or fewer) the candidate spends in MAC operators (they run at another rate) and in the
     operators no MAC count sees (norms, softmax, GELU, copies, padding, rolls, adds); the larger part in the
     direction of the gap is named. Where the profiled pass does not show the gap itself (beyond the tolerance, in
-    the same direction), no reason is named and the sentence says so."""
+    the same direction), no reason is named and the sentence says so. tolerance None: the rows were judged by
+    their measured spread (`spread_test`); each sentence gives its interval, and the profiled pass is read with
+    the candidate's own tolerance."""
     profiles = profiles or {}
     lines = []
     for r in rows:
@@ -163,7 +246,18 @@ def time_sentences(rows: Sequence[dict[str, Any]], profiles: dict[tuple[str, str
             continue
         label = f"{r['group']}, {r['title']}" if r["group"] != "models" else r["title"]
         head = f"{label}: time {r['time_ratio']:.2f}x the reference's ({r['reference']}), MACs {r['macs_ratio']:.2f}x: "
-        if r["follows"]:
+        own = r.get("tolerance") if tolerance is None else tolerance
+        if r["follows"] is None or own is None:
+            lines.append(head + "no rounds to judge by.")
+            continue
+        if tolerance is None:
+            spread = (f"the {100 * r['coverage']:.0f} % interval [{r['time_ratio_low']:.2f}, {r['time_ratio_high']:.2f}] "
+                      f"of the time ratio over {r['rounds']} rounds")
+            if r["follows"]:
+                lines.append(head + f"time follows MACs (the MAC ratio lies inside {spread}).")
+                continue
+            head += f"the MAC ratio lies outside {spread}; "
+        elif r["follows"]:
             lines.append(head + f"time follows MACs (within {100 * tolerance:.0f} %).")
             continue
         slower = r["time_per_mac"] > 1
@@ -173,7 +267,7 @@ def time_sentences(rows: Sequence[dict[str, Any]], profiles: dict[tuple[str, str
             lines.append(head + ".")
             continue
         profiled = mine["total_ms"] / ref["total_ms"] / r["macs_ratio"]
-        if follows_macs(profiled, 1.0, tolerance) or (profiled > 1) != slower:
+        if follows_macs(profiled, 1.0, own) or (profiled > 1) != slower:
             lines.append(head + f"; the profiled pass does not reproduce the gap (there it takes {profiled:.2f}x the "
                                 "time its MACs predict): no reason is named.")
             continue

@@ -1,12 +1,19 @@
 """The trained models the notebooks compare: runner runs at one shared budget, trained once and then reused.
 
-    models = zoo.trained(["sepvit", "swin", "local-only"])      # name -> ZooModel(model, top1, run_id, ...)
+    models = zoo.trained(["sepvit", "swin", "local-only"])           # name -> ZooModel (seed 0)
+    seeds = zoo.trained_seeds(["sepvit", "swin"], seeds=(0, 1, 2))   # name -> [ZooModel per seed]
+    seeds = zoo.trained_seeds({"sepvit": (0, 1, 2), "local-only": (0,)})  # a notebook's ZOO_LOOKUP
+    zoo.missing({"sepvit": (0, 1, 2)})                               # [(name, seed)] a lookup would train
+    python -m experiments.zoo --lookup '{"sepvit": [0, 1, 2]}'       # the same from a shell (exit 1: some missing)
+    python -m experiments.zoo sepvit swin --seeds 0 1 2 --train      # train what is missing, now
 
-Every model is an ordinary runner run (`experiments/ablate.py` with the switches in `ZOO`, one seed, the runner's
-default training budget unless `smoke`), logged to the experiment `notebook-models` of a store (default the
+Every model is an ordinary runner run (`experiments/ablate.py` with the switches in `ZOO`, one seed per run, the
+runner's default training budget unless `smoke`), logged to the experiment `notebook-models` of a store (default the
 repository's `output/mlflow.db`, the README main command's). A model already there that computes the same function
 and was trained the same way is loaded instead of trained again, so two notebooks (and their re-runs) compare the
 very same checkpoints, all trained alike. `smoke=True` (CI) trains tiny throw-away models that stay near chance.
+The seeds of one model that are missing are trained in one runner call (consecutive seeds; `--seeds N`), so the
+runner trains them side by side (`parallel`).
 
 Identity. A logged run is "the same model" when its model.* params equal the planned configuration's apart from
 `sepvit.config.EXECUTION_FIELDS` (fused or explicit attention: the same output within 1e-5), and its train.*
@@ -14,14 +21,22 @@ params equal the planned training's apart from bookkeeping (`experiments.report.
 DataLoader workers; the seed counts). The thread count is an env.* param, never part of it. These execution details
 stay recorded on every run and are returned with the model (`ZooModel.execution`). Where several runs qualify, the
 newest is used (not the most accurate: picking the best of repeats would flatter the model).
+
+Paper vs here (`paper_comparison`): the zoo's comparisons that the paper also makes (window tokens, GSA, the block
+patterns), our top-1 difference over seeds with its intervals (`experiments.stats.compare`) beside the paper's
+ImageNet-1k figure (`experiments.grids.PAPER_STEPS`, `analysis.published.PUBLISHED_TOP1`).
 """
 from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from torch import nn
 
@@ -29,6 +44,7 @@ from sepvit.config import EXECUTION_FIELDS, SepViTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "notebook-models"
+PROG = "python -m experiments.zoo"
 # name -> the runner's switches for it (the reference model is every switch at its default)
 ZOO: dict[str, list[str]] = {
     "sepvit": [],
@@ -43,6 +59,9 @@ ZOO: dict[str, list[str]] = {
 SMOKE_BUDGET = ["--epochs", "1", "--train-size", "64", "--val-size", "64", "-b", "32"]
 # how a run was computed, recorded on it but not part of what the model is
 EXECUTION_PARAMS = (*(f"model.{name}" for name in EXECUTION_FIELDS), "env.torch_threads")
+# flags the zoo sets itself on every call (seeds, where and how many at a time): refused in extra_args
+ZOO_FLAGS = ("--seed", "--seeds", "--parallel", "--output", "--experiment", "--resume", "--grid", "--compare",
+             "--calibrate")
 
 
 @dataclass
@@ -56,6 +75,8 @@ class ZooModel:
     run_id: str
     trained_here: bool  # False: found in the store
     execution: dict[str, str | None]  # EXECUTION_PARAMS as the run logged them (None: not logged)
+    seed: int = 0  # the training seed
+    train: dict[str, Any] = field(default_factory=dict)  # the planned training (TrainConfig.to_dict(), this seed)
 
 
 def default_output(smoke: bool) -> Path:
@@ -66,36 +87,149 @@ def default_output(smoke: bool) -> Path:
     return ROOT / "output"
 
 
-def trained(names: Sequence[str], output: str | Path | None = None, smoke: bool = False,
-            extra_args: Sequence[str] = ()) -> dict[str, ZooModel]:
-    """The zoo models `names` (keys of ZOO), trained at one budget; missing ones are trained now (in order)."""
-    from workbench.tracking import default_tracking_uri
+def lookup_plan(names: Sequence[str] | Mapping[str, Sequence[int]],
+                seeds: Sequence[int] | None = None) -> dict[str, tuple[int, ...]]:
+    """name -> sorted distinct seeds: `names` with `seeds` (default (0,)) for each, or a mapping name -> seeds
+    (a notebook's ZOO_LOOKUP; then `seeds` must be None). ValueError for an unknown name or a bad seed."""
+    if isinstance(names, Mapping):
+        if seeds is not None:
+            raise ValueError("give the seeds either in the name -> seeds mapping or as `seeds`, not both")
+        plan = {name: tuple(values) for name, values in names.items()}
+    else:
+        if isinstance(names, str):
+            raise ValueError(f"names must be a sequence of zoo names, got the string {names!r}")
+        plan = {name: tuple((0,) if seeds is None else seeds) for name in names}
+    unknown = sorted(set(plan) - set(ZOO))
+    if unknown:
+        raise ValueError(f"unknown zoo model(s) {', '.join(map(repr, unknown))}: use {', '.join(ZOO)}")
+    for name, values in plan.items():
+        bad = [s for s in values if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+        if not values or bad:
+            raise ValueError(f"zoo model {name!r}: seeds must be one or more integers >= 0, got {list(values)}")
+    return {name: tuple(sorted(set(values))) for name, values in plan.items()}
 
+
+def consecutive(seeds: Sequence[int]) -> list[tuple[int, int]]:
+    """(first, count) of each run of consecutive seeds, in order: one runner call (`--seed F --seeds N`) each."""
+    out: list[tuple[int, int]] = []
+    for seed in sorted(set(seeds)):
+        if out and out[-1][0] + out[-1][1] == seed:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((seed, 1))
+    return out
+
+
+def _check_extra_args(extra_args: Sequence[str]) -> list[str]:
+    given = [a for a in extra_args for flag in ZOO_FLAGS if a == flag or a.startswith(flag + "=")]
+    if given:
+        raise ValueError(f"the zoo sets {', '.join(dict.fromkeys(given))} itself: pass seeds as `seeds`, the store "
+                         "as `output`")
+    return list(extra_args)
+
+
+class _Lookup:
+    """The planned runs of a zoo lookup in one store: what each (name, seed) is, and which the store holds."""
+
+    def __init__(self, plan: dict[str, tuple[int, ...]], output: Path, smoke: bool, extra_args: Sequence[str]):
+        from workbench.tracking import default_tracking_uri
+
+        from experiments import ablate
+
+        self.plan, self.output = plan, output
+        self.uri = default_tracking_uri(output)
+        budget = [*(SMOKE_BUDGET if smoke else []), *_check_extra_args(extra_args)]
+        self.argv, self.planned = {}, {}
+        for name in plan:
+            self.argv[name] = [*ZOO[name], *budget, "--output", str(output), "--experiment", EXPERIMENT]
+            self.planned[name] = ablate.prepare(ablate.build_parser().parse_args(self.argv[name]))[0][0]
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.runs = _finished_runs(self.uri)
+
+    def matches(self, name: str, seed: int):
+        planned = self.planned[name]
+        return _same_training(same_model(self.runs, planned.model), planned.train.replace(seed=seed))
+
+    def missing(self) -> list[tuple[str, int]]:
+        return [(name, seed) for name, seeds in self.plan.items() for seed in seeds if self.matches(name, seed).empty]
+
+
+def missing(names: Sequence[str] | Mapping[str, Sequence[int]], seeds: Sequence[int] | None = None,
+            output: str | Path | None = None, smoke: bool = False,
+            extra_args: Sequence[str] = ()) -> list[tuple[str, int]]:
+    """The (name, seed) pairs of a lookup (`lookup_plan`) that the store does not hold, in plan order: what
+    `trained_seeds` with the same arguments would train. Trains nothing and creates no store."""
+    plan = lookup_plan(names, seeds)
+    output = Path(output) if output is not None else default_output(smoke)
+    return _Lookup(plan, output, smoke, extra_args).missing()
+
+
+def trained_seeds(names: Sequence[str] | Mapping[str, Sequence[int]], seeds: Sequence[int] | None = None,
+                  output: str | Path | None = None, smoke: bool = False, extra_args: Sequence[str] = (),
+                  parallel: int | str = "auto") -> dict[str, list[ZooModel]]:
+    """name -> its ZooModels in seed order, for `lookup_plan(names, seeds)`. Found ones are loaded; the missing
+    seeds of a name are trained first, one runner call per run of consecutive seeds, names in order.
+
+    parallel: runs trained side by side in one call (the runner's --parallel); "auto" = one single-thread process
+    per CPU this process may use, no more than the call's runs (1 on a GPU). The runner's own "auto" counts torch
+    threads instead, which the notebooks set to 1."""
+    plan = lookup_plan(names, seeds)
+    output = Path(output) if output is not None else default_output(smoke)
+    lookup = _Lookup(plan, output, smoke, extra_args)
+    found: dict[str, list[ZooModel]] = {}
+    for name, wanted in plan.items():
+        absent = [seed for seed in wanted if lookup.matches(name, seed).empty]
+        for first, count in consecutive(absent):
+            _train(name, [*lookup.argv[name], "--seed", str(first), "--seeds", str(count),
+                          "--parallel", str(_processes(parallel, count))], output)
+        if absent:
+            lookup.refresh()
+        found[name] = [_load(lookup, name, seed, seed in absent) for seed in wanted]
+    return found
+
+
+def trained(names: Sequence[str], output: str | Path | None = None, smoke: bool = False,
+            extra_args: Sequence[str] = (), seed: int = 0) -> dict[str, ZooModel]:
+    """The zoo models `names` (keys of ZOO) at one training seed; missing ones are trained now (in order)."""
+    models = trained_seeds(list(names), (seed,), output, smoke, extra_args, parallel=1)
+    return {name: runs[0] for name, runs in models.items()}
+
+
+def _processes(parallel: int | str, runs: int) -> int:
+    if parallel != "auto":
+        if isinstance(parallel, bool) or int(parallel) < 1:
+            raise ValueError(f"parallel must be a positive integer or 'auto', got {parallel!r}")
+        return min(int(parallel), runs)
+    import torch
+
+    if torch.cuda.is_available():
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(runs, cpus))
+
+
+def _train(name: str, argv: list[str], output: Path) -> None:
+    """One runner call (the only place the zoo trains)."""
     from experiments import ablate
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        if ablate.main(argv) != 0:
+            raise RuntimeError(f"training zoo model {name!r} failed: see {output}")
+
+
+def _load(lookup: _Lookup, name: str, seed: int, trained_here: bool) -> ZooModel:
     from experiments.logged_models import load_logged_model
 
-    unknown = sorted(set(names) - set(ZOO))
-    if unknown:
-        raise ValueError(f"unknown zoo model(s) {', '.join(unknown)}: use {', '.join(ZOO)}")
-    output = Path(output) if output is not None else default_output(smoke)
-    uri = default_tracking_uri(output)
-    budget = [*(SMOKE_BUDGET if smoke else []), *extra_args]
-    found = {}
-    for name in names:
-        argv = [*ZOO[name], *budget, "--output", str(output), "--experiment", EXPERIMENT]
-        planned = ablate.prepare(ablate.build_parser().parse_args(argv))[0][0]
-        match = _same_training(same_model(_finished_runs(uri), planned.model), planned.train)
-        trained_here = match.empty
-        if trained_here:
-            with contextlib.redirect_stdout(io.StringIO()):
-                if ablate.main(argv) != 0:
-                    raise RuntimeError(f"training zoo model {name!r} failed: see {output}")
-            match = _same_training(same_model(_finished_runs(uri), planned.model), planned.train)
-        row = match.iloc[0]
-        found[name] = ZooModel(name, load_logged_model(uri, row["run_id"]), float(row["top1"]),
-                               float(row["best_top1"]), int(row["num_classes"]), int(row["val_size"]),
-                               row["run_id"], trained_here, _execution(uri, row["run_id"]))
-    return found
+    match = lookup.matches(name, seed)
+    if match.empty:
+        raise RuntimeError(f"zoo model {name!r} seed {seed} was trained but is not in {lookup.uri}: see {lookup.output}")
+    row = match.iloc[0]
+    return ZooModel(name, load_logged_model(lookup.uri, row["run_id"]), float(row["top1"]), float(row["best_top1"]),
+                    int(row["num_classes"]), int(row["val_size"]), row["run_id"], trained_here,
+                    _execution(lookup.uri, row["run_id"]), seed=seed,
+                    train=lookup.planned[name].train.replace(seed=seed).to_dict())
 
 
 def same_model(runs, config: SepViTConfig):
@@ -155,3 +289,231 @@ def _same_training(runs, train_cfg):
             continue
         keep &= runs[key].astype(str).eq(value) if key in runs else False
     return runs[keep]
+
+
+# ---------------------------------------------------------------------------------- paper vs here
+@dataclass(frozen=True)
+class PaperComparison:
+    """One comparison the paper makes that the zoo can make too: zoo model `a` against `b`, and the paper's
+    ImageNet-1k top-1 difference a - b (points; None where only a direction, or nothing, was reported)."""
+
+    what: str
+    a: str
+    b: str
+    paper_delta: float | None
+    paper_direction: int | None  # +1: the paper found `a` better; None: the paper reports no such comparison
+    paper_source: str
+
+
+def paper_comparisons() -> list[PaperComparison]:
+    """The zoo's comparisons with a counterpart in the paper, from the one record of each paper figure."""
+    from analysis.published import PUBLISHED_TOP1
+
+    from experiments.grids import PAPER_STEPS
+
+    steps = {(s.label, s.against): s for s in PAPER_STEPS}
+    out = []
+    for what, a, b, key in (("window tokens: learnable vs fixed zero", "sepvit", "sepvit, zero tokens",
+                             ("+ learnable window tokens", "+ gsa")),
+                            ("window tokens: learnable vs average-pooled", "sepvit", "sepvit, avgpool tokens",
+                             ("+ learnable window tokens", "avgpool-token")),
+                            ("GSA: with vs without", "sepvit", "sepvit without GSA", ("+ gsa", "+ ope"))):
+        step = steps[key]
+        out.append(PaperComparison(what, a, b, step.paper_delta, step.direction, step.source))
+    ours = PUBLISHED_TOP1["sepvit_tiny"]
+    for pattern, peer in (("swin", "swin_tiny_patch4_window7_224"), ("twins", "twins_svt_small")):
+        other = PUBLISHED_TOP1[peer]
+        delta = round(ours["top1"] - other["top1"], 2)
+        out.append(PaperComparison(f"SepViT vs the {pattern} pattern", "sepvit", pattern, delta, 1 if delta > 0 else -1,
+                                   f"SepViT-T {ours['top1']} ({ours['source']}) vs {peer} {other['top1']} "
+                                   f"({other['source']}); whole architectures, not one backbone"))
+    out.append(PaperComparison("SepViT vs global MSA", "sepvit", "msa", None, None,
+                               "not reported: the paper trains no global-MSA model of its backbone"))
+    return out
+
+
+def paper_comparison(models: Mapping[str, Sequence[ZooModel]], confidence: float = 0.95):
+    """One row per `paper_comparisons` entry whose two models are in `models` (name -> its seeds): our top-1
+    of each (mean and t half-width over seeds), the difference a - b with its paired and Welch intervals and the
+    verdict of `experiments.stats.compare`, the paper's difference, and whether the direction agrees (only a
+    resolved difference has a direction; an unresolved one says so)."""
+    import pandas as pd
+
+    from experiments.paper_table import RESOLVED
+    from experiments.stats import compare
+
+    rows = []
+    for c in paper_comparisons():
+        if not models.get(c.a) or not models.get(c.b):
+            continue
+        a, b = list(models[c.a]), list(models[c.b])
+        d = compare([m.top1 for m in a], [m.top1 for m in b], confidence, seeds_a=[m.seed for m in a],
+                    seeds_b=[m.seed for m in b])
+        if c.paper_direction is None:
+            agrees = "no paper figure"
+        elif d.verdict in RESOLVED:
+            agrees = "yes" if (1 if d.diff > 0 else -1) == c.paper_direction else "no: runs against the paper"
+        elif d.verdict == "equivalent":
+            agrees = f"no difference > {d.bound:.1f} points here"
+        else:
+            agrees = "not resolved"
+        paired = d.paired or (math.nan, math.nan, math.nan)
+        rows.append(dict(comparison=c.what, a=c.a, b=c.b, seeds_a=[m.seed for m in a], seeds_b=[m.seed for m in b],
+                         top1_a=d.ci_a[0], top1_a_half=d.ci_a[1], top1_b=d.ci_b[0], top1_b_half=d.ci_b[1],
+                         diff=d.diff, paired_low=paired[1], paired_high=paired[2], welch_low=d.low, welch_high=d.high,
+                         verdict=d.verdict, bound=d.bound, paper_delta=c.paper_delta,
+                         paper_direction=c.paper_direction, agrees=agrees, paper_source=c.paper_source))
+    return pd.DataFrame(rows)
+
+
+
+
+def paper_sentences(table) -> list[str]:
+    """One sentence per row of `paper_comparison`, every number from the row."""
+    lines = []
+    for r in table.itertuples():
+        if not math.isnan(r.paired_low):
+            interval = f"paired 95 % interval [{r.paired_low:+.1f}, {r.paired_high:+.1f}]"
+        elif not math.isnan(r.welch_low):
+            interval = f"Welch 95 % interval [{r.welch_low:+.1f}, {r.welch_high:+.1f}]"
+        else:
+            interval = "no interval: fewer than two seeds"
+        reported = not (r.paper_direction is None
+                        or (isinstance(r.paper_direction, float) and math.isnan(r.paper_direction)))
+        if not reported:
+            paper = f"the paper: {r.paper_source}"
+        elif r.paper_delta is None or (isinstance(r.paper_delta, float) and math.isnan(r.paper_delta)):
+            paper = f"the paper: {'+' if r.paper_direction > 0 else '-'} (figure not recovered; {r.paper_source})"
+        else:
+            paper = f"the paper: {r.paper_delta:+.1f} ({r.paper_source})"
+        lines.append(f"{r.comparison}: here {r.top1_a:.1f} vs {r.top1_b:.1f} % top-1, {r.diff:+.1f} points "
+                     f"({interval}; seeds {', '.join(map(str, r.seeds_a))} vs {', '.join(map(str, r.seeds_b))}; "
+                     f"verdict {r.verdict}); {paper}" + (f": {r.agrees}." if reported else "."))
+    return lines
+
+
+def setting_sentence(models: Mapping[str, Sequence[ZooModel]]) -> str:
+    """What differs between the zoo's setting and the paper's: task, image size, model size, budget, seeds."""
+    from analysis.published import PAPER_SETTING
+
+    first = next(m for runs in models.values() for m in runs)
+    cfg, train = first.model.config, first.train
+    params = sum(p.numel() for p in first.model.parameters()) / 1e6
+    seeds = sorted({len(runs) for runs in models.values()})
+    return (f"Here: our backbone at {cfg.img_size} px (widths {'/'.join(map(str, cfg.embed_dims))}, "
+            f"{params:.2f} M parameters in the {cfg.block_pattern} pattern), {train.get('epochs')} epoch(s) of the "
+            f"{train.get('dataset')} task "
+            f"({first.num_classes} classes, {first.val_size} validation images), "
+            f"{'/'.join(map(str, seeds))} seed(s) per model. The paper: {PAPER_SETTING['model']} at "
+            f"{PAPER_SETTING['img_size']} px, {PAPER_SETTING['epochs']} epochs of {PAPER_SETTING['dataset']} "
+            f"({PAPER_SETTING['classes']} classes), one run per model.")
+
+
+# ---------------------------------------------------------------------------------- accuracy over seeds
+def accuracy_table(models: Mapping[str, Sequence[ZooModel]], reference: str = "sepvit", confidence: float = 0.95):
+    """One row per model (name -> its seeds): seeds, top-1 per seed (last epoch), mean with its t half-width, the
+    95 % band guessing reaches, whether the mean lies inside it (at chance), and against `reference` (when
+    present): the difference with its paired interval and `experiments.stats.compare`'s verdict, so a reader sees
+    whether two models' accuracies are matched before comparing anything else about them."""
+    import pandas as pd
+
+    from experiments.stats import chance_interval, compare, mean_ci
+
+    rows = []
+    ref = list(models.get(reference) or [])
+    for name, runs in models.items():
+        runs = list(runs)
+        top1 = [m.top1 for m in runs]
+        lo, hi = chance_interval(runs[0].num_classes, runs[0].val_size, confidence)
+        mean, half = mean_ci(top1, confidence)
+        row = dict(model=name, seeds=[m.seed for m in runs], top1=top1, mean=mean, half_width=half, chance_low=lo,
+                   chance_high=hi, at_chance=mean <= hi)
+        if name == reference:
+            row.update(matched="the reference")
+        elif ref:
+            d = compare(top1, [m.top1 for m in ref], confidence, seeds_a=row["seeds"], seeds_b=[m.seed for m in ref])
+            paired = d.paired or (math.nan, math.nan, math.nan)
+            if d.verdict in ("separated", "paired", "welch"):
+                matched = f"no: {d.diff:+.1f} points ({d.verdict})"
+            elif d.verdict == "equivalent":
+                matched = f"within {d.bound:.1f} points (no difference resolved)"
+            else:
+                matched = "unknown: fewer than two seeds"
+            row.update(diff=d.diff, paired_low=paired[1], paired_high=paired[2], verdict=d.verdict,
+                       matched=matched)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------- command line
+def describe_missing(pairs: Sequence[tuple[str, int]]) -> str:
+    """'sepvit seeds 1, 2; swin seed 0'."""
+    by_name: dict[str, list[int]] = {}
+    for name, seed in pairs:
+        by_name.setdefault(name, []).append(seed)
+    return "; ".join(f"{name} seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+                     for name, seeds in by_name.items())
+
+
+def build_parser():
+    from workbench.cli import OneLineParser
+
+    p = OneLineParser(prog=PROG, description="Which zoo models a lookup would train (exit 1 when some are missing), "
+                                             "or --train them.")
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"zoo models: {', '.join(map(repr, ZOO))}")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="training seeds of every NAME (default 0)")
+    p.add_argument("--lookup", metavar="JSON", help='name -> seeds, e.g. \'{"sepvit": [0, 1, 2]}\' (a ZOO_LOOKUP)')
+    p.add_argument("--output", help="the store's folder (default: the repository's output/)")
+    p.add_argument("--smoke", action="store_true", help="the smoke budget (CI's tiny models)")
+    p.add_argument("--train", action="store_true", help="train the missing models now")
+    p.add_argument("--parallel", default="auto", metavar="N|auto", help="runs trained side by side (--train)")
+    return p
+
+
+def _plan_from_args(args) -> dict[str, tuple[int, ...]]:
+    if bool(args.lookup) == bool(args.names):
+        raise ValueError("give zoo model names or --lookup JSON (one of them)")
+    if not args.lookup:
+        return lookup_plan(args.names, args.seeds)
+    if args.seeds:
+        raise ValueError("--seeds applies to NAMEs: with --lookup, give each name's seeds in the JSON")
+    try:
+        plan = json.loads(args.lookup)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--lookup is not JSON ({error.msg}): give an object such as '{{\"sepvit\": [0, 1]}}'") from None
+    if not isinstance(plan, dict) or not all(isinstance(v, list) for v in plan.values()):
+        raise ValueError("--lookup must be a JSON object of name -> list of seeds, e.g. '{\"sepvit\": [0, 1]}'")
+    return lookup_plan(plan)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from workbench.cli import fail
+
+    args = build_parser().parse_args(argv)
+    try:
+        plan = _plan_from_args(args)
+        output = Path(args.output) if args.output else default_output(args.smoke)
+        if args.parallel != "auto" and not (args.parallel.isdigit() and int(args.parallel) >= 1):
+            raise ValueError(f"--parallel must be a positive integer or auto, got {args.parallel!r}")
+        parallel = args.parallel if args.parallel == "auto" else int(args.parallel)
+        if args.train:
+            for name, runs in trained_seeds(plan, output=output, smoke=args.smoke, parallel=parallel).items():
+                for m in runs:
+                    print(f"{name} seed {m.seed}: top-1 {m.top1:.2f} %, run {m.run_id} "
+                          f"({'trained now' if m.trained_here else 'found'})")
+            return 0
+        absent = _Lookup(plan, output, args.smoke, ()).missing()
+    except ValueError as error:  # UsageError and DataError are ValueErrors
+        return fail(PROG, str(error))
+    total = sum(len(seeds) for seeds in plan.values())
+    budget = "smoke" if args.smoke else "default"
+    if not absent:
+        print(f"all {total} zoo model(s) of the lookup are in {output} (the {budget} budget)")
+        return 0
+    print(f"would train {len(absent)} of {total} zoo model(s) at the {budget} budget, not in {output}: "
+          f"{describe_missing(absent)}")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

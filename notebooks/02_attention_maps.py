@@ -25,24 +25,29 @@
 # - **GSA** (grouped self-attention) is the same over groups of 2×2 windows, in every second block of stages 2-3.
 #
 # This notebook records the attention maps of eight models (`sepvit.record_attention`, fused attention
-# included), places them on the image (`analysis/attention.py`, tested in `tests/test_attention.py`) and
+# included), places them on the image (`analysis/attention/`, tested in `tests/test_attention.py`) and
 # compares them, trained and freshly initialised, with numbers beside the pictures: mean attention distance
-# and entropy per block.
+# and entropy per block, whether GSA's attention has collapsed onto one group, how the attention distance relates
+# to the receptive-field reach of `01_complexity.ipynb`, and where our results run against the paper's.
 #
 # **The models** come from `experiments/zoo.py`: ordinary runs of the ablation runner, all at one budget (the
-# runner's default: 9 epochs of its built-in task, one seed), logged to `output/mlflow.db` (experiment
-# `notebook-models`) and loaded from there; a missing one is trained first (a few minutes each on a CPU).
-# Each model's accuracy is printed beside its maps, and a model whose accuracy is at chance is flagged and not
-# interpreted. `SEPVIT_SMOKE=1` (CI) trains tiny throw-away models instead (one epoch of 64 images, near chance
-# by design): the notebook then flags them wherever they appear.
+# runner's default: 9 epochs of its built-in task), at the seeds of `ZOO_LOOKUP` below, logged to
+# `output/mlflow.db` (experiment `notebook-models`) and loaded from there; a missing one is trained first (a few
+# minutes each on a CPU; `python -m workbench.notebooks --check` says when one is missing). The maps are those of
+# seed 0; collapse and the paper-vs-here table use every seed. Each model's accuracy is printed beside its maps,
+# and a model whose accuracy is at chance is flagged and not interpreted. `SEPVIT_SMOKE=1` (CI) trains tiny
+# throw-away models at seed 0 only (one epoch of 64 images, near chance by design): the notebook then flags them
+# wherever they appear.
 #
 # **Your own image:** set `YOUR_IMAGE` in the next cell to an image file; the last section shows the same maps
-# on it.
+# on it (and section 3 reads GSA's collapse on it).
 
 # %%
 YOUR_IMAGE = None  # the path of an image of your own (any size; centre-cropped, resized to 32 px); None: a bundled photo
 YOUR_QUERY = None  # (y, x) in the 32 px image; None: its centre
 
+import contextlib
+import io
 import os
 import time
 import warnings
@@ -57,6 +62,7 @@ from skimage import data as skdata
 
 import sepvit  # noqa: F401  (registers the models with timm)
 from analysis import attention as A
+from analysis import reach as rc
 from experiments import synthetic, zoo
 from experiments.data import build_datasets
 from experiments.stats import chance_interval
@@ -78,17 +84,24 @@ print(f"smoke={SMOKE}")
 # all (the local-only model: window attention in every block), or another block pattern (Swin, Twins, global MSA)
 # in the same backbone. "Untrained" below is the same configuration freshly initialised (seed 0).
 #
-# The maps are those of each run's checkpoint (its best epoch), so the accuracy shown beside them, `top1`, is
-# that checkpoint's validation top-1 (the run's last-epoch top-1 is in the table too). A model is **at chance**
+# The maps are those of each model's seed-0 checkpoint (its best epoch), so the accuracy shown beside them, `top1`,
+# is that checkpoint's validation top-1 (the run's last-epoch top-1 is in the table too). A model is **at chance**
 # when it lies within or below the 95 % interval that guessing reaches on the same number of images
-# (`experiments.stats.chance_interval`).
+# (`experiments.stats.chance_interval`). Every seed's top-1 is in the second table.
 
 # %%
-NAMES = list(zoo.ZOO)
+ZOO_LOOKUP = {"sepvit": (0, 1, 2), "sepvit, zero tokens": (0, 1, 2), "sepvit, avgpool tokens": (0, 1, 2),
+              "sepvit without GSA": (0, 1, 2), "local-only": (0,), "swin": (0, 1, 2), "twins": (0, 1, 2),
+              "msa": (0, 1, 2)}
+NAMES = list(ZOO_LOOKUP)
 t0 = time.time()
-ZOO_MODELS = zoo.trained(NAMES, smoke=SMOKE)
-fresh = [name for name, m in ZOO_MODELS.items() if m.trained_here]
-print(f"{len(NAMES)} models in {time.time() - t0:.0f} s; trained now: {', '.join(fresh) or 'none (all loaded)'}")
+with contextlib.redirect_stderr(io.StringIO()):  # a model missing from the store is trained here: no progress lines
+    ZOO_SEEDS = zoo.trained_seeds({name: seeds[:1] if SMOKE else seeds for name, seeds in ZOO_LOOKUP.items()},
+                                  smoke=SMOKE)
+ZOO_MODELS = {name: runs[0] for name, runs in ZOO_SEEDS.items()}  # seed 0: the maps
+fresh = [f"{name} seed {m.seed}" for name, runs in ZOO_SEEDS.items() for m in runs if m.trained_here]
+print(f"{sum(map(len, ZOO_SEEDS.values()))} models in {time.time() - t0:.0f} s; trained now: "
+      f"{', '.join(fresh) or 'none (all loaded)'}")
 # the maps are those of the best epoch's checkpoint: its top-1 is the accuracy beside them
 ACCURACY = A.chance_table({name: m.best_top1 for name, m in ZOO_MODELS.items()},
                           {name: chance_interval(m.num_classes, m.val_size) for name, m in ZOO_MODELS.items()})
@@ -98,9 +111,11 @@ ACCURACY.assign(last_epoch_top1=[ZOO_MODELS[name].top1 for name in ACCURACY.inde
                 run_id=[ZOO_MODELS[name].run_id[:8] for name in ACCURACY.index])
 
 # %%
-A.plot_accuracy(ACCURACY, title="Validation top-1 of the compared models (one budget)")
+A.plot_accuracy(ACCURACY, title="Validation top-1 of the compared models (one budget, seed 0)")
 plt.show()
 display(Markdown(A.chance_markdown(ACCURACY)))
+SEED_ACCURACY = zoo.accuracy_table(ZOO_SEEDS)
+SEED_ACCURACY[["model", "seeds", "top1", "mean", "half_width", "chance_high", "at_chance", "matched"]].round(2)
 
 
 # %%
@@ -255,6 +270,40 @@ A.plot_dssa_anatomy(display_images[IMG], [
 ], QUERY, batch=IMG, base_window=WINDOW, title="Stage 2, block 2: GSA groups vs a plain DSSA block")
 plt.show()
 
+# %% [markdown]
+# ### Has GSA's attention collapsed?
+#
+# Read, not only drawn: in the GSA block every group's token attends to the group tokens (4 here); the block has
+# **collapsed** when most queries put nearly all their attention on one group (`analysis.attention.pwa_collapse`:
+# more than 50 % of the (image, head, query group) rows put over 90 % of their weight on one key), and "every group
+# reads from the same group" when that key is the same for nearly all of them. Measured for every seed of the
+# trained SepViT on the eight validation images and on the photo of section 8, and for the untrained model (its
+# near-uniform PWA is the baseline). The DSSA blocks' PWA (between windows) is read the same way.
+
+# %%
+PHOTO = A.load_image(YOUR_IMAGE if YOUR_IMAGE is not None else skdata.chelsea(), size=32)
+PHOTO_INPUT = A.to_model_input(PHOTO, INFO.mean, INFO.std)
+collapse_rows = []
+for m in ZOO_SEEDS["sepvit"]:
+    for what, x in (("the 8 validation images", images), ("the photo", PHOTO_INPUT)):
+        collapse_rows.append(A.collapse_table(record(m.model.eval(), x), WINDOW, seed=m.seed, state="trained",
+                                              images=what, top1=m.best_top1))
+collapse_rows.append(A.collapse_table(RECORDS["untrained"]["sepvit"], WINDOW, seed=0, state="untrained",
+                                      images="the 8 validation images", top1=float("nan")))
+COLLAPSE = pd.concat(collapse_rows, ignore_index=True)
+at_chance = ACCURACY.loc["sepvit", "at_chance"]
+lines = []
+for (state, what), part in COLLAPSE.groupby(["state", "images"], sort=False):
+    for line in A.collapse_sentences(part, by="seed", attention="GSA"):
+        lines.append(f"**GSA, {state} SepViT, {what}** — {line}")
+    for line in A.collapse_sentences(part, by="seed", attention="DSSA"):
+        lines.append(f"DSSA PWA, {state} SepViT, {what} — {line}")
+if at_chance:
+    lines.insert(0, "**The trained SepViT is at chance: its collapse figures are not interpreted.**")
+display(Markdown("\n".join(f"- {line}" for line in lines)))
+COLLAPSE[["state", "images", "seed", "label", "attention", "one_key_share", "same_key_share", "top_key",
+          "entropy_ratio", "collapsed"]].round(3)
+
 # %%
 show_model("sepvit without GSA", "SepViT without GSA (plain DSSA blocks): every block's attention from the ring")
 
@@ -322,7 +371,80 @@ COMPARISON.set_index(["model", "unit"])[["mean_distance_px_trained", "mean_dista
                                          "entropy_ratio_trained", "entropy_ratio_untrained"]]
 
 # %% [markdown]
-# ## 7 · Your own image
+# ### The attention distance here and the reach in `01_complexity.ipynb`: two different figures
+#
+# The **mean attention distance** above reads the attention probabilities alone: the expected distance from a query
+# to its keys (Euclidean, input pixels), a SepViT block counted as its DWA-then-PWA path with the inner shortcuts
+# left out. PWA mixes the *same relative position* of every window, so a query's path reaches every window as soon
+# as PWA is not sharply peaked: with near-uniform PWA the figure approaches the mean distance between same-place
+# pixels of all windows, as for uniform attention over the whole 32 px image (about 16.7 px), whatever DWA does.
+# The **reach** of 01 (`analysis.reach`) reads gradients of the whole block (shortcuts, value and output
+# projections, MLP) and keeps the share at the query apart: how far the input that actually changes the output
+# lies (Chebyshev, feature pixels of the stage, here times the stage's stride to input pixels). The two differ
+# because the attention figure ignores how much of the output comes through each path: the shortcut and the
+# query's own window carry most of it, so the reach is shorter wherever the far paths are weak. Both for every
+# unit of the seed-0 models, trained and untrained, on the same eight images:
+
+# %%
+REACH = {state: {name: rc.model_reach_table([MODELS[state][name]], images, label=name) for name in NAMES}
+         for state in ("trained", "untrained")}
+RECONCILE = A.attention_vs_reach(COMPARISON, REACH, img_size=images.shape[-1])
+display(Markdown(("**SepViT at chance: not interpreted.**\n\n" if ACCURACY.loc["sepvit", "at_chance"] else "")
+                 + A.reconcile_markdown(RECONCILE, "sepvit")))
+nearer = A.nearer_stages(COMPARISON, ACCURACY, "swin", "local-only")
+if nearer:
+    display(Markdown("\n".join(
+        f"- Stage {n['stage']}: the Swin model's blocks attend nearer ({n['name_px']:.1f} px) than the local-only "
+        f"model's ({n['other_px']:.1f} px), although a Swin pair is the wider unit by 01's reach. Per block, W-MSA "
+        "and SW-MSA windows are as large as local-only's, and the shift mask removes the keys across the rolled "
+        "border, so a shifted window offers fewer, nearer keys; the pair's extra reach comes from composing two "
+        "blocks, which a per-block attention distance does not see." for n in nearer)))
+elif ACCURACY.loc[["swin", "local-only"], "at_chance"].any():
+    display(Markdown("- Swin against local-only: not interpreted (a model at chance)."))
+else:
+    display(Markdown("- The Swin model's blocks attend at least as far as the local-only model's at every stage."))
+RECONCILE.round(2)
+
+# %% [markdown]
+# ## 7 · Paper vs here
+#
+# Wherever the zoo can make a comparison the paper makes, our top-1 difference over seeds (paired interval over
+# the shared seeds, else Welch's; the verdict of `experiments.stats.compare`) beside the paper's ImageNet-1k figure,
+# and whether the direction agrees; a difference that does not resolve has no direction. The paper's figures:
+# `experiments.grids.PAPER_STEPS` (its ablation chain) and `analysis.published.PUBLISHED_TOP1`.
+
+# %%
+PAPER = zoo.paper_comparison(ZOO_SEEDS)
+chance_models = set(SEED_ACCURACY.loc[SEED_ACCURACY.at_chance, "model"])
+lines = [line + (" Not interpreted: a model at chance." if {a, b} & chance_models else "")
+         for line, a, b in zip(zoo.paper_sentences(PAPER), PAPER["a"], PAPER["b"])]
+display(Markdown("\n".join(f"- {line}" for line in lines) + f"\n\n{zoo.setting_sentence(ZOO_SEEDS)}"))
+PAPER[["comparison", "seeds_a", "seeds_b", "top1_a", "top1_b", "diff", "paired_low", "paired_high", "welch_low",
+       "welch_high", "verdict", "paper_delta", "agrees"]].round(2)
+
+# %%
+fig, ax = plt.subplots(figsize=(8, 0.55 * len(PAPER) + 1.5))
+for i, r in enumerate(PAPER.itertuples()):
+    low, high = (r.paired_low, r.paired_high) if not pd.isna(r.paired_low) else (r.welch_low, r.welch_high)
+    if pd.isna(low):
+        ax.plot(r.diff, i, "o", color="tab:blue", label="here (no interval)" if i == 0 else None)
+    else:
+        ax.errorbar(r.diff, i, xerr=[[r.diff - low], [high - r.diff]], fmt="o", color="tab:blue", capsize=3,
+                    label="here, 95 % interval over seeds" if i == 0 else None)
+    if r.paper_delta is not None and not pd.isna(r.paper_delta):
+        ax.plot(r.paper_delta, i, "x", color="tab:red", ms=9, mew=2, label="paper (ImageNet-1k)")
+ax.axvline(0, color="k", lw=0.8)
+ax.set_yticks(range(len(PAPER)), [f"{r.comparison}\n({r.a} − {r.b})" for r in PAPER.itertuples()], fontsize=7)
+ax.invert_yaxis()
+ax.set(xlabel="top-1 difference a − b (points)", title="Paper vs here: each comparison's difference")
+handles, labels = ax.get_legend_handles_labels()
+unique = dict(zip(labels, handles))
+ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 8 · Your own image
 #
 # `YOUR_IMAGE` (first code cell) names an image file; without one, scikit-image's bundled photo of Chelsea the
 # cat is used (no download). It is centre-cropped and resized to the models' 32 px input, normalised like the
@@ -330,10 +452,9 @@ COMPARISON.set_index(["model", "unit"])[["mean_distance_px_trained", "mean_dista
 # how their learnt attention behaves on one, not what they were trained for.
 
 # %%
-own = A.load_image(YOUR_IMAGE if YOUR_IMAGE is not None else skdata.chelsea(), size=32)
+own = PHOTO
 own_query = tuple(YOUR_QUERY) if YOUR_QUERY is not None else (16, 16)
-own_records = {name: record(model, A.to_model_input(own, INFO.mean, INFO.std))
-               for name, model in MODELS["trained"].items()}
+own_records = {name: record(model, PHOTO_INPUT) for name, model in MODELS["trained"].items()}
 A.plot_block_maps(own, [(LABELS[name].replace(" · top-1", "\ntop-1"), own_records[name]) for name in NAMES],
                   own_query, base_window=WINDOW, window_px=WINDOW,
                   title=f"{YOUR_IMAGE or 'scikit-image chelsea'}: every model's attention from pixel {own_query}")

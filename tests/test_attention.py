@@ -419,6 +419,55 @@ def test_collapse_table_reads_each_pwa_block_of_a_recorded_model():
     assert "read one group" in table.sentence[2] and "read one window" in table.sentence[0]
 
 
+def test_collapse_sentences_count_the_seeds_where_gsa_collapsed():
+    collapsed = torch.full((1, 1, 4, 4), 0.02)
+    collapsed[..., 1] = 0.94
+    uniform = torch.full((1, 1, 4, 4), 0.25)
+    table = pd.DataFrame([dict(seed=seed, block="stages.1.blocks.1", label="s2b2 GSA: 4 groups of 8", attention="GSA",
+                               **A.pwa_collapse([pwa_record(attn)]))  # collapse_table's row of this GSA block
+                          for seed, attn in ((0, collapsed), (1, collapsed), (2, uniform))])
+    (line,) = A.collapse_sentences(table, by="seed")
+    assert line.startswith("s2b2 GSA: 4 groups of 8: collapse present in some (2 of 3 seeds with more than 50 % of "
+                           "their queries putting over 90 % of their attention on one of 4 groups: seed 0: 100 % of "
+                           "queries, the most read group (0,1) largest for 100 %, entropy 0.")
+    assert "seed 2: 0 % of queries" in line
+    assert A.collapse_sentences(table[table.seed < 2], by="seed")[0].split(": collapse ")[1].startswith("present (2 of 2")
+    assert A.collapse_sentences(table[table.seed == 2], by="seed")[0].split(": collapse ")[1].startswith("absent")
+    assert A.collapse_sentences(table, attention="DSSA") == []  # no DSSA block in these records
+
+
+def test_attention_distance_and_reach_are_set_side_by_side_in_input_pixels():
+    from analysis import reach
+
+    comparison = A.trained_vs_untrained(two_state_stats())  # model "a", block stages.1.blocks.0: 0.0 / 3.4 px
+    values = {s: np.full((1, 2, 3), 0.5) for s in reach.REACH_STATS}
+    trained = reach.ReachResult(2, "sepvit_block", 8, 8, 4, [(0, 0)] * 3, values, blocks="0", label="a")
+    untrained = reach.ReachResult(2, "sepvit_block", 8, 8, 4, [(0, 0)] * 3,
+                                  {s: np.full((1, 2, 3), 0.25) for s in reach.REACH_STATS}, blocks="0", label="a")
+    pair = reach.ReachResult(2, "ours_swin_pair", 8, 8, 4, [(0, 0)] * 3, values, blocks="0+1", label="a")
+    table = A.attention_vs_reach(comparison, {"trained": {"a": [trained, pair]}, "untrained": {"a": [untrained]}},
+                                 img_size=32)
+    assert len(table) == 1  # the pair's second block was not recorded: left out
+    row = table.iloc[0]
+    assert row.attention_px_trained == 0.0 and row.attention_px_untrained == pytest.approx(2 + math.sqrt(2))
+    assert row.reach_px_trained == pytest.approx(0.5 * 4) and row.reach_px_untrained == pytest.approx(0.25 * 4)
+    text = A.reconcile_markdown(table, "a")
+    assert "attention distance 3.4 → 0.0 px with training, reach 1.0 → 2.0 px (self share 50 %)" in text
+    assert "the attention distance is the larger figure in 0 of 1 units; training moved it by at most 3.4 px, " \
+           "the reach by at most 1.0 px." in text
+    assert A.reconcile_markdown(table, "b") == "- b: no unit with both figures."
+
+
+def test_nearer_stages_name_where_one_model_attends_nearer_than_another():
+    comparison = A.trained_vs_untrained(two_state_stats())
+    comparison.loc[comparison.model == "b", "mean_distance_px_trained"] = 2.0
+    table = A.chance_table({"a": 50.0, "b": 50.0}, {"a": (6.0, 14.0), "b": (6.0, 14.0)})
+    assert A.nearer_stages(comparison, table, "a", "b") == [dict(stage=2, name_px=0.0, other_px=2.0)]
+    assert A.nearer_stages(comparison, table, "b", "a") == []
+    stuck = A.chance_table({"a": 50.0, "b": 1.0}, {"a": (6.0, 14.0), "b": (6.0, 14.0)})
+    assert A.nearer_stages(comparison, stuck, "a", "b") == []  # a model at chance is not interpreted
+
+
 # ---------------------------------------------------------------------------------- accuracy, chance, conclusions
 def test_chance_table_labels_and_warning():
     table = A.chance_table({"good": 40.0, "edge": 14.0, "low": 3.0}, {n: (6.0, 14.0) for n in ("good", "edge", "low")})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -555,3 +556,47 @@ def test_time_sentences_split_the_gap_between_mac_and_other_operators():
     assert "does not reproduce the gap" in lines[3] and "0.60x the time its MACs predict" in lines[3]
     assert lines[4].endswith("(slower).")
     assert "does not reproduce the gap" in lines[5] and "1.10x" in lines[5] and "mostly" not in lines[5]
+
+
+def test_median_interval_from_order_statistics():
+    values = list(range(1, 16))  # 15 rounds: ranks 4 and 12 cover 96.5 %, ranks 5 and 11 only 88.2 %
+    low, high, coverage = tvm.median_interval(values[::-1])
+    assert (low, high) == (4, 12) and coverage == pytest.approx(1 - 2 * sum(math.comb(15, i) for i in range(4)) / 2**15)
+    assert tvm.median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0, 0.75)  # too few rounds for 95 %: the range, 75 %
+    assert tvm.median_interval([5.0]) == (5.0, 5.0, 0.0)
+    with pytest.raises(ValueError, match="no values"):
+        tvm.median_interval([])
+
+
+def test_the_spread_rule_judges_time_against_macs_by_the_rounds_own_interval():
+    steady = [0.50, 0.51, 0.49, 0.50, 0.52, 0.48, 0.50, 0.51, 0.49, 0.50]
+    noisy = [0.35, 0.70, 0.45, 0.62, 0.50, 0.40, 0.66, 0.55, 0.38, 0.60]
+    row = _block_row(sepvit_block=(10.0, 100e6, 0.5, 0.6), msa_block=(10.0, 100e6, 0.5, 0.6),
+                     swin_pair=(20.0, 200e6, 1.0, 1.0))
+    row["sepvit_block_time_ratio_rounds"], row["msa_block_time_ratio_rounds"] = steady, noisy
+    row["swin_pair_time_ratio_rounds"] = [1.0] * 10
+    out = {r["name"]: r for r in tvm.block_time_vs_macs([row], tolerance=None)}
+    assert out["sepvit_block"]["follows"] is False  # 0.6 lies outside [0.49, 0.51]: faster than its MACs, resolved
+    assert out["msa_block"]["follows"] is True  # the same medians, but these rounds cannot tell 0.5 from 0.6
+    assert out["sepvit_block"]["spread_tolerance"] == pytest.approx(0.02) and out["msa_block"]["spread_tolerance"] > 0.2
+    assert {r["name"]: r["follows"] for r in tvm.block_time_vs_macs([row])}["msa_block"] is True  # fixed 20 %
+    lines = tvm.time_sentences(list(out.values()), tolerance=None)
+    assert "the MAC ratio lies outside the 98 % interval [0.49, 0.51] of the time ratio over 10 rounds" in lines[0]
+    assert lines[1].endswith("time follows MACs (the MAC ratio lies inside the 98 % interval [0.38, 0.66] of the "
+                             "time ratio over 10 rounds).")
+    noise = tvm.timing_noise(list(out.values()))
+    assert noise["max_spread_tolerance"] == out["msa_block"]["spread_tolerance"]
+    without = tvm.block_time_vs_macs([_block_row(sepvit_block=(10.0, 100e6, 0.5, 0.6))], tolerance=None)
+    assert without[0]["follows"] is None and tvm.time_sentences(without, tolerance=None)[0].endswith(
+        "no rounds to judge by.")
+
+
+def test_unit_vs_unit_divides_two_units_round_by_round():
+    row = _block_row(ours_swin_pair=(10.0, 210e6, 1.0, 1.05), sepvit_block=(5.0, 100e6, 0.5, 0.5),
+                     swin_pair=(10.0, 200e6, 1.0, 1.0))
+    row["ours_swin_pair_time_ratio_rounds"] = [1.0, 1.2, 1.1, 0.9, 1.0]
+    row["sepvit_block_time_ratio_rounds"] = [0.5, 0.6, 0.55, 0.45, 0.5]
+    (found,) = tvm.unit_vs_unit([row], "sepvit_block", "ours_swin_pair")
+    assert found["time_ratio"] == pytest.approx(0.5) and found["low"] == pytest.approx(0.5)
+    assert found["macs_ratio"] == pytest.approx(100 / 210) and found["rounds"] == 5 and found["stage"] == 2
+    assert tvm.unit_vs_unit([row], "sepvit_block", "msa_block") == []  # not timed

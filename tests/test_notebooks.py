@@ -4,11 +4,13 @@ from __future__ import annotations
 import sys
 
 import pytest
+from runner_support import mlflow_db_template  # noqa: F401  (fixture)
+from zoo_support import STORE_LOOKUP, zoo_store  # noqa: F401  (fixture)
 
 from workbench import notebooks
 
 # figures each notebook draws at least (stored: a full run; smoke: the CI run)
-MIN_FIGURES = {"01_complexity": 9, "02_attention_maps": 15, "03_ablation_report": 3, "04_search_report": 3, "05_latency": 3}
+MIN_FIGURES = {"01_complexity": 9, "02_attention_maps": 16, "03_ablation_report": 3, "04_search_report": 3, "05_latency": 3}
 
 
 @pytest.mark.parametrize("name", notebooks.notebook_names())
@@ -85,3 +87,45 @@ def test_check_reports_a_notebook_without_provenance_and_an_unreadable_source(ti
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tiny.py does not parse" in err[0]
+
+
+# ---------------------------------------------------------------------------------- zoo lookups (--check)
+def _declare(project, lookup_line: str) -> None:
+    (project / "notebooks" / "tiny.py").write_text(TINY.replace("import analysis\n", f"import analysis\n\n{lookup_line}\n"))
+
+
+def test_a_notebooks_zoo_lookup_is_read_from_its_source_without_running_it(tiny_project):
+    assert notebooks.zoo_lookup("tiny") is None and notebooks.zoo_problems("tiny") == []  # declares none
+    _declare(tiny_project, 'ZOO_LOOKUP = {"sepvit": (0, 1, 2), "msa": [0]}')
+    assert notebooks.zoo_lookup("tiny") == {"sepvit": [0, 1, 2], "msa": [0]}
+    for line in ('ZOO_LOOKUP = {name: (0,) for name in ("sepvit",)}', 'ZOO_LOOKUP = {"sepvit": 0}',
+                 'ZOO_LOOKUP = {"sepvit": (0,)}\nZOO_LOOKUP = {}'):
+        _declare(tiny_project, line)
+        with pytest.raises(ValueError, match="ZOO_LOOKUP must be a literal mapping of zoo names to seeds"):
+            notebooks.zoo_lookup("tiny")
+
+
+def test_check_says_in_one_line_when_a_zoo_lookup_would_retrain(tiny_project, monkeypatch):
+    _declare(tiny_project, 'ZOO_LOOKUP = {"local-only": (0, 1), "msa": (0,)}')
+    (found,) = notebooks.zoo_problems("tiny", smoke=True)  # the project's output/ holds no store
+    assert found.startswith("tiny.py's zoo lookup would train 3 of 3 zoo model(s) at the smoke budget, not in "
+                            f"{tiny_project / 'output'}: local-only seeds 0, 1; msa seed 0: running it would retrain")
+    assert not (tiny_project / "output").exists()  # the check creates no store
+    monkeypatch.setattr(notebooks.sys, "executable", "false")  # a check that fails without saying what is missing
+    assert notebooks.zoo_problems("tiny", smoke=True) == ["tiny.py's zoo lookup could not be checked: exit code 1"]
+
+
+@pytest.mark.slow
+def test_check_passes_with_the_zoo_models_in_the_store_and_fails_without(tiny_project, zoo_store, monkeypatch, capsys):
+    _declare(tiny_project, f"ZOO_LOOKUP = {STORE_LOOKUP!r}")
+    assert notebooks.main(["--execute", "tiny"]) == 0
+    (tiny_project / "output").symlink_to(zoo_store, target_is_directory=True)
+    monkeypatch.setenv("SEPVIT_SMOKE", "1")  # the store holds smoke-budget models
+    capsys.readouterr()
+    assert notebooks.main(["--check"]) == 0
+    assert "their zoo models in the store" in capsys.readouterr().out
+    (tiny_project / "output").unlink()
+    (tiny_project / "output").mkdir()
+    assert notebooks.main(["--check"]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tiny.py's zoo lookup would train 2 of 2 zoo model(s)")

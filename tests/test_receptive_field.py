@@ -209,8 +209,6 @@ def test_unit_table_rows_carry_stats_and_analytic_macs():
         assert set(erf.STAT_COLUMNS) <= set(r.stats) and r.macs > 0
     stage4 = {r.unit: r for r in results if r.stage == 4}
     assert all(r.stats["outside_window"] == 0.0 for r in stage4.values())  # a 4x4 map is one window
-    rows = erf_tables.comparable(results)
-    assert {row["pair"] for row in rows} == {"swin_pair"} and all(isinstance(row["comparable"], bool) for row in rows)
 
 
 def test_trained_model_path_captures_the_real_block_inputs():
@@ -247,21 +245,6 @@ def test_plot_uses_one_colour_scale_with_a_colour_bar():
     assert len(images) == 4
     assert {(im.norm.vmin, im.norm.vmax) for im in images} == {(1e-5, 1.0)}
     assert len(fig.axes) == 5  # four panels and the colour bar
-
-
-def _result(unit: str, mean_distance: float, macs: int) -> erf_tables.ERFResult:
-    stats = dict(radius_90=1.0, mean_distance=mean_distance, outside_window=0.1, self_share=0.5, reach=1.0)
-    return erf_tables.ERFResult(2, unit, 16, 16, 4, (8, 8), 1, np.full((16, 16), 1 / 256), stats, macs)
-
-
-def test_verdict_compares_the_sepvit_block_with_each_pair_by_mean_distance():
-    rows = erf_tables.comparable([_result("sepvit_block", 1.0, 50), _result("swin_pair", 1.9, 100),
-                          _result("ours_twins_pair", 2.1, 100), _result("msa_block", 9.0, 100),
-                          _result("ours_swin_block0", 1.0, 50)])
-    assert [(r["pair"], r["comparable"]) for r in rows] == [("swin_pair", True), ("ours_twins_pair", False)]
-    assert rows[0]["mean_distance_ratio"] == pytest.approx(1 / 1.9) and rows[0]["macs_ratio"] == 0.5
-    text = erf_tables.format_comparison(rows)
-    assert "comparable or wider" in text.splitlines()[0] and "NOT comparable" in text.splitlines()[1]
 
 
 # ------------------------------------------------------------------------------ spatial reach (off-query mass)
@@ -436,6 +419,36 @@ def test_compare_reach_pairs_the_sepvit_block_with_each_pair_on_the_same_queries
     assert len(text) == 2 and text[0].startswith("stage 2: SepViT block vs ours_swin_pair") and "narrower" in text[0]
     with pytest.raises(ValueError, match="unknown stat"):
         reach.compare_reach(results, stat="radius")
+
+
+def test_verdict_summary_says_plainly_where_the_sepvit_block_is_narrower():
+    base = np.ones((1, 3, 2))
+    rows = reach.compare_reach([_reach_result("sepvit_block", 0.5 * base), _reach_result("ours_swin_pair", base),
+                                _reach_result("ours_twins_pair", 0.52 * base), _reach_result("ours_x_pair", 0.25 * base),
+                                _reach_result("ours_y_pair", 0.45 * base)])
+    assert reach.verdict_summary(rows) == [
+        "The SepViT block is narrower, and NOT comparable, than ours_swin_pair at stage 2 (ratio 0.50 [0.50, 0.50]).",
+        "The SepViT block is narrower, though comparable (interval inside the band), than ours_twins_pair at stage 2 "
+        "(ratio 0.96 [0.96, 0.96]).",
+        "The SepViT block is wider, though comparable (interval inside the band), than ours_y_pair at stage 2 "
+        "(ratio 1.11 [1.11, 1.11]).",
+        "The SepViT block is wider than ours_x_pair at stage 2 (ratio 2.00 [2.00, 2.00])."]
+    assert reach.verdict_summary([]) == [
+        "No stage has both a SepViT block and a two-block pair measured on the same inputs."]
+
+
+def test_stage_ranking_puts_the_widest_unit_first_and_knows_a_one_window_map():
+    rng = np.random.default_rng(0)
+    results = [_reach_result("ours_msa_block", 5 + 0.1 * rng.standard_normal((2, 3, 2))),
+               _reach_result("sepvit_block", 3 + 0.1 * rng.standard_normal((2, 3, 2))),
+               _reach_result("ours_swin_pair", 3.05 + 0.1 * rng.standard_normal((2, 3, 2)))]
+    (stage,) = reach.stage_ranking(results, resamples=200)
+    assert [u["unit"] for u in stage["ranked"]][0] == "ours_msa_block" and stage["clearly_widest"]
+    assert stage["widest"] == "ours_msa_block" and not stage["one_window"]
+    close = reach.stage_ranking(results[1:], resamples=200)[0]
+    assert not close["clearly_widest"]  # 3.0 vs 3.05 with noise: the intervals overlap
+    whole = reach.ReachResult(4, "sepvit_block", 4, 4, 4, [(1, 1)], {s: np.ones((1, 2, 1)) for s in reach.REACH_STATS})
+    assert reach.stage_ranking([whole])[0]["one_window"]
 
 
 def test_model_reach_table_stacks_seeds_of_one_configuration():

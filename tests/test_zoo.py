@@ -4,10 +4,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from runner_support import mlflow_db_template  # noqa: F401  (fixture)
+from zoo_support import STORE_LOOKUP, zoo_store  # noqa: F401  (fixture)
 
 from experiments import zoo
 from sepvit.config import SepViTConfig
-from workbench.tracking import flatten
+from workbench.tracking import default_tracking_uri, flatten
 
 
 def _run(run_id: str, cfg: SepViTConfig, start: int, best: float) -> dict:
@@ -41,10 +43,99 @@ def test_zoo_trains_a_missing_model_once_and_then_finds_it_however_it_was_comput
     assert again.run_id == first.run_id and again.top1 == first.top1
     assert again.execution == {"model.fused_attn": "True", "env.torch_threads": "1"}
     assert again.model.config.dssa is False and again.num_classes == 10 and again.val_size == 64
-    other = zoo.trained(["local-only"], output=tmp_path, smoke=True, extra_args=["--seed", "1"])["local-only"]
-    assert other.trained_here and other.run_id != first.run_id  # the training seed is part of the identity
+    assert again.seed == 0 and again.train["seed"] == 0 and again.train["epochs"] == 1
+    assert zoo.missing(["local-only"], (0, 1), output=tmp_path, smoke=True) == [("local-only", 1)]  # seed counts
 
 
 def test_zoo_refuses_an_unknown_model(tmp_path):
     with pytest.raises(ValueError, match="unknown zoo model"):
         zoo.trained(["resnet"], output=tmp_path, smoke=True)
+
+
+def test_a_lookup_plan_names_each_model_with_its_sorted_distinct_seeds():
+    assert zoo.lookup_plan(["sepvit", "swin"]) == {"sepvit": (0,), "swin": (0,)}
+    assert zoo.lookup_plan(["msa"], (2, 0, 2)) == {"msa": (0, 2)}
+    assert zoo.lookup_plan({"sepvit": (1, 0), "local-only": [3]}) == {"sepvit": (0, 1), "local-only": (3,)}
+    for names, seeds, message in ((["resnet"], None, "unknown zoo model"), (["msa"], (), "seeds must be"),
+                                  (["msa"], (-1,), "seeds must be"), ({"msa": (0,)}, (1,), "not both"),
+                                  ("msa", None, "the string")):
+        with pytest.raises(ValueError, match=message):
+            zoo.lookup_plan(names, seeds)
+    assert zoo.consecutive([5, 0, 2, 1, 7, 8, 1]) == [(0, 3), (5, 1), (7, 2)]
+
+
+def test_missing_seeds_are_trained_in_one_call_per_run_of_consecutive_seeds(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(zoo, "_train", lambda name, argv, output: calls.append((name, argv)))
+    monkeypatch.setattr(zoo, "_load", lambda lookup, name, seed, trained_here: (name, seed, trained_here))
+    found = zoo.trained_seeds({"swin": (3, 0, 2), "msa": (1,)}, output=tmp_path, smoke=True, parallel=2)
+    assert found == {"swin": [("swin", 0, True), ("swin", 2, True), ("swin", 3, True)], "msa": [("msa", 1, True)]}
+
+    def flag(argv, name):
+        return argv[argv.index(name) + 1]
+
+    assert [(name, flag(argv, "--seed"), flag(argv, "--seeds"), flag(argv, "--parallel")) for name, argv in calls] == [
+        ("swin", "0", "1", "1"), ("swin", "2", "2", "2"), ("msa", "1", "1", "1")]  # never more processes than runs
+    assert all(flag(argv, "--experiment") == zoo.EXPERIMENT and flag(argv, "--output") == str(tmp_path)
+               for _, argv in calls)
+    assert not (tmp_path / "mlflow.db").exists()  # looking up an empty folder creates no store
+    with pytest.raises(ValueError, match="the zoo sets --seed"):
+        zoo.trained_seeds(["msa"], output=tmp_path, smoke=True, extra_args=["--seed", "1"])
+
+
+def test_the_command_line_says_what_a_lookup_would_train_in_one_line(tmp_path, capsys):
+    assert zoo.main(["--lookup", '{"msa": [0, 1], "swin": [2]}', "--output", str(tmp_path), "--smoke"]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [f"would train 3 of 3 zoo model(s) at the smoke budget, not in {tmp_path}: msa seeds 0, 1; swin seed 2"]
+    for argv, message in ((["--lookup", "{bad"], "--lookup is not JSON"), (["--lookup", "[1]"], "JSON object"),
+                          (["msa", "--lookup", "{}"], "one of them"), (["resnet"], "unknown zoo model"),
+                          (["msa", "--parallel", "0"], "--parallel must be")):
+        assert zoo.main([*argv, "--output", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)
+
+
+@pytest.mark.slow
+def test_two_seeds_train_in_one_call_and_are_found_again(zoo_store, capsys):
+    from experiments.report import list_calls
+
+    assert len(list_calls(default_tracking_uri(zoo_store), zoo.EXPERIMENT)) == 1  # both seeds: one runner call
+    models = zoo.trained_seeds(STORE_LOOKUP, output=zoo_store, smoke=True)["local-only"]
+    assert [m.seed for m in models] == [0, 1] and not any(m.trained_here for m in models)
+    assert len({m.run_id for m in models}) == 2
+    assert zoo.missing({"local-only": (0, 1, 2), "msa": (0,)}, output=zoo_store, smoke=True) == [
+        ("local-only", 2), ("msa", 0)]
+    assert zoo.main(["local-only", "--seeds", "0", "1", "--output", str(zoo_store), "--smoke"]) == 0
+    assert capsys.readouterr().out.startswith("all 2 zoo model(s) of the lookup are in")
+
+
+def test_paper_comparison_sets_our_difference_over_seeds_beside_the_papers():
+    def model(name, seed, top1):
+        return zoo.ZooModel(name, None, top1, top1, 10, 64, f"{name}{seed}", False, {}, seed=seed)
+
+    models = {"sepvit": [model("sepvit", s, t) for s, t in enumerate((70.0, 72.0, 71.0))],
+              "sepvit, zero tokens": [model("zero", s, t) for s, t in enumerate((82.0, 83.0, 82.5))],
+              "msa": [model("msa", s, t) for s, t in enumerate((96.0, 96.5, 96.2))]}
+    table = zoo.paper_comparison(models).set_index("comparison")
+    assert list(table.index) == ["window tokens: learnable vs fixed zero", "SepViT vs global MSA"]  # pairs present
+    tokens = table.loc["window tokens: learnable vs fixed zero"]
+    assert tokens["diff"] == pytest.approx(-11.5) and tokens["paper_delta"] == 0.2
+    assert tokens["paired_high"] < 0 and tokens["agrees"] == "no: runs against the paper"
+    assert table.loc["SepViT vs global MSA", "agrees"] == "no paper figure"
+    lines = zoo.paper_sentences(table.reset_index())
+    assert lines[0].startswith("window tokens: learnable vs fixed zero: here 71.0 vs 82.5 % top-1, -11.5 points "
+                               "(paired 95 % interval [")
+    assert "seeds 0, 1, 2 vs 0, 1, 2" in lines[0] and "the paper: +0.2" in lines[0]
+
+
+def test_accuracy_table_says_whether_each_model_is_matched_to_the_reference():
+    def runs(name, *top1):
+        return [zoo.ZooModel(name, None, t, t, 10, 640, f"{name}{s}", False, {}, seed=s) for s, t in enumerate(top1)]
+
+    table = zoo.accuracy_table({"sepvit": runs("sepvit", 70.0, 72.0, 71.0), "swin": runs("swin", 70.5, 71.5, 71.2),
+                                "msa": runs("msa", 96.0, 96.5, 96.2), "twins": runs("twins", 9.0)}).set_index("model")
+    assert table.loc["sepvit", "matched"] == "the reference" and table.loc["sepvit", "seeds"] == [0, 1, 2]
+    assert table.loc["sepvit", "mean"] == pytest.approx(71.0) and table.loc["sepvit", "half_width"] > 0
+    assert table.loc["swin", "matched"].startswith("within ")  # no difference resolved over three seeds
+    assert table.loc["msa", "matched"].startswith("no: +25.2 points") and not table.loc["msa", "at_chance"]
+    assert table.loc["twins", "at_chance"] and table.loc["twins", "matched"] == "unknown: fewer than two seeds"

@@ -3,7 +3,7 @@
     python -m workbench.notebooks --execute                 # run every notebook in full and store its outputs
     python -m workbench.notebooks --execute 01_complexity   # one of them
     python -m workbench.notebooks --check                   # stored code = its jupytext .py, figures, no errors,
-                                                            # outputs made by today's code
+                                                            # outputs made by today's code, zoo models all there
 
 Each notebook is a jupytext pair: `notebooks/NAME.py` (py:percent) is the source, `NAME.ipynb` carries the outputs.
 `--execute` reads the .py, runs it in a fresh python3 kernel from the notebooks folder (with the environment of
@@ -17,11 +17,19 @@ packages (PACKAGES) that the notebook's .py imports, plus the project packages t
 reports a notebook as stale, naming the files, when any of them changed, appeared or disappeared since. This is a superset of what the outputs can depend on (a change to an
 unused function also marks the notebook stale), never a subset; data, installed libraries and the MLflow store
 are not covered.
+
+Zoo lookups. A notebook that loads trained models from the zoo (`experiments/zoo.py`) declares them in a
+module-level literal, `ZOO_LOOKUP = {"sepvit": (0, 1, 2), ...}` (zoo name -> training seeds, at the full budget),
+which `--check` reads without running the notebook (`zoo_lookup`). `--check` fails, one line per notebook, when the
+lookup would train a model because the default store (`output/`) lacks it (`zoo_problems`: the zoo's own check,
+`python -m experiments.zoo --lookup ...`, run as a command: this package sits below `experiments` and imports
+none of it). With SEPVIT_SMOKE=1 the lookup is checked at the zoo's smoke budget instead.
 """
 from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -31,6 +39,8 @@ from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "notebooks"
+CODE = Path(__file__).resolve().parents[1]  # where `python -m experiments.zoo` runs from (ROOT: whose notebooks)
+ZOO_LOOKUP = "ZOO_LOOKUP"  # the module-level constant naming a notebook's zoo models and seeds
 MAX_BYTES = 3_000_000  # a stored notebook above this has something other than a few PNG figures in it
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 PACKAGES = ("workbench", "sepvit", "analysis", "experiments")  # the project's own packages
@@ -157,6 +167,58 @@ def stale(name: str) -> list[str]:
             f"{str(recorded.get('commit', 'unknown'))[:12]}): {rerun}"]
 
 
+# ---------------------------------------------------------------------------------- zoo lookups
+def zoo_lookup(name: str) -> dict[str, list[int]] | None:
+    """The ZOO_LOOKUP literal of notebooks/NAME.py (zoo name -> seeds), read without running it; None when the
+    notebook declares none. ValueError in one line when it is not a literal mapping of names to seeds."""
+    path = FOLDER / f"{name}.py"
+    try:
+        tree = ast.parse(path.read_text(), str(path))
+    except SyntaxError as error:
+        raise ValueError(f"{path} does not parse ({error.msg}, line {error.lineno}): its {ZOO_LOOKUP} cannot be "
+                         "read") from None
+    values = [node.value for node in tree.body if isinstance(node, ast.Assign)
+              and any(isinstance(t, ast.Name) and t.id == ZOO_LOOKUP for t in node.targets)]
+    if not values:
+        return None
+    problem = f"{path.name}: {ZOO_LOOKUP} must be a literal mapping of zoo names to seeds, e.g. {{'sepvit': (0, 1)}}"
+    if len(values) > 1:
+        raise ValueError(f"{problem}, assigned once (it is assigned {len(values)} times)")
+    try:
+        lookup = ast.literal_eval(values[-1])
+    except ValueError:
+        raise ValueError(problem) from None
+    if not isinstance(lookup, dict) or not all(
+            isinstance(k, str) and isinstance(v, (tuple, list)) and all(isinstance(s, int) for s in v)
+            for k, v in lookup.items()):
+        raise ValueError(problem)
+    return {k: list(v) for k, v in lookup.items()}
+
+
+def zoo_problems(name: str, smoke: bool = False, timeout: int = 300) -> list[str]:
+    """One line when notebook NAME's zoo lookup would train a model, as the default store (ROOT/output) stands
+    (`smoke`: at the zoo's smoke budget), or when the lookup cannot be checked; else nothing."""
+    lookup = zoo_lookup(name)
+    if not lookup:
+        return []
+    output = ROOT / "output"
+    command = [sys.executable, "-m", "experiments.zoo", "--lookup", json.dumps(lookup), "--output", str(output),
+               *(["--smoke"] if smoke else [])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(CODE), os.environ.get("PYTHONPATH")])))
+    try:
+        done = subprocess.run(command, cwd=CODE, env=env, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError) as error:
+        return [f"{name}.py's zoo lookup could not be checked: {error}"]
+    if done.returncode == 0:
+        return []
+    if done.returncode == 1 and done.stdout.strip():
+        return [f"{name}.py's zoo lookup {done.stdout.strip().splitlines()[-1]}: running it would retrain them "
+                f"(train them first: python -m experiments.zoo --train --lookup '{json.dumps(lookup)}'"
+                f"{' --smoke' if smoke else ''})"]
+    said = (done.stderr.strip() or done.stdout.strip() or f"exit code {done.returncode}").splitlines()[-1]
+    return [f"{name}.py's zoo lookup could not be checked: {said}"]
+
+
 def execute(name: str, timeout: int = 3600, env: dict | None = None):
     """Run notebooks/NAME.py in a fresh kernel (cwd = notebooks/) and return the executed notebook."""
     import jupytext
@@ -200,8 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = args.names or notebook_names()
     try:
         if args.check:
-            found = [p for name in names for p in [*problems(name), *stale(name)]]
-            print("\n".join(found) if found else f"{len(names)} stored notebook(s) in order, made by today's code")
+            smoke = os.environ.get("SEPVIT_SMOKE") == "1"
+            found = [p for name in names for p in [*problems(name), *stale(name), *zoo_problems(name, smoke)]]
+            print("\n".join(found) if found else f"{len(names)} stored notebook(s) in order, made by today's code, "
+                                                 "their zoo models in the store")
             return 1 if found else 0
         if os.environ.get("SEPVIT_SMOKE") == "1":
             return fail(parser.prog, "SEPVIT_SMOKE=1 would store smoke outputs: unset it for the stored notebooks")

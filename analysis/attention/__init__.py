@@ -20,7 +20,9 @@ A whole block for one query: `block_query_attention` gives the probabilities ove
 elsewhere); a SepViT block is its DWA and PWA chained (`dssa_query_attention`). Statistics per block: mean
 attention distance (input pixels) and entropy, also normalised by log(keys); `trained_vs_untrained` compares
 them. Collapse: `pwa_collapse` / `collapse_table` say whether PWA/GSA maps put nearly all their weight on
-one key window or group (share of such queries, normalised entropy, a computed sentence). Accuracy:
+one key window or group (share of such queries, normalised entropy, a computed sentence; `collapse_sentences`
+over seeds or inputs). `attention_vs_reach` sets the mean attention distance beside `analysis.reach`'s spatial
+reach of the same block (`reconcile_markdown`). Accuracy:
 `chance_table` says which models are at chance, and the `*_markdown` functions state conclusions computed
 from the numbers, leaving models at chance uninterpreted.
 
@@ -38,8 +40,9 @@ from analysis.attention.maps import (Record, WINDOW_KINDS, attention_array, bloc
                                      window_grid_lines, window_labels, window_origins, window_pixel_positions,
                                      window_token_attention, window_token_self_attention)
 from analysis.attention.stats import (COLLAPSE_MAJORITY, COLLAPSE_THRESHOLD, attention_entropy, attention_statistics,
-                                      block_reach, block_summary, chance_markdown, chance_table, collapse_table,
-                                      mean_attention_distance, model_label, pwa_collapse, reach_markdown,
+                                      attention_vs_reach, block_reach, block_summary, chance_markdown, chance_table,
+                                      collapse_sentences, collapse_table, mean_attention_distance, model_label,
+                                      nearer_stages, pwa_collapse, reach_markdown, reconcile_markdown,
                                       record_statistics, trained_vs_untrained, training_effect_markdown)
 from analysis.attention.plots import (COLOURBAR_LABEL, NOT_A_KEY, PROBABILITY_RANGE, add_colorbar, draw_attention,
                                       draw_borders, draw_image, plot_accuracy, plot_block_maps, plot_block_statistics,

@@ -257,6 +257,84 @@ def collapse_table(records: Sequence[Record], base_window: int, threshold: float
     return pd.DataFrame(out)
 
 
+def collapse_sentences(table: pd.DataFrame, by: str = "seed", attention: str | None = "GSA") -> list[str]:
+    """One sentence per block of `collapse_table` rows gathered over `by` (a column, e.g. the seed or the input):
+    whether its PWA collapse is present, absent or present in some, with every row's share of queries reading one
+    key and its normalised entropy. `attention`: only blocks of that kind ("GSA", "DSSA"; None: all)."""
+    rows = table if attention is None else table[table["attention"] == attention]
+    lines = []
+    for block, part in rows.groupby("block", sort=False):
+        collapsed = int(part["collapsed"].sum())
+        state = "present" if collapsed == len(part) else "absent" if collapsed == 0 else "present in some"
+        unit = "group" if part["attention"].iloc[0] == "GSA" else "window"
+        shares = "; ".join(f"{by} {value}: {100 * one:.0f} % of queries, the most read {unit} {top} largest for "
+                           f"{100 * same:.0f} %, entropy {entropy:.2f}"
+                           for value, one, top, same, entropy in zip(part[by], part["one_key_share"], part["top_key"],
+                                                                      part["same_key_share"], part["entropy_ratio"]))
+        lines.append(f"{part['label'].iloc[0]}: collapse {state} ({collapsed} of {len(part)} {by}s with more than "
+                     f"{100 * COLLAPSE_MAJORITY:.0f} % of their queries putting over {100 * COLLAPSE_THRESHOLD:.0f} % "
+                     f"of their attention on one of {int(part['keys'].iloc[0])} {unit}s: {shares})")
+    return lines
+
+
+def attention_vs_reach(comparison: pd.DataFrame, reach: dict[str, dict[str, Sequence[Any]]], img_size: int,
+                       model: str = "model") -> pd.DataFrame:
+    """The two distance figures of one block side by side, in input pixels: the mean attention distance of
+    `trained_vs_untrained` (attention probabilities over keys, Euclidean, a SepViT block as DWA then PWA chained,
+    shortcuts left out; the mean over the unit's blocks for a pair) and the spatial reach of `analysis.reach`
+    (the off-query gradient mass of the whole unit, shortcuts, projections and MLP included; Chebyshev; feature
+    pixels times the stage's stride). `reach`: state ("trained", "untrained") -> model -> its ReachResults."""
+    rows = []
+    for name, results in reach.get("trained", {}).items():
+        untrained = {(r.stage, r.unit): r for r in reach.get("untrained", {}).get(name, [])}
+        for r in results:
+            indices = [int(i) for i in r.blocks.split(" ")[0].split("+")]
+            blocks = [f"stages.{r.stage - 1}.blocks.{i}" for i in indices]
+            part = comparison[(comparison[model] == name) & comparison["block"].isin(blocks)]
+            if len(part) != len(blocks):
+                continue
+            stride = img_size / r.height
+            u = untrained.get((r.stage, r.unit))
+            rows.append(dict(model=name, stage=r.stage, unit=r.unit, blocks=r.blocks,
+                             attention_px_trained=float(part["mean_distance_px_trained"].mean()),
+                             attention_px_untrained=float(part["mean_distance_px_untrained"].mean()),
+                             reach_px_trained=float(r.values["off_mean_distance"].mean()) * stride,
+                             reach_px_untrained=(float(u.values["off_mean_distance"].mean()) * stride
+                                                 if u is not None else float("nan")),
+                             self_share_trained=float(r.values["self_share"].mean())))
+    return pd.DataFrame(rows)
+
+
+def reconcile_markdown(table: pd.DataFrame, name: str = "sepvit", model: str = "model") -> str:
+    """Markdown bullets from `attention_vs_reach` for one model: per unit both figures trained and untrained,
+    how much training moved each, and how often the attention figure is the larger."""
+    part = table[table[model] == name]
+    if part.empty:
+        return f"- {name}: no unit with both figures."
+    lines = [f"- stage {r.stage}, {r.unit} (block{'s' if '+' in r.blocks else ''} {r.blocks}): attention distance "
+             f"{r.attention_px_untrained:.1f} → {r.attention_px_trained:.1f} px with training, reach "
+             f"{r.reach_px_untrained:.1f} → {r.reach_px_trained:.1f} px (self share {100 * r.self_share_trained:.0f} %)"
+             for r in part.itertuples()]
+    larger = int((part["attention_px_trained"] > part["reach_px_trained"]).sum())
+    moved_attention = (part["attention_px_trained"] - part["attention_px_untrained"]).abs().max()
+    moved_reach = (part["reach_px_trained"] - part["reach_px_untrained"]).abs().max()
+    lines.append(f"- {name}: the attention distance is the larger figure in {larger} of {len(part)} units; training "
+                 f"moved it by at most {moved_attention:.1f} px, the reach by at most {moved_reach:.1f} px.")
+    return "\n".join(lines)
+
+
+def nearer_stages(comparison: pd.DataFrame, table: pd.DataFrame, name: str, other: str,
+                  model: str = "model") -> list[dict[str, Any]]:
+    """The stages where model `name`'s trained blocks attend nearer than `other`'s (mean attention distance, mean
+    over the stage's blocks, input px): [{stage (one-based), name_px, other_px}]; none when either is at chance."""
+    if table.loc[name, "at_chance"] or table.loc[other, "at_chance"]:
+        return []
+    means = comparison[comparison[model].isin([name, other])].groupby([model, "stage"])["mean_distance_px_trained"].mean()
+    return [dict(stage=int(stage) + 1, name_px=float(means[(name, stage)]), other_px=float(means[(other, stage)]))
+            for stage in sorted({s for _, s in means.index}) if (name, stage) in means and (other, stage) in means
+            and means[(name, stage)] < means[(other, stage)]]
+
+
 # ---------------------------------------------------------------------------------- accuracy and chance
 def chance_table(top1: dict[str, float], chance: dict[str, tuple[float, float]]) -> pd.DataFrame:
     """One row per model (in the given order): top1 (percent), the 95 % interval of guessing (chance_low,
