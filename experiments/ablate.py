@@ -159,13 +159,6 @@ def plan_from_args(args, argv: Sequence[str]) -> runner.Plan:
                             name="calibrate" if args.calibrate else args.grid, command=command_line(argv))
 
 
-def prepare(args):
-    """(runs, reference, datasets, tracking URI) of the command line: what experiments/zoo.py reads until it plans
-    through `runner.plan_call` (issue 22)."""
-    plan = plan_from_args(args, [])
-    return plan.runs, plan.reference, plan.datasets, plan.uri
-
-
 def resume_from_args(args, given: set[str]) -> runner.Resumption:
     """--resume CALL: the call, checked, with the flags given beside it as the changes asked for (runner
     .plan_resume refuses those a resume cannot make, naming the flag)."""

@@ -8,6 +8,7 @@ from runner_support import mlflow_db_template  # noqa: F401  (fixture)
 from zoo_support import STORE_LOOKUP, zoo_store  # noqa: F401  (fixture)
 
 from experiments import zoo
+from experiments.zoo import __main__ as zoo_command
 from sepvit.config import SepViTConfig
 from workbench.tracking import default_tracking_uri, flatten
 
@@ -35,7 +36,7 @@ def test_zoo_trains_a_missing_model_once_and_then_finds_it_however_it_was_comput
     torch.set_num_threads(1)
     try:  # trained on the fused kernel with one thread; looked up for the preset's explicit path
         first = zoo.trained(["local-only"], output=tmp_path, smoke=True,
-                            extra_args=["--model-kwargs", "fused_attn=true"])["local-only"]
+                            model_changes={"fused_attn": True})["local-only"]
     finally:
         torch.set_num_threads(threads)
     again = zoo.trained(["local-only"], output=tmp_path, smoke=True)["local-only"]
@@ -66,31 +67,27 @@ def test_a_lookup_plan_names_each_model_with_its_sorted_distinct_seeds():
 
 def test_missing_seeds_are_trained_in_one_call_per_run_of_consecutive_seeds(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(zoo, "_train", lambda name, argv, output: calls.append((name, argv)))
+    monkeypatch.setattr(zoo, "_train", lambda lookup, name, first, count, parallel: calls.append(
+        (name, first, count, parallel, lookup.train.output, lookup.planned[name].model)))
     monkeypatch.setattr(zoo, "_load", lambda lookup, name, seed, trained_here: (name, seed, trained_here))
     found = zoo.trained_seeds({"swin": (3, 0, 2), "msa": (1,)}, output=tmp_path, smoke=True, parallel=2)
     assert found == {"swin": [("swin", 0, True), ("swin", 2, True), ("swin", 3, True)], "msa": [("msa", 1, True)]}
-
-    def flag(argv, name):
-        return argv[argv.index(name) + 1]
-
-    assert [(name, flag(argv, "--seed"), flag(argv, "--seeds"), flag(argv, "--parallel")) for name, argv in calls] == [
-        ("swin", "0", "1", "1"), ("swin", "2", "2", "2"), ("msa", "1", "1", "1")]  # never more processes than runs
-    assert all(flag(argv, "--experiment") == zoo.EXPERIMENT and flag(argv, "--output") == str(tmp_path)
-               for _, argv in calls)
+    assert [call[:4] for call in calls] == [("swin", 0, 1, 1), ("swin", 2, 2, 2), ("msa", 1, 1, 1)]  # never more
+    assert all(call[4] == str(tmp_path) for call in calls)  # processes than runs; every call into the store
+    assert [call[5].block_pattern for call in calls] == ["swin", "swin", "msa"]
     assert not (tmp_path / "mlflow.db").exists()  # looking up an empty folder creates no store
-    with pytest.raises(ValueError, match="the zoo sets --seed"):
-        zoo.trained_seeds(["msa"], output=tmp_path, smoke=True, extra_args=["--seed", "1"])
+    with pytest.raises(ValueError, match="the zoo sets seed"):
+        zoo.trained_seeds(["msa"], output=tmp_path, smoke=True, train_changes={"seed": 1})
 
 
 def test_the_command_line_says_what_a_lookup_would_train_in_one_line(tmp_path, capsys):
-    assert zoo.main(["--lookup", '{"msa": [0, 1], "swin": [2]}', "--output", str(tmp_path), "--smoke"]) == 1
+    assert zoo_command.main(["--lookup", '{"msa": [0, 1], "swin": [2]}', "--output", str(tmp_path), "--smoke"]) == 1
     out = capsys.readouterr().out.strip().splitlines()
     assert out == [f"would train 3 of 3 zoo model(s) at the smoke budget, not in {tmp_path}: msa seeds 0, 1; swin seed 2"]
     for argv, message in ((["--lookup", "{bad"], "--lookup is not JSON"), (["--lookup", "[1]"], "JSON object"),
                           (["msa", "--lookup", "{}"], "one of them"), (["resnet"], "unknown zoo model"),
                           (["msa", "--parallel", "0"], "--parallel must be")):
-        assert zoo.main([*argv, "--output", str(tmp_path)]) == 2
+        assert zoo_command.main([*argv, "--output", str(tmp_path)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (argv, err)
 
@@ -105,7 +102,7 @@ def test_two_seeds_train_in_one_call_and_are_found_again(zoo_store, capsys):
     assert len({m.run_id for m in models}) == 2
     assert zoo.missing({"local-only": (0, 1, 2), "msa": (0,)}, output=zoo_store, smoke=True) == [
         ("local-only", 2), ("msa", 0)]
-    assert zoo.main(["local-only", "--seeds", "0", "1", "--output", str(zoo_store), "--smoke"]) == 0
+    assert zoo_command.main(["local-only", "--seeds", "0", "1", "--output", str(zoo_store), "--smoke"]) == 0
     assert capsys.readouterr().out.startswith("all 2 zoo model(s) of the lookup are in")
 
 

@@ -7,13 +7,13 @@
     python -m experiments.zoo --lookup '{"sepvit": [0, 1, 2]}'       # the same from a shell (exit 1: some missing)
     python -m experiments.zoo sepvit swin --seeds 0 1 2 --train      # train what is missing, now
 
-Every model is an ordinary runner run (`experiments/ablate.py` with the switches in `ZOO`, one seed per run, the
-runner's default training budget unless `smoke`), logged to the experiment `notebook-models` of a store (default the
+Every model is an ordinary runner run (`experiments.runner.plan_call` with the configuration changes in `ZOO`,
+one seed per run, the runner's default training budget unless `smoke`), logged to the experiment `notebook-models` of a store (default the
 repository's `output/mlflow.db`, the README main command's). A model already there that computes the same function
 and was trained the same way is loaded instead of trained again, so two notebooks (and their re-runs) compare the
 very same checkpoints, all trained alike. `smoke=True` (CI) trains tiny throw-away models that stay near chance.
-The seeds of one model that are missing are trained in one runner call (consecutive seeds; `--seeds N`), so the
-runner trains them side by side (`parallel`).
+The seeds of one model that are missing are trained in one runner call (consecutive seeds), so the runner trains
+them side by side (`parallel`).
 
 Identity. A logged run is "the same model" when its model.* params equal the planned configuration's apart from
 `sepvit.config.EXECUTION_FIELDS` (fused or explicit attention: the same output within 1e-5), and its train.*
@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -42,26 +40,31 @@ from torch import nn
 
 from sepvit.config import EXECUTION_FIELDS, SepViTConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+from experiments import runner
+from experiments.base_model import DEFAULT_MODEL
+from experiments.grids import label_for
+from experiments.train_config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = "notebook-models"
 PROG = "python -m experiments.zoo"
-# name -> the runner's switches for it (the reference model is every switch at its default)
-ZOO: dict[str, list[str]] = {
-    "sepvit": [],
-    "sepvit, zero tokens": ["--no-lwt"],
-    "sepvit, avgpool tokens": ["--window-token", "avgpool"],
-    "sepvit without GSA": ["--no-gsa"],
-    "local-only": ["--no-dssa"],
-    "swin": ["--block-pattern", "swin"],
-    "twins": ["--block-pattern", "twins"],
-    "msa": ["--block-pattern", "msa"],
+# name -> its SepViTConfig changes from the runner's default model (the ablation switches': --no-lwt is
+# window_token="zero", --no-dssa is dssa=False, ...; "sepvit" is every switch at its default)
+ZOO: dict[str, dict[str, Any]] = {
+    "sepvit": {},
+    "sepvit, zero tokens": {"window_token": "zero"},
+    "sepvit, avgpool tokens": {"window_token": "avgpool"},
+    "sepvit without GSA": {"gsa": False},
+    "local-only": {"dssa": False},
+    "swin": {"block_pattern": "swin"},
+    "twins": {"block_pattern": "twins"},
+    "msa": {"block_pattern": "msa"},
 }
-SMOKE_BUDGET = ["--epochs", "1", "--train-size", "64", "--val-size", "64", "-b", "32"]
+SMOKE_TRAIN = {"epochs": 1, "train_size": 64, "val_size": 64, "batch_size": 32}  # TrainConfig changes
 # how a run was computed, recorded on it but not part of what the model is
 EXECUTION_PARAMS = (*(f"model.{name}" for name in EXECUTION_FIELDS), "env.torch_threads")
-# flags the zoo sets itself on every call (seeds, where and how many at a time): refused in extra_args
-ZOO_FLAGS = ("--seed", "--seeds", "--parallel", "--output", "--experiment", "--resume", "--grid", "--compare",
-             "--calibrate")
+# TrainConfig fields the zoo sets itself (which seed, where): refused in train_changes
+ZOO_TRAIN_FIELDS = ("seed", "output")
 
 
 @dataclass
@@ -120,29 +123,29 @@ def consecutive(seeds: Sequence[int]) -> list[tuple[int, int]]:
     return out
 
 
-def _check_extra_args(extra_args: Sequence[str]) -> list[str]:
-    given = [a for a in extra_args for flag in ZOO_FLAGS if a == flag or a.startswith(flag + "=")]
+def _check_train_changes(train_changes: Mapping[str, Any]) -> dict[str, Any]:
+    given = [name for name in train_changes if name in ZOO_TRAIN_FIELDS]
     if given:
-        raise ValueError(f"the zoo sets {', '.join(dict.fromkeys(given))} itself: pass seeds as `seeds`, the store "
-                         "as `output`")
-    return list(extra_args)
+        raise ValueError(f"the zoo sets {', '.join(given)} itself: pass seeds as `seeds`, the store as `output`")
+    return dict(train_changes)
 
 
-class _Lookup:
+class Lookup:
     """The planned runs of a zoo lookup in one store: what each (name, seed) is, and which the store holds."""
 
-    def __init__(self, plan: dict[str, tuple[int, ...]], output: Path, smoke: bool, extra_args: Sequence[str]):
+    def __init__(self, plan: dict[str, tuple[int, ...]], output: Path, smoke: bool,
+                 model_changes: Mapping[str, Any] = {}, train_changes: Mapping[str, Any] = {}):
         from workbench.tracking import default_tracking_uri
-
-        from experiments import ablate
 
         self.plan, self.output = plan, output
         self.uri = default_tracking_uri(output)
-        budget = [*(SMOKE_BUDGET if smoke else []), *_check_extra_args(extra_args)]
-        self.argv, self.planned = {}, {}
-        for name in plan:
-            self.argv[name] = [*ZOO[name], *budget, "--output", str(output), "--experiment", EXPERIMENT]
-            self.planned[name] = ablate.prepare(ablate.build_parser().parse_args(self.argv[name]))[0][0]
+        self.base = SepViTConfig.preset(DEFAULT_MODEL, **model_changes)
+        self.train = TrainConfig(output=str(output), **(SMOKE_TRAIN if smoke else {}),
+                                 **_check_train_changes(train_changes))
+        # one plan for every name: each configuration fitted to the data (classes, channels) as its call will be
+        configs = {name: self.base.replace(**ZOO[name]) for name in plan}
+        planned = runner.plan_call(configs, self.train, base=self.base, experiment=EXPERIMENT) if plan else None
+        self.planned = {run.label: run for run in planned.runs} if planned else {}
         self.refresh()
 
     def refresh(self) -> None:
@@ -157,33 +160,35 @@ class _Lookup:
 
 
 def missing(names: Sequence[str] | Mapping[str, Sequence[int]], seeds: Sequence[int] | None = None,
-            output: str | Path | None = None, smoke: bool = False,
-            extra_args: Sequence[str] = ()) -> list[tuple[str, int]]:
+            output: str | Path | None = None, smoke: bool = False, model_changes: Mapping[str, Any] = {},
+            train_changes: Mapping[str, Any] = {}) -> list[tuple[str, int]]:
     """The (name, seed) pairs of a lookup (`lookup_plan`) that the store does not hold, in plan order: what
     `trained_seeds` with the same arguments would train. Trains nothing and creates no store."""
     plan = lookup_plan(names, seeds)
     output = Path(output) if output is not None else default_output(smoke)
-    return _Lookup(plan, output, smoke, extra_args).missing()
+    return Lookup(plan, output, smoke, model_changes, train_changes).missing()
 
 
 def trained_seeds(names: Sequence[str] | Mapping[str, Sequence[int]], seeds: Sequence[int] | None = None,
-                  output: str | Path | None = None, smoke: bool = False, extra_args: Sequence[str] = (),
-                  parallel: int | str = "auto") -> dict[str, list[ZooModel]]:
+                  output: str | Path | None = None, smoke: bool = False, model_changes: Mapping[str, Any] = {},
+                  train_changes: Mapping[str, Any] = {}, parallel: int | str = "auto") -> dict[str, list[ZooModel]]:
     """name -> its ZooModels in seed order, for `lookup_plan(names, seeds)`. Found ones are loaded; the missing
     seeds of a name are trained first, one runner call per run of consecutive seeds, names in order.
+
+    model_changes: SepViTConfig fields changed in every model (e.g. fused_attn); train_changes: TrainConfig fields
+    changed in every training (not seed or output, which the zoo sets).
 
     parallel: runs trained side by side in one call (the runner's --parallel); "auto" = one single-thread process
     per CPU this process may use, no more than the call's runs (1 on a GPU). The runner's own "auto" counts torch
     threads instead, which the notebooks set to 1."""
     plan = lookup_plan(names, seeds)
     output = Path(output) if output is not None else default_output(smoke)
-    lookup = _Lookup(plan, output, smoke, extra_args)
+    lookup = Lookup(plan, output, smoke, model_changes, train_changes)
     found: dict[str, list[ZooModel]] = {}
     for name, wanted in plan.items():
         absent = [seed for seed in wanted if lookup.matches(name, seed).empty]
         for first, count in consecutive(absent):
-            _train(name, [*lookup.argv[name], "--seed", str(first), "--seeds", str(count),
-                          "--parallel", str(_processes(parallel, count))], output)
+            _train(lookup, name, first, count, _processes(parallel, count))
         if absent:
             lookup.refresh()
         found[name] = [_load(lookup, name, seed, seed in absent) for seed in wanted]
@@ -191,9 +196,10 @@ def trained_seeds(names: Sequence[str] | Mapping[str, Sequence[int]], seeds: Seq
 
 
 def trained(names: Sequence[str], output: str | Path | None = None, smoke: bool = False,
-            extra_args: Sequence[str] = (), seed: int = 0) -> dict[str, ZooModel]:
+            model_changes: Mapping[str, Any] = {}, train_changes: Mapping[str, Any] = {},
+            seed: int = 0) -> dict[str, ZooModel]:
     """The zoo models `names` (keys of ZOO) at one training seed; missing ones are trained now (in order)."""
-    models = trained_seeds(list(names), (seed,), output, smoke, extra_args, parallel=1)
+    models = trained_seeds(list(names), (seed,), output, smoke, model_changes, train_changes, parallel=1)
     return {name: runs[0] for name, runs in models.items()}
 
 
@@ -210,16 +216,19 @@ def _processes(parallel: int | str, runs: int) -> int:
     return max(1, min(runs, cpus))
 
 
-def _train(name: str, argv: list[str], output: Path) -> None:
-    """One runner call (the only place the zoo trains)."""
-    from experiments import ablate
-
+def _train(lookup: Lookup, name: str, first: int, count: int, parallel: int) -> None:
+    """One runner call: seeds first .. first + count - 1 of `name` (the only place the zoo trains)."""
+    config = lookup.planned[name].model
+    plan = runner.plan_call({label_for(config, lookup.base): config}, lookup.train.replace(seed=first), seeds=count,
+                            base=lookup.base, experiment=EXPERIMENT, parallel=parallel,
+                            command=f"{PROG} --train {name!r} (seeds {first}..{first + count - 1})")
     with contextlib.redirect_stdout(io.StringIO()):
-        if ablate.main(argv) != 0:
-            raise RuntimeError(f"training zoo model {name!r} failed: see {output}")
+        results = runner.run_call(plan)
+    if results.exit_code != 0:
+        raise RuntimeError(f"training zoo model {name!r} failed (exit code {results.exit_code}): see {results.folder}")
 
 
-def _load(lookup: _Lookup, name: str, seed: int, trained_here: bool) -> ZooModel:
+def _load(lookup: Lookup, name: str, seed: int, trained_here: bool) -> ZooModel:
     from experiments.logged_models import load_logged_model
 
     match = lookup.matches(name, seed)
@@ -443,77 +452,3 @@ def accuracy_table(models: Mapping[str, Sequence[ZooModel]], reference: str = "s
                        matched=matched)
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------------------------- command line
-def describe_missing(pairs: Sequence[tuple[str, int]]) -> str:
-    """'sepvit seeds 1, 2; swin seed 0'."""
-    by_name: dict[str, list[int]] = {}
-    for name, seed in pairs:
-        by_name.setdefault(name, []).append(seed)
-    return "; ".join(f"{name} seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
-                     for name, seeds in by_name.items())
-
-
-def build_parser():
-    from workbench.cli import OneLineParser
-
-    p = OneLineParser(prog=PROG, description="Which zoo models a lookup would train (exit 1 when some are missing), "
-                                             "or --train them.")
-    p.add_argument("names", nargs="*", metavar="NAME", help=f"zoo models: {', '.join(map(repr, ZOO))}")
-    p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="training seeds of every NAME (default 0)")
-    p.add_argument("--lookup", metavar="JSON", help='name -> seeds, e.g. \'{"sepvit": [0, 1, 2]}\' (a ZOO_LOOKUP)')
-    p.add_argument("--output", help="the store's folder (default: the repository's output/)")
-    p.add_argument("--smoke", action="store_true", help="the smoke budget (CI's tiny models)")
-    p.add_argument("--train", action="store_true", help="train the missing models now")
-    p.add_argument("--parallel", default="auto", metavar="N|auto", help="runs trained side by side (--train)")
-    return p
-
-
-def _plan_from_args(args) -> dict[str, tuple[int, ...]]:
-    if bool(args.lookup) == bool(args.names):
-        raise ValueError("give zoo model names or --lookup JSON (one of them)")
-    if not args.lookup:
-        return lookup_plan(args.names, args.seeds)
-    if args.seeds:
-        raise ValueError("--seeds applies to NAMEs: with --lookup, give each name's seeds in the JSON")
-    try:
-        plan = json.loads(args.lookup)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--lookup is not JSON ({error.msg}): give an object such as '{{\"sepvit\": [0, 1]}}'") from None
-    if not isinstance(plan, dict) or not all(isinstance(v, list) for v in plan.values()):
-        raise ValueError("--lookup must be a JSON object of name -> list of seeds, e.g. '{\"sepvit\": [0, 1]}'")
-    return lookup_plan(plan)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from workbench.cli import fail
-
-    args = build_parser().parse_args(argv)
-    try:
-        plan = _plan_from_args(args)
-        output = Path(args.output) if args.output else default_output(args.smoke)
-        if args.parallel != "auto" and not (args.parallel.isdigit() and int(args.parallel) >= 1):
-            raise ValueError(f"--parallel must be a positive integer or auto, got {args.parallel!r}")
-        parallel = args.parallel if args.parallel == "auto" else int(args.parallel)
-        if args.train:
-            for name, runs in trained_seeds(plan, output=output, smoke=args.smoke, parallel=parallel).items():
-                for m in runs:
-                    print(f"{name} seed {m.seed}: top-1 {m.top1:.2f} %, run {m.run_id} "
-                          f"({'trained now' if m.trained_here else 'found'})")
-            return 0
-        absent = _Lookup(plan, output, args.smoke, ()).missing()
-    except ValueError as error:  # UsageError and DataError are ValueErrors
-        return fail(PROG, str(error))
-    total = sum(len(seeds) for seeds in plan.values())
-    budget = "smoke" if args.smoke else "default"
-    if not absent:
-        print(f"all {total} zoo model(s) of the lookup are in {output} (the {budget} budget)")
-        return 0
-    print(f"would train {len(absent)} of {total} zoo model(s) at the {budget} budget, not in {output}: "
-          f"{describe_missing(absent)}")
-    return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
