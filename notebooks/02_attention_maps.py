@@ -30,7 +30,7 @@
 # and entropy per block, whether GSA's attention has collapsed onto one group, how the attention distance relates
 # to the receptive-field reach of `01_complexity.ipynb`, and where our results run against the paper's.
 #
-# **The models** come from `experiments/zoo.py`: ordinary runs of the ablation runner, all at one budget (the
+# **The models** come from `experiments/zoo`: ordinary runs of the ablation runner, all at one budget (the
 # runner's default: 9 epochs of its built-in task), at the seeds of `ZOO_LOOKUP` below, logged to
 # `output/mlflow.db` (experiment `notebook-models`) and loaded from there; a missing one is trained first (a few
 # minutes each on a CPU; `python -m workbench.notebooks --check` says when one is missing). The maps are those of
