@@ -19,6 +19,8 @@ def test_results_doc_regenerates_from_the_readme_commands(tmp_path):
     assert text.startswith("# Measured results (SMOKE")
     assert "python experiments/ablate.py --calibrate --seeds 3" in text
     assert "python experiments/ablate.py --no-gsa --compare --seeds 3" in text
+    assert "python experiments/ablate.py --grid paper --dataset digits --seeds 3" in text
+    assert "paper Δ (ImageNet)" in text.split("on real handwriting")[-1]  # the grid's paper-vs-here table, printed
     assert "Calibration of `reference`: 3 seeds" in text  # the calibration's own output, not typed in
     assert "this call resolves differences" in text and "paired 95% CI" in text
     assert "commit `" in text and "exit code 0" in text
@@ -29,3 +31,25 @@ def test_smoke_mode_never_overwrites_the_stored_document():
     done = subprocess.run([sys.executable, "experiments/results_doc.py"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and "--out" in done.stderr
+
+
+def test_only_reruns_the_listed_sections_and_keeps_the_others_verbatim(tmp_path):
+    from experiments.results_doc import COMMANDS
+
+    out = tmp_path / "results.md"
+    kept = {title: f"## {title}\n\nkept: made by an older commit {i}\n" for i, (title, _) in enumerate(COMMANDS, 1)}
+    out.write_text("# Measured results\n\n" + "\n".join(kept.values()))
+    env = {**os.environ, "SEPVIT_SMOKE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "experiments/results_doc.py", "--out", str(out), "--only", "2"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    titles = [title for title, _ in COMMANDS]
+    assert kept[titles[0]] in text and kept[titles[2]] in text  # untouched
+    assert "kept: made by an older commit 2" not in text and "--no-gsa --compare --seeds 3" in text  # rerun
+    assert [line[3:] for line in text.splitlines() if line.startswith("## ")] == titles  # in the listed order
+
+    out.write_text("# Measured results\n\n" + kept[titles[0]])  # section 3 missing: refuse, do not drop it
+    done = subprocess.run([sys.executable, "experiments/results_doc.py", "--out", str(out), "--only", "2"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "section 3" in done.stderr and out.read_text().endswith(kept[titles[0]])
