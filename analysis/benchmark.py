@@ -6,15 +6,15 @@
     python analysis/benchmark.py --models sepvit_nano_32 sepvit_nano_32:block_pattern=swin --train -b 64 --img-size 32
 
 What is timed and how MACs are counted: `analysis.speed`; how it is timed (interleaved rounds, medians [IQR],
-same-round ratios, hooks refused): `analysis.timing`. This module parses, runs, prints and logs to MLflow.
+same-round ratios, hooks refused): `analysis.timing`; the results as MLflow runs: `analysis.speed_tracking`. This
+module parses, runs, prints and logs through them; code and notebooks call those modules, never this one.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 if __package__ in (None, ""):  # `python analysis/benchmark.py`: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -22,46 +22,18 @@ if __package__ in (None, ""):  # `python analysis/benchmark.py`: make the reposi
 import torch
 
 from workbench.cli import OneLineParser, UsageError, fail
-from workbench.provenance import environment_params
-from workbench.tracking import Tracker, TrackingError, check_tracking_uri, default_tracking_uri
+from workbench.tracking import TrackingError, check_tracking_uri, default_tracking_uri
 
 from analysis import speed, timing
 from analysis.speed import benchmark_blocks, benchmark_models, build_candidate, render
+from analysis.speed_tracking import log_to_mlflow
 from analysis.timing import DTYPES, Settings, TrainStep
 from analysis.units import UNITS
 from experiments.train_config import TrainConfig  # a script may use any layer: `--train` times the runner's step
 
-# Notebook 05 reads these as `bm.*` from here (its stored outputs pin its code; when it is next executed, it can
-# import analysis.speed instead and this import goes).
-from analysis.speed import format_block_table, format_model_table  # noqa: F401
-
 PROG = "sepvit-benchmark"
 
 
-# ================================================================================== MLflow
-def log_to_mlflow(rows: list[dict[str, Any]], kind: str, tracking_uri: str, experiment: str,
-                  command: Sequence[str], table: str) -> str:
-    """One parent run (settings as params, results.json and table.txt as artifacts) with a child run per row
-    (stage or model: numbers as metrics, text as params). Returns the parent run id."""
-    tracker = Tracker(tracking_uri, experiment)
-    settings = {k: rows[0][k] for k in Settings().describe()}
-    parent = tracker.start_run(f"benchmark-{kind}", tags={"kind": f"benchmark-{kind}"})
-    tracker.log_params(parent, {**{f"bench.{k}": v for k, v in settings.items()}, "bench.command": " ".join(command),
-                                **environment_params()})
-    for row in rows:
-        label = row["model"] if kind == "models" else f"stage{row['stage']}"
-        child = tracker.start_run(label, parent_run_id=parent, tags={"kind": f"benchmark-{kind}"})
-        numbers = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        texts = {k: v for k, v in row.items() if k not in numbers and v is not None}
-        tracker.log_params(child, texts)
-        tracker.log_metrics(child, numbers, step=0)
-        tracker.end_run(child)
-    tracker.log_files(parent, [("results.json", json.dumps(rows, indent=1)), ("table.txt", table)])
-    tracker.end_run(parent)
-    return parent
-
-
-# ================================================================================== command line
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="\n".join([__doc__, speed.__doc__, timing.__doc__]),
                            formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -24,15 +24,16 @@
 #
 # **Conventions.** All counts are **MACs** (one multiply-add = 1; FLOPs would be 2×), batch 1.
 # *analytic* = the paper's formulas (Linear/conv weights + attention matmuls, no norms, no biases), composed by
-# `analysis.complexity` over the geometry the code really runs (padding, single windows, window tokens).
+# `analysis.analytic_macs` over the geometry the code really runs (padding, single windows, window tokens).
 # *fvcore* = fvcore with an op handle for `scaled_dot_product_attention`; it also counts LayerNorm at 5 MACs per
 # element, so *analytic + norms* is fvcore's convention (equal, tested). *ptflops* (aten backend, math attention
 # kernel) counts bias adds and no norms. Published numbers come from their sources, each with its own convention.
 #
 # Every statement of a result below is printed from the numbers of this run. All computation lives in
-# `analysis/` (`complexity.py`, `reach.py`, tested in `tests/`) and `experiments/` (the trained models); this
-# notebook calls it and plots. `SEPVIT_SMOKE=1` (CI) counts the smaller whole models only, averages the receptive
-# fields over fewer images and trains throw-away models at two seeds (which stay at chance).
+# `analysis/` (`analytic_macs.py`, `block_counts.py`, `model_counts.py`, `published.py`, `reach.py`, tested in
+# `tests/`) and `experiments/` (the trained models, `trained_reach.py`); this notebook calls it and plots.
+# `SEPVIT_SMOKE=1` (CI) counts the smaller whole models only, averages the receptive fields over fewer images and
+# trains throw-away models at two seeds (which stay at chance).
 
 # %%
 import contextlib
@@ -51,11 +52,15 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
-from analysis import complexity as cx
 from analysis import reach as rc
+from analysis.analytic_macs import attention_vs_resolution, pwa_crossovers
+from analysis.block_counts import block_comparison, pattern_comparison, window_group_sweep
 from analysis.erf_tables import model_erf_table, plot_erf
+from analysis.model_counts import measure_model, model_table
+from analysis.published import COUNT_CONVENTIONS, published_comparison, published_precision, published_sentences
+from analysis.units import TITLES as UNIT_TITLES, UNITS
 from experiments import zoo
-from experiments.trained_erf import validation_images
+from experiments.trained_reach import validation_images
 
 torch.set_num_threads(1)
 SMOKE = os.environ.get("SEPVIT_SMOKE", "0") == "1"
@@ -77,14 +82,14 @@ def legend_outside(ax, **kwargs):
 # attention), the MSA block is timm's ViT block; our `block_pattern` blocks are beside them.
 
 # %%
-blocks = pd.DataFrame(cx.block_comparison("sepvit_tiny", 224))
+blocks = pd.DataFrame(block_comparison("sepvit_tiny", 224))
 long = []
 for _, row in blocks.iterrows():
-    for unit in cx.BLOCK_UNITS:
+    for unit in UNITS:
         if row[f"{unit}_analytic"] is None or pd.isna(row[f"{unit}_analytic"]):
             continue
         long.append(dict(stage=int(row["stage"]), map=f"{row['height']}x{row['width']}", C=row["dim"],
-                         unit=cx.BLOCK_UNIT_TITLES[unit], fvcore_MMACs=row[unit] / 1e6,
+                         unit=UNIT_TITLES[unit], fvcore_MMACs=row[unit] / 1e6,
                          analytic_MMACs=row[f"{unit}_analytic"] / 1e6,
                          ratio_to_swin_pair=row[f"{unit}_analytic"] / row["swin_pair_analytic"]))
 long = pd.DataFrame(long)
@@ -139,7 +144,7 @@ lines = [(f"One SepViT block costs {low:.3f}–{high:.3f} of a timm Swin pair (f
           f"{', '.join(map(str, near_half)) or 'none'}."),
          f"fvcore {'equals' if exact else 'differs from'} the analytic count with norms at every stage."]
 for _, b in blocks.iterrows():
-    (parts,) = cx.window_group_sweep("sepvit_tiny", stage=int(b["stage"]) - 1, windows=[int(b["window"])], groups=())
+    (parts,) = window_group_sweep("sepvit_tiny", stage=int(b["stage"]) - 1, windows=[int(b["window"])], groups=())
     excess = (b["sepvit_block_analytic"] - b["swin_pair_analytic"] / 2) / 1e6
     windows = -(-b["height"] // b["window"]) * -(-b["width"] // b["window"])
     pwa = (f"its PWA (attention between {windows} windows) costs {parts['pwa'] / 1e6:.1f} MMACs" if windows > 1
@@ -159,8 +164,8 @@ display(Markdown("\n".join(f"- {line}" for line in lines)))
 # %%
 # Resolutions in steps of 28 px keep the stride-4 map a whole number of 7x7 windows (no padding steps).
 resolutions = list(range(112, 1009, 28)) + [1024]
-sweep = pd.DataFrame(cx.attention_vs_resolution(resolutions, dim=96, stride=4, window=7, sr_ratio=8))
-cross = cx.pwa_crossovers(dim=96, window=7, stride=4)
+sweep = pd.DataFrame(attention_vs_resolution(resolutions, dim=96, stride=4, window=7, sr_ratio=8))
+cross = pwa_crossovers(dim=96, window=7, stride=4)
 fig, ax = plt.subplots(figsize=(10, 4.5))
 sns.lineplot(data=sweep[sweep.kind != "Twins LSA"], x="resolution", y="macs", hue="kind", style="kind", ax=ax)
 ax.set(yscale="log", xlabel="input resolution (px, square)", ylabel="MACs (analytic, log scale)",
@@ -191,7 +196,7 @@ share.iloc[::4].round(3)
 # shown for comparison.
 
 # %%
-win = pd.concat([pd.DataFrame(cx.window_group_sweep("sepvit_tiny", stage=s)).assign(stage=s + 1) for s in (0, 1)])
+win = pd.concat([pd.DataFrame(window_group_sweep("sepvit_tiny", stage=s)).assign(stage=s + 1) for s in (0, 1)])
 fig, axes = plt.subplots(1, 3, figsize=(15, 4))
 for ax, stage in zip(axes[:2], (1, 2)):
     part = win[(win.sweep == "window") & (win.stage == stage)].melt(
@@ -228,7 +233,7 @@ names = ["sepvit_lite", "sepvit_tiny", "sepvit_small", "sepvit_base",
          "twins_svt_small", "twins_svt_base", "twins_svt_large"]
 if SMOKE:  # CI: the four smaller models only (the larger ones take most of the counting time)
     names = ["sepvit_lite", "sepvit_tiny", "swin_tiny_patch4_window7_224", "twins_svt_small"]
-measured = cx.model_table(names, 224, with_ptflops=True)
+measured = model_table(names, 224, with_ptflops=True)
 models = pd.DataFrame(measured)
 side_by_side = pd.DataFrame({
     "model": models.model,
@@ -245,29 +250,29 @@ print("GMACs (1e9 multiply-adds), batch 1; analytic exists for our models only")
 side_by_side
 
 # %%
-comparison = cx.published_comparison(measured)
+comparison = published_comparison(measured)
 published = pd.DataFrame([{
     "model": c["model"], "source": c["source"], "published G": c["published_gmacs"],
-    **{cx.COUNT_CONVENTIONS[k]: c[f"{k}_gmacs"] for k in cx.COUNT_CONVENTIONS},
+    **{COUNT_CONVENTIONS[k]: c[f"{k}_gmacs"] for k in COUNT_CONVENTIONS},
     "matches": ", ".join(c["matches"]) or "none", "published params (M)": c["published_params_m"],
     "params (M)": c["params_m"]} for c in comparison]).round(3)
 published
 
 # %%
-display(Markdown("\n".join(f"- {line}" for line in cx.published_sentences(comparison))))
+display(Markdown("\n".join(f"- {line}" for line in published_sentences(comparison))))
 
 # %%
-markers = dict(zip(cx.COUNT_CONVENTIONS, ["o", "s", "X", "^"]))
+markers = dict(zip(COUNT_CONVENTIONS, ["o", "s", "X", "^"]))
 fig, ax = plt.subplots(figsize=(10, 0.45 * len(comparison) + 1.5))
 for i, c in enumerate(comparison):
-    half_step = 100 * 0.5 * 10 ** -cx.published_precision(c["published_gmacs"]) / c["published_gmacs"]
+    half_step = 100 * 0.5 * 10 ** -published_precision(c["published_gmacs"]) / c["published_gmacs"]
     ax.fill_betweenx([i - 0.35, i + 0.35], -half_step, half_step, color="0.85", lw=0,
                      label="rounds to the published figure" if i == 0 else None)
     for key, marker in markers.items():
         if c[f"{key}_gmacs"] is not None:
             ax.scatter(100 * (c[f"{key}_gmacs"] / c["published_gmacs"] - 1), i, marker=marker, s=40,
                        color=sns.color_palette()[list(markers).index(key)],
-                       label=cx.COUNT_CONVENTIONS[key] if i == 0 else None, zorder=3)
+                       label=COUNT_CONVENTIONS[key] if i == 0 else None, zorder=3)
 ax.axvline(0, color="k", lw=0.8)
 ax.set_yticks(range(len(comparison)), [f"{c['model']}\n{c['source']}" for c in comparison], fontsize=7)
 ax.invert_yaxis()
@@ -297,8 +302,8 @@ print(f"analytic == fvcore − norms for all {len(ours)} of our models: {bool((o
 
 # %%
 sizes = [224, 288, 384, 512] if SMOKE else [224, 256, 288, 320, 384, 448, 512]
-patterns = pd.DataFrame(cx.pattern_comparison("sepvit_tiny", sizes, patterns=("sepvit", "swin", "twins", "msa")))
-by_pattern = pd.DataFrame([cx.measure_model("sepvit_tiny", 224, with_ptflops=False, block_pattern=p)
+patterns = pd.DataFrame(pattern_comparison("sepvit_tiny", sizes, patterns=("sepvit", "swin", "twins", "msa")))
+by_pattern = pd.DataFrame([measure_model("sepvit_tiny", 224, with_ptflops=False, block_pattern=p)
                            | dict(block_pattern=p) for p in ("sepvit", "swin", "twins", "msa")])
 at224 = patterns[patterns.img_size == 224].merge(by_pattern[["block_pattern", "params", "macs_fvcore"]], on="block_pattern")
 at224 = at224.assign(params_M=at224.params / 1e6, analytic_G=at224.macs_analytic / 1e9,
@@ -417,7 +422,7 @@ for ax, (stage, part) in zip(axes, reach_table.groupby("stage")):
             ax.errorbar(i + shift, r.off_mean_distance, yerr=[[r.off_mean_distance - r.off_mean_distance_low],
                                                             [r.off_mean_distance_high - r.off_mean_distance]],
                         fmt="o", color=palette[unit], mfc=palette[unit] if fill else "white", capsize=3, ms=7)
-    ax.set_xticks(range(len(units)), [cx.BLOCK_UNIT_TITLES.get(u, u.replace("ours_", "our ").replace("_", " "))
+    ax.set_xticks(range(len(units)), [UNIT_TITLES.get(u, u.replace("ours_", "our ").replace("_", " "))
                                       for u in units], rotation=60, ha="right", fontsize=7)
     ax.set(title=f"stage {stage} ({part['map'].iloc[0]})", ylim=(0, None))
 axes[0].set_ylabel("reach: mean distance of the off-query\ngradient mass (feature px; 95 % interval)")

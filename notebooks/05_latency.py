@@ -18,10 +18,10 @@
 #
 # `01_complexity.ipynb` shows that one SepViT block has about half the MACs of a Swin or Twins pair. Time is what a
 # user feels, and windowed attention is known to cost more time than its MACs suggest (reshapes, padding, rolls,
-# small matmuls). Here the same units and models are **timed** with `analysis/benchmark.py` (the harness behind
-# `python analysis/benchmark.py --blocks ...` and `--models ...`): every candidate once per round, the order rotated
-# each round, warm-up rounds first, medians with the inter-quartile range (IQR), and ratios taken round by round
-# against a reference timed in the same run. MACs are never counted on a timed module.
+# small matmuls). Here the same units and models are **timed** with `analysis.speed` and `analysis.timing` (the
+# harness behind `python analysis/benchmark.py --blocks ...` and `--models ...`): every candidate once per round,
+# the order rotated each round, warm-up rounds first, medians with the inter-quartile range (IQR), and ratios taken
+# round by round against a reference timed in the same run. MACs are never counted on a timed module.
 #
 # Then the question of issue 14: **does time follow MACs, and where not, why?** Time follows MACs when a candidate's
 # MAC ratio lies inside the 95 % interval of its median time ratio over the rounds (`analysis.time_vs_macs`: a
@@ -29,14 +29,15 @@
 # not fixed: a fixed 20 % can be as wide as this machine's noise (section 3 prints this run's spread), calling noise
 # "follows" and a quiet departure alike; the interval says where the rounds resolve a departure, and its width, printed
 # beside each verdict, how closely that was checked. Where time departs, a separate `torch.profiler` pass
-# (`analysis.complexity.op_profile`) splits each candidate's operator time into the operators a MAC count counts
+# (`analysis.time_vs_macs.op_profile`) splits each candidate's operator time into the operators a MAC count counts
 # (matmuls, convolutions, fused attention) and everything else (norms, softmax, GELU, copies, padding, rolls, adds),
 # and measures how fast its MAC operators run (GMAC/s); the sentences name the reason the numbers show.
 #
 # Forward pass, float32, CPU, attention paths as each module is built (ours and Twins fused, timm's Swin and ViT
-# explicit unless timm chose otherwise). All computation is in `analysis/benchmark.py` and `analysis/complexity.py`
-# (tested); every result sentence is printed from this run's numbers. `SEPVIT_SMOKE=1` (CI): batch 2, 3 rounds (too
-# few for a 95 % interval: the range of the rounds is used and its lower coverage printed).
+# explicit unless timm chose otherwise). All computation is in `analysis/speed.py`, `analysis/timing.py` and
+# `analysis/time_vs_macs.py` (tested); every result sentence is printed from this run's numbers. `SEPVIT_SMOKE=1`
+# (CI): batch 2, 3 rounds (too few for a 95 % interval: the range of the rounds is used and its lower coverage
+# printed).
 
 # %%
 import os
@@ -54,9 +55,10 @@ from IPython.display import Markdown, display
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
-from analysis import benchmark as bm
-from analysis import complexity as cx
 from analysis import time_vs_macs as tvm
+from analysis.speed import benchmark_blocks, benchmark_models, build_candidate, format_block_table, format_model_table
+from analysis.timing import Settings
+from analysis.units import TITLES as UNIT_TITLES, UNITS
 
 SMOKE = os.environ.get("SEPVIT_SMOKE", "0") == "1"
 THREADS = 1  # a shared 2-core machine: two torch threads collapse while other jobs run (README, Benchmarks)
@@ -88,13 +90,13 @@ def legend_outside(ax, **kwargs):
 # our pair than against a reference nobody wrote for this comparison; both are reported.
 
 # %%
-settings = bm.Settings(batch_size=BATCH, img_size=IMG, threads=THREADS, rounds=ROUNDS, warmup=WARMUP)
-block_rows = bm.benchmark_blocks("sepvit_tiny", settings)
-print(bm.format_block_table(block_rows))
+settings = Settings(batch_size=BATCH, img_size=IMG, threads=THREADS, rounds=ROUNDS, warmup=WARMUP)
+block_rows = benchmark_blocks("sepvit_tiny", settings)
+print(format_block_table(block_rows))
 
 # %%
-blocks = pd.DataFrame(cx.block_time_vs_macs(block_rows, TOLERANCE))
-block_profiles = cx.profile_stage_units("sepvit_tiny", IMG, BATCH, repeats=1 if SMOKE else 3)
+blocks = pd.DataFrame(tvm.block_time_vs_macs(block_rows, TOLERANCE))
+block_profiles = tvm.profile_stage_units("sepvit_tiny", IMG, BATCH, repeats=1 if SMOKE else 3)
 profiles = pd.DataFrame(block_profiles)
 view = blocks.merge(profiles[["stage", "name", "mac_share", "mac_gmacs_per_s"]], on=["stage", "name"])
 view.assign(MMACs=view.macs / 1e6)[["stage", "title", "ms", "ms_q1", "ms_q3", "MMACs", "time_ratio", "time_ratio_low",
@@ -102,7 +104,7 @@ view.assign(MMACs=view.macs / 1e6)[["stage", "title", "ms", "ms_q1", "ms_q3", "M
                                     "gmacs_per_s", "mac_share", "mac_gmacs_per_s"]].round(3)
 
 # %%
-units = [u for u in cx.BLOCK_UNITS if u in set(blocks.name)]
+units = [u for u in UNITS if u in set(blocks.name)]
 colours = dict(zip(units, sns.color_palette("tab10", n_colors=len(units))))
 markers = dict(zip(sorted(blocks.stage.unique()), ["o", "s", "^", "D"]))
 fig, ax = plt.subplots(figsize=(7.5, 5.5))
@@ -126,7 +128,7 @@ for axis in (ax.xaxis, ax.yaxis):  # plain ratios as tick labels
     axis.set_major_formatter(FormatStrFormatter("%g"))
     axis.set_minor_formatter(NullFormatter())
 coverage = others.coverage.min()
-handles = ([Line2D([], [], color=colours[u], marker="o", ls="", label=cx.BLOCK_UNIT_TITLES[u],
+handles = ([Line2D([], [], color=colours[u], marker="o", ls="", label=UNIT_TITLES[u],
                    mec="k" if u == "ours_swin_pair" else colours[u]) for u in units if u != "swin_pair"]
            + [Line2D([], [], color="0.4", marker=m, ls="", label=f"stage {s}") for s, m in markers.items()]
            + [Line2D([], [], color="k", marker="*", ms=12, ls="", label="reference (timm's Swin pair)"),
@@ -143,7 +145,7 @@ for ax, (stage, part) in zip(axes, profiles.groupby("stage")):
     ax.barh(positions, part.mac_ms, color="tab:blue", label="MAC operators (matmul, conv, SDPA)")
     ax.barh(positions, part.other_ms, left=part.mac_ms, color="tab:orange", label="other operators")
     ax.set(title=f"stage {stage}", xlabel="ms per call (profiled)")
-axes[0].set_yticks(range(len(units)), [cx.BLOCK_UNIT_TITLES[u] for u in units])
+axes[0].set_yticks(range(len(units)), [UNIT_TITLES[u] for u in units])
 axes[0].invert_yaxis()  # shared: the units read top-down in every panel
 legend_outside(axes[-1])
 fig.suptitle(f"Where each unit's operator time goes (torch.profiler, batch {BATCH}, self CPU time)")
@@ -173,8 +175,8 @@ for pair in tvm.unit_vs_unit(block_rows, "sepvit_block", "ours_swin_pair"):
     headline.append(f"Stage {pair['stage']}: one SepViT block takes {pair['time_ratio']:.2f}x the time of our own "
                     f"Swin-pattern pair [{pair['low']:.2f}, {pair['high']:.2f}] (the same code base on both sides) for "
                     f"{pair['macs_ratio']:.2f}x its MACs.")
-display(Markdown("\n".join(f"- {line}" for line in headline + cx.time_sentences(blocks.to_dict("records"),
-                                                                                  profile_by_key, TOLERANCE))))
+display(Markdown("\n".join(f"- {line}" for line in headline + tvm.time_sentences(blocks.to_dict("records"),
+                                                                                   profile_by_key, TOLERANCE))))
 
 # %% [markdown]
 # ## 2 · Whole models
@@ -186,12 +188,12 @@ display(Markdown("\n".join(f"- {line}" for line in headline + cx.time_sentences(
 # %%
 MODELS = ["sepvit_tiny", "swin_tiny_patch4_window7_224", "twins_svt_small",
           "sepvit_tiny:block_pattern=swin", "sepvit_tiny:block_pattern=twins", "sepvit_tiny:block_pattern=msa"]
-candidates = [bm.build_candidate(spec, IMG) for spec in MODELS]
-model_rows = bm.benchmark_models(candidates, settings)
-print(bm.format_model_table(model_rows))
+candidates = [build_candidate(spec, IMG) for spec in MODELS]
+model_rows = benchmark_models(candidates, settings)
+print(format_model_table(model_rows))
 
 # %%
-models = pd.DataFrame(cx.model_time_vs_macs(model_rows, TOLERANCE))
+models = pd.DataFrame(tvm.model_time_vs_macs(model_rows, TOLERANCE))
 model_profiles = {}
 for c in candidates:
     x = torch.randn(BATCH, c.in_chans, IMG, IMG)
@@ -200,7 +202,7 @@ for c in candidates:
         with torch.inference_mode():
             module(x)
 
-    model_profiles[("models", c.name)] = cx.op_profile(forward, repeats=1, macs=c.macs * BATCH)
+    model_profiles[("models", c.name)] = tvm.op_profile(forward, repeats=1, macs=c.macs * BATCH)
 models = models.assign(mac_share=[model_profiles[("models", n)]["mac_share"] for n in models.name],
                        mac_gmacs_per_s=[model_profiles[("models", n)]["mac_gmacs_per_s"] for n in models.name])
 models.assign(GMACs=models.macs / 1e9, img_per_s=[r["img_per_s"] for r in model_rows])[
@@ -235,14 +237,14 @@ lines = [(f"SepViT-T runs {by_name['sepvit_tiny']['img_per_s']:.1f} img/s, {1 / 
           f"Swin-T ({by_name['swin_tiny_patch4_window7_224']['img_per_s']:.1f} img/s) and "
           f"{1 / by_name['twins_svt_small']['speed_ratio']:.2f}x that of Twins-SVT-S "
           f"({by_name['twins_svt_small']['img_per_s']:.1f} img/s), batch {BATCH}, {IMG} px, {THREADS} thread(s).")]
-lines += cx.time_sentences(models.to_dict("records"), model_profiles, TOLERANCE)
+lines += tvm.time_sentences(models.to_dict("records"), model_profiles, TOLERANCE)
 display(Markdown("\n".join(f"- {line}" for line in lines)))
 
 # %% [markdown]
 # ## 3 · How noisy this run was
 
 # %%
-noise_blocks, noise_models = cx.timing_noise(blocks.to_dict("records")), cx.timing_noise(models.to_dict("records"))
+noise_blocks, noise_models = tvm.timing_noise(blocks.to_dict("records")), tvm.timing_noise(models.to_dict("records"))
 load_after = os.getloadavg()
 display(Markdown(
     f"- Timed on a shared machine ({os.cpu_count()} logical CPUs, {THREADS} torch thread(s)); load average "

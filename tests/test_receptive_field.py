@@ -212,11 +212,11 @@ def test_unit_table_rows_carry_stats_and_analytic_macs():
 
 
 def test_trained_model_path_captures_the_real_block_inputs():
-    from experiments import trained_erf
+    from experiments.trained_reach import validation_images
 
     torch.manual_seed(0)
     model = NANO.build().eval()
-    images = trained_erf.validation_images("synthetic", 3)
+    images = validation_images("synthetic", 3)
     captured = erf.capture_block_inputs(model, images, [(0, 0), (1, 1)])
     with torch.no_grad():
         stage1_in = model.stages[0].patch_embed(images)
@@ -452,13 +452,13 @@ def test_stage_ranking_puts_the_widest_unit_first_and_knows_a_one_window_map():
 
 
 def test_model_reach_table_stacks_seeds_of_one_configuration():
-    from experiments import trained_erf
+    from experiments.trained_reach import validation_images
 
     models = []
     for seed in (0, 1):
         torch.manual_seed(seed)
         models.append(NANO.build().eval())
-    images = trained_erf.validation_images("synthetic", 2)
+    images = validation_images("synthetic", 2)
     results = reach.model_reach_table(models, images, stages=[2], label="sepvit")
     assert [(r.stage, r.unit, r.seeds, r.inputs, len(r.queries)) for r in results] == [
         (2, "sepvit_block", 2, 2, 16), (2, "sepvit_gsa_block", 2, 2, 16)]
@@ -469,6 +469,29 @@ def test_model_reach_table_stacks_seeds_of_one_configuration():
         row["off_mean_distance_high"]
     with pytest.raises(ValueError, match="share a configuration"):
         reach.model_reach_table([models[0], NANO.replace(block_pattern="swin").build()], images)
+
+
+def test_checkpoint_reach_groups_the_checkpoints_of_one_configuration(tmp_path):
+    from experiments.runner.checkpoint import save_checkpoint
+    from experiments.trained_reach import checkpoint_reach
+
+    paths = []
+    for seed, (fused, top1) in enumerate([(False, 10.0), (True, 30.0)]):  # fused: execution only, same model
+        cfg = NANO.replace(fused_attn=fused)
+        torch.manual_seed(seed)
+        paths.append(str(save_checkpoint({"model": cfg.build().state_dict(), "config": cfg.to_dict(), "epoch": 2,
+                                          "history": [{"val_top1": top1}]}, tmp_path / f"{seed}.pth")))
+    groups, facts = checkpoint_reach(paths, inputs=2, stages=[4])
+    assert list(groups) == list(facts) and len(groups) == 1
+    (title,) = groups
+    assert title.startswith("sepvit (2 seed(s)") and "2 synthetic images" in title
+    assert facts[title] == dict(checkpoints=paths, block_pattern="sepvit", epochs=[2, 2], val_top1=[10.0, 30.0],
+                                mean_val_top1=20.0)
+    assert {(r.stage, r.seeds, r.inputs) for r in groups[title]} == {(4, 2, 2)}
+    fresh, fresh_facts = checkpoint_reach(paths[:1], untrained=True, seeds=(0, 1, 2), inputs=2, stages=[4])
+    (fresh_title,) = fresh
+    assert "untrained" in fresh_title and fresh_facts[fresh_title]["mean_val_top1"] is None
+    assert {r.seeds for r in fresh[fresh_title]} == {3}
 
 
 # ------------------------------------------------------------------------------ command line
