@@ -87,10 +87,12 @@ def _grid(header: list[str], body: list[list[str]], left: Iterable[int] = (0,)) 
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
+    """One line per row under a header; a list or tuple cell (e.g. per-round ratios) is written as JSON. The
+    analysis commands' --format csv all come through here."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: json.dumps(v) if isinstance(v, (list, tuple)) else v for k, v in row.items()} for row in rows)
     return out.getvalue().rstrip("\n")
 
 

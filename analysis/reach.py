@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
-import io
 import json
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -47,6 +45,7 @@ from sepvit.config import EXECUTION_FIELDS, SepViTConfig
 from sepvit.layers import window_geometry
 
 from analysis.analytic_macs import block_macs
+from analysis.complexity_tables import to_csv
 from analysis.erf import (DTYPES, METRICS, TrainedUnit, analytic_unit_macs, blocks_label, capture_block_inputs,
                           check_stages, check_units, gradient_maps, initialise, model_units, off_query_stats,
                           preset_config, random_inputs, stage_shapes)
@@ -438,14 +437,4 @@ def render(groups: dict[str, list[ReachResult]], fmt: str, metric: str, identity
         return "\n".join(text)
     flat = [{**(extra or {}).get(title, {}), **r.row(resamples=resamples)} for title, group in groups.items()
             for r in group]
-    return json.dumps(flat, indent=1) if fmt == "json" else to_csv(flat).rstrip("\n")
-
-
-
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (json.dumps(v) if isinstance(v, (list, tuple)) else v) for k, v in row.items()})
-    return buffer.getvalue()
+    return json.dumps(flat, indent=1) if fmt == "json" else to_csv(flat)

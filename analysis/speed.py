@@ -12,9 +12,7 @@ included, multiply-add = 1, per image), plus the analytic count for workbench mo
 from __future__ import annotations
 
 import copy
-import csv
 import difflib
-import io
 import json
 import statistics
 import time
@@ -32,6 +30,7 @@ from workbench.fields import FieldError, parse_assignments
 
 from analysis import counters
 from analysis.analytic_macs import model_macs
+from analysis.complexity_tables import to_csv
 from analysis.block_counts import block_comparison
 from analysis.timing import (Settings, backward_step, forward_step, prepare, round_ratios, spread, time_interleaved,
                              training_step)
@@ -272,15 +271,6 @@ def format_model_table(rows: list[dict[str, Any]]) -> str:
                      f"{_fmt(r['macs'] and r['macs'] / 1e9, 3):>7} "
                      f"{_fmt(r['macs_analytic'] and r['macs_analytic'] / 1e9, 3):>9} {r['params'] / 1e6:11.2f}")
     return "\n".join(lines)
-
-
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    """One line per row; a list (the per-round ratios) is one JSON cell."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()} for row in rows)
-    return out.getvalue().rstrip("\n")
 
 
 def render(rows: list[dict[str, Any]], kind: str, fmt: str) -> str:

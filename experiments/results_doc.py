@@ -17,7 +17,6 @@ script is tested without claiming its numbers; the document then says SMOKE in i
 """
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
+
+from workbench.cli import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "results.md"
@@ -98,7 +99,7 @@ def render(sections: list[str], smoke: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="results_doc.py", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="results_doc.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help=f"where to write (default {DOC.relative_to(ROOT)}; "
                                                                "required with SEPVIT_SMOKE=1)")
     parser.add_argument("--only", type=int, nargs="+", metavar="K", choices=range(1, len(COMMANDS) + 1),

@@ -53,3 +53,9 @@ def test_only_reruns_the_listed_sections_and_keeps_the_others_verbatim(tmp_path)
     done = subprocess.run([sys.executable, "experiments/results_doc.py", "--out", str(out), "--only", "2"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "section 3" in done.stderr and out.read_text().endswith(kept[titles[0]])
+
+
+def test_a_section_number_out_of_range_is_one_line_and_exit_2():
+    done = subprocess.run([sys.executable, "experiments/results_doc.py", "--only", "9"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "--only" in done.stderr
