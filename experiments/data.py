@@ -4,7 +4,8 @@
 
 Every dataset yields ``(float32 tensor C x H x W, normalised; int label)``. Nothing is ever downloaded:
   - "synthetic" (default): the built-in "distant match count" task, generated on the fly from the seed
-    (see ``experiments/synthetic.py`` for what it tests). No file needed. 4000 / 1000 images by default.
+    (see ``experiments/synthetic.py`` for what it tests; ``synthetic_cue`` picks the cue: "frame", the
+    default, or "ring"). No file needed. 4000 / 1000 images by default.
   - "digits": scikit-learn's 8x8 handwritten digits (1797 images, ship with the package), one channel
     (``in_chans=1``, build the model with ``in_chans=info.in_chans``), upsampled to ``img_size``
     (default 32). A fixed stratified 80/20 split (1437 / 360) that does not depend on ``seed``, so every
@@ -141,13 +142,14 @@ class SyntheticDataset(Dataset):
     for the default 5000) keeps the generator out of every training epoch, where it cost about a tenth of the time.
     """
 
-    def __init__(self, seed: int, split: str, size: int, img_size: int, mean, std):
+    def __init__(self, seed: int, split: str, size: int, img_size: int, mean, std,
+                 task: synthetic.TaskSpec = synthetic.DEFAULT_TASK):
         self.seed, self.split, self.size, self.img_size = int(seed), split, int(size), int(img_size)
         mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         images, labels = [], []
         for index in range(self.size):
-            image, label = synthetic.generate(self.seed, self.split, index)
+            image, label = synthetic.generate(self.seed, self.split, index, task)
             images.append((_resize_nearest(torch.from_numpy(image).permute(2, 0, 1), self.img_size) - mean) / std)
             labels.append(int(label))
         self.images = torch.stack(images) if images else torch.empty(0, 3, self.img_size, self.img_size)
@@ -193,9 +195,10 @@ def _resize_nearest(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=4)
-def synthetic_stats(img_size: int = 32, samples: int = 256) -> tuple[tuple, tuple]:
+def synthetic_stats(img_size: int = 32, samples: int = 256,
+                    task: synthetic.TaskSpec = synthetic.DEFAULT_TASK) -> tuple[tuple, tuple]:
     """Per-channel mean/std of the synthetic images, from a fixed reference sample (same for every seed)."""
-    images = np.stack([synthetic.generate(0, "test", i)[0] for i in range(samples)])
+    images = np.stack([synthetic.generate(0, "test", i, task)[0] for i in range(samples)])
     return tuple(float(v) for v in images.mean((0, 1, 2))), tuple(float(v) for v in images.std((0, 1, 2)))
 
 
@@ -220,17 +223,25 @@ def _check_sizes(img_size, train_size, val_size) -> None:
 
 def build_datasets(name: str, data_dir: str | None = None, img_size: int | None = None,
                    train_size: int | None = None, val_size: int | None = None,
-                   seed: int = 0, verify: bool = False) -> tuple[Dataset, Dataset, DataInfo]:
+                   seed: int = 0, verify: bool = False,
+                   synthetic_cue: str = synthetic.DEFAULT_CUE) -> tuple[Dataset, Dataset, DataInfo]:
     """(train, val, info) for a dataset in DATASETS; raises DataError on a bad request, never downloads.
 
     verify: check that every image file the run will read decodes (ImageFolder), naming the first that does not:
     the runner does this before it opens any MLflow run.
+    synthetic_cue: the built-in task's cue (``experiments.synthetic``: "frame", the default, or "ring"); other
+    datasets refuse a cue other than the default.
     """
     check_dataset(name, data_dir)
     _check_sizes(img_size, train_size, val_size)
+    if synthetic_cue not in synthetic.CUES:
+        raise DataError(f"unknown synthetic cue {synthetic_cue!r}: use one of {', '.join(synthetic.CUES)}")
+    if name != "synthetic" and synthetic_cue != synthetic.DEFAULT_CUE:
+        raise DataError(f"--synthetic-cue {synthetic_cue} applies to the built-in synthetic dataset only: drop it, "
+                        "or use --dataset synthetic")
     size = int(img_size or DEFAULT_IMG_SIZE[name])
     if name == "synthetic":
-        return _build_synthetic(size, train_size, val_size, seed)
+        return _build_synthetic(size, train_size, val_size, seed, synthetic.task_for(synthetic_cue))
     if name == "digits":
         return _build_digits(size, train_size, val_size, seed)
     if name in _CIFAR:
@@ -238,16 +249,25 @@ def build_datasets(name: str, data_dir: str | None = None, img_size: int | None 
     return _build_imagefolder(Path(data_dir).expanduser(), size, train_size, val_size, seed, verify)
 
 
-def _build_synthetic(size, train_size, val_size, seed):
+def build_datasets_for(train, img_size: int | None = None, verify: bool = False) -> tuple[Dataset, Dataset, DataInfo]:
+    """`build_datasets` for a `TrainConfig` (its dataset, folder, sizes, data seed and synthetic cue); img_size
+    overrides the config's (e.g. the model preset's size when the config leaves it unset)."""
+    return build_datasets(train.dataset, train.data_dir, img_size or train.img_size, train.train_size,
+                          train.val_size, seed=train.data_seed, verify=verify, synthetic_cue=train.synthetic_cue)
+
+
+def _build_synthetic(size, train_size, val_size, seed, task: synthetic.TaskSpec):
     n_train = int(train_size or SYNTHETIC_SIZES[0])
     n_val = int(val_size or SYNTHETIC_SIZES[1])
-    mean, std = synthetic_stats()
+    mean, std = synthetic_stats(task=task)
     # train and val use disjoint random streams (split is part of each image's seed)
-    train = SyntheticDataset(seed, "train", n_train, size, mean, std)
-    val = SyntheticDataset(seed, "val", n_val, size, mean, std)
+    train = SyntheticDataset(seed, "train", n_train, size, mean, std, task)
+    val = SyntheticDataset(seed, "val", n_val, size, mean, std, task)
+    cue = ("the colour of the one ring" if task.cue == "ring"
+           else "the colour of the 1-px frame round the image")
     info = DataInfo("synthetic", synthetic.NUM_CLASSES, 3, size, mean, std, n_train, n_val,
-                    "distant match count: label = how many of the nine squares share the colour of the one ring "
-                    f"(0-9), glyphs anywhere on an 8x8 grid of window-sized cells; generated from seed {seed}")
+                    f"distant match count: label = how many of the nine squares share {cue} (0-9), glyphs anywhere "
+                    f"on an 8x8 grid of window-sized cells; generated from seed {seed}")
     return train, val, info
 
 

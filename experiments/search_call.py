@@ -26,7 +26,7 @@ from workbench.cli import UsageError
 from workbench.tracking import Tracker, check_experiment_name, check_tracking_uri, default_tracking_uri, flatten
 
 from experiments import search_report
-from experiments.data import build_datasets, check_dataset
+from experiments.data import build_datasets_for, check_dataset
 from experiments.runner.engine import check_training_settings, fit_model_to_data
 from experiments.search_signals import STOP_SIGNALS, Stopped, describe_stop, signals_held, stop_signals
 from experiments.search_space import load_space
@@ -87,8 +87,7 @@ def plan_search(base: SepViTConfig, train: TrainConfig, *, space: str = "default
     check_tracking_uri(tracking)
     url = storage or f"sqlite:///{(Path(train.output) / 'optuna.db').resolve()}"
     check_storage(url)
-    datasets = build_datasets(train.dataset, train.data_dir, train.img_size, train.train_size, train.val_size,
-                              seed=train.data_seed, verify=True)
+    datasets = build_datasets_for(train, verify=True)
     info = datasets[2]
     base = fit_model_to_data(base, info)
     train = train.replace(img_size=info.img_size)

@@ -21,7 +21,7 @@ import torch
 from sepvit.config import SepViTConfig
 from workbench.tracking import Tracker
 
-from experiments.data import build_datasets
+from experiments.data import build_datasets_for
 from experiments.search_objective import TrialObjective
 from experiments.search_signals import Stopped, describe_stop, raise_stop_signals_here, signals_held
 from experiments.search_space import parse_space
@@ -130,8 +130,7 @@ def run_worker(settings: Settings, index: int, slots, datasets=None) -> None:
     study = optuna.load_study(study_name=settings.study_name, storage=storage, sampler=make_sampler(settings, index),
                               pruner=make_pruner(settings))
     if datasets is None:
-        datasets = build_datasets(train.dataset, train.data_dir, train.img_size, train.train_size, train.val_size,
-                                  seed=train.data_seed)
+        datasets = build_datasets_for(train)
     tracker = Tracker(settings.tracking_uri, settings.experiment, artifact_root=settings.artifact_root)
     objective = TrialObjective(settings, space, base, train, datasets, tracker, Path(train.output))
     if not claim_trial(slots, settings.n_trials, settings.deadline):

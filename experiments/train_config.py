@@ -15,11 +15,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from experiments.synthetic import CUES, DEFAULT_CUE
 from workbench.fields import check_known, check_types
 
 
-def _f(default: Any, help: str, *flags: str) -> Any:  # noqa: A002 (argparse's word)
-    return field(default=default, metadata={"help": help, "flags": flags})
+def _f(default: Any, help: str, *flags: str, **extra: Any) -> Any:  # noqa: A002 (argparse's word)
+    return field(default=default, metadata={"help": help, "flags": flags, **extra})
 
 
 @dataclass
@@ -27,6 +28,10 @@ class TrainConfig:
     # data
     dataset: str = _f("synthetic", "synthetic, digits, cifar10, cifar100 or imagefolder (nothing is downloaded)")
     data_dir: str | None = _f(None, "folder holding the dataset (cifar*, imagefolder)")
+    synthetic_cue: str = _f(DEFAULT_CUE, "the built-in task's cue, what names the colour to count: frame (the "
+                                         "image's border; the default: every seed learns it) or ring (one far "
+                                         "cell; the default before 2026-12-06, learnt at a random epoch); seed "
+                                         "noise of each: docs/results.md, docs/benchmark-log.md", before="ring")
     img_size: int | None = _f(None, "input side in pixels; unset: the model preset's (the model is built for it)")
     train_size: int | None = _f(None, "cap on training images (unset: the dataset's default)")
     val_size: int | None = _f(None, "cap on validation images")
@@ -114,6 +119,11 @@ class TrainConfig:
         if self.device not in ("auto", "cpu", "cuda") and not (self.device.startswith("cuda:")
                                                               and self.device[5:].isdigit()):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.synthetic_cue not in CUES:
+            raise ValueError(f"synthetic_cue must be one of {', '.join(CUES)}, got {self.synthetic_cue!r}")
+        if self.synthetic_cue != DEFAULT_CUE and self.dataset != "synthetic":
+            raise ValueError(f"synthetic_cue {self.synthetic_cue!r} applies to the built-in synthetic dataset only: "
+                             "drop --synthetic-cue, or use --dataset synthetic")
         if self.amp_dtype != "bfloat16":
             raise ValueError(f"amp_dtype {self.amp_dtype!r} is not supported: float16 needs a loss scaler, which this "
                              "runner does not have; use --amp-dtype bfloat16")
@@ -129,9 +139,19 @@ class TrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     @classmethod
+    def before_logged(cls, dataset: str = "synthetic") -> dict[str, Any]:
+        """Fields added after runs were first saved, with the value those runs had (the code's behaviour before
+        the field existed, which its default need not be): `from_dict` fills them in where a saved config lacks
+        them, and the zoo matches a run that did not log one only against this value. The only such field,
+        synthetic_cue, mattered to the synthetic dataset alone: other datasets' configs take its default."""
+        if dataset != "synthetic":
+            return {}
+        return {f.name: f.metadata["before"] for f in dataclasses.fields(cls) if "before" in f.metadata}
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         check_known(cls, list(data))
-        return cls(**data)
+        return cls(**{**cls.before_logged(data.get("dataset", cls.dataset)), **data})
 
     def replace(self, **changes: Any) -> "TrainConfig":
         check_known(type(self), list(changes))

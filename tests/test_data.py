@@ -176,9 +176,10 @@ def test_imagefolder_refuses_bad_layouts(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- synthetic semantics
+RING = synthetic.task_for("ring")  # the one-cell cue: the properties below are about a single far reference
 def test_synthetic_label_is_the_match_count():
     for index in range(200):
-        layout = synthetic.sample_layout(0, "train", index)
+        layout = synthetic.sample_layout(0, "train", index, RING)
         assert layout["label"] == synthetic.count_matches(layout)
         cells = layout["cells"]
         assert len(set(cells.tolist())) == len(cells) == len(layout["kinds"])
@@ -194,7 +195,7 @@ def test_synthetic_label_depends_on_a_distant_region():
     """Editing only the reference cell, or only one far-away copy, changes the label."""
     checked = 0
     for index in range(300):
-        layout = synthetic.sample_layout(0, "train", index)
+        layout = synthetic.sample_layout(0, "train", index, RING)
         k, shapes, cells = layout["label"], layout["kinds"], layout["cells"]
         if k < 1 or len(shapes) == k + 1:
             continue  # needs a copy and a non-matching glyph
@@ -208,7 +209,7 @@ def test_synthetic_label_depends_on_a_distant_region():
         edited = {**layout, "kinds": shapes.copy()}
         edited["kinds"][0] = other_shape
         assert synthetic.count_matches(edited) == int((shapes[1:] == other_shape).sum())
-        diff = np.abs(synthetic.render(layout) - synthetic.render(edited)).sum(-1) > 0
+        diff = np.abs(synthetic.render(layout, RING) - synthetic.render(edited, RING)).sum(-1) > 0
         outside = diff.copy()
         outside[cell_slice(cells[0])] = False
         assert diff.any() and not outside.any()
@@ -217,7 +218,7 @@ def test_synthetic_label_depends_on_a_distant_region():
         altered = {**layout, "kinds": shapes.copy()}
         altered["kinds"][1] = other_shape
         assert synthetic.count_matches(altered) == k - 1
-        diff = np.abs(synthetic.render(layout) - synthetic.render(altered)).sum(-1) > 0
+        diff = np.abs(synthetic.render(layout, RING) - synthetic.render(altered, RING)).sum(-1) > 0
         assert not diff[cell_slice(cells[0])].any()
 
         # 3) move that copy elsewhere: the label does not depend on where it is
@@ -230,11 +231,11 @@ def test_synthetic_label_depends_on_a_distant_region():
 
 def test_synthetic_same_local_content_different_labels():
     """A white glyph counts or not depending only on the distant reference (a relation, not appearance)."""
-    layout = synthetic.sample_layout(0, "train", 0)
+    layout = synthetic.sample_layout(0, "train", 0, RING)
     shapes = np.array([0, 0, 1])
     counted = {**layout, "cells": np.array([0, 63, 36]), "kinds": shapes}
     not_counted = {**counted, "kinds": np.array([1, 0, 1])}
-    img_a, img_b = synthetic.render(counted), synthetic.render(not_counted)
+    img_a, img_b = synthetic.render(counted, RING), synthetic.render(not_counted, RING)
     for cell in (63, 36):  # the white glyphs are pixel-identical in both images
         assert np.array_equal(img_a[cell_slice(cell)], img_b[cell_slice(cell)])
     assert synthetic.count_matches(counted) == 1 and synthetic.count_matches(not_counted) == 1
@@ -244,7 +245,7 @@ def test_synthetic_same_local_content_different_labels():
 
 
 def test_synthetic_shape_variant_and_bad_task():
-    task = synthetic.TaskSpec(match="shape", n_kinds=4, total=None)
+    task = synthetic.TaskSpec(match="shape", n_kinds=4, total=None, cue="ring")
     for index in range(50):
         layout = synthetic.sample_layout(0, "train", index, task)
         assert layout["label"] == synthetic.count_matches(layout)
@@ -267,3 +268,75 @@ def test_synthetic_samples_are_random_access_whatever_ran_before():
     image, label = synthetic.generate(0, "train", 199)
     assert np.array_equal(image, alone[0]) and label == alone[1]
     assert not np.array_equal(synthetic.generate(0, "val", 199)[0], image)  # the split is part of the identity
+
+
+def frame_mask() -> np.ndarray:
+    mask = np.zeros((synthetic.BASE_SIZE, synthetic.BASE_SIZE), dtype=bool)
+    mask[[0, -1], :] = mask[:, [0, -1]] = True
+    return mask
+
+
+def test_frame_cue_names_the_colour_and_nothing_else_does():
+    """cue="frame": recolouring only the frame flips the label (k -> 9 - k with two colours) and changes only frame
+    pixels; recolouring one square changes the label by one and only that square's cell; every square is
+    pixel-identical whichever colour the frame names."""
+    task = synthetic.task_for("frame")
+    checked = 0
+    for index in range(100):
+        layout = synthetic.sample_layout(0, "train", index, task)
+        k, kinds, cells = layout["label"], layout["kinds"], layout["cells"]
+        assert k == synthetic.count_matches(layout)
+        image = synthetic.render(layout, task)
+
+        recoloured = {**layout, "kinds": kinds.copy()}
+        recoloured["kinds"][0] = 1 - kinds[0]
+        assert synthetic.count_matches(recoloured) == synthetic.DEFAULT_TASK.total - k
+        diff = np.abs(image - synthetic.render(recoloured, task)).sum(-1) > 0
+        assert diff.any() and not (diff & ~frame_mask()).any()
+        for cell in cells[1:]:  # the squares themselves are untouched
+            assert not diff[cell_slice(cell)][:3, :3].any()
+
+        if k >= 1:
+            one_less = {**layout, "kinds": kinds.copy()}
+            one_less["kinds"][1] = 1 - kinds[0]
+            assert synthetic.count_matches(one_less) == k - 1
+            diff = np.abs(image - synthetic.render(one_less, task)).sum(-1) > 0
+            outside = diff.copy()
+            outside[cell_slice(cells[1])] = False
+            assert diff.any() and not outside.any()
+            checked += 1
+    assert checked >= 50
+
+
+def test_frame_cue_leaves_the_reference_cell_empty_and_the_ring_cue_unchanged():
+    ring, frame = synthetic.task_for("ring"), synthetic.task_for("frame")
+    assert frame == synthetic.DEFAULT_TASK and ring == synthetic.TaskSpec(cue="ring")
+    layout = synthetic.sample_layout(0, "train", 5, frame)
+    same_draw = synthetic.sample_layout(0, "train", 5, ring)  # the cue changes the drawing, not the draw
+    assert np.array_equal(layout["cells"], same_draw["cells"]) and layout["label"] == same_draw["label"]
+    no_ref = {**layout, "kinds": layout["kinds"].copy()}
+    without_frame_pixels = ~frame_mask()
+    reference = np.zeros_like(without_frame_pixels)
+    reference[cell_slice(layout["cells"][0])] = True
+    with_ring = synthetic.render(layout, ring)
+    with_frame = synthetic.render(no_ref, frame)
+    # the ring cell holds the ring with cue="ring" and only background with cue="frame"
+    assert not np.array_equal(with_ring[reference & without_frame_pixels], with_frame[reference & without_frame_pixels])
+    with pytest.raises(ValueError, match="cue"):
+        synthetic.TaskSpec(cue="halo")
+    with pytest.raises(ValueError, match="match='colour'"):
+        synthetic.TaskSpec(cue="frame", match="shape")
+
+
+def test_synthetic_cue_reaches_the_dataset_and_is_refused_elsewhere():
+    train, val, info = build_datasets("synthetic", train_size=8, val_size=8)  # the default cue
+    assert "frame" in info.description
+    expected = synthetic.generate(0, "train", 3, synthetic.task_for("frame"))
+    assert train.labels[3] == expected[1]
+    ring_train, _, ring_info = build_datasets("synthetic", train_size=8, val_size=8, synthetic_cue="ring")
+    assert not torch.equal(train.images[3], ring_train.images[3]) and "ring" in ring_info.description
+    assert ring_train.labels[3] == synthetic.generate(0, "train", 3, synthetic.task_for("ring"))[1]
+    with pytest.raises(DataError, match="synthetic dataset only"):
+        build_datasets("digits", synthetic_cue="ring")
+    with pytest.raises(DataError, match="unknown synthetic cue"):
+        build_datasets("synthetic", synthetic_cue="halo")

@@ -17,10 +17,23 @@ def test_round_trip_and_replace():
                                            ({"lr": 0}, "lr"), ({"train_size": 0}, "train_size"),
                                            ({"clip_grad": -1.0}, "clip_grad"), ({"device": "tpu"}, "device"),
                                            ({"min_lr": -1e-5}, "min_lr"), ({"output": " "}, "output"),
-                                           ({"mixup_prob": 1.5}, "mixup_prob")])
+                                           ({"mixup_prob": 1.5}, "mixup_prob"),
+                                           ({"synthetic_cue": "halo"}, "synthetic_cue"),
+                                           ({"synthetic_cue": "ring", "dataset": "digits"}, "synthetic dataset only")])
 def test_validation_says_what_to_change(changes, word):
     with pytest.raises(ValueError, match=word):
         TrainConfig(**changes)
+
+
+def test_a_config_saved_before_a_field_existed_reads_back_as_it_ran():
+    """A call or checkpoint saved before `synthetic_cue` existed trained on the ring cue, whatever the default."""
+    saved = TrainConfig(epochs=3).to_dict()
+    del saved["synthetic_cue"]
+    assert TrainConfig.before_logged() == {"synthetic_cue": "ring"}
+    assert TrainConfig.from_dict(saved).synthetic_cue == "ring"
+    assert TrainConfig.from_dict({**saved, "synthetic_cue": "frame"}).synthetic_cue == "frame"
+    digits = {k: v for k, v in TrainConfig(dataset="digits").to_dict().items() if k != "synthetic_cue"}
+    assert TrainConfig.from_dict(digits).synthetic_cue == TrainConfig().synthetic_cue  # the cue never mattered
 
 
 def test_unknown_field_is_refused():

@@ -31,6 +31,19 @@ def test_same_model_ignores_how_attention_was_computed_but_nothing_else():
     assert zoo.same_model(runs.iloc[:0], nano).empty
 
 
+def test_a_run_that_did_not_log_a_newer_training_field_matches_only_the_value_it_ran_with():
+    """Runs logged before `train.synthetic_cue` existed trained on the ring cue: they match a ring request and
+    never a frame one (whichever is the default)."""
+    from experiments.train_config import TrainConfig
+
+    ring, frame = TrainConfig(synthetic_cue="ring"), TrainConfig(synthetic_cue="frame")
+    logged = {k: v for k, v in flatten(ring.to_dict(), "train.").items() if k != "train.synthetic_cue"}
+    runs = pd.DataFrame([dict(run_id="old", **logged),
+                         dict(run_id="new-frame", **flatten(frame.to_dict(), "train."))])
+    assert zoo._same_training(runs, ring)["run_id"].tolist() == ["old"]
+    assert zoo._same_training(runs, frame)["run_id"].tolist() == ["new-frame"]
+
+
 def test_zoo_trains_a_missing_model_once_and_then_finds_it_however_it_was_computed(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -76,7 +76,8 @@ def train_in_sequence(call: Call, datasets, tracker, report: bool, changes: dict
 # ---------------------------------------------------------------------------------- parallel
 @functools.lru_cache(maxsize=1)
 def _worker_datasets(data: tuple):
-    return build_datasets(*data[:5], seed=data[5])
+    """(dataset, data_dir, img_size, train_size, val_size, data_seed, synthetic_cue): a key the cache can hash."""
+    return build_datasets(*data[:5], seed=data[5], synthetic_cue=data[6])
 
 
 _STOP = None  # in a worker: the call's stop event (set once any run of the call is interrupted)
@@ -104,7 +105,8 @@ def _train_in_worker(folder: str, index: int, uri: str | None, changes: dict) ->
     try:
         with stop_signals():
             t = run.train
-            datasets = _worker_datasets((t.dataset, t.data_dir, t.img_size, t.train_size, t.val_size, t.data_seed))
+            datasets = _worker_datasets((t.dataset, t.data_dir, t.img_size, t.train_size, t.val_size, t.data_seed,
+                                         t.synthetic_cue))
             if uri is not None:
                 tracker = Tracker(uri, call.experiment,
                                   artifact_root=None if call.tracking_uri else call.output / "mlartifacts")

@@ -16,7 +16,7 @@ from workbench.cli import UsageError
 from workbench.tracking import (check_experiment_name, check_tracking_uri, default_tracking_uri, mask_secrets,
                                 signals_held, sqlite_path, sqlite_store_problem, unwritable_folder)
 
-from experiments.data import build_datasets, check_dataset, check_sizes_available
+from experiments.data import build_datasets_for, check_dataset, check_sizes_available
 from experiments.runner.calls import Call, CallLock, PlannedRun, new_call_folder, slug
 from experiments.runner.checkpoint import CheckpointError, check_resumable_checkpoint
 from experiments.runner.engine import check_mixup_batch, check_training_settings, fit_model_to_data
@@ -92,8 +92,7 @@ def plan_call(configs: Mapping[str, SepViTConfig], train: TrainConfig, *, seeds:
         raise UsageError(f"--output {train.output}: the call folder cannot be made ({problem}); choose another "
                          "--output")
     check_tracking_uri(tracking_uri or default_tracking_uri(train.output))
-    datasets = build_datasets(train.dataset, train.data_dir, train.img_size, train.train_size, train.val_size,
-                              seed=train.data_seed, verify=True)
+    datasets = build_datasets_for(train, verify=True)
     info = datasets[2]
     check_sizes_available(info, train.train_size, train.val_size)
     check_mixup_batch(train, info.train_size, world_size())
@@ -187,8 +186,7 @@ def plan_resume(folder: str | Path, *, changes: Mapping[str, Any] | None = None,
         check_tracking_uri(uri)
         check_parent_exists(call, uri)
         first = call.runs[0].train
-        datasets = build_datasets(first.dataset, first.data_dir, first.img_size, first.train_size, first.val_size,
-                                  seed=first.data_seed, verify=True)
+        datasets = build_datasets_for(first, verify=True)
         for run in call.runs:
             check_resumable(call, run)
         check_parallel(parallel)

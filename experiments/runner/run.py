@@ -43,7 +43,7 @@ from workbench.provenance import environment_params, pip_requirements
 from workbench.tracking import STOP_SIGNALS, flatten, is_disk_full, mask_secrets, signals_held
 
 from analysis.counters import count_params, explicit_attention_copy, fvcore_count
-from experiments.data import build_datasets
+from experiments.data import build_datasets_for
 from experiments.report import learning_curve_figure
 from experiments.runner import engine
 from experiments.runner.calls import RESULT_FILE, RUN_RECORD, PlannedRun, write_json
@@ -381,8 +381,7 @@ def train_and_evaluate(run: PlannedRun, context: RunContext | None = None) -> Re
         parent_run_id = parent_run_id or ckpt["parent_run_id"]
     datasets = context.datasets
     if datasets is None:
-        datasets = build_datasets(train_cfg.dataset, train_cfg.data_dir, train_cfg.img_size or model_cfg.img_size,
-                                  train_cfg.train_size, train_cfg.val_size, seed=train_cfg.data_seed)
+        datasets = build_datasets_for(train_cfg, img_size=train_cfg.img_size or model_cfg.img_size)
     parts = engine.build_parts(model_cfg, train_cfg, datasets)
     result = Result(run_name, "RUNNING", engine.fit_model_to_data(model_cfg, datasets[2]), train_cfg,
                     run_dir=Path(run_dir) if run_dir is not None else Path(train_cfg.output) / run_name,
