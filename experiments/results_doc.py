@@ -11,7 +11,9 @@ what they printed, with the commit, the thread layout, the machine, the wall-clo
      same runs as each `ablate.py --<switch> --compare --seeds 3`: same configurations, seeds and data).
 
 `--only 3` reruns the listed sections and keeps the others as the stored document has them; every section
-states its own commit and date, so a kept section says which code made it.
+states its own commit and date, so a kept section says which code made it. After writing docs/results.md it
+rewrites the README's measured block (the calibration, the headline and the switch table:
+`experiments.readme_results`); `--readme` does only that, from the stored document.
 
 Nothing in the document is typed in: every number comes from these runs. `SEPVIT_SMOKE=1` (CI) runs the same
 commands at a tiny budget into a temporary folder and writes the document to `--out` (never over docs/), so the
@@ -107,7 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                "required with SEPVIT_SMOKE=1)")
     parser.add_argument("--only", type=int, nargs="+", metavar="K", choices=range(1, len(COMMANDS) + 1),
                         help="rerun only these sections (1-based); the others are kept from the stored document")
+    parser.add_argument("--readme", action="store_true",
+                        help="train nothing: rewrite the README's measured block from the stored document")
     args = parser.parse_args(argv)
+    if args.readme:
+        return write_readme(args.out or DOC)
     smoke = os.environ.get("SEPVIT_SMOKE") == "1"
     if smoke and args.out is None:
         print("results_doc.py: error: SEPVIT_SMOKE=1 would overwrite docs/results.md with smoke numbers: pass --out",
@@ -135,7 +141,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(sections, smoke))
     print(f"wrote {out}")
+    if out == DOC and not smoke and write_readme(out) != 0:
+        return 1
     return 0 if all(code == 0 for code in codes) else 1
+
+
+def write_readme(results: Path, readme: Path = ROOT / "README.md") -> int:
+    """Rewrite the README's measured block from `results` (experiments.readme_results); 2 with one line if the
+    document lacks what the block needs."""
+    from experiments import readme_results
+
+    try:
+        readme_results.write(readme, results)
+    except (OSError, readme_results.ResultsFormatError) as error:
+        print(f"results_doc.py: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote the measured block of {readme}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -22,9 +22,11 @@ from experiments.runner.checkpoint import load_checkpoint, load_model
 
 
 def validation_images(dataset: str = "synthetic", count: int = 64, img_size: int | None = None,
-                      seed: int = 0, data_dir: str | None = None) -> torch.Tensor:
-    """The first `count` validation images of a workbench dataset, normalised as in training."""
-    _, val, _ = build_datasets(dataset, data_dir, img_size=img_size, val_size=count, seed=seed)
+                      seed: int = 0, data_dir: str | None = None, synthetic_cue: str | None = None) -> torch.Tensor:
+    """The first `count` validation images of a workbench dataset, normalised as in training (synthetic_cue: the
+    built-in task's cue the models were trained with; None: the default)."""
+    cue = {} if synthetic_cue is None else {"synthetic_cue": synthetic_cue}
+    _, val, _ = build_datasets(dataset, data_dir, img_size=img_size, val_size=count, seed=seed, **cue)
     return torch.stack([val[i][0] for i in range(min(count, len(val)))])
 
 

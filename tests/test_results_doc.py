@@ -24,6 +24,14 @@ def test_results_doc_regenerates_from_the_readme_commands(tmp_path):
     assert "Calibration of `reference`: 3 seeds" in text  # the calibration's own output, not typed in
     assert "this call resolves differences" in text and "paired 95% CI" in text
     assert "commit `" in text and "exit code 0" in text
+    assert "python experiments/ablate.py --grid one-off --seeds 3" in text
+
+    from experiments import readme_results
+    from experiments.grids import SWITCHES
+
+    block = readme_results.block(text)  # the README block parses the runner's real printed tables
+    rows = [line for line in block.splitlines() if line.startswith("| ") and "--compare --seeds 3`" in line]
+    assert sorted(row.split(" | ")[0][2:] for row in rows) == sorted(SWITCHES)
 
 
 def test_smoke_mode_never_overwrites_the_stored_document():
@@ -45,7 +53,7 @@ def test_only_reruns_the_listed_sections_and_keeps_the_others_verbatim(tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
     titles = [title for title, _ in COMMANDS]
-    assert kept[titles[0]] in text and kept[titles[2]] in text  # untouched
+    assert kept[titles[0]] in text and kept[titles[2]] in text and kept[titles[3]] in text  # untouched
     assert "kept: made by an older commit 2" not in text and "--no-gsa --compare --seeds 3" in text  # rerun
     assert [line[3:] for line in text.splitlines() if line.startswith("## ")] == titles  # in the listed order
 

@@ -1,0 +1,135 @@
+"""The README's measured block: the calibration and the switch table, read from docs/results.md, never typed in.
+
+`python experiments/results_doc.py` rewrites the README between the markers below after it writes docs/results.md;
+`python experiments/results_doc.py --readme` does only this, from the stored document. The figures are parsed
+from the runner's own printed tables (`experiments.report`'s comparison table and calibration sentence), so the
+README says exactly what the stored runs printed, with the commit and date of the section each came from.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from experiments.stats import VERDICT_RULES
+
+BEGIN = "<!-- measured: begin (written by experiments/results_doc.py from docs/results.md; do not edit) -->"
+END = "<!-- measured: end -->"
+CALIBRATION = "Calibration of the default benchmark"
+HEADLINE = "The headline ablation: SepViT without GSA against the reference"
+SWITCH_TABLE = "Every switch against the reference on the default benchmark"
+# label of a one-off grid row (experiments.grids.SWITCHES) -> the ablate.py flags that make that configuration
+SWITCH_FLAGS = {
+    "no-dssa": "--no-dssa", "no-gsa": "--no-gsa", "no-lwt": "--no-lwt", "avgpool-token": "--window-token avgpool",
+    "dwconv-token": "--window-token dwconv", "no-ope": "--no-ope", "no-cpe": "--no-cpe",
+    "paper-equations": "--paper-equations",
+}
+
+
+class ResultsFormatError(ValueError):
+    """docs/results.md does not hold what the README block needs (a section or a table is missing)."""
+
+
+def sections(text: str) -> dict[str, str]:
+    """title -> body of each "## " section."""
+    out, title = {}, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            title = line[3:].strip()
+            out[title] = []
+        elif title is not None:
+            out[title].append(line)
+    return {title: "\n".join(lines) for title, lines in out.items()}
+
+
+def _section(doc: dict[str, str], title: str) -> str:
+    if title not in doc:
+        raise ResultsFormatError(f"docs/results.md has no section {title!r}: run python experiments/results_doc.py")
+    return doc[title]
+
+
+def provenance(body: str) -> str:
+    """'commit abc123def456, 2026-12-06 19:40 UTC' from a section's first line."""
+    found = re.search(r"commit `([0-9a-f]{7,40}|unknown)`( \(with uncommitted changes\))?, ([0-9-]+ [0-9:]+ UTC)",
+                      body)
+    if not found:
+        raise ResultsFormatError("a section of docs/results.md does not state its commit and date")
+    return f"commit {found.group(1)[:12]}{found.group(2) or ''}, {found.group(3)}"
+
+
+def comparison_rows(body: str) -> list[dict[str, str]]:
+    """The rows of the comparison table a call printed (configuration, Δ, paired CI, Welch CI, overlap, verdict)."""
+    lines = body.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("configuration") and "Δ top-1" in line]
+    if not starts:
+        raise ResultsFormatError("a section of docs/results.md has no comparison table")
+    header = re.split(r"\s{2,}", lines[starts[0]].strip())
+    rows = []
+    for line in lines[starts[0] + 2:]:
+        if not line.strip():
+            break
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) != len(header):
+            raise ResultsFormatError(f"a comparison row of docs/results.md does not parse: {line.strip()!r}")
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def calibration_facts(body: str) -> dict[str, str]:
+    sd = re.search(r"seed standard deviation ([0-9.]+) points \(target ≤ 2: (met|NOT met)\)", body)
+    resolves = re.search(r"resolves differences ≥ ([0-9.]+) points unpaired.*?≥ ([0-9.]+) points paired", body)
+    if not sd or not resolves:
+        raise ResultsFormatError("the calibration section of docs/results.md lacks its seed sd or resolution")
+    return {"sd": sd.group(1), "target": sd.group(2), "unpaired": resolves.group(1), "paired": resolves.group(2)}
+
+
+def minutes(body: str) -> str:
+    found = re.search(r"exit code \d+, ([0-9.]+) minutes wall clock", body)
+    if not found:
+        raise ResultsFormatError("a section of docs/results.md does not state its wall clock")
+    return found.group(1)
+
+
+def block(results_text: str) -> str:
+    """The README's measured block (markdown, between BEGIN and END) from the text of docs/results.md."""
+    doc = sections(results_text)
+    calibration, headline, table = (_section(doc, t) for t in (CALIBRATION, HEADLINE, SWITCH_TABLE))
+    facts = calibration_facts(calibration)
+    (gsa,) = [row for row in comparison_rows(headline) if row["configuration"] == "no-gsa"]
+    lines = [
+        BEGIN,
+        f"**The instrument** (`python experiments/ablate.py --calibrate --seeds 3`, {provenance(calibration)}): the "
+        f"reference's seed standard deviation is {facts['sd']} points at the default budget (target ≤ 2: "
+        f"{facts['target']}); with 3 seeds a call resolves differences ≥ {facts['unpaired']} points unpaired, "
+        f"≥ {facts['paired']} points paired.",
+        "",
+        f"**The headline** (`python experiments/ablate.py --no-gsa --compare --seeds 3`, {provenance(headline)}, "
+        f"{minutes(headline)} minutes on 2 cores): no-gsa {gsa['Δ top-1 vs reference']} points, paired 95 % CI "
+        f"{gsa['paired 95% CI']}, Welch {gsa['Welch 95% CI']}: {gsa['verdict']}.",
+        "",
+        f"**Every switch on the default benchmark** (`python experiments/ablate.py --grid one-off --seeds 3`, "
+        f"{provenance(table)}; each row is the same runs as its own command):",
+        "",
+        "| switch | command | Δ top-1 vs reference (points) | paired 95 % CI | Welch 95 % CI | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in comparison_rows(table):
+        label = row["configuration"]
+        flags = SWITCH_FLAGS.get(label)
+        if flags is None:
+            raise ResultsFormatError(f"no command known for the switch {label!r}: add it to SWITCH_FLAGS")
+        lines.append(f"| {label} | `python experiments/ablate.py {flags} --compare --seeds 3` | "
+                     f"{row['Δ top-1 vs reference']} | {row['paired 95% CI']} | {row['Welch 95% CI']} | "
+                     f"{row['verdict']} |")
+    rules = "; ".join(f"`{name}`: {rule}" for name, rule in VERDICT_RULES.items() if name != "undetermined")
+    lines += ["", f"Verdicts, strictest first: {rules} (`equivalent (±X)`: no difference larger than X points). "
+              "Full outputs: [docs/results.md](docs/results.md).", END]
+    return "\n".join(lines)
+
+
+def write(readme: Path, results: Path) -> None:
+    """Replace the README's measured block (between BEGIN and END) with one made from `results`."""
+    text = readme.read_text()
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise ResultsFormatError(f"{readme} must hold the measured block's markers once each, in order")
+    new = block(results.read_text())
+    readme.write_text(text[:text.index(BEGIN)] + new + text[text.index(END) + len(END):])

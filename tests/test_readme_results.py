@@ -1,0 +1,85 @@
+"""The README's measured block is parsed from docs/results.md (the runner's own printed tables), never typed in."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from experiments import readme_results
+from experiments.grids import SWITCHES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+COMPARISON = """```
+configuration  Δ top-1 vs reference  paired 95% CI   Welch 95% CI      CIs overlap  verdict
+-------------  --------------------  --------------  ----------------  -----------  -----------------
+{rows}
+
+With 3 seeds per configuration this call resolves differences ≥ 3.1 points unpaired (seed sd 1.0, pooled over its configurations), ≥ 1.2 points paired (sd of per-seed differences 0.4): two-sided 5 % test, power 0.8.
+```"""
+ROW = "{label:<13}  -12.40                [-15.10, -9.70]  [-16.00, -8.80]   no           separated"
+
+
+def section(title: str, command: str, rows: list[str], extra: str = "") -> str:
+    return (f"## {title}\n\ncommit `0123456789abcdef0123456789abcdef01234567`, 2026-12-06 19:40 UTC. `{command}`: "
+            f"exit code 0, 7.5 minutes wall clock (load).\n\n" + COMPARISON.format(rows="\n".join(rows)) + extra + "\n")
+
+
+def document(switch_rows: list[str]) -> str:
+    calibration = ("\nCalibration of `reference`: 3 seeds, top-1 97.80 ± 1.00 (95 % CI half-width); seed standard "
+                   "deviation 0.40 points (target ≤ 2: met).\n")
+    return "\n".join([
+        "# Measured results\n",
+        section(readme_results.CALIBRATION, "python experiments/ablate.py --calibrate --seeds 3",
+                [ROW.format(label="null-change")], calibration),
+        section(readme_results.HEADLINE, "python experiments/ablate.py --no-gsa --compare --seeds 3",
+                [ROW.format(label="no-gsa")]),
+        section(readme_results.SWITCH_TABLE, "python experiments/ablate.py --grid one-off --seeds 3", switch_rows),
+    ])
+
+
+def test_every_switch_of_the_one_off_grid_has_its_command():
+    assert set(readme_results.SWITCH_FLAGS) == set(SWITCHES)
+
+
+def test_the_block_quotes_the_printed_tables_with_their_commands_and_provenance():
+    rows = [ROW.format(label=label) for label in SWITCHES]
+    text = readme_results.block(document(rows))
+    assert text.startswith(readme_results.BEGIN) and text.endswith(readme_results.END)
+    assert "seed standard deviation is 0.40 points at the default budget (target ≤ 2: met)" in text
+    assert "≥ 3.1 points unpaired, ≥ 1.2 points paired" in text
+    assert "7.5 minutes on 2 cores): no-gsa -12.40 points, paired 95 % CI [-15.10, -9.70]" in text
+    assert "commit 0123456789ab, 2026-12-06 19:40 UTC" in text
+    table = [line for line in text.splitlines() if line.startswith("| ") and "`python" in line]
+    assert len(table) == len(SWITCHES)
+    assert "| avgpool-token | `python experiments/ablate.py --window-token avgpool --compare --seeds 3` | -12.40 |" \
+        in text
+
+
+def test_a_document_without_what_the_block_needs_is_refused_in_words():
+    with pytest.raises(readme_results.ResultsFormatError, match="no section"):
+        readme_results.block("# Measured results\n")
+    with pytest.raises(readme_results.ResultsFormatError, match="no command known"):
+        readme_results.block(document([ROW.format(label="mystery")]))
+    broken = document([ROW.format(label="no-gsa")]).replace("(target ≤ 2: met)", "")
+    with pytest.raises(readme_results.ResultsFormatError, match="seed sd"):
+        readme_results.block(broken)
+
+
+def test_write_replaces_only_the_block_and_needs_its_markers(tmp_path):
+    results = tmp_path / "results.md"
+    results.write_text(document([ROW.format(label="no-cpe")]))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{readme_results.BEGIN}\nold\n{readme_results.END}\noutro\n")
+    readme_results.write(readme, results)
+    text = readme.read_text()
+    assert text.startswith("intro\n" + readme_results.BEGIN) and text.endswith(readme_results.END + "\noutro\n")
+    assert "old" not in text and "| no-cpe |" in text
+    readme.write_text("no markers\n")
+    with pytest.raises(readme_results.ResultsFormatError, match="markers"):
+        readme_results.write(readme, results)
+
+
+def test_the_repository_readme_holds_the_block_markers_once():
+    text = (ROOT / "README.md").read_text()
+    assert text.count(readme_results.BEGIN) == 1 and text.count(readme_results.END) == 1
