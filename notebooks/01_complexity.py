@@ -322,8 +322,9 @@ at224[["block_pattern", "params_M", "analytic_G", "analytic_norms_G", "fvcore_G"
 # ## 6 · The receptive-field half of the claim: spatial reach of trained blocks, over seeds
 #
 # **The models.** The zoo's models (`experiments/zoo.py`): our backbone under the "sepvit", "swin", "twins" and
-# "msa" block patterns, each an ordinary runner run on the built-in synthetic task at one shared budget, at every
-# seed of `SEEDS` (`ZOO_LOOKUP` below; `python -m workbench.notebooks --check` fails when the store lacks one of
+# "msa" block patterns, each an ordinary runner run on the built-in synthetic task at one shared budget (with the
+# ring cue, `--synthetic-cue ring`: one far cell names the colour to count; the zoo keeps the task the default was
+# until 2026-12-06, and its seed noise, see `experiments/zoo`), at every seed of `SEEDS` (`ZOO_LOOKUP` below; `python -m workbench.notebooks --check` fails when the store lacks one of
 # them). They are the runner's default size (`sepvit_nano_32`: 32 px, stage maps 32/16/8/4, window 4: SepViT-T's
 # window schedule); stages 1 and 4 have one block, so the Swin and Twins models have a pair at stages 2 and 3 only,
 # and the verdict is given there.
@@ -374,7 +375,8 @@ accuracy[["model", "seeds", "top1", "mean", "half_width", "chance_high", "at_cha
 
 # %%
 any_model = zoo_models["sepvit"][0].model
-images = validation_images("synthetic", RF_IMAGES, any_model.config.img_size)
+images = validation_images("synthetic", RF_IMAGES, any_model.config.img_size,
+                           synthetic_cue=zoo.ZOO_TRAIN["synthetic_cue"])  # the task the models learnt
 reach_trained = {name: rc.model_reach_table([m.model for m in runs], images, label=name)
                  for name, runs in zoo_models.items()}
 reach_init = {}

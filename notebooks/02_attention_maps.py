@@ -31,7 +31,9 @@
 # to the receptive-field reach of `01_complexity.ipynb`, and where our results run against the paper's.
 #
 # **The models** come from `experiments/zoo`: ordinary runs of the ablation runner, all at one budget (the
-# runner's default: 9 epochs of its built-in task), at the seeds of `ZOO_LOOKUP` below, logged to
+# runner's default: 9 epochs of its built-in task, with the ring cue, `--synthetic-cue ring`, the default until
+# 2026-12-06: one far cell names the colour to count, which is what the maps below follow; the new default's
+# frame cue spreads that cell over the border), at the seeds of `ZOO_LOOKUP` below, logged to
 # `output/mlflow.db` (experiment `notebook-models`) and loaded from there; a missing one is trained first (a few
 # minutes each on a CPU; `python -m workbench.notebooks --check` says when one is missing). The maps are those of
 # seed 0; collapse and the paper-vs-here table use every seed. Each model's accuracy is printed beside its maps,
@@ -149,9 +151,10 @@ WINDOW = ZOO_MODELS["sepvit"].model.config.window_size  # feature pixels; at str
 # attention distance and normalised entropy over all eight images and every query (defined in section 6).
 
 # %%
-_, val_ds, INFO = build_datasets("synthetic", img_size=32, train_size=8, val_size=8)
+CUE = zoo.ZOO_TRAIN["synthetic_cue"]  # the task the zoo's models learnt
+_, val_ds, INFO = build_datasets("synthetic", img_size=32, train_size=8, val_size=8, synthetic_cue=CUE)
 images = torch.stack([val_ds[i][0] for i in range(8)])
-layouts = [synthetic.sample_layout(0, "val", i) for i in range(8)]
+layouts = [synthetic.sample_layout(0, "val", i, synthetic.task_for(CUE)) for i in range(8)]
 display_images = [A.to_display_image(x, INFO.mean, INFO.std) for x in images]
 ring_cells = [divmod(int(layout["cells"][0]), synthetic.GRID) for layout in layouts]
 ring_px = [(r * synthetic.CELL + 1, c * synthetic.CELL + 1) for r, c in ring_cells]  # the ring's middle pixel
