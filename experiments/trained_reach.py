@@ -19,6 +19,7 @@ from sepvit.config import SepViTConfig
 
 from experiments.data import build_datasets
 from experiments.runner.checkpoint import load_checkpoint, load_model
+from experiments.train_config import TrainConfig
 
 
 def validation_images(dataset: str = "synthetic", count: int = 64, img_size: int | None = None,
@@ -83,7 +84,11 @@ def checkpoint_reach(paths: Sequence[str], *, untrained: bool = False, seeds: Se
         if untrained:
             group = [checkpoint_summary(group[0]["path"], True, seed) for seed in seeds]
         config = group[0]["model"].config
-        images = validation_images(dataset, inputs, config.img_size, data_dir=data_dir)
+        trained_on = group[0]["train_config"]
+        cue = None  # the built-in task's images with the cue the checkpoint learnt (one saved before cues: ring)
+        if dataset == "synthetic" and trained_on.get("dataset", "synthetic") == "synthetic":
+            cue = trained_on.get("synthetic_cue", TrainConfig.before_logged()["synthetic_cue"])
+        images = validation_images(dataset, inputs, config.img_size, data_dir=data_dir, synthetic_cue=cue)
         title = group_title(group, len(images), dataset)
         groups[title] = model_reach_table([f["model"] for f in group], images, label=config.block_pattern,
                                           **measure)

@@ -494,6 +494,24 @@ def test_checkpoint_reach_groups_the_checkpoints_of_one_configuration(tmp_path):
     assert {r.seeds for r in fresh[fresh_title]} == {3}
 
 
+def test_checkpoint_reach_measures_on_the_task_each_checkpoint_learnt(tmp_path, monkeypatch):
+    """The synthetic images carry the cue the checkpoint was trained with; one saved before cues existed: ring."""
+    from experiments import trained_reach
+    from experiments.runner.checkpoint import save_checkpoint
+
+    asked = []
+    real = trained_reach.validation_images
+    monkeypatch.setattr(trained_reach, "validation_images",
+                        lambda *a, **k: asked.append(k.get("synthetic_cue")) or real(*a, **k))
+    for name, train in [("new", {"dataset": "synthetic", "synthetic_cue": "frame"}), ("old", {"dataset": "synthetic"})]:
+        torch.manual_seed(0)
+        path = save_checkpoint({"model": NANO.build().state_dict(), "config": NANO.to_dict(), "epoch": 1,
+                                "history": [{"val_top1": 10.0}], "train_config": train}, tmp_path / f"{name}.pth")
+        trained_reach.checkpoint_reach([str(path)], inputs=2, stages=[4])
+    assert asked == ["frame", "ring"]
+    assert not torch.equal(real("synthetic", 2, synthetic_cue="frame"), real("synthetic", 2, synthetic_cue="ring"))
+
+
 # ------------------------------------------------------------------------------ command line
 def test_trained_erf_command_pools_the_seeds_of_a_configuration_and_gives_verdicts(tmp_path, capsys):
     from experiments import trained_erf
