@@ -77,9 +77,14 @@ def comparison_rows(body: str) -> list[dict[str, str]]:
 def calibration_facts(body: str) -> dict[str, str]:
     sd = re.search(r"seed standard deviation ([0-9.]+) points \(target ≤ 2: (met|NOT met)\)", body)
     resolves = re.search(r"resolves differences ≥ ([0-9.]+) points unpaired.*?≥ ([0-9.]+) points paired", body)
-    if not sd or not resolves:
-        raise ResultsFormatError("the calibration section of docs/results.md lacks its seed sd or resolution")
-    return {"sd": sd.group(1), "target": sd.group(2), "unpaired": resolves.group(1), "paired": resolves.group(2)}
+    null = re.search(r"Null change \((.+?)\): paired difference ([-+0-9.]+) (\[[-+0-9., ]+\]) \((.+?)\);", body)
+    takeoff = re.search(r"^Take-off: (.+)$", body, re.MULTILINE)
+    if not sd or not resolves or not null or not takeoff:
+        raise ResultsFormatError("the calibration section of docs/results.md lacks its seed sd, resolution, null "
+                                 "change or take-off line")
+    return {"sd": sd.group(1), "target": sd.group(2), "unpaired": resolves.group(1), "paired": resolves.group(2),
+            "null": null.group(1), "null_mean": null.group(2), "null_ci": null.group(3), "null_verdict": null.group(4),
+            "takeoff": takeoff.group(1)}
 
 
 def minutes(body: str) -> str:
@@ -100,7 +105,9 @@ def block(results_text: str) -> str:
         f"**The instrument** (`python experiments/ablate.py --calibrate --seeds 3`, {provenance(calibration)}): the "
         f"reference's seed standard deviation is {facts['sd']} points at the default budget (target ≤ 2: "
         f"{facts['target']}); with 3 seeds a call resolves differences ≥ {facts['unpaired']} points unpaired, "
-        f"≥ {facts['paired']} points paired.",
+        f"≥ {facts['paired']} points paired. Null change ({facts['null']}): paired difference "
+        f"{facts['null_mean']} {facts['null_ci']} ({facts['null_verdict']}); a paired verdict on a difference no "
+        f"larger than the null change's is not evidence of an effect. Take-off: {facts['takeoff']}",
         "",
         f"**The headline** (`python experiments/ablate.py --no-gsa --compare --seeds 3`, {provenance(headline)}, "
         f"{minutes(headline)} minutes on 2 cores): no-gsa {gsa['Δ top-1 vs reference']} points, paired 95 % CI "

@@ -27,7 +27,10 @@ def section(title: str, command: str, rows: list[str], extra: str = "") -> str:
 
 def document(switch_rows: list[str]) -> str:
     calibration = ("\nCalibration of `reference`: 3 seeds, top-1 97.80 ± 1.00 (95 % CI half-width); seed standard "
-                   "deviation 0.40 points (target ≤ 2: met).\n")
+                   "deviation 0.40 points (target ≤ 2: met).\n\nNull change (fused_attn flipped: the same function "
+                   "through another kernel): paired difference -1.13 [-2.17, -0.10] (EXCLUDES 0: the instrument is "
+                   "biased); sd of per-seed differences 0.42 points, the floor of paired noise.\n\nTake-off: every "
+                   "run covered half its way from chance by epoch 4 of 9.\n")
     return "\n".join([
         "# Measured results\n",
         section(readme_results.CALIBRATION, "python experiments/ablate.py --calibrate --seeds 3",
@@ -48,6 +51,8 @@ def test_the_block_quotes_the_printed_tables_with_their_commands_and_provenance(
     assert text.startswith(readme_results.BEGIN) and text.endswith(readme_results.END)
     assert "seed standard deviation is 0.40 points at the default budget (target ≤ 2: met)" in text
     assert "≥ 3.1 points unpaired, ≥ 1.2 points paired" in text
+    assert "paired difference -1.13 [-2.17, -0.10] (EXCLUDES 0: the instrument is biased)" in text
+    assert "Take-off: every run covered half its way from chance by epoch 4 of 9." in text
     assert "7.5 minutes on 2 cores): no-gsa -12.40 points, paired 95 % CI [-15.10, -9.70]" in text
     assert "commit 0123456789ab, 2026-12-06 19:40 UTC" in text
     table = [line for line in text.splitlines() if line.startswith("| ") and "`python" in line]
