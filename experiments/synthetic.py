@@ -1,4 +1,7 @@
-"""The built-in dataset "distant match count": a label that is a relation between far-apart windows.
+"""The built-in dataset "distant match count": a label that is a relation between windows.
+
+Two cues name the colour to count (below): by default a frame round the image, or one ring in one cell; the
+layout is described for the ring, the cue the task started with.
 
 One image (32x32 RGB) is a pure function of ``(seed, split, index)`` and takes well under a millisecond:
   - The image is an 8x8 grid of 4x4-pixel cells. Cells coincide with the stage-1 windows of the runner's
@@ -11,7 +14,7 @@ One image (32x32 RGB) is a pure function of ``(seed, split, index)`` and takes w
   - Nuisances: a random background tint and linear gradient, Gaussian pixel noise (``task.noise``),
     optionally faint single-pixel specks.
 
-Label: ``k`` (10 classes, uniform, chance 10 %): how many squares share the ring's colour.
+Label: ``k`` (10 classes, uniform, chance 10 %): how many squares share the reference's colour.
 
 The cue (``TaskSpec.cue``, the runner's ``--synthetic-cue``) is what names the colour to count:
   - "frame" (the default, ``DEFAULT_CUE``): a 1-pixel frame round the whole image in the colour to count;
