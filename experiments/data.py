@@ -234,11 +234,10 @@ def build_datasets(name: str, data_dir: str | None = None, img_size: int | None 
     """
     check_dataset(name, data_dir)
     _check_sizes(img_size, train_size, val_size)
-    if synthetic_cue not in synthetic.CUES:
-        raise DataError(f"unknown synthetic cue {synthetic_cue!r}: use one of {', '.join(synthetic.CUES)}")
-    if name != "synthetic" and synthetic_cue != synthetic.DEFAULT_CUE:
-        raise DataError(f"--synthetic-cue {synthetic_cue} applies to the built-in synthetic dataset only: drop it, "
-                        "or use --dataset synthetic")
+    try:
+        synthetic.check_cue(synthetic_cue, name)
+    except ValueError as error:
+        raise DataError(str(error)) from None
     size = int(img_size or DEFAULT_IMG_SIZE[name])
     if name == "synthetic":
         return _build_synthetic(size, train_size, val_size, seed, synthetic.task_for(synthetic_cue))

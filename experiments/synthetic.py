@@ -121,6 +121,15 @@ class TaskSpec:
 DEFAULT_TASK = TaskSpec()
 
 
+def check_cue(cue: str, dataset: str = "synthetic") -> None:
+    """ValueError saying what to do when `cue` is unknown, or set away from the default for another dataset."""
+    if cue not in CUES:
+        raise ValueError(f"unknown synthetic cue {cue!r}: use one of {', '.join(CUES)}")
+    if dataset != "synthetic" and cue != DEFAULT_CUE:
+        raise ValueError(f"--synthetic-cue {cue} applies to the built-in synthetic dataset only: drop it, or use "
+                         "--dataset synthetic")
+
+
 def task_for(cue: str = DEFAULT_CUE) -> TaskSpec:
     """The built-in task with the given cue (every other knob at its default)."""
     return TaskSpec(cue=cue)

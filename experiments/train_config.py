@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiments.synthetic import CUES, DEFAULT_CUE
+from experiments.synthetic import DEFAULT_CUE, check_cue
 from workbench.fields import check_known, check_types
 
 
@@ -119,11 +119,7 @@ class TrainConfig:
         if self.device not in ("auto", "cpu", "cuda") and not (self.device.startswith("cuda:")
                                                               and self.device[5:].isdigit()):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.synthetic_cue not in CUES:
-            raise ValueError(f"synthetic_cue must be one of {', '.join(CUES)}, got {self.synthetic_cue!r}")
-        if self.synthetic_cue != DEFAULT_CUE and self.dataset != "synthetic":
-            raise ValueError(f"synthetic_cue {self.synthetic_cue!r} applies to the built-in synthetic dataset only: "
-                             "drop --synthetic-cue, or use --dataset synthetic")
+        check_cue(self.synthetic_cue, self.dataset)
         if self.amp_dtype != "bfloat16":
             raise ValueError(f"amp_dtype {self.amp_dtype!r} is not supported: float16 needs a loss scaler, which this "
                              "runner does not have; use --amp-dtype bfloat16")

@@ -18,7 +18,7 @@ def test_round_trip_and_replace():
                                            ({"clip_grad": -1.0}, "clip_grad"), ({"device": "tpu"}, "device"),
                                            ({"min_lr": -1e-5}, "min_lr"), ({"output": " "}, "output"),
                                            ({"mixup_prob": 1.5}, "mixup_prob"),
-                                           ({"synthetic_cue": "halo"}, "synthetic_cue"),
+                                           ({"synthetic_cue": "halo"}, "unknown synthetic cue"),
                                            ({"synthetic_cue": "ring", "dataset": "digits"}, "synthetic dataset only")])
 def test_validation_says_what_to_change(changes, word):
     with pytest.raises(ValueError, match=word):
