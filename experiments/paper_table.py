@@ -12,7 +12,7 @@ import math
 import pandas as pd
 
 from .grids import PAPER_STEPS
-from .stats import compare
+from .stats import compare, verdict_text
 
 RESOLVED = ("separated", "paired", "welch")
 
@@ -31,10 +31,12 @@ def paper_comparison(runs: pd.DataFrame) -> pd.DataFrame:
             here = 1 if d.diff > 0 else -1
             agrees = "yes" if here == step.direction else "no"
         else:
-            agrees = "not resolved" if d.verdict != "equivalent" else f"no difference > {d.bound:.1f}"
+            agrees = {"equivalent": f"equivalent here (no difference > {d.bound:.1f})",
+                      "unresolved": f"not resolved (±{d.bound:.1f})"}.get(d.verdict, "not resolved")
         paired = d.paired or (math.nan, math.nan, math.nan)
         rows.append({"comparison": f"{step.label} vs {step.against}", "diff": d.diff, "paired_low": paired[1],
                      "paired_high": paired[2], "welch_low": d.low, "welch_high": d.high, "verdict": d.verdict,
+                     "verdict_text": verdict_text(d.verdict, d.bound, d.seeds_needed),
                      "seeds": min(len(a), len(b)), "paper_delta": step.paper_delta,
                      "paper_direction": "+" if step.direction > 0 else "-", "agrees": agrees,
                      "paper_source": step.source})
@@ -50,5 +52,5 @@ def format_paper_comparison(table: pd.DataFrame, markdown: bool = False) -> str:
         paired = "n/a" if math.isnan(r["paired_low"]) else f"[{r['paired_low']:+.2f}, {r['paired_high']:+.2f}]"
         paper = f"{r['paper_delta']:+.1f}" if r["paper_delta"] is not None and not pd.isna(r["paper_delta"]) \
             else f"{r['paper_direction']} (figure lost)"
-        lines.append([r["comparison"], f"{r['diff']:+.2f}", paired, r["verdict"], paper, r["agrees"]])
+        lines.append([r["comparison"], f"{r['diff']:+.2f}", paired, r["verdict_text"], paper, r["agrees"]])
     return _table(header, lines, markdown)

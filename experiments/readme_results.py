@@ -128,7 +128,8 @@ def block(results_text: str) -> str:
                      f"{row['Δ top-1 vs reference']} | {row['paired 95% CI']} | {row['Welch 95% CI']} | "
                      f"{row['verdict']} |")
     rules = "; ".join(f"`{name}`: {rule}" for name, rule in VERDICT_RULES.items() if name != "undetermined")
-    lines += ["", f"Verdicts, strictest first: {rules} (`equivalent (±X)`: no difference larger than X points). "
+    lines += ["", f"Verdicts, strictest first: {rules} (`(±X)`: the 90 % interval excludes any difference larger "
+              "than X points; `~N seeds`: the seeds per arm that would resolve it at the noise measured). "
               "Full outputs: [docs/results.md](docs/results.md).", END]
     return "\n".join(lines)
 

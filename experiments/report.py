@@ -22,7 +22,8 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from .stats import VERDICT_RULES, chance_interval, compare, mean_ci, min_detectable_difference
+from .stats import (EQUIVALENCE_MARGIN, SEEDS_LIMIT, VERDICT_RULES, chance_interval, compare, mean_ci,
+                    min_detectable_difference, verdict_text)
 
 COLUMNS = ["run_id", "config", "seed", "status", "top1", "best_top1", "params", "macs", "latency_ms", "img_per_s",
            "is_reference"]
@@ -225,7 +226,8 @@ def compare_to_reference(runs: pd.DataFrame) -> pd.DataFrame:
                      "paired_high": paired[2], "paired_seeds": d.paired_seeds, "welch_low": d.low,
                      "welch_high": d.high, "welch_df": d.df, "welch_excludes_0": d.welch_excludes_zero,
                      "cis_overlap": d.cis_overlap, "exceeds_seed_noise": d.exceeds_noise, "verdict": d.verdict,
-                     "rule": VERDICT_RULES[d.verdict], "equivalence_bound": d.bound, "seeds": len(values),
+                     "rule": VERDICT_RULES[d.verdict], "equivalence_bound": d.bound,
+                     "seeds_needed": d.seeds_needed if d.seeds_needed is not None else math.nan, "seeds": len(values),
                      "reference_seeds": len(ref)})
     return pd.DataFrame(rows)
 
@@ -291,8 +293,13 @@ def conclusions(summary: pd.DataFrame, comparison: pd.DataFrame) -> list[str]:
             "separated": "separated: the two 95 % CIs do not overlap",
             "paired": "resolved by the paired interval (it excludes 0), although the two 95 % CIs overlap",
             "welch": "Welch's interval excludes 0, but the two 95 % CIs overlap and the seeds are not shared",
-            "equivalent": (f"not resolved: no difference larger than {r['equivalence_bound']:.1f} points "
-                           "(90 % interval, two one-sided tests at 5 %)"),
+            "equivalent": (f"equivalent: no difference larger than {r['equivalence_bound']:.1f} points, within the "
+                           f"±{EQUIVALENCE_MARGIN:g}-point margin (90 % interval, two one-sided tests at 5 %)"),
+            "unresolved": (f"unresolved: the 90 % interval allows differences up to {r['equivalence_bound']:.1f} "
+                           f"points, wider than the ±{EQUIVALENCE_MARGIN:g}-point equivalence margin; "
+                           + (f"about {int(r['seeds_needed'])} seeds per arm would resolve it at this noise"
+                              if not pd.isna(r["seeds_needed"]) else f"more than {SEEDS_LIMIT} seeds per arm would "
+                              "be needed at this noise")),
         }[r["verdict"]]
         sentences.append(f"`{r['config']}` {verb} {abs(r['diff']):.1f} points against the reference "
                          f"({intervals}; {r['seeds']} vs {r['reference_seeds']} seeds): {verdict}.")
@@ -395,7 +402,8 @@ def format_comparison(comparison: pd.DataFrame, markdown: bool = False) -> str:
         welch = "n/a (needs 2 seeds)" if math.isnan(r["welch_low"]) else f"[{r['welch_low']:+.2f}, {r['welch_high']:+.2f}]"
         paired = "n/a" if r["paired_seeds"] < 2 else f"[{r['paired_low']:+.2f}, {r['paired_high']:+.2f}]"
         overlap = {True: "yes", False: "no", None: "n/a"}[r["cis_overlap"]]
-        verdict = r["verdict"] + (f" (±{r['equivalence_bound']:.1f})" if r["verdict"] == "equivalent" else "")
+        needed = None if pd.isna(r.get("seeds_needed", math.nan)) else int(r["seeds_needed"])
+        verdict = verdict_text(r["verdict"], r["equivalence_bound"], needed)
         lines.append([r["config"], f"{r['diff']:+.2f}", paired, welch, overlap, verdict])
     return _table(header, lines, markdown)
 

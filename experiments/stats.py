@@ -6,8 +6,10 @@
   seeds, which in this runner means they share the data order and the initial weights of every module whose name
   and shape agree (`experiments.runner.engine.build_parts`): the seed's luck then cancels in the difference.
 - `compare`: all of these, and a verdict named by the rule that decided it (`VERDICT_RULES`): the two 95 % CIs
-  apart (the strictest), else the paired interval excluding 0, else an equivalence bound (the largest difference
-  the 90 % paired, or Welch, interval leaves possible: two one-sided tests at 5 %).
+  apart (the strictest), else the paired interval excluding 0, else the largest difference the 90 % paired (or
+  Welch) interval leaves possible (two one-sided tests at 5 %): "equivalent" when that bound lies within the
+  equivalence margin (`EQUIVALENCE_MARGIN`), "unresolved" when it does not. An unresolved comparison also says
+  how many seeds per arm would resolve it at the noise it measured (`seeds_to_resolve`).
 - `min_detectable_difference`: the smallest true difference that k seeds per arm detect with a two-sided 5 % test
   at 80 % power, from a measured seed standard deviation (unpaired) or per-seed difference sd (paired); exact,
   from the noncentral t distribution.
@@ -35,12 +37,20 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     return mean, float(_st.t.ppf(0.5 + confidence / 2, x.size - 1)) * sem
 
 
+# Top-1 points within which two configurations count as equivalent: the default benchmark's precision target
+# (reference seed sd <= 2 points, issue 19), about what 3 paired seeds resolve there (docs/results.md).
+EQUIVALENCE_MARGIN = 2.0
+SEEDS_LIMIT = 50  # seeds_to_resolve looks no further
+
 # How `compare` decides, strictest first; the verdict names the rule that decided it.
 VERDICT_RULES = {
     "separated": "the two 95 % CIs over seeds do not overlap",
     "paired": "the paired 95 % interval of per-seed differences excludes 0 (the CIs overlap)",
     "welch": "Welch's 95 % interval excludes 0 (the CIs overlap; the arms do not share seeds)",
-    "equivalent": "no rule separates them; the 90 % interval bounds the difference (two one-sided tests at 5 %)",
+    "equivalent": (f"no rule separates them and the 90 % interval lies within ±{EQUIVALENCE_MARGIN:g} points "
+                   "(two one-sided tests at 5 %)"),
+    "unresolved": (f"no rule separates them and the 90 % interval reaches beyond ±{EQUIVALENCE_MARGIN:g} points: "
+                   "neither an effect nor an equivalence; more seeds needed"),
     "undetermined": "fewer than two seeds per arm: no interval",
 }
 
@@ -58,7 +68,8 @@ class Difference:
     paired: tuple[float, float, float] | None = None  # (mean difference, low, high) over shared seeds, 95 %
     paired_seeds: int = 0
     verdict: str = "undetermined"  # a key of VERDICT_RULES
-    bound: float = float("nan")  # with verdict "equivalent": no difference larger than this (points)
+    bound: float = float("nan")  # with verdict "equivalent" or "unresolved": no difference larger than this (points)
+    seeds_needed: int | None = None  # with verdict "unresolved": seeds per arm that would resolve it (None: > limit)
 
     @property
     def exceeds_noise(self) -> bool | None:
@@ -120,6 +131,24 @@ def min_detectable_difference(sd: float, seeds: int, paired: bool = False, alpha
     return float(brentq(shortfall, 0.0, high, xtol=1e-10)) * se
 
 
+def seeds_to_resolve(diff: float, sd: float, paired: bool, margin: float = EQUIVALENCE_MARGIN,
+                     limit: int = SEEDS_LIMIT) -> int | None:
+    """Seeds per arm at which a comparison with this observed difference and noise would be resolved: the true
+    difference `diff` detected (two-sided 5 %, power 0.8: `min_detectable_difference`), or, where |diff| is
+    inside the margin, the expected 90 % interval |diff| + t * se within ±margin (equivalence). `sd`: the seed sd
+    (unpaired) or the sd of per-seed differences (paired). None when `limit` seeds would not do."""
+    if not sd >= 0:
+        return None
+    for seeds in range(2, limit + 1):
+        if abs(diff) > 0 and min_detectable_difference(sd, seeds, paired=paired) <= abs(diff):
+            return seeds
+        df = seeds - 1 if paired else 2 * seeds - 2
+        se = sd / math.sqrt(seeds) if paired else sd * math.sqrt(2.0 / seeds)
+        if abs(diff) + float(_st.t.ppf(0.95, df)) * se <= margin:
+            return seeds
+    return None
+
+
 def intervals_overlap(ci_a: tuple[float, float], ci_b: tuple[float, float]) -> bool | None:
     (ma, ha), (mb, hb) = ci_a, ci_b
     if math.isnan(ha) or math.isnan(hb):
@@ -128,10 +157,12 @@ def intervals_overlap(ci_a: tuple[float, float], ci_b: tuple[float, float]) -> b
 
 
 def compare(a: Sequence[float], b: Sequence[float], confidence: float = 0.95,
-            seeds_a: Sequence[int] | None = None, seeds_b: Sequence[int] | None = None) -> Difference:
+            seeds_a: Sequence[int] | None = None, seeds_b: Sequence[int] | None = None,
+            margin: float = EQUIVALENCE_MARGIN) -> Difference:
     """Configuration `a` against reference `b` (per-seed top-1 values), with the verdict of `VERDICT_RULES`.
 
     seeds_a / seeds_b: the seed of each value; values of the seeds both arms share are paired.
+    margin: the equivalence margin in points (an interval within ±margin is "equivalent", a wider one "unresolved").
     """
     diff, low, high, df = welch_diff(a, b, confidence)
     ci_a, ci_b = mean_ci(a, confidence), mean_ci(b, confidence)
@@ -151,14 +182,28 @@ def compare(a: Sequence[float], b: Sequence[float], confidence: float = 0.95,
     elif result.paired is None and excludes:
         result.verdict = "welch"
     else:
-        result.verdict = "equivalent"
         level = 1 - 2 * (1 - confidence)  # 95 % two-sided -> 90 %: two one-sided tests at 5 %
         if result.paired_seeds >= 2:
             _, lo, hi = paired_diff(pa, pb, level)
+            noise, paired = float(np.std(np.subtract(pa, pb), ddof=1)), True
         else:
             _, lo, hi, _ = welch_diff(a, b, level)
+            noise, paired = math.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2), False
         result.bound = float(max(abs(lo), abs(hi)))
+        result.verdict = "equivalent" if result.bound <= margin else "unresolved"
+        if result.verdict == "unresolved":
+            result.seeds_needed = seeds_to_resolve(result.diff, noise, paired, margin)
     return result
+
+
+def verdict_text(verdict: str, bound: float, seeds_needed: int | None) -> str:
+    """The verdict as a table cell: 'equivalent (±1.2)', 'unresolved (±6.5; ~9 seeds)', or the bare name."""
+    if verdict == "equivalent":
+        return f"equivalent (±{bound:.1f})"
+    if verdict == "unresolved":
+        seeds = f"~{seeds_needed} seeds" if seeds_needed is not None else f"> {SEEDS_LIMIT} seeds"
+        return f"unresolved (±{bound:.1f}; {seeds})"
+    return verdict
 
 
 def chance_interval(num_classes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

@@ -123,9 +123,11 @@ plt.show()
 # ## 2 · Against the reference
 # Δ = configuration − reference. The verdict names the rule that decided, strictest first: `separated` (the two
 # 95 % CIs are disjoint), `paired` (the paired interval over shared seeds excludes 0), `welch` (no shared seeds,
-# Welch's interval excludes 0), `equivalent` (none of these; then the bound: no difference larger than X points, two
-# one-sided tests at 5 %). The resolution sentence says what differences this call could have detected at all
-# (power 0.8), from its own seed noise; the sentences below are computed.
+# Welch's interval excludes 0); when none of these holds, the 90 % interval bounds the difference (two one-sided
+# tests at 5 %): `equivalent (±X)` when X lies within the equivalence margin (`experiments.stats.EQUIVALENCE_MARGIN`,
+# 2 points), `unresolved (±X; ~N seeds)` when it does not, with the seeds per arm that would resolve it at the noise
+# this call measured. The resolution sentence says what differences this call could have detected at all (power 0.8),
+# from its own seed noise; the sentences below are computed.
 
 # %%
 print(resolution_sentence(resolution(runs)))

@@ -51,7 +51,8 @@ def test_conclusion_sentence_states_the_measured_difference():
 
 @pytest.mark.parametrize("no_dssa, verdict, phrase", [
     ((45.8, 43.8, 32.6), "paired", "resolved by the paired interval"),  # the stored main call, seeds 0-2
-    ((70.0, 61.0, 52.0), "equivalent", "no difference larger than 15.4 points"),
+    ((70.0, 61.0, 52.0), "unresolved", "allows differences up to 15.4 points, wider than the ±2-point"),
+    ((71.0, 72.5, 52.4), "equivalent", "equivalent: no difference larger than 0.7 points"),
 ])
 def test_conclusion_names_the_rule_that_decides(no_dssa, verdict, phrase):
     values = [("no-dssa", v) for v in no_dssa] + [("reference", v) for v in (71.2, 72.9, 52.1)]

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from experiments.stats import compare, intervals_overlap, mean_ci, min_detectable_difference, paired_diff, welch_diff
+from experiments.stats import (EQUIVALENCE_MARGIN, compare, intervals_overlap, mean_ci, min_detectable_difference,
+                               paired_diff, seeds_to_resolve, verdict_text, welch_diff)
 
 
 def test_mean_ci_matches_scipy_t_interval():
@@ -92,3 +93,40 @@ def test_equivalence_bound_is_the_90_percent_interval():
     d = compare(a, b, seeds_a=[0, 1, 2], seeds_b=[0, 1, 2])
     ci = stats.ttest_rel(a, b).confidence_interval(0.90)
     assert d.verdict == "equivalent" and d.bound == pytest.approx(max(abs(ci.low), abs(ci.high)))
+
+
+def test_a_wide_bound_is_unresolved_never_equivalent():
+    # the stored no-dssa row (docs/results.md, 2026-12-06): a 28-point mean loss, one seed on the counting plateau
+    a, b = [80.8, 47.3, 80.1], [97.4, 97.8, 98.2]
+    d = compare(a, b, seeds_a=[0, 1, 2], seeds_b=[0, 1, 2])
+    ci = stats.ttest_rel(a, b).confidence_interval(0.90)
+    assert d.verdict == "unresolved" and d.bound == pytest.approx(max(abs(ci.low), abs(ci.high)))
+    assert d.bound > EQUIVALENCE_MARGIN and d.seeds_needed is not None
+    assert verdict_text(d.verdict, d.bound, d.seeds_needed) == f"unresolved (±{d.bound:.1f}; ~{d.seeds_needed} seeds)"
+
+
+def test_the_margin_decides_between_equivalent_and_unresolved():
+    a, b = [80.5, 79.0, 81.2], [80.0, 79.4, 81.0]
+    d = compare(a, b, seeds_a=[0, 1, 2], seeds_b=[0, 1, 2])
+    assert compare(a, b, seeds_a=[0, 1, 2], seeds_b=[0, 1, 2], margin=d.bound * 0.99).verdict == "unresolved"
+    assert compare(a, b, seeds_a=[0, 1, 2], seeds_b=[0, 1, 2], margin=d.bound).verdict == "equivalent"
+
+
+def test_seeds_to_resolve_detects_the_difference_with_the_stated_power():
+    # a 5-point paired difference with per-seed difference sd 6: the first seed count whose detectable difference is
+    # at most 5, checked by simulation against scipy's paired t test
+    seeds = seeds_to_resolve(5.0, 6.0, paired=True, margin=0.5)
+    assert min_detectable_difference(6.0, seeds, paired=True) <= 5.0 < min_detectable_difference(6.0, seeds - 1,
+                                                                                                   paired=True)
+    rng = np.random.default_rng(3)
+    d = rng.normal(5.0, 6.0, size=(20000, seeds))
+    power = (stats.ttest_1samp(d, 0.0, axis=1).pvalue < 0.05).mean()
+    assert power >= 0.78
+
+
+def test_seeds_to_resolve_an_equivalence_inside_the_margin():
+    # no difference, sd 1 (paired): resolved when the expected 90 % half-width t(0.95, n-1) / sqrt(n) fits 2 points
+    seeds = seeds_to_resolve(0.0, 1.0, paired=True, margin=2.0)
+    half = lambda n: stats.t.ppf(0.95, n - 1) / math.sqrt(n)  # noqa: E731
+    assert half(seeds) <= 2.0 < half(seeds - 1)
+    assert seeds_to_resolve(0.0, 100.0, paired=True, margin=0.1) is None  # beyond the limit: said, not guessed

@@ -372,7 +372,9 @@ def paper_comparison(models: Mapping[str, Sequence[ZooModel]], confidence: float
         elif d.verdict in RESOLVED:
             agrees = "yes" if (1 if d.diff > 0 else -1) == c.paper_direction else "no: runs against the paper"
         elif d.verdict == "equivalent":
-            agrees = f"no difference > {d.bound:.1f} points here"
+            agrees = f"equivalent here: no difference > {d.bound:.1f} points"
+        elif d.verdict == "unresolved":
+            agrees = f"not resolved (±{d.bound:.1f} points)"
         else:
             agrees = "not resolved"
         paired = d.paired or (math.nan, math.nan, math.nan)
@@ -454,7 +456,9 @@ def accuracy_table(models: Mapping[str, Sequence[ZooModel]], reference: str = "s
             if d.verdict in ("separated", "paired", "welch"):
                 matched = f"no: {d.diff:+.1f} points ({d.verdict})"
             elif d.verdict == "equivalent":
-                matched = f"within {d.bound:.1f} points (no difference resolved)"
+                matched = f"within {d.bound:.1f} points (equivalent)"
+            elif d.verdict == "unresolved":
+                matched = f"unknown: within {d.bound:.1f} points, wider than the equivalence margin"
             else:
                 matched = "unknown: fewer than two seeds"
             row.update(diff=d.diff, paired_low=paired[1], paired_high=paired[2], verdict=d.verdict,
