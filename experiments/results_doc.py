@@ -15,13 +15,20 @@ states its own commit and date, so a kept section says which code made it. After
 rewrites the README's measured block (the calibration, the headline and the switch table:
 `experiments.readme_results`); `--readme` does only that, from the stored document.
 
+Each section's call is kept under output/results-doc/section-K (runs, checkpoints, MLflow store, section.json),
+so that `--rerender` can write the sections again with today's report code from the stored runs
+(`ablate.py --resume`, which trains nothing when every run finished): a change to the statistics or the tables
+then costs minutes, not the hour of training, and the section says both commits (trained, re-reported).
+
 Nothing in the document is typed in: every number comes from these runs. `SEPVIT_SMOKE=1` (CI) runs the same
 commands at a tiny budget into a temporary folder and writes the document to `--out` (never over docs/), so the
 script is tested without claiming its numbers; the document then says SMOKE in its title.
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +41,8 @@ from workbench.cli import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "results.md"
+CALLS = ROOT / "output" / "results-doc"  # section-K/: the call of section K, kept for --rerender
+SECTION_FILE = "section.json"
 COMMANDS = [
     ("Calibration of the default benchmark", ["--calibrate", "--seeds", "3"]),
     ("The headline ablation: SepViT without GSA against the reference", ["--no-gsa", "--compare", "--seeds", "3"]),
@@ -70,10 +79,27 @@ def provenance_line() -> str:
 
 def render_section(s: dict) -> str:
     command = "python experiments/ablate.py " + " ".join(s["args"])
+    rerendered = (f" Report re-rendered from the stored runs by `ablate.py --resume` at {s['rerendered']} (nothing "
+                  "retrained; the output below is that report).") if s.get("rerendered") else ""
     return "\n".join([f"## {s['title']}", "", f"{s['provenance']}. `{command}`: exit code {s['code']}, "
                       f"{s['seconds'] / 60:.1f} minutes wall clock (1-minute load average {s['load'][0]:.1f} at the "
                       f"start, {s['load'][1]:.1f} at the end; above 2, other work shared the 2 cores and the time is "
-                      "not the quiet machine's).", "", "```", s["stdout"].rstrip(), "```", ""])
+                      f"not the quiet machine's).{rerendered}", "", "```", s["stdout"].rstrip(), "```", ""])
+
+
+def stored_call(section: Path) -> Path:
+    """The call folder kept in a section's output folder (the one holding call.json)."""
+    calls = sorted(section.glob("*/*/call.json"))
+    if len(calls) != 1:
+        raise FileNotFoundError(f"{section} holds {len(calls)} calls, not one: rerun the section (drop --rerender)")
+    return calls[0].parent
+
+
+def rerender(section: Path) -> dict:
+    """The section kept in `section` with its report made again by today's code (`ablate.py --resume`)."""
+    meta = json.loads((section / SECTION_FILE).read_text())
+    stdout, _, code = run_command(["--resume", str(stored_call(section))], section)
+    return {**meta, "stdout": stdout, "code": max(code, meta["code"]), "rerendered": provenance_line()}
 
 
 def stored_sections(text: str) -> dict[str, str]:
@@ -111,10 +137,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="rerun only these sections (1-based); the others are kept from the stored document")
     parser.add_argument("--readme", action="store_true",
                         help="train nothing: rewrite the README's measured block from the stored document")
+    parser.add_argument("--rerender", action="store_true",
+                        help=f"train nothing: write the sections again with today's report code from the calls kept "
+                             f"in {CALLS.relative_to(ROOT)}/section-K (each section says both commits)")
+    parser.add_argument("--calls", type=Path, default=None,
+                        help=f"where the sections' calls are kept (default {CALLS.relative_to(ROOT)}; with "
+                             "SEPVIT_SMOKE=1 a temporary folder, removed at the end)")
     args = parser.parse_args(argv)
     if args.readme:
         return write_readme(args.out or DOC)
     smoke = os.environ.get("SEPVIT_SMOKE") == "1"
+    temporary = smoke and args.calls is None
+    calls = args.calls or (Path(tempfile.mkdtemp(prefix="sepvit-results-")) if temporary else CALLS)
+    if args.rerender:
+        missing = [i for i in (args.only or range(1, len(COMMANDS) + 1))
+                   if not (calls / f"section-{i}" / SECTION_FILE).is_file()]
+        if missing:
+            print(f"results_doc.py: error: no kept call for section(s) {', '.join(map(str, missing))} in {calls}: "
+                  "run them first (drop --rerender)", file=sys.stderr)
+            return 2
     if smoke and args.out is None:
         print("results_doc.py: error: SEPVIT_SMOKE=1 would overwrite docs/results.md with smoke numbers: pass --out",
               file=sys.stderr)
@@ -122,22 +163,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or DOC
     stored = stored_sections(out.read_text()) if args.only and out.exists() else {}
     sections, codes = [], []
-    with tempfile.TemporaryDirectory(prefix="sepvit-results-") as tmp:
-        for i, (title, command) in enumerate(COMMANDS, start=1):
-            if args.only and i not in args.only:
-                if title not in stored:
-                    print(f"results_doc.py: error: section {i} ({title}) is not in {out}: rerun it too (add it to "
-                          "--only) or drop --only", file=sys.stderr)
-                    return 2
-                sections.append(stored[title])
-                continue
+    for i, (title, command) in enumerate(COMMANDS, start=1):
+        if args.only and i not in args.only:
+            if title not in stored:
+                print(f"results_doc.py: error: section {i} ({title}) is not in {out}: rerun it too (add it to "
+                      "--only) or drop --only", file=sys.stderr)
+                return 2
+            sections.append(stored[title])
+            continue
+        folder = calls / f"section-{i}"
+        if args.rerender:
+            section = rerender(folder)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)  # the new call replaces the kept one
             load_before = os.getloadavg()[0]
             args_i = [*command, *(SMOKE_ARGS if smoke else [])]
-            stdout, seconds, code = run_command(args_i, Path(tmp) / str(i))
-            codes.append(code)
-            sections.append(render_section({"title": title, "args": args_i, "stdout": stdout, "seconds": seconds,
-                                            "code": code, "load": (load_before, os.getloadavg()[0]),
-                                            "provenance": provenance_line()}))
+            stdout, seconds, code = run_command(args_i, folder)
+            section = {"title": title, "args": args_i, "seconds": seconds, "code": code,
+                       "load": (load_before, os.getloadavg()[0]), "provenance": provenance_line()}
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / SECTION_FILE).write_text(json.dumps(section, indent=1))
+            section["stdout"] = stdout
+        codes.append(section["code"])
+        sections.append(render_section(section))
+    if temporary:
+        shutil.rmtree(calls, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(sections, smoke))
     print(f"wrote {out}")

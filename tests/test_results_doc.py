@@ -48,14 +48,29 @@ def test_only_reruns_the_listed_sections_and_keeps_the_others_verbatim(tmp_path)
     kept = {title: f"## {title}\n\nkept: made by an older commit {i}\n" for i, (title, _) in enumerate(COMMANDS, 1)}
     out.write_text("# Measured results\n\n" + "\n".join(kept.values()))
     env = {**os.environ, "SEPVIT_SMOKE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "experiments/results_doc.py", "--out", str(out), "--only", "2"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=900)
+    calls = tmp_path / "calls"
+    done = subprocess.run([sys.executable, "experiments/results_doc.py", "--out", str(out), "--only", "2", "--calls",
+                           str(calls)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
     titles = [title for title, _ in COMMANDS]
     assert kept[titles[0]] in text and kept[titles[2]] in text and kept[titles[3]] in text  # untouched
     assert "kept: made by an older commit 2" not in text and "--no-gsa --compare --seeds 3" in text  # rerun
     assert [line[3:] for line in text.splitlines() if line.startswith("## ")] == titles  # in the listed order
+
+    # --rerender writes section 2 again from its kept call: the same runs re-reported, nothing retrained
+    results = sorted((calls / "section-2").rglob("result.json"))
+    stamps = [r.stat().st_mtime_ns for r in results]
+    done = subprocess.run([sys.executable, "experiments/results_doc.py", "--out", str(out), "--only", "2", "--calls",
+                           str(calls), "--rerender"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = out.read_text()
+    assert len(results) == 6 and [r.stat().st_mtime_ns for r in results] == stamps
+    assert "Report re-rendered from the stored runs" in again and "--no-gsa --compare --seeds 3" in again
+    assert "paired 95% CI" in again.split("## " + titles[1])[1] and kept[titles[0]] in again
+    done = subprocess.run([sys.executable, "experiments/results_doc.py", "--out", str(out), "--only", "3", "--calls",
+                           str(calls), "--rerender"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "no kept call for section(s) 3" in done.stderr
 
     out.write_text("# Measured results\n\n" + kept[titles[0]])  # section 3 missing: refuse, do not drop it
     done = subprocess.run([sys.executable, "experiments/results_doc.py", "--out", str(out), "--only", "2"], cwd=ROOT,
