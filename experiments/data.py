@@ -6,6 +6,10 @@ Every dataset yields ``(float32 tensor C x H x W, normalised; int label)``. Noth
   - "synthetic" (default): the built-in "distant match count" task, generated on the fly from the seed
     (see ``experiments/synthetic.py`` for what it tests; ``synthetic_cue`` picks the cue: "frame", the
     default, or "ring"). No file needed. 4000 / 1000 images by default.
+  - "aligned-pairs", "mirror-pairs": the probes of one mechanism each (``experiments.synthetic``, "pair
+    probes"): how many of nine square pairs share a colour, the partner at the same place in the neighbouring
+    quadrant (PWA's pixel-aligned move) or at the mirrored place (cell-level attention across windows: GSA).
+    Generated like "synthetic", same sizes, same image statistics.
   - "digits": scikit-learn's 8x8 handwritten digits (1797 images, ship with the package), one channel
     (``in_chans=1``, build the model with ``in_chans=info.in_chans``), upsampled to ``img_size``
     (default 32). A fixed stratified 80/20 split (1437 / 360) that does not depend on ``seed``, so every
@@ -36,8 +40,10 @@ from torch.utils.data import Dataset, Subset
 
 from experiments import synthetic
 
-DATASETS = ("synthetic", "digits", "cifar10", "cifar100", "imagefolder")
-DEFAULT_IMG_SIZE = {"synthetic": 32, "digits": 32, "cifar10": 32, "cifar100": 32, "imagefolder": 224}
+DATASETS = ("synthetic", "aligned-pairs", "mirror-pairs", "digits", "cifar10", "cifar100", "imagefolder")
+DEFAULT_IMG_SIZE = {"synthetic": 32, "aligned-pairs": 32, "mirror-pairs": 32, "digits": 32, "cifar10": 32,
+                    "cifar100": 32, "imagefolder": 224}
+GENERATED = ("synthetic", *synthetic.PAIR_PROBES)  # made by experiments.synthetic from the data seed
 SYNTHETIC_SIZES = (4000, 1000)  # default train / val sizes of the generated set
 
 _CIFAR = {
@@ -74,7 +80,7 @@ def check_dataset(name: str, data_dir: str | None = None) -> None:
     """Refuse a bad dataset request cheaply (no image is read): raise DataError saying what to do."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
-    if name in ("synthetic", "digits"):
+    if name in (*GENERATED, "digits"):
         if data_dir:  # silently ignoring it would train on other data than the user named
             raise DataError(f"--data-dir {data_dir} is not used by the built-in dataset {name!r} (it ships with the "
                             "workbench): drop --data-dir, or pick --dataset cifar10, cifar100 or imagefolder")
@@ -143,13 +149,14 @@ class SyntheticDataset(Dataset):
     """
 
     def __init__(self, seed: int, split: str, size: int, img_size: int, mean, std,
-                 task: synthetic.TaskSpec = synthetic.DEFAULT_TASK):
+                 task: synthetic.TaskSpec | str = synthetic.DEFAULT_TASK):
+        """task: the counting task's TaskSpec, or the name of a pair probe (synthetic.PAIR_PROBES)."""
         self.seed, self.split, self.size, self.img_size = int(seed), split, int(size), int(img_size)
         mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         images, labels = [], []
         for index in range(self.size):
-            image, label = synthetic.generate(self.seed, self.split, index, task)
+            image, label = _generate(self.seed, self.split, index, task)
             images.append((_resize_nearest(torch.from_numpy(image).permute(2, 0, 1), self.img_size) - mean) / std)
             labels.append(int(label))
         self.images = torch.stack(images) if images else torch.empty(0, 3, self.img_size, self.img_size)
@@ -194,11 +201,17 @@ def _resize_nearest(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x[None], size=(size, size), mode="nearest")[0]
 
 
+def _generate(seed: int, split: str, index: int, task: synthetic.TaskSpec | str) -> tuple[np.ndarray, int]:
+    if isinstance(task, str):
+        return synthetic.generate_pairs(seed, split, index, task)
+    return synthetic.generate(seed, split, index, task)
+
+
 @functools.lru_cache(maxsize=4)
 def synthetic_stats(img_size: int = 32, samples: int = 256,
-                    task: synthetic.TaskSpec = synthetic.DEFAULT_TASK) -> tuple[tuple, tuple]:
-    """Per-channel mean/std of the synthetic images, from a fixed reference sample (same for every seed)."""
-    images = np.stack([synthetic.generate(0, "test", i, task)[0] for i in range(samples)])
+                    task: synthetic.TaskSpec | str = synthetic.DEFAULT_TASK) -> tuple[tuple, tuple]:
+    """Per-channel mean/std of the generated images, from a fixed reference sample (same for every seed)."""
+    images = np.stack([_generate(0, "test", i, task)[0] for i in range(samples)])
     return tuple(float(v) for v in images.mean((0, 1, 2))), tuple(float(v) for v in images.std((0, 1, 2)))
 
 
@@ -241,6 +254,8 @@ def build_datasets(name: str, data_dir: str | None = None, img_size: int | None 
     size = int(img_size or DEFAULT_IMG_SIZE[name])
     if name == "synthetic":
         return _build_synthetic(size, train_size, val_size, seed, synthetic.task_for(synthetic_cue))
+    if name in synthetic.PAIR_PROBES:
+        return _build_pairs(name, size, train_size, val_size, seed)
     if name == "digits":
         return _build_digits(size, train_size, val_size, seed)
     if name in _CIFAR:
@@ -267,6 +282,22 @@ def _build_synthetic(size, train_size, val_size, seed, task: synthetic.TaskSpec)
     info = DataInfo("synthetic", synthetic.NUM_CLASSES, 3, size, mean, std, n_train, n_val,
                     f"distant match count: label = how many of the nine squares share {cue} (0-9), glyphs anywhere "
                     f"on an 8x8 grid of window-sized cells; generated from seed {seed}")
+    return train, val, info
+
+
+_PROBE_WORDING = {"aligned-pairs": "at the same place in the neighbouring quadrant (r, c+4)",
+                  "mirror-pairs": "at the mirrored place across the vertical axis (r, 7-c)"}
+
+
+def _build_pairs(probe, size, train_size, val_size, seed):
+    n_train = int(train_size or SYNTHETIC_SIZES[0])
+    n_val = int(val_size or SYNTHETIC_SIZES[1])
+    mean, std = synthetic_stats(task=probe)
+    train = SyntheticDataset(seed, "train", n_train, size, mean, std, probe)
+    val = SyntheticDataset(seed, "val", n_val, size, mean, std, probe)
+    info = DataInfo(probe, synthetic.NUM_CLASSES, 3, size, mean, std, n_train, n_val,
+                    f"pair probe: label = how many of nine square pairs share a colour (0-9), each square in the left "
+                    f"half with its partner {_PROBE_WORDING[probe]}; generated from seed {seed}")
     return train, val, info
 
 

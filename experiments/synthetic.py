@@ -202,3 +202,82 @@ def count_matches(layout: dict) -> int:
     """The label recomputed from a layout's content (tests use it after editing a layout)."""
     kinds = np.asarray(layout["kinds"])
     return int((kinds[1:] == kinds[0]).sum())
+
+
+# ---------------------------------------------------------------------------------- pair probes
+# Two generated probes that share everything but where a square's partner lies (datasets "mirror-pairs" and
+# "aligned-pairs" of experiments.data). Nine squares are drawn in cells of the image's left half, each with a
+# partner square in the right half; ``k`` of the nine pairs share a colour (two colours), the others do not.
+# Label: ``k`` (0-9, uniform). The background tint, gradient and pixel noise are the counting task's.
+#   - "aligned-pairs" (the PWA probe): the partner of cell (r, c) is (r, c + 4), the same position in the
+#     horizontally neighbouring quadrant. The quadrants are the stage-3 windows of ``sepvit_nano_32``, so the
+#     relation is pixel-aligned between two windows: what PWA does (window i receives window j's map, position
+#     for position), in every DSSA block.
+#   - "mirror-pairs" (the GSA probe): the partner of (r, c) is its mirror image (r, 7 - c) across the vertical
+#     axis. Inside one quadrant the order of the columns is reversed, so no pixel-aligned move between windows
+#     carries the relation; attention that sees partners' cells as tokens of one window does: GSA's grouped
+#     block, global at cell resolution in stage 3 (one token per cell). Without GSA, windows relate at cell
+#     resolution only through PWA's aligned moves, and all cells meet only in stage 4 (one token per 2x2 cells).
+# Both are relations between far windows; neither is given by pooled counts: the two halves' colour counts
+# bound ``k`` (they are equal when ``k`` = 9) but leave it open (an ideal reader of the counts alone gets about
+# 40 %; ``tests/test_data.py`` checks that the label changes when one partner's colour changes and only then).
+PAIR_PROBES = ("aligned-pairs", "mirror-pairs")
+_PROBE_SALT = {"aligned-pairs": 11, "mirror-pairs": 12}  # each probe's images come from their own stream
+
+
+def partner_cell(cell: int, probe: str) -> int:
+    """The cell (row-major on the 8x8 grid) that holds the partner of a square in `cell` (left half)."""
+    r, c = divmod(int(cell), GRID)
+    if not 0 <= c < GRID // 2:
+        raise ValueError(f"cell {cell} is not in the left half")
+    if probe == "aligned-pairs":
+        return r * GRID + c + GRID // 2
+    if probe == "mirror-pairs":
+        return r * GRID + (GRID - 1 - c)
+    raise ValueError(f"unknown probe {probe!r}: use one of {', '.join(PAIR_PROBES)}")
+
+
+def sample_pairs(seed: int, split: str, index: int, probe: str) -> dict:
+    """The symbolic content of one probe image: nine left cells, their partners, both colours, nuisances, label."""
+    rng = np.random.default_rng([int(seed), _SPLIT_IDS[split], int(index), _PROBE_SALT[probe]])
+    k = int(rng.integers(NUM_CLASSES))
+    left_cells = [r * GRID + c for r in range(GRID) for c in range(GRID // 2)]
+    cells = rng.choice(left_cells, size=NUM_CLASSES - 1, replace=False)
+    same = np.zeros(cells.size, dtype=bool)
+    same[rng.choice(cells.size, size=k, replace=False)] = True
+    left = rng.integers(2, size=cells.size)
+    return {
+        "label": k,
+        "cells": cells.astype(np.int64),
+        "partners": np.array([partner_cell(c, probe) for c in cells], dtype=np.int64),
+        "left": left.astype(np.int64),  # colour index (into PALETTE) of each left square
+        "right": np.where(same, left, 1 - left).astype(np.int64),  # and of its partner
+        "tint": rng.uniform(0.0, 0.25, size=3).astype(np.float32),
+        "gradient": rng.uniform(-0.15, 0.15, size=2).astype(np.float32),
+        "noise_seed": int(rng.integers(2**31)),
+    }
+
+
+def render_pairs(layout: dict, noise: float = DEFAULT_TASK.noise) -> np.ndarray:
+    """Draw a pair-probe layout as a float32 HxWx3 image in [0, 1]."""
+    ramp = (np.arange(BASE_SIZE, dtype=np.float32) / (BASE_SIZE - 1)) - 0.5
+    gy, gx = layout["gradient"]
+    image = (0.15 + gy * ramp[:, None] + gx * ramp[None, :])[:, :, None] + layout["tint"][None, None, :]
+    squares = [*zip(layout["cells"], layout["left"]), *zip(layout["partners"], layout["right"])]
+    for cell, kind in squares:
+        r, c = divmod(int(cell), GRID)
+        image[r * CELL:r * CELL + 3, c * CELL:c * CELL + 3] = PALETTE[int(kind)]
+    if noise > 0:
+        image = image + np.random.default_rng(layout["noise_seed"]).normal(0.0, noise, image.shape).astype(np.float32)
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def generate_pairs(seed: int, split: str, index: int, probe: str) -> tuple[np.ndarray, int]:
+    """(HxWx3 float32 image in [0, 1], label) for one sample of a pair probe."""
+    layout = sample_pairs(seed, split, index, probe)
+    return render_pairs(layout), layout["label"]
+
+
+def count_matching_pairs(layout: dict) -> int:
+    """The pair probes' label recomputed from a layout's content (tests use it after editing a layout)."""
+    return int((np.asarray(layout["left"]) == np.asarray(layout["right"])).sum())

@@ -89,12 +89,13 @@ def test_digits_augmentation_is_reproducible_under_torch_seed():
 
 # ---------------------------------------------------------------------------------- refusals
 def test_unknown_dataset_lists_the_names():
-    with pytest.raises(DataError, match="use one of synthetic, digits") as err:
+    with pytest.raises(DataError, match="use one of synthetic, aligned-pairs, mirror-pairs, digits") as err:
         build_datasets("imagenet")
     assert "\n" not in str(err.value)
     with pytest.raises(DataError):
         check_dataset("mnist", None)
-    assert set(DATASETS) == {"synthetic", "digits", "cifar10", "cifar100", "imagefolder"}
+    assert set(DATASETS) == {"synthetic", "aligned-pairs", "mirror-pairs", "digits", "cifar10", "cifar100",
+                             "imagefolder"}
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "imagefolder"])
@@ -340,3 +341,77 @@ def test_synthetic_cue_reaches_the_dataset_and_is_refused_elsewhere():
         build_datasets("digits", synthetic_cue="ring")
     with pytest.raises(DataError, match="unknown synthetic cue"):
         build_datasets("synthetic", synthetic_cue="halo")
+
+
+# ---------------------------------------------------------------------------------- pair probes
+@pytest.mark.parametrize("probe", synthetic.PAIR_PROBES)
+def test_pair_probe_label_changes_when_and_only_when_a_partner_changes(probe):
+    """Recolouring one partner changes the label by one and only that partner's cell; moving a partner to another
+    place (not its own) draws a different image whose label the rule no longer gives: the partner's place is the
+    cue. Recolouring a whole pair (both squares) keeps the label."""
+    checked = 0
+    for index in range(100):
+        layout = synthetic.sample_pairs(0, "train", index, probe)
+        k = layout["label"]
+        assert k == synthetic.count_matching_pairs(layout) and len(layout["cells"]) == 9
+        image = synthetic.render_pairs(layout)
+        for i, (cell, partner) in enumerate(zip(layout["cells"], layout["partners"])):
+            assert partner == synthetic.partner_cell(cell, probe)
+            assert divmod(int(cell), 8)[1] < 4 <= divmod(int(partner), 8)[1]  # left half -> right half
+        flipped = {**layout, "right": layout["right"].copy()}
+        flipped["right"][0] = 1 - flipped["right"][0]
+        was_match = layout["left"][0] == layout["right"][0]
+        assert synthetic.count_matching_pairs(flipped) == k + (-1 if was_match else 1)
+        diff = np.abs(image - synthetic.render_pairs(flipped)).sum(-1) > 0
+        outside = diff.copy()
+        outside[cell_slice(layout["partners"][0])] = False
+        assert diff[cell_slice(layout["partners"][0])].any() and not outside.any()
+        both = {**layout, "left": layout["left"].copy(), "right": layout["right"].copy()}
+        both["left"][0], both["right"][0] = 1 - both["left"][0], 1 - both["right"][0]
+        assert synthetic.count_matching_pairs(both) == k  # the pooled colour counts changed, the label did not
+        checked += 1
+    assert checked == 100
+
+
+def test_the_two_probes_differ_only_in_where_the_partner_lies():
+    for cell in range(64):
+        r, c = divmod(cell, 8)
+        if c >= 4:
+            with pytest.raises(ValueError, match="left half"):
+                synthetic.partner_cell(cell, "mirror-pairs")
+            continue
+        assert synthetic.partner_cell(cell, "aligned-pairs") == cell + 4  # same place, next quadrant: PWA's move
+        assert synthetic.partner_cell(cell, "mirror-pairs") == r * 8 + 7 - c  # column order reversed
+    # mirrored partners never sit at the same position inside their quadrant (no pixel-aligned move carries them)
+    assert all((synthetic.partner_cell(c, "mirror-pairs") % 4) != (c % 4) for c in range(64) if c % 8 < 4)
+    with pytest.raises(ValueError, match="unknown probe"):
+        synthetic.partner_cell(0, "diagonal-pairs")
+
+
+def test_pair_probe_labels_are_not_given_by_the_halves_colour_counts():
+    """An ideal reader of the two halves' colour counts alone (the pooled features) stays far below the task: the
+    probe needs the pairs. Estimated on 20000 layouts: the most frequent label given the counts."""
+    from collections import Counter, defaultdict
+
+    table = defaultdict(Counter)
+    for index in range(20000):
+        layout = synthetic.sample_pairs(0, "train", index, "mirror-pairs")
+        table[(int(layout["left"].sum()), int(layout["right"].sum()))][layout["label"]] += 1
+    accuracy = sum(c.most_common(1)[0][1] for c in table.values()) / 20000
+    assert 0.2 < accuracy < 0.5
+
+
+@pytest.mark.parametrize("probe", synthetic.PAIR_PROBES)
+def test_pair_probes_are_datasets_of_the_runner(probe):
+    train, val, info = build_datasets(probe, train_size=8, val_size=8)
+    assert info.name == probe and info.num_classes == 10 and info.img_size == 32
+    image, label = synthetic.generate_pairs(0, "train", 3, probe)
+    assert train.labels[3] == label
+    assert torch.allclose(train.images[3] * torch.tensor(info.std).view(3, 1, 1)
+                          + torch.tensor(info.mean).view(3, 1, 1), torch.from_numpy(image).permute(2, 0, 1), atol=1e-5)
+    other = "mirror-pairs" if probe == "aligned-pairs" else "aligned-pairs"
+    assert not torch.equal(train.images[3], build_datasets(other, train_size=8, val_size=8)[0].images[3])
+    with pytest.raises(DataError, match="not used by the built-in dataset"):
+        build_datasets(probe, data_dir="/tmp")
+    with pytest.raises(DataError, match="synthetic dataset only"):
+        build_datasets(probe, synthetic_cue="ring")
