@@ -263,11 +263,27 @@ def build_datasets(name: str, data_dir: str | None = None, img_size: int | None 
     return _build_imagefolder(Path(data_dir).expanduser(), size, train_size, val_size, seed, verify)
 
 
+# The TrainConfig fields that decide which images a run sees: build_datasets_for reads them, caches key on them.
+DATA_FIELDS = ("dataset", "data_dir", "img_size", "train_size", "val_size", "data_seed", "synthetic_cue")
+
+
+def data_key(train) -> tuple:
+    """The values of a TrainConfig's DATA_FIELDS: equal keys, the same datasets (hashable: a cache key)."""
+    return tuple(getattr(train, name) for name in DATA_FIELDS)
+
+
+def build_datasets_from_key(key: tuple, img_size: int | None = None,
+                            verify: bool = False) -> tuple[Dataset, Dataset, DataInfo]:
+    """`build_datasets` for a `data_key`; img_size overrides the key's (e.g. the model preset's size when the config
+    leaves it unset)."""
+    d = dict(zip(DATA_FIELDS, key, strict=True))
+    return build_datasets(d["dataset"], d["data_dir"], img_size or d["img_size"], d["train_size"], d["val_size"],
+                          seed=d["data_seed"], verify=verify, synthetic_cue=d["synthetic_cue"])
+
+
 def build_datasets_for(train, img_size: int | None = None, verify: bool = False) -> tuple[Dataset, Dataset, DataInfo]:
-    """`build_datasets` for a `TrainConfig` (its dataset, folder, sizes, data seed and synthetic cue); img_size
-    overrides the config's (e.g. the model preset's size when the config leaves it unset)."""
-    return build_datasets(train.dataset, train.data_dir, img_size or train.img_size, train.train_size,
-                          train.val_size, seed=train.data_seed, verify=verify, synthetic_cue=train.synthetic_cue)
+    """`build_datasets` for a `TrainConfig` (its DATA_FIELDS); img_size overrides the config's."""
+    return build_datasets_from_key(data_key(train), img_size, verify)
 
 
 def _build_synthetic(size, train_size, val_size, seed, task: synthetic.TaskSpec):

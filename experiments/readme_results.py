@@ -17,6 +17,8 @@ END = "<!-- measured: end -->"
 CALIBRATION = "Calibration of the default benchmark"
 HEADLINE = "The headline ablation: SepViT without GSA against the reference"
 SWITCH_TABLE = "Every switch against the reference on the default benchmark"
+# probe sections (title -> the dataset its call trains on): their rows join the switch table under their task
+PROBES = {"The GSA probe: SepViT without GSA on mirror-pairs": "mirror-pairs"}
 # label of a one-off grid row (experiments.grids.SWITCHES) -> the ablate.py flags that make that configuration
 SWITCH_FLAGS = {
     "no-dssa": "--no-dssa", "no-gsa": "--no-gsa", "no-lwt": "--no-lwt", "avgpool-token": "--window-token avgpool",
@@ -113,20 +115,26 @@ def block(results_text: str) -> str:
         f"{minutes(headline)} minutes on 2 cores): no-gsa {gsa['Δ top-1 vs reference']} points, paired 95 % CI "
         f"{gsa['paired 95% CI']}, Welch {gsa['Welch 95% CI']}: {gsa['verdict']}.",
         "",
-        f"**Every switch on the default benchmark** (`python experiments/ablate.py --grid one-off --seeds 3`, "
-        f"{provenance(table)}; each row is the same runs as its own command):",
+        f"**Every switch × task** (the default benchmark: `python experiments/ablate.py --grid one-off --seeds 3`, "
+        f"{provenance(table)}, each row the same runs as its own command; the probes: their own calls, "
+        + ", ".join(f"{dataset} {provenance(doc[title])}" for title, dataset in PROBES.items() if title in doc)
+        + "):",
         "",
-        "| switch | command | Δ top-1 vs reference (points) | paired 95 % CI | Welch 95 % CI | verdict |",
-        "|---|---|---|---|---|---|",
+        "| switch | task | command | Δ top-1 vs reference (points) | paired 95 % CI | Welch 95 % CI | verdict |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for row in comparison_rows(table):
-        label = row["configuration"]
-        flags = SWITCH_FLAGS.get(label)
-        if flags is None:
-            raise ResultsFormatError(f"no command known for the switch {label!r}: add it to SWITCH_FLAGS")
-        lines.append(f"| {label} | `python experiments/ablate.py {flags} --compare --seeds 3` | "
-                     f"{row['Δ top-1 vs reference']} | {row['paired 95% CI']} | {row['Welch 95% CI']} | "
-                     f"{row['verdict']} |")
+    tasks = [("synthetic (default)", "", table)]
+    tasks += [(f"{dataset} (probe)", f" --dataset {dataset}", doc[title]) for title, dataset in PROBES.items()
+              if title in doc]
+    for task, dataset_flag, body in tasks:
+        for row in comparison_rows(body):
+            label = row["configuration"]
+            flags = SWITCH_FLAGS.get(label)
+            if flags is None:
+                raise ResultsFormatError(f"no command known for the switch {label!r}: add it to SWITCH_FLAGS")
+            lines.append(f"| {label} | {task} | `python experiments/ablate.py {flags} --compare --seeds 3"
+                         f"{dataset_flag}` | {row['Δ top-1 vs reference']} | {row['paired 95% CI']} | "
+                         f"{row['Welch 95% CI']} | {row['verdict']} |")
     rules = "; ".join(f"`{name}`: {rule}" for name, rule in VERDICT_RULES.items() if name != "undetermined")
     lines += ["", f"Verdicts, strictest first: {rules} (`(±X)`: the 90 % interval excludes any difference larger "
               "than X points; `~N seeds`: the seeds per arm that would resolve it at the noise measured). "

@@ -1,4 +1,7 @@
-"""The built-in dataset "distant match count": a label that is a relation between windows.
+"""The built-in dataset "distant match count": a label that is a relation between windows; and the pair probes.
+
+The pair probes ("aligned-pairs", "mirror-pairs": datasets of their own, at the end of this module) relate each
+square to one partner whose place decides which mechanism can carry the relation (PWA's aligned move, or GSA).
 
 Two cues name the colour to count (below): by default a frame round the image, or one ring in one cell; the
 layout is described for the ring, the cue the task started with.

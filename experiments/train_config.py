@@ -32,7 +32,8 @@ class TrainConfig:
     synthetic_cue: str = _f(DEFAULT_CUE, "the built-in task's cue, what names the colour to count: frame (the "
                                          "image's border; the default: every seed learns it) or ring (one far "
                                          "cell; the default before 2026-12-06, learnt at a random epoch); seed "
-                                         "noise of each: docs/results.md, docs/benchmark-log.md", before="ring")
+                                         "noise of each: docs/results.md, docs/benchmark-log.md", before="ring",
+                           before_datasets=("synthetic",))
     img_size: int | None = _f(None, "input side in pixels; unset: the model preset's (the model is built for it)")
     train_size: int | None = _f(None, "cap on training images (unset: the dataset's default)")
     val_size: int | None = _f(None, "cap on validation images")
@@ -139,11 +140,11 @@ class TrainConfig:
     def before_logged(cls, dataset: str = "synthetic") -> dict[str, Any]:
         """Fields added after runs were first saved, with the value those runs had (the code's behaviour before
         the field existed, which its default need not be): `from_dict` fills them in where a saved config lacks
-        them, and the zoo matches a run that did not log one only against this value. The only such field,
-        synthetic_cue, mattered to the synthetic dataset alone: other datasets' configs take its default."""
-        if dataset != "synthetic":
-            return {}
-        return {f.name: f.metadata["before"] for f in dataclasses.fields(cls) if "before" in f.metadata}
+        them, and the zoo matches a run that did not log one only against this value. A field whose metadata
+        names `before_datasets` mattered to those datasets alone (synthetic_cue: the synthetic one); configs of
+        other datasets take its default."""
+        return {f.name: f.metadata["before"] for f in dataclasses.fields(cls) if "before" in f.metadata
+                and dataset in f.metadata.get("before_datasets", (dataset,))}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":

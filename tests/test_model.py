@@ -539,3 +539,21 @@ def test_init_by_name_shares_the_init_of_every_module_two_configurations_share()
     init_by_name(again, seed=4)
     assert not torch.equal(again.state_dict()["head.weight"], a["head.weight"])  # the seed still matters
     assert 0.015 < a["head.weight"].std().item() < 0.025  # still the authors' trunc-normal(0.02) draw
+
+
+def test_the_null_change_is_null_in_training_gradients_too():
+    """The calibration's null change (fused_attn flipped) computes the same training step: the runner's model in
+    training mode, one batch, gradients of every parameter within 1e-5 relative (measured 4e-7, docs/benchmark-log.md)
+    and no systematic sign. What the two kernels' runs differ by afterwards is rounding amplified by training."""
+    torch.manual_seed(0)
+    config = SepViTConfig.preset("sepvit_nano_32")
+    explicit, fused = config.replace(fused_attn=False).build().train(), config.replace(fused_attn=True).build().train()
+    fused.load_state_dict(explicit.state_dict())
+    x, y = torch.randn(16, 3, 32, 32), torch.arange(16) % 10
+    grads = []
+    for model in (explicit, fused):
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    difference = grads[1] - grads[0]
+    assert grads[0].norm() > 0 and difference.norm() / grads[0].norm() < 1e-5
+    assert abs(difference.mean()) < 1e-3 * grads[0].abs().mean()

@@ -25,7 +25,7 @@ def section(title: str, command: str, rows: list[str], extra: str = "") -> str:
             f"exit code 0, 7.5 minutes wall clock (load).\n\n" + COMPARISON.format(rows="\n".join(rows)) + extra + "\n")
 
 
-def document(switch_rows: list[str]) -> str:
+def document(switch_rows: list[str], probe: bool = True) -> str:
     calibration = ("\nCalibration of `reference`: 3 seeds, top-1 97.80 ± 1.00 (95 % CI half-width); seed standard "
                    "deviation 0.40 points (target ≤ 2: met).\n\nNull change (fused_attn flipped: the same function "
                    "through another kernel): paired difference -1.13 [-2.17, -0.10] (EXCLUDES 0: the instrument is "
@@ -38,6 +38,8 @@ def document(switch_rows: list[str]) -> str:
         section(readme_results.HEADLINE, "python experiments/ablate.py --no-gsa --compare --seeds 3",
                 [ROW.format(label="no-gsa")]),
         section(readme_results.SWITCH_TABLE, "python experiments/ablate.py --grid one-off --seeds 3", switch_rows),
+        *([section(next(iter(readme_results.PROBES)), "python experiments/ablate.py --no-gsa --compare --seeds 3 "
+                   "--dataset mirror-pairs", [ROW.format(label="no-gsa")])] if probe else []),
     ])
 
 
@@ -56,9 +58,14 @@ def test_the_block_quotes_the_printed_tables_with_their_commands_and_provenance(
     assert "7.5 minutes on 2 cores): no-gsa -12.40 points, paired 95 % CI [-15.10, -9.70]" in text
     assert "commit 0123456789ab, 2026-12-06 19:40 UTC" in text
     table = [line for line in text.splitlines() if line.startswith("| ") and "`python" in line]
-    assert len(table) == len(SWITCHES)
-    assert "| avgpool-token | `python experiments/ablate.py --window-token avgpool --compare --seeds 3` | -12.40 |" \
-        in text
+    assert len(table) == len(SWITCHES) + 1  # every switch on the default task, and the GSA probe's row
+    assert ("| avgpool-token | synthetic (default) | `python experiments/ablate.py --window-token avgpool --compare "
+            "--seeds 3` | -12.40 |") in text
+    assert ("| no-gsa | mirror-pairs (probe) | `python experiments/ablate.py --no-gsa --compare --seeds 3 --dataset "
+            "mirror-pairs` | -12.40 |") in text
+    without_probe = readme_results.block(document(rows, probe=False))  # a document from before the probe
+    assert "mirror-pairs" not in without_probe and len(
+        [line for line in without_probe.splitlines() if line.startswith("| ") and "`python" in line]) == len(SWITCHES)
 
 
 def test_a_document_without_what_the_block_needs_is_refused_in_words():

@@ -22,7 +22,7 @@ import torch
 
 from workbench.tracking import Tracker
 
-from experiments.data import build_datasets
+from experiments.data import build_datasets_from_key, data_key
 from experiments.runner import run as training
 from experiments.runner.calls import Call, PlannedRun
 from experiments.runner.run import Result, RunContext, RunInterrupted, stop_name, stop_signals
@@ -74,10 +74,8 @@ def train_in_sequence(call: Call, datasets, tracker, report: bool, changes: dict
 
 
 # ---------------------------------------------------------------------------------- parallel
-@functools.lru_cache(maxsize=1)
-def _worker_datasets(data: tuple):
-    """(dataset, data_dir, img_size, train_size, val_size, data_seed, synthetic_cue): a key the cache can hash."""
-    return build_datasets(*data[:5], seed=data[5], synthetic_cue=data[6])
+# a worker trains run after run on the same data: built once per data_key
+_worker_datasets = functools.lru_cache(maxsize=1)(build_datasets_from_key)
 
 
 _STOP = None  # in a worker: the call's stop event (set once any run of the call is interrupted)
@@ -105,8 +103,7 @@ def _train_in_worker(folder: str, index: int, uri: str | None, changes: dict) ->
     try:
         with stop_signals():
             t = run.train
-            datasets = _worker_datasets((t.dataset, t.data_dir, t.img_size, t.train_size, t.val_size, t.data_seed,
-                                         t.synthetic_cue))
+            datasets = _worker_datasets(data_key(t))
             if uri is not None:
                 tracker = Tracker(uri, call.experiment,
                                   artifact_root=None if call.tracking_uri else call.output / "mlartifacts")
