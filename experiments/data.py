@@ -9,7 +9,7 @@ Every dataset yields ``(float32 tensor C x H x W, normalised; int label)``. Noth
   - "aligned-pairs", "mirror-pairs": the probes of one mechanism each (``experiments.synthetic``, "pair
     probes"): how many of nine square pairs share a colour, the partner at the same place in the neighbouring
     quadrant (PWA's pixel-aligned move) or at the mirrored place (cell-level attention across windows: GSA).
-    Generated like "synthetic", same sizes, same image statistics.
+    Generated like "synthetic": the same sizes, background nuisances and pixel noise (their own normalisation).
   - "digits": scikit-learn's 8x8 handwritten digits (1797 images, ship with the package), one channel
     (``in_chans=1``, build the model with ``in_chans=info.in_chans``), upsampled to ``img_size``
     (default 32). A fixed stratified 80/20 split (1437 / 360) that does not depend on ``seed``, so every

@@ -2,7 +2,7 @@
 
 For every step whose two configurations the call trained: our top-1 difference with its paired and Welch
 intervals and the verdict of `stats.VERDICT_RULES`, beside the paper's ImageNet-1k difference, and whether the
-direction agrees. A direction is "ours" only when the verdict resolved it (separated or paired); otherwise the
+direction agrees. A direction is "ours" only when the verdict resolved it (separated, paired or welch); otherwise the
 row says "not resolved" rather than reading a sign off noise.
 """
 from __future__ import annotations

@@ -150,14 +150,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.readme:
         return write_readme(args.out or DOC)
     smoke = os.environ.get("SEPVIT_SMOKE") == "1"
-    temporary = smoke and args.calls is None
+    temporary = smoke and args.calls is None and not args.rerender
     calls = args.calls or (Path(tempfile.mkdtemp(prefix="sepvit-results-")) if temporary else CALLS)
     if args.rerender:
-        missing = [i for i in (args.only or range(1, len(COMMANDS) + 1))
-                   if not (calls / f"section-{i}" / SECTION_FILE).is_file()]
+        wanted = args.only or range(1, len(COMMANDS) + 1)
+        missing = [i for i in wanted if not (calls / f"section-{i}" / SECTION_FILE).is_file()]
         if missing:
             print(f"results_doc.py: error: no kept call for section(s) {', '.join(map(str, missing))} in {calls}: "
                   "run them first (drop --rerender)", file=sys.stderr)
+            return 2
+        failed = [i for i in wanted if json.loads((calls / f"section-{i}" / SECTION_FILE).read_text())["code"] != 0]
+        if failed:  # --resume would train what the failed call left unfinished
+            print(f"results_doc.py: error: the kept call of section(s) {', '.join(map(str, failed))} failed: rerun "
+                  "them (drop --rerender)", file=sys.stderr)
             return 2
     if smoke and args.out is None:
         print("results_doc.py: error: SEPVIT_SMOKE=1 would overwrite docs/results.md with smoke numbers: pass --out",

@@ -132,14 +132,16 @@ def min_detectable_difference(sd: float, seeds: int, paired: bool = False, alpha
 
 
 def seeds_to_resolve(diff: float, sd: float, paired: bool, margin: float = EQUIVALENCE_MARGIN,
-                     limit: int = SEEDS_LIMIT) -> int | None:
+                     limit: int = SEEDS_LIMIT, more_than: int = 1) -> int | None:
     """Seeds per arm at which a comparison with this observed difference and noise would be resolved: the true
     difference `diff` detected (two-sided 5 %, power 0.8: `min_detectable_difference`), or, where |diff| is
     inside the margin, the expected 90 % interval |diff| + t * se within ±margin (equivalence). `sd`: the seed sd
-    (unpaired) or the sd of per-seed differences (paired). None when `limit` seeds would not do."""
+    (unpaired, pooled degrees of freedom) or the sd of per-seed differences (paired). `more_than`: the seeds the
+    comparison already has (an unresolved comparison needs more, whatever the approximation says). None when
+    `limit` seeds would not do."""
     if not sd >= 0:
         return None
-    for seeds in range(2, limit + 1):
+    for seeds in range(max(2, more_than + 1), limit + 1):
         if abs(diff) > 0 and min_detectable_difference(sd, seeds, paired=paired) <= abs(diff):
             return seeds
         df = seeds - 1 if paired else 2 * seeds - 2
@@ -179,20 +181,21 @@ def compare(a: Sequence[float], b: Sequence[float], confidence: float = 0.95,
         result.verdict = "separated"
     elif result.paired_excludes_zero:
         result.verdict = "paired"
-    elif result.paired is None and excludes:
+    elif result.paired_seeds < 2 and excludes:  # fewer than two shared seeds: nothing to pair
         result.verdict = "welch"
     else:
         level = 1 - 2 * (1 - confidence)  # 95 % two-sided -> 90 %: two one-sided tests at 5 %
         if result.paired_seeds >= 2:
             _, lo, hi = paired_diff(pa, pb, level)
-            noise, paired = float(np.std(np.subtract(pa, pb), ddof=1)), True
+            noise, paired, have = float(np.std(np.subtract(pa, pb), ddof=1)), True, result.paired_seeds
         else:
             _, lo, hi, _ = welch_diff(a, b, level)
             noise, paired = math.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2), False
+            have = min(len(a), len(b))
         result.bound = float(max(abs(lo), abs(hi)))
         result.verdict = "equivalent" if result.bound <= margin else "unresolved"
         if result.verdict == "unresolved":
-            result.seeds_needed = seeds_to_resolve(result.diff, noise, paired, margin)
+            result.seeds_needed = seeds_to_resolve(result.diff, noise, paired, margin, more_than=have)
     return result
 
 

@@ -215,17 +215,23 @@ def count_matches(layout: dict) -> int:
 #   - "aligned-pairs" (the PWA probe): the partner of cell (r, c) is (r, c + 4), the same position in the
 #     horizontally neighbouring quadrant. The quadrants are the stage-3 windows of ``sepvit_nano_32``, so the
 #     relation is pixel-aligned between two windows: what PWA does (window i receives window j's map, position
-#     for position), in every DSSA block.
+#     for position), in the DSSA blocks of stages 1-3.
 #   - "mirror-pairs" (the GSA probe): the partner of (r, c) is its mirror image (r, 7 - c) across the vertical
-#     axis. Inside one quadrant the order of the columns is reversed, so no pixel-aligned move between windows
-#     carries the relation; attention that sees partners' cells as tokens of one window does: GSA's grouped
-#     block, global at cell resolution in stage 3 (one token per cell). Without GSA, windows relate at cell
-#     resolution only through PWA's aligned moves, and all cells meet only in stage 4 (one token per 2x2 cells).
+#     axis. In the windows of stages 2 and 3 (2x2 and 4x4 cells) the partner sits at another position of its
+#     window than the square (the column order is reversed), so PWA's position-for-position move cannot carry
+#     the relation there; attention that sees both cells as tokens of one window can: GSA's grouped block,
+#     global at one token per cell in stage 3. Without GSA, all cells meet only in stage 4 (one token per 2x2
+#     cells). The limit of this argument: a stage-1 window is one cell and every square sits at the same place
+#     in its cell, so stage-1 PWA could move a partner onto its square, but only if the window tokens, which set
+#     PWA's weights, knew each cell's mirror: a function of absolute position, which only the zero padding of
+#     OPE's and CPE's convolutions supplies.
 # Both are relations between far windows; neither is given by pooled counts: the two halves' colour counts
-# bound ``k`` (they are equal when ``k`` = 9) but leave it open (an ideal reader of the counts alone gets about
-# 40 %; ``tests/test_data.py`` checks that the label changes when one partner's colour changes and only then).
+# bound ``k`` and give its parity (they are equal when ``k`` = 9) but leave it open (an ideal reader of the counts
+# alone gets about 40 %; ``tests/test_data.py`` checks that the label changes when one partner's colour changes
+# and only then). The two probes draw the same layouts (cells, colours, label) and differ only in where the
+# partners are drawn.
 PAIR_PROBES = ("aligned-pairs", "mirror-pairs")
-_PROBE_SALT = {"aligned-pairs": 11, "mirror-pairs": 12}  # each probe's images come from their own stream
+_PAIRS_SALT = 12  # the probes' stream of layouts, apart from the counting task's; shared by both probes
 
 
 def partner_cell(cell: int, probe: str) -> int:
@@ -242,7 +248,8 @@ def partner_cell(cell: int, probe: str) -> int:
 
 def sample_pairs(seed: int, split: str, index: int, probe: str) -> dict:
     """The symbolic content of one probe image: nine left cells, their partners, both colours, nuisances, label."""
-    rng = np.random.default_rng([int(seed), _SPLIT_IDS[split], int(index), _PROBE_SALT[probe]])
+    partner_cell(0, probe)  # an unknown probe is refused before anything is drawn
+    rng = np.random.default_rng([int(seed), _SPLIT_IDS[split], int(index), _PAIRS_SALT])
     k = int(rng.integers(NUM_CLASSES))
     left_cells = [r * GRID + c for r in range(GRID) for c in range(GRID // 2)]
     cells = rng.choice(left_cells, size=NUM_CLASSES - 1, replace=False)

@@ -71,6 +71,12 @@ def test_only_reruns_the_listed_sections_and_keeps_the_others_verbatim(tmp_path)
     done = subprocess.run([sys.executable, "experiments/results_doc.py", "--out", str(out), "--only", "3", "--calls",
                            str(calls), "--rerender"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "no kept call for section(s) 3" in done.stderr
+    meta = calls / "section-2" / "section.json"
+    meta.write_text(meta.read_text().replace('"code": 0', '"code": 1'))  # a call that failed is never resumed here
+    done = subprocess.run([sys.executable, "experiments/results_doc.py", "--out", str(out), "--only", "2", "--calls",
+                           str(calls), "--rerender"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "section(s) 2 failed" in done.stderr
+    assert [r.stat().st_mtime_ns for r in results] == stamps
 
     out.write_text("# Measured results\n\n" + kept[titles[0]])  # section 3 missing: refuse, do not drop it
     done = subprocess.run([sys.executable, "experiments/results_doc.py", "--out", str(out), "--only", "2"], cwd=ROOT,

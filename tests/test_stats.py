@@ -130,3 +130,16 @@ def test_seeds_to_resolve_an_equivalence_inside_the_margin():
     half = lambda n: stats.t.ppf(0.95, n - 1) / math.sqrt(n)  # noqa: E731
     assert half(seeds) <= 2.0 < half(seeds - 1)
     assert seeds_to_resolve(0.0, 100.0, paired=True, margin=0.1) is None  # beyond the limit: said, not guessed
+
+
+def test_an_unresolved_comparison_always_asks_for_more_seeds_than_it_has():
+    # unpaired: the pooled approximation alone would say 3 seeds, which the call already has
+    d = compare([10.0, 10.0, 10.0], [8.75, 10.0, 11.25])
+    assert d.verdict == "unresolved" and d.seeds_needed is not None and d.seeds_needed > 3
+
+
+def test_one_shared_seed_is_not_a_pairing_and_welch_decides():
+    a, b = [10.0, 11.0, 12.0], [14.0, 14.5, 15.0]
+    unpaired = compare(a, b)
+    one_shared = compare(a, b, seeds_a=[0, 1, 2], seeds_b=[0, 5, 6])
+    assert unpaired.verdict == one_shared.verdict == "welch" and one_shared.paired_seeds == 1

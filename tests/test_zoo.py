@@ -146,6 +146,6 @@ def test_accuracy_table_says_whether_each_model_is_matched_to_the_reference():
                                 "msa": runs("msa", 96.0, 96.5, 96.2), "twins": runs("twins", 9.0)}).set_index("model")
     assert table.loc["sepvit", "matched"] == "the reference" and table.loc["sepvit", "seeds"] == [0, 1, 2]
     assert table.loc["sepvit", "mean"] == pytest.approx(71.0) and table.loc["sepvit", "half_width"] > 0
-    assert table.loc["swin", "matched"].startswith("within ")  # no difference resolved over three seeds
+    assert table.loc["swin", "matched"].startswith("within ")  # equivalent within the margin over three seeds
     assert table.loc["msa", "matched"].startswith("no: +25.2 points") and not table.loc["msa", "at_chance"]
     assert table.loc["twins", "at_chance"] and table.loc["twins", "matched"] == "unknown: fewer than two seeds"
