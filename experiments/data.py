@@ -286,19 +286,26 @@ def build_datasets_for(train, img_size: int | None = None, verify: bool = False)
     return build_datasets_from_key(data_key(train), img_size, verify)
 
 
-def _build_synthetic(size, train_size, val_size, seed, task: synthetic.TaskSpec):
+def _build_generated(name: str, task: synthetic.TaskSpec | str, size, train_size, val_size, seed,
+                     description: str):
+    """A dataset made by experiments.synthetic (the counting task's TaskSpec, or a pair probe's name)."""
     n_train = int(train_size or SYNTHETIC_SIZES[0])
     n_val = int(val_size or SYNTHETIC_SIZES[1])
     mean, std = synthetic_stats(task=task)
     # train and val use disjoint random streams (split is part of each image's seed)
     train = SyntheticDataset(seed, "train", n_train, size, mean, std, task)
     val = SyntheticDataset(seed, "val", n_val, size, mean, std, task)
+    info = DataInfo(name, synthetic.NUM_CLASSES, 3, size, mean, std, n_train, n_val,
+                    f"{description}; generated from seed {seed}")
+    return train, val, info
+
+
+def _build_synthetic(size, train_size, val_size, seed, task: synthetic.TaskSpec):
     cue = ("the colour of the one ring" if task.cue == "ring"
            else "the colour of the 1-px frame round the image")
-    info = DataInfo("synthetic", synthetic.NUM_CLASSES, 3, size, mean, std, n_train, n_val,
-                    f"distant match count: label = how many of the nine squares share {cue} (0-9), glyphs anywhere "
-                    f"on an 8x8 grid of window-sized cells; generated from seed {seed}")
-    return train, val, info
+    return _build_generated("synthetic", task, size, train_size, val_size, seed,
+                            f"distant match count: label = how many of the nine squares share {cue} (0-9), glyphs "
+                            "anywhere on an 8x8 grid of window-sized cells")
 
 
 _PROBE_WORDING = {"aligned-pairs": "at the same place in the neighbouring quadrant (r, c+4)",
@@ -306,15 +313,9 @@ _PROBE_WORDING = {"aligned-pairs": "at the same place in the neighbouring quadra
 
 
 def _build_pairs(probe, size, train_size, val_size, seed):
-    n_train = int(train_size or SYNTHETIC_SIZES[0])
-    n_val = int(val_size or SYNTHETIC_SIZES[1])
-    mean, std = synthetic_stats(task=probe)
-    train = SyntheticDataset(seed, "train", n_train, size, mean, std, probe)
-    val = SyntheticDataset(seed, "val", n_val, size, mean, std, probe)
-    info = DataInfo(probe, synthetic.NUM_CLASSES, 3, size, mean, std, n_train, n_val,
-                    f"pair probe: label = how many of nine square pairs share a colour (0-9), each square in the left "
-                    f"half with its partner {_PROBE_WORDING[probe]}; generated from seed {seed}")
-    return train, val, info
+    return _build_generated(probe, probe, size, train_size, val_size, seed,
+                            "pair probe: label = how many of nine square pairs share a colour (0-9), each square in "
+                            f"the left half with its partner {_PROBE_WORDING[probe]}")
 
 
 @functools.lru_cache(maxsize=1)

@@ -166,12 +166,24 @@ def _glyph(layout_index: int, kind: int, task: TaskSpec) -> tuple[np.ndarray, np
     return GLYPHS[kind] > 0, (REFERENCE_COLOUR if layout_index == 0 else WHITE)
 
 
-def render(layout: dict, task: TaskSpec = DEFAULT_TASK) -> np.ndarray:
-    """Draw a layout as a float32 HxWx3 image in [0, 1]."""
+def _background(layout: dict) -> np.ndarray:
+    """The nuisance background every generated image starts from: a tinted linear gradient (HxWx3)."""
     ramp = (np.arange(BASE_SIZE, dtype=np.float32) / (BASE_SIZE - 1)) - 0.5
     gy, gx = layout["gradient"]
     background = 0.15 + gy * ramp[:, None] + gx * ramp[None, :]
-    image = background[:, :, None] + layout["tint"][None, None, :]
+    return background[:, :, None] + layout["tint"][None, None, :]
+
+
+def _finish(image: np.ndarray, layout: dict, noise: float) -> np.ndarray:
+    """Add the layout's Gaussian pixel noise (std `noise`) and clip to a float32 image in [0, 1]."""
+    if noise > 0:
+        image = image + np.random.default_rng(layout["noise_seed"]).normal(0.0, noise, image.shape).astype(np.float32)
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def render(layout: dict, task: TaskSpec = DEFAULT_TASK) -> np.ndarray:
+    """Draw a layout as a float32 HxWx3 image in [0, 1]."""
+    image = _background(layout)
     occupied = np.zeros(GRID * GRID, dtype=bool)
     occupied[layout["cells"]] = True
     for cell in np.flatnonzero(layout["specks"] & ~occupied):
@@ -189,10 +201,7 @@ def render(layout: dict, task: TaskSpec = DEFAULT_TASK) -> np.ndarray:
         lit, colour = _glyph(i, int(kind), task)
         patch = image[r * CELL:r * CELL + 3, c * CELL:c * CELL + 3]
         image[r * CELL:r * CELL + 3, c * CELL:c * CELL + 3] = np.where(lit[:, :, None], colour[None, None, :], patch)
-    if task.noise > 0:
-        noise = np.random.default_rng(layout["noise_seed"]).normal(0.0, task.noise, image.shape)
-        image = image + noise.astype(np.float32)
-    return np.clip(image, 0.0, 1.0).astype(np.float32)
+    return _finish(image, layout, task.noise)
 
 
 def generate(seed: int, split: str, index: int, task: TaskSpec = DEFAULT_TASK) -> tuple[np.ndarray, int]:
@@ -270,16 +279,12 @@ def sample_pairs(seed: int, split: str, index: int, probe: str) -> dict:
 
 def render_pairs(layout: dict, noise: float = DEFAULT_TASK.noise) -> np.ndarray:
     """Draw a pair-probe layout as a float32 HxWx3 image in [0, 1]."""
-    ramp = (np.arange(BASE_SIZE, dtype=np.float32) / (BASE_SIZE - 1)) - 0.5
-    gy, gx = layout["gradient"]
-    image = (0.15 + gy * ramp[:, None] + gx * ramp[None, :])[:, :, None] + layout["tint"][None, None, :]
+    image = _background(layout)
     squares = [*zip(layout["cells"], layout["left"]), *zip(layout["partners"], layout["right"])]
     for cell, kind in squares:
         r, c = divmod(int(cell), GRID)
         image[r * CELL:r * CELL + 3, c * CELL:c * CELL + 3] = PALETTE[int(kind)]
-    if noise > 0:
-        image = image + np.random.default_rng(layout["noise_seed"]).normal(0.0, noise, image.shape).astype(np.float32)
-    return np.clip(image, 0.0, 1.0).astype(np.float32)
+    return _finish(image, layout, noise)
 
 
 def generate_pairs(seed: int, split: str, index: int, probe: str) -> tuple[np.ndarray, int]:
