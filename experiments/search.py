@@ -1,7 +1,10 @@
 """`python experiments/search.py --n-trials 8`: an Optuna search over SepViT's group sizes (and any other switch).
 
-    python experiments/search.py --n-trials 8                              # group sizes, window size, window token
+    python experiments/search.py --n-trials 8 --confirm 3                  # group sizes, window size, window token;
+                                                                           # then the best trial against the paper's
+                                                                           # configuration at 3 paired seeds
     python experiments/search.py --n-trials 8                              # again: 8 more trials in the same study
+    python experiments/search.py --n-trials 0 --confirm 3                  # confirm the study's best trial only
     python experiments/search.py --space training --n-trials 30 --processes 2
     python experiments/search.py --objectives top1 macs --n-trials 20      # accuracy against MACs: a Pareto front
     python experiments/search.py --space my_space.yaml --sampler grid
@@ -17,6 +20,12 @@ several processes share on one machine; PostgreSQL across machines); the same co
 and failed ones), tagged with the trial number and state. Bad input is refused before any trial: one line on
 stderr, exit code 2.
 
+A trial is one run with one seed, so the best trial's distance to the paper's configuration is partly seed noise.
+`--confirm K` then trains the best trial's configuration and the paper's at K paired seeds as one runner call (what
+`ablate.py --compare --seeds K` runs; experiments.search_confirm), stores the answer in the study, and the report
+says in one sentence whether the gain is beyond seed noise; without it the report says the gain is unconfirmed and
+prints the ablate.py command that confirms it.
+
 Whatever ends a call (an error, Ctrl-C, SIGTERM, SIGHUP) closes its parent run and the trial in progress with the
 reason (Optuna's `fail_reason` too); the same command continues the study. A call killed outright (SIGKILL, out of
 memory) is repaired by the next call on the same machine: its trials FAIL, its parent is KILLED and a lost reference
@@ -26,7 +35,7 @@ names become folders only through the runner's slug, inside --output.
 This module is the command line (parse, plan, run); the call as objects is `experiments.search_call` (plan_search,
 run_search), the trial `experiments.search_objective`, the workers `experiments.search_workers`, the study's
 storage and records `experiments.search_storage`, the space `experiments.search_space`, the report
-`experiments.search_report`.
+`experiments.search_report`, the confirmation `experiments.search_confirm`.
 """
 from __future__ import annotations
 
@@ -47,6 +56,7 @@ from workbench.cli import (OneLineParser, add_config_flag, add_dataclass_flags, 
 from workbench.tracking import mask_secrets
 
 from experiments.base_model import DEFAULT_MODEL, base_config
+from experiments.runner.plan import parallel_count
 from experiments.search_call import (DEFAULT_EXPERIMENT, DEFAULT_STUDY, EXIT_FAILED, PROG,  # noqa: F401  (tests)
                                      plan_search, run_search)
 from experiments.search_storage import OBJECTIVES, Prepared
@@ -69,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "weight decay, drop path) or a YAML file (see experiments/spaces/example.yaml)")
     s.add_argument("--objectives", nargs="+", default=["top1"], choices=list(OBJECTIVES), metavar="OBJECTIVE",
                    help="top1 (maximised); add macs and/or latency (minimised) for a Pareto front")
-    s.add_argument("--n-trials", type=int, default=8, help="trials this call adds (shared by its workers)")
+    s.add_argument("--n-trials", type=int, default=8,
+                   help="trials this call adds (shared by its workers); 0 with --confirm: confirm the study's best "
+                        "trial without new trials")
     s.add_argument("--timeout", type=float, help="seconds after which this call starts no new trial")
     s.add_argument("--study-name", default=DEFAULT_STUDY, help="Optuna study: the same name continues the study")
     s.add_argument("--storage", help="Optuna storage URL: sqlite:///ABS/PATH.db or postgresql://user:pw@host/db "
@@ -85,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--heartbeat", type=int, default=20,
                    help="seconds between a running trial's heartbeats; a trial silent for 3 heartbeats (its worker "
                         "died) is marked FAIL")
+    c = p.add_argument_group("confirmation (is the best trial beyond seed noise?)")
+    c.add_argument("--confirm", type=int, default=0, metavar="K",
+                   help="after the trials, train the best trial's configuration and the paper's (the base) at K paired "
+                        "seeds (--seed .. --seed+K-1) with the trials' data and training settings, as one runner call "
+                        "(= ablate.py --compare --seeds K), and report whether the difference is beyond seed noise; "
+                        "K >= 2, 2K runs (3: 6 runs, as `ablate.py --no-gsa --compare --seeds 3`, measured at 7.6 "
+                        "minutes on 2 cores in docs/results.md); with several objectives, the most accurate trial of "
+                        "the Pareto set, on top-1. 0: off")
+    c.add_argument("--parallel", type=parallel_count, default="auto", metavar="N|auto",
+                   help="the confirmation's runs trained at once, as ablate.py's --parallel: auto is one "
+                        "single-thread process per CPU thread, as many as there are runs")
     m = p.add_argument_group("model (the base configuration: the paper's defaults unless changed here)")
     add_model_flags(m, PRESETS, DEFAULT_MODEL, "embed_dims=16,32,64,128")
     t = p.add_argument_group("training of every trial (TrainConfig fields, the runner's names)")
@@ -111,7 +134,7 @@ def prepare(args, argv: Sequence[str] = ()) -> Prepared:
                        n_trials=args.n_trials, timeout=args.timeout, study_name=args.study_name,
                        storage=args.storage, sampler=args.sampler, pruner=args.pruner, workers=args.search_workers,
                        heartbeat=args.heartbeat, experiment=args.experiment, tracking_uri=args.tracking_uri,
-                       command=command_line(argv))
+                       command=command_line(argv), confirm=args.confirm, parallel=args.parallel)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
