@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = p.add_argument_group("confirmation (is the best trial beyond seed noise?)")
     c.add_argument("--confirm", type=int, default=0, metavar="K",
                    help="after the trials, train the best trial's configuration and the paper's (the base) at K paired "
-                        "seeds (--seed .. --seed+K-1) with the trials' data and training settings, as one runner call "
-                        "(= ablate.py --compare --seeds K), and report whether the difference is beyond seed noise; "
+                        "fresh seeds (--seed+1 .. --seed+K: not the trials' own, whose luck selected the best) with "
+                        "the trials' data and training settings, as one runner call (= ablate.py --compare --seeds "
+                        "K), and report whether the difference is beyond seed noise; "
                         "K >= 2, 2K runs (3: 6 runs, as `ablate.py --no-gsa --compare --seeds 3`, measured at 7.6 "
                         "minutes on 2 cores in docs/results.md); with several objectives, the most accurate trial of "
                         "the Pareto set, on top-1. 0: off")

@@ -250,7 +250,7 @@ def confirm_best(prepared: Prepared, study: optuna.Study, tracker, parent: str) 
         print(f"confirmation: trial {t.trial} differs in training settings ({', '.join(t.training_changes)}): not "
               "confirmed (a runner call trains both configurations with one TrainConfig)", file=sys.stderr)
         return 0
-    seeds = list(range(t.base_train.seed, t.base_train.seed + k))
+    seeds = list(range(t.confirm_train.seed, t.confirm_train.seed + k))
     previous = search_confirm.record_of(study, t)
     same = previous is not None and search_confirm.same_request(previous, t, seeds)
     if same and previous.get("status") == "finished":
@@ -269,7 +269,7 @@ def confirm_best(prepared: Prepared, study: optuna.Study, tracker, parent: str) 
                   "starting a new one", file=sys.stderr)
     if plan is None:
         plan = runner.plan_call(
-            {label: t.model, REFERENCE: t.base}, t.base_train, seeds=k, base=t.base, experiment=settings.experiment,
+            {label: t.model, REFERENCE: t.base}, t.confirm_train, seeds=k, base=t.base, experiment=settings.experiment,
             tracking_uri=settings.tracking_uri if settings.artifact_root is None else None,
             parallel=prepared.parallel, name=f"confirm {settings.study_name} trial {t.trial}",
             command=command or f"{PROG} --confirm {k} (study {settings.study_name}, trial {t.trial})",
@@ -291,7 +291,7 @@ def confirm_best(prepared: Prepared, study: optuna.Study, tracker, parent: str) 
               "call_folder": None if results.folder is None else str(results.folder.resolve()),
               "parent_run_id": results.parent_run_id, "experiment": settings.experiment, "command": command,
               "search_parent_run_id": parent, "model": t.model.to_dict(), "base": t.base.to_dict(),
-              "train": t.base_train.to_dict(), "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+              "train": t.confirm_train.to_dict(), "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "runs": [{"label": r.run_name.rsplit(" seed", 1)[0], "seed": r.train_cfg.seed, "status": r.status,
                         "top1": r.top1 if r.status == "FINISHED" else None} for r in results.runs]}
     d = search_confirm.difference(record) if status == "finished" else None

@@ -3,8 +3,10 @@
 A trial is one training run with one seed, so the distance from the best trial to the reference (the paper's
 configuration, the study's first trial) is partly seed noise, and the best of several trials is the one the noise
 favoured most. `python experiments/search.py --confirm K` answers the question: after the call's trials it trains
-the best trial's configuration and the reference configuration at seeds seed..seed+K-1 (the study's `--seed`
-first, so the first pair repeats the two trials), with the study's data and TrainConfig, as one runner call
+the best trial's configuration and the reference configuration at seeds seed+1..seed+K (fresh seeds: the trials'
+own seed is left out, because the best trial is the one whose configuration *and* seed luck came out highest, and a
+confirmation that reused that seed would carry the luck that selected it), with the study's data and TrainConfig
+otherwise, as one runner call
 (`experiments.runner.plan_call` / `run_call`, what `ablate.py --compare --seeds K` runs: the same runs, the same
 report, the same MLflow records, the same way out of an interruption), and compares them with
 `experiments.stats.compare`. This module holds what the search report needs to say so (the target, the equivalent
@@ -70,6 +72,11 @@ class Target:
     def is_reference(self) -> bool:
         """The best trial is the paper's configuration (group_size=2 and (2, 2, 2, 2) read the same)."""
         return _comparable(self.model) == _comparable(self.base) and self.train == self.base_train
+
+    @property
+    def confirm_train(self) -> TrainConfig:
+        """The confirmation's training settings: the study's, its seeds starting one after the trials' seed."""
+        return self.base_train.replace(seed=self.base_train.seed + 1)
 
     @property
     def training_changes(self) -> list[str]:
@@ -211,7 +218,7 @@ def command_for(t: Target, seeds: int) -> tuple[str | None, str]:
     if t.training_changes:
         return None, (f"it differs from the paper's configuration in training settings "
                       f"({', '.join(t.training_changes)}), and a runner call trains both with one TrainConfig")
-    return ablate_command(t.base, t.model, t.base_train, seeds)
+    return ablate_command(t.base, t.model, t.confirm_train, seeds)
 
 
 # ---------------------------------------------------------------------------------- the stored answer
