@@ -29,6 +29,7 @@ from experiments.base_model import DEFAULT_MODEL, base_config
 from experiments.calibration import NULL_LABEL, null_change
 from experiments.grids import GRIDS, REFERENCE, grid, label_for
 from experiments.runner.lifecycle import EXIT_INTERRUPTED, EXIT_RUN_FAILED, PROG  # noqa: F401  (tests read them)
+from experiments.runner.plan import parallel_count
 from experiments.train_config import TrainConfig
 
 # Flags that only locate the call on --resume.
@@ -74,19 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------- flags -> objects
-def parallel_count(text: str) -> int | str:
-    """argparse type of --parallel: 'auto' or a positive integer."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto or a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 or auto, got {value}")
-    return value
-
-
 def switch_changes(args) -> dict:
     """The SepViTConfig fields set by the ablation switches (refusing contradictory combinations)."""
     changes: dict = {}

@@ -1,12 +1,15 @@
 """A search call as objects: `plan_search` checks it (nothing created), `run_search` runs it and closes it.
 
-    prepared = plan_search(SepViTConfig.preset("sepvit_nano_32"), TrainConfig(epochs=3), n_trials=8)
-    exit_code = run_search(prepared)          # the trials, the report on stdout; never raises for a stop
+    prepared = plan_search(SepViTConfig.preset("sepvit_nano_32"), TrainConfig(), n_trials=8, confirm=3)
+    exit_code = run_search(prepared)          # the trials, the confirmation, the report; never raises for a stop
 
 `experiments/search.py` is its command line. Whatever ends a call (an error, Ctrl-C, SIGTERM, SIGHUP) closes its
 parent run and the trial in progress with the reason (Optuna's `fail_reason` too); the same call continues the
 study. A call killed outright (SIGKILL, out of memory) is repaired by the next call on the same machine: its
 trials FAIL, its parent is KILLED and a lost reference trial is enqueued again.
+
+With `confirm=K` the call then trains the best trial's configuration and the paper's at K paired seeds as one runner
+call (`confirm_best`, experiments.search_confirm); its answer is stored in the study and the report states it.
 """
 from __future__ import annotations
 
@@ -25,14 +28,17 @@ from sepvit.config import SepViTConfig
 from workbench.cli import UsageError
 from workbench.tracking import Tracker, check_experiment_name, check_tracking_uri, default_tracking_uri, flatten
 
-from experiments import search_report
+from experiments import runner, search_confirm, search_report
 from experiments.data import build_datasets_for, check_dataset
+from experiments.grids import REFERENCE, label_for
 from experiments.runner.engine import check_training_settings, fit_model_to_data
+from experiments.runner.plan import check_parallel
 from experiments.search_signals import STOP_SIGNALS, Stopped, describe_stop, signals_held, stop_signals
 from experiments.search_space import load_space
 from experiments.search_storage import (HOST, Prepared, Settings, check_storage, close_dead_calls, fail_dead_trials,
                                         fail_stale_trials, mask_secrets, open_storage, open_study, study_id)
 from experiments.search_workers import run_workers
+from experiments.stats import verdict_text
 from experiments.train_config import TrainConfig
 
 PROG = "search.py"  # the search's command: its messages start with it
@@ -49,12 +55,15 @@ def plan_search(base: SepViTConfig, train: TrainConfig, *, space: str = "default
                 study_name: str = DEFAULT_STUDY, storage: str | None = None, sampler: str = "tpe",
                 pruner: str | None = None, workers: int = 1, heartbeat: int = 20,
                 experiment: str = DEFAULT_EXPERIMENT, tracking_uri: str | None = None,
-                command: str | None = None) -> Prepared:
+                command: str | None = None, confirm: int = 0, parallel: int | str = "auto") -> Prepared:
     """Check a search call: `n_trials` trials of `space` (default, training, or a YAML file) around `base`, each
     trained with `train` into `train.output`, the study in `storage` (default sqlite:///<output>/optuna.db), the
     runs in MLflow (`tracking_uri`, default the output folder's store) under `experiment`. `pruner` None: median
-    with one objective, none with several. No study, trial or MLflow run is created; a bad request raises a
-    one-line ValueError (UsageError, SpaceError, DataError, TrackingError)."""
+    with one objective, none with several. `confirm` K >= 2: after the trials, train the best trial's configuration
+    and the base at K paired seeds as one runner call (`parallel` runs at a time, the runner's --parallel) and
+    report whether the difference is beyond seed noise (0: no confirmation; n_trials may then be 0, to confirm an
+    existing study's best trial). No study, trial or MLflow run is created; a bad request raises a one-line
+    ValueError (UsageError, SpaceError, DataError, TrackingError)."""
     objectives = tuple(objectives)
     if len(set(objectives)) != len(objectives):
         raise UsageError(f"--objectives {' '.join(objectives)} repeats an objective: name each once")
@@ -65,10 +74,13 @@ def plan_search(base: SepViTConfig, train: TrainConfig, *, space: str = "default
     if len(objectives) > 1 and pruner != "none":
         raise UsageError(f"--pruner {pruner} needs a single objective (Optuna cannot prune multi-objective trials): "
                          "drop --pruner or the extra objectives")
-    for flag, value, minimum in (("--n-trials", n_trials, 1), ("--processes", workers, 1),
-                                 ("--heartbeat", heartbeat, 1)):
+    for flag, value, minimum in (("--processes", workers, 1), ("--heartbeat", heartbeat, 1)):
         if value < minimum:
             raise UsageError(f"{flag} must be >= {minimum}, got {value}")
+    if n_trials < (0 if confirm else 1):
+        raise UsageError(f"--n-trials must be >= 1 (0 only with --confirm, to confirm a study's best trial without "
+                         f"new trials), got {n_trials}")
+    check_parallel(parallel)
     if timeout is not None and not timeout > 0:
         raise UsageError(f"--timeout must be a positive number of seconds, got {timeout}")
     if not STUDY_NAME.match(study_name or ""):
@@ -82,6 +94,7 @@ def plan_search(base: SepViTConfig, train: TrainConfig, *, space: str = "default
     check_training_settings(train)
     check_dataset(train.dataset, train.data_dir)
     searched = load_space(space, base, train)
+    search_confirm.check_confirm(confirm, searched)
     check_experiment_name(experiment)
     tracking = tracking_uri or default_tracking_uri(train.output)
     check_tracking_uri(tracking)
@@ -108,8 +121,11 @@ def plan_search(base: SepViTConfig, train: TrainConfig, *, space: str = "default
     existing = study_id(opened, study_name)
     if existing is not None:
         _check_same_study(opened, existing, settings)
+    elif n_trials == 0:
+        raise UsageError(f"--n-trials 0 --confirm {confirm} confirms the best trial of an existing study, but "
+                         f"{mask_secrets(url)} holds no study {study_name!r}: give --n-trials 1 or more")
     return Prepared(settings, searched, base, train, datasets, existing is not None, reference, note, combinations,
-                    command or f"plan_search({study_name}; {n_trials} trials)")
+                    command or f"plan_search({study_name}; {n_trials} trials)", confirm, parallel)
 
 
 def _check_same_study(storage, existing_id: int, settings: Settings) -> None:
@@ -147,6 +163,7 @@ def run_search(prepared: Prepared) -> int:
 def _run_search(prepared: Prepared, command: str) -> int:
     settings = prepared.settings
     study = tracker = parent = None
+    confirming = False
     started = time.time()
     try:
         study = open_study(prepared)
@@ -177,12 +194,22 @@ def _run_search(prepared: Prepared, command: str) -> int:
         if stopped:
             raise KeyboardInterrupt if stopped[0] == signal.SIGINT else Stopped(stopped[0])
         study = optuna.load_study(study_name=settings.study_name, storage=open_storage(settings.storage, None))
+        confirmed = 0
+        if prepared.confirm:
+            confirming = True
+            confirmed = confirm_best(prepared, study, tracker, parent)
+            confirming = False
+            study = optuna.load_study(study_name=settings.study_name, storage=open_storage(settings.storage, None))
         text = search_report.finish_study(study, settings, tracker, parent, started)
         print(text)
-        return _finish(study, settings, tracker, parent, dead)
+        return _finish(study, settings, tracker, parent, dead) or confirmed
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (Stopped), or a worker that was interrupted
         how, code = describe_stop(exc)
         reason = f"interrupted ({how}); run the same command to continue study {settings.study_name!r}"
+        if confirming:
+            reason = (f"interrupted ({how}) while confirming the best trial of study {settings.study_name!r} (its "
+                      f"trials are kept); the same command with --n-trials 0 --confirm {prepared.confirm} finishes the "
+                      "confirmation")
         with signals_held():
             if study is not None:
                 fail_dead_trials(settings, study, leaving=f"the call was {reason}")
@@ -190,7 +217,8 @@ def _run_search(prepared: Prepared, command: str) -> int:
         print(f"{PROG}: {reason}", file=sys.stderr)
         return code
     except Exception as exc:  # a failure nobody foresaw: close what is open, keep the traceback, one line here
-        message = mask_secrets(f"{type(exc).__name__}: {exc}")
+        message = mask_secrets(("while confirming the best trial: " if confirming else "")
+                               + f"{type(exc).__name__}: {exc}")
         with signals_held():
             if study is not None:
                 fail_dead_trials(settings, study, leaving=f"the call failed: {message}")
@@ -201,6 +229,89 @@ def _run_search(prepared: Prepared, command: str) -> int:
         return EXIT_FAILED
 
 
+# ---------------------------------------------------------------------------------- the confirmation
+def confirm_best(prepared: Prepared, study: optuna.Study, tracker, parent: str) -> int:
+    """Train the study's best trial's configuration and the paper's (the base) at `prepared.confirm` paired seeds,
+    the study's data and TrainConfig, as one runner call (`runner.plan_call` + `run_call`: what `ablate.py --compare
+    --seeds K` runs, with its report, its MLflow parent run and its lifecycle), and store the answer in the study
+    (experiments.search_confirm). A confirmation of the same request that finished is not trained again; one that
+    was interrupted is resumed from its call folder. Returns 0, or EXIT_FAILED when a run failed; a stop (Ctrl-C,
+    SIGTERM, SIGHUP) is re-raised once the runner has closed its runs and the study holds the call folder."""
+    settings, k = prepared.settings, prepared.confirm
+    t = search_confirm.target(study, settings.train)
+    if t is None:
+        print("confirmation: the study has no COMPLETE trial: nothing to confirm", file=sys.stderr)
+        return 0
+    if t.is_reference:
+        print(f"confirmation: the best trial, {t.best}, is the paper's configuration: nothing to confirm",
+              file=sys.stderr)
+        return 0
+    if t.training_changes:  # refused by plan_search for the call's space; a guard for the study's
+        print(f"confirmation: trial {t.trial} differs in training settings ({', '.join(t.training_changes)}): not "
+              "confirmed (a runner call trains both configurations with one TrainConfig)", file=sys.stderr)
+        return 0
+    seeds = list(range(t.confirm_train.seed, t.confirm_train.seed + k))
+    previous = search_confirm.record_of(study, t)
+    same = previous is not None and search_confirm.same_request(previous, t, seeds)
+    if same and previous.get("status") == "finished":
+        print(f"confirmation: trial {t.trial}'s configuration was confirmed at seeds {seeds[0]}-{seeds[-1]} (call "
+              f"{previous.get('call_folder')}): not trained again", file=sys.stderr)
+        return 0
+    label = label_for(t.model, t.base)
+    command, _ = search_confirm.command_for(t, k)
+    plan = None
+    if same and previous.get("call_folder"):
+        try:
+            plan = runner.plan_resume(previous["call_folder"], parallel=prepared.parallel)
+            print(f"confirmation: resuming the interrupted call {previous['call_folder']}", file=sys.stderr)
+        except ValueError as exc:
+            print(f"confirmation: the interrupted call {previous['call_folder']} cannot be resumed ({exc}): "
+                  "starting a new one", file=sys.stderr)
+    if plan is None:
+        plan = runner.plan_call(
+            {label: t.model, REFERENCE: t.base}, t.confirm_train, seeds=k, base=t.base, experiment=settings.experiment,
+            tracking_uri=settings.tracking_uri if settings.artifact_root is None else None,
+            parallel=prepared.parallel, name=f"confirm {settings.study_name} trial {t.trial}",
+            command=command or f"{PROG} --confirm {k} (study {settings.study_name}, trial {t.trial})",
+            parent_tags={"search.confirmation": "true", "search.study": settings.study_name,
+                         "search.trial": str(t.trial), "search.parent_run_id": parent,
+                         "search.storage": mask_secrets(settings.storage)})
+    print(f"confirmation: trial {t.trial} ({label}) against the paper's configuration at seeds {seeds[0]}-{seeds[-1]}"
+          f": {2 * k} runs through the runner" + (f", as `{command}`" if command else ""), file=sys.stderr)
+    results = runner.run_call(plan)
+    if results.report is not None:
+        print(results.report)
+    stop = results.exit_code - 128 if results.exit_code - 128 in STOP_SIGNALS else None
+    status = "finished" if results.exit_code == 0 else "interrupted" if stop is not None else "failed"
+    unfinished = [f"{r.run_name} ({r.status})" for r in results.runs if r.status != "FINISHED"]
+    reason = (None if status == "finished" else f"interrupted ({describe_stop(_stop_exception(stop))[0]})"
+              if stop is not None else "; ".join(unfinished) or f"the call ended with exit code {results.exit_code}")
+    record = {"status": status, "reason": reason, "trial": t.trial, "best": t.best, "label": label,
+              "reference_label": REFERENCE, "seeds": seeds, "params": t.params,
+              "call_folder": None if results.folder is None else str(results.folder.resolve()),
+              "parent_run_id": results.parent_run_id, "experiment": settings.experiment, "command": command,
+              "search_parent_run_id": parent, "model": t.model.to_dict(), "base": t.base.to_dict(),
+              "train": t.confirm_train.to_dict(), "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+              "runs": [{"label": r.run_name.rsplit(" seed", 1)[0], "seed": r.train_cfg.seed, "status": r.status,
+                        "top1": r.top1 if r.status == "FINISHED" else None} for r in results.runs]}
+    d = search_confirm.difference(record) if status == "finished" else None
+    tags = {"confirmation.trial": str(t.trial), "confirmation.status": status,
+            "confirmation.call_folder": str(record["call_folder"]),
+            "confirmation.parent_run_id": str(results.parent_run_id)}
+    if d is not None:
+        tags["confirmation.verdict"] = verdict_text(d.verdict, d.bound, d.seeds_needed)
+    with signals_held():  # the study and the search's parent run name the call, or the stop waits
+        study.set_user_attr(search_confirm.record_key(t.trial), record)
+        tracker.set_tags(parent, tags)
+    if stop is not None:
+        raise _stop_exception(stop)
+    return 0 if status == "finished" else EXIT_FAILED
+
+
+def _stop_exception(signum: int) -> KeyboardInterrupt:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum)
+
+
 def _print_start(prepared: Prepared, before: int, parent: str, closed: list[str]) -> None:
     settings = prepared.settings
     count = prepared.combinations.get("combinations")
@@ -208,6 +319,9 @@ def _print_start(prepared: Prepared, before: int, parent: str, closed: list[str]
           f"{' (new)' if not prepared.existing else ''}; this call adds {settings.n_trials} with {settings.workers} "
           f"worker(s); space: {prepared.space.describe()}"
           f"{f' ({count} combinations)' if count else ''}", file=sys.stderr)
+    if prepared.confirm:
+        print(f"then: the best trial against the paper's configuration at {prepared.confirm} paired seeds "
+              "(--confirm)", file=sys.stderr)
     if not prepared.existing and prepared.reference is None:
         print(f"note: the base configuration is not enqueued: {prepared.reference_note}", file=sys.stderr)
     if closed:

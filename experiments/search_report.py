@@ -11,7 +11,10 @@ storage at any time:
 Top-1 is the validation top-1 (%) of a trial's last epoch (the runner's reported metric); `macs` is the analytic
 count of one image in fvcore's convention (multiply-add = 1), known for every valid trial (also pruned ones);
 `latency_ms` is the batch-1 forward latency when the study has the latency objective. One trial is one training
-run with one seed: a difference between two trials is not a seed-averaged difference.
+run with one seed: a difference between two trials is not a seed-averaged difference. Whether the best trial's
+gain over the paper's configuration is beyond seed noise is one sentence of every report
+(`experiments.search_confirm.confirmation_sentence`): from the study's stored confirmation (`search.py --confirm K`),
+or "unconfirmed" with the command that confirms it.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from experiments.search_confirm import confirmation_sentence
 from experiments.stats import chance_interval
 
 COSTS = {"macs": "MACs (analytic, fvcore convention)", "latency_ms": "latency bs1 (ms)"}
@@ -227,9 +231,12 @@ def _direction_words(study: optuna.Study) -> list[str]:
 
 # ---------------------------------------------------------------------------------- text
 def summary_text(study: optuna.Study, started: float | None = None, parent_run_id: str | None = None,
-                 max_rows: int = 20, found: dict[str, dict[str, float]] | None = None) -> str:
-    """The end-of-call report: counts, the best trial or Pareto set, the reference and the distance to it, the
-    trials table (best first) and importances (`found`, from `importances`, computed here if not given)."""
+                 max_rows: int = 20, found: dict[str, dict[str, float]] | None = None,
+                 train: dict[str, Any] | None = None) -> str:
+    """The end-of-call report: counts, the best trial or Pareto set, the reference and the distance to it, whether
+    the best trial's gain is beyond seed noise (the confirmation, or the command that confirms it: `train`, the
+    call's full training settings, completes the command's flags), the trials table (best first) and importances
+    (`found`, from `importances`, computed here if not given)."""
     frame = trials_frame(study)
     objectives = objectives_of(study)
     counts = frame["state"].value_counts().to_dict() if not frame.empty else {}
@@ -267,6 +274,9 @@ def summary_text(study: optuna.Study, started: float | None = None, parent_run_i
             if len(objectives) > 1:
                 on_front = int(ref["number"]) in set(best["number"])
                 lines.append(f"  the reference is {'on' if on_front else 'not on'} the Pareto front")
+    sentence = confirmation_sentence(study, train)
+    if sentence:
+        lines.append(sentence)
     done = completed(frame).sort_values("top1", ascending=False)
     lines.extend(chance_lines(study, done))
     if len(done):
@@ -343,13 +353,16 @@ def conclusions(study: optuna.Study, seed_sd: float | None = None) -> list[str]:
         delta = best["top1"] - ref["top1"]
         out.append(f"The reference configuration reached {ref['top1']:.2f} %; the best trial is {delta:+.2f} points "
                    f"from it, with {differences(best, ref, params)}; MACs x{best['macs'] / ref['macs']:.2f}. "
-                   "Each value is one training run: repeat both with several seeds before calling it a gain.")
+                   "Each value is one training run.")
         front = pareto_front(frame, "macs")
         on = int(ref["number"]) in set(front["number"])
         out.append(f"Accuracy against MACs: {len(front)} trial(s) on the Pareto front; the reference is "
                    f"{'on it' if on else 'dominated (another trial is at least as accurate for fewer or equal MACs)'}.")
     elif ref is not None:
         out.append(f"The reference trial ended {ref['state']}: no distance to report.")
+    sentence = confirmation_sentence(study)
+    if sentence:
+        out.append(sentence)
     for stage_column in [c for c in params if c.startswith("param group_size.")]:
         groups = done.dropna(subset=[stage_column]).groupby(stage_column)["top1"].agg(["mean", "count"])
         if len(groups) > 1:
@@ -367,7 +380,8 @@ def conclusions(study: optuna.Study, seed_sd: float | None = None) -> list[str]:
         out.append(f"Noise (calibrated at this budget): seed sd {seed_sd:.1f} points, so two single-seed trials differ "
                    f"by up to ±{gap:.1f} points (95 %) by seed alone; {span}"
                    + (f"; {beyond} trial(s) beat the reference by more than that" if beyond is not None else "")
-                   + ". A gain is evidence only after a paired multi-seed confirmation (`ablate.py --compare --seeds 3`).")
+                   + ". A gain is evidence only after a paired multi-seed confirmation (`search.py --confirm 3`, or the "
+                   "ablate.py command of the \"Beyond seed noise?\" sentence).")
     elif val_size and classes:
         p = best["top1"] / 100
         half = 196 * math.sqrt(p * (1 - p) / val_size)
@@ -450,7 +464,7 @@ def finish_study(study: optuna.Study, settings, tracker, parent_run_id: str, sta
     """The end of a call: the report text, and on the MLflow parent run: the best trial or Pareto set (JSON),
     every trial (CSV), importances (JSON), the report (text) and Optuna's figures."""
     found = importances(study)  # once, so that the text, importances.json and the figure show the same numbers
-    text = summary_text(study, started, parent_run_id, found=found)
+    text = summary_text(study, started, parent_run_id, found=found, train=getattr(settings, "train", None))
     frame = trials_frame(study)
     best = best_rows(study, frame)
     ref = reference_row(frame)

@@ -95,6 +95,8 @@ class Prepared:
     reference_note: str
     combinations: dict[str, Any] = field(default_factory=dict)
     command: str = ""  # what the parent run's `command` tag keeps (credentials masked when it is recorded)
+    confirm: int = 0  # seeds of the best trial's confirmation after the trials (0: none; experiments.search_confirm)
+    parallel: int | str = "auto"  # the confirmation's runs trained at once (the runner's --parallel)
 
 
 def folder_name(name: str) -> str:

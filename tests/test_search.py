@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pandas as pd
@@ -220,7 +221,6 @@ BAD_INPUT = {
     "pruner with several objectives": (["--objectives", "top1", "macs", "--pruner", "median"], "single objective"),
     "unknown sampler": (["--sampler", "cmaes"], "invalid choice"),
     "grid over a continuous range": (["--space", "training", "--sampler", "grid"], "finite space"),
-    "zero trials": (["--n-trials", "0"], "--n-trials"),
     "zero processes": (["--processes", "0"], "--processes"),
     "negative timeout": (["--timeout", "-5"], "--timeout"),
     "bad study name": (["--study-name", "it's"], "--study-name"),
@@ -240,6 +240,12 @@ BAD_INPUT = {
     "unreachable tracking server": (["--tracking-uri", "http://127.0.0.1:PORT"], "unreachable"),
     "300-character experiment name": (["--experiment", "e" * 300], "--experiment is 300 characters long"),
     "300-character study name": (["--study-name", "s" * 300], "--study-name is 300 characters long"),
+    "negative --confirm": (["--confirm", "-1"], "--confirm must be 0 (off) or at least 2 seeds"),
+    "one-seed --confirm": (["--confirm", "1"], "--confirm must be 0 (off) or at least 2 seeds"),
+    "--confirm over a training space": (["--space", "training", "--confirm", "3"], "training fields (lr, weight_decay)"),
+    "--n-trials 0 without --confirm": (["--n-trials", "0"], "0 only with --confirm"),
+    "--n-trials 0 --confirm on a new study": (["--n-trials", "0", "--confirm", "2"], "holds no study"),
+    "--parallel 0": (["--confirm", "2", "--parallel", "0"], "--parallel"),
 }
 
 
@@ -671,3 +677,242 @@ def test_a_search_killed_during_the_reference_trial_is_repaired_by_the_same_comm
     child = next(c for c in children if c.data.tags["optuna.trial_number"] == "0")
     assert child.info.status == "FAILED" and f"pid {proc.pid}" in child.data.tags["status_reason"]
     assert "reference (the base configuration, trial 1)" in summary_text(study)
+
+
+# ---------------------------------------------------------------------------------- --confirm K
+def _favour(monkeypatch, reference: bool) -> None:
+    """Make the search rank the reference trial (`reference`) or the other trials first: 50 points are added to
+    the top-1 a trial reports to Optuna (its MLflow record keeps the measured value). Only the trials' view of the
+    runner is patched: the confirmation's runs go through the runner itself, unchanged."""
+    import experiments.runner.run as training
+
+    def train_and_evaluate(planned, context):
+        result = training.train_and_evaluate(planned, context)
+        if result.history and (planned.tags.get("is_reference") == "true") == reference:
+            result.history[-1][result.metric] += 50.0
+        return result
+
+    monkeypatch.setattr(search_objective, "training", SimpleNamespace(train_and_evaluate=train_and_evaluate))
+
+
+def _confirmation_calls(folder: Path):
+    """(the confirmation parent runs, {parent id: its child runs}) in the search's experiment."""
+    client, children, _ = _runs(folder)
+    exp = client.get_experiment_by_name(search.DEFAULT_EXPERIMENT)
+    parents = [r for r in client.search_runs([exp.experiment_id], max_results=1000)
+               if r.data.tags.get("search.confirmation") == "true"]
+    return parents, {p.info.run_id: [c for c in children if c.data.tags.get("mlflow.parentRunId") == p.info.run_id]
+                     for p in parents}
+
+
+def _sentence(text: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith("Beyond seed noise?"))
+
+
+def _ablate_configs(command: str):
+    """What `ablate.py` trains for a printed command: (its reference, {label: config}, TrainConfig, args); the
+    TrainConfig's image size filled in from the model, as `runner.plan_call` does."""
+    import shlex
+
+    from experiments import ablate
+    from experiments.base_model import base_config
+
+    words = shlex.split(command)
+    assert words[:2] == ["python", "experiments/ablate.py"], command
+    args = ablate.build_parser().parse_args(words[2:])
+    base = base_config(args)
+    train = ablate.train_config(args)
+    return base, dict(ablate.plan_configs(args, base)), train.replace(img_size=train.img_size or base.img_size), args
+
+
+TOKEN_SPACE = "window_token: [learnable, zero]\n"
+
+
+def test_confirm_trains_the_best_trial_and_the_reference_at_paired_seeds_and_the_report_states_the_verdict(
+        out, monkeypatch, capsys):
+    from experiments import search_confirm
+    from experiments.grids import label_for
+    from experiments.stats import compare, verdict_text
+
+    _favour(monkeypatch, reference=False)
+    argv = [*TINY, "--space", _yaml(out.parent, TOKEN_SPACE), "--sampler", "grid", "--output", str(out),
+            "--parallel", "1"]
+    assert search.main([*argv, "--n-trials", "2"]) == 0
+    printed = capsys.readouterr().out
+    study = _study(out)
+    best, reference = study.trials[1], study.trials[0]
+    assert study.best_trial.number == 1 and reference.user_attrs["reference"]
+    # without --confirm: unconfirmed, and the ablate.py command that trains exactly the best trial's configuration
+    sentence = _sentence(printed)
+    assert sentence.startswith("Beyond seed noise? Unconfirmed: trial 1 is +") and "--confirm 3`" in sentence
+    command = sentence.split("`")[1]
+    ref_cfg, configs, train, args = _ablate_configs(command)
+    label = label_for(SepViTConfig.from_dict(best.user_attrs["config"]), ref_cfg)
+    assert configs[label].to_dict() == best.user_attrs["config"]
+    assert configs["reference"].to_dict() == reference.user_attrs["config"]
+    studied = _tiny_train(out).replace(img_size=32)
+    assert args.compare and args.seeds == 3 and train == studied.replace(seed=studied.seed + 1)
+    assert _confirmation_calls(out)[0] == []
+
+    # --n-trials 0 --confirm 2: no trial, the two configurations at fresh seeds 1 and 2 through the runner
+    assert search.main([*argv, "--n-trials", "0", "--confirm", "2"]) == 0
+    printed = capsys.readouterr().out
+    study = _study(out)
+    assert len(study.trials) == 2
+    parents, children = _confirmation_calls(out)
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.data.tags["kind"] == "parent"
+    assert parent.data.tags["search.study"] == search.DEFAULT_STUDY and parent.data.tags["search.trial"] == "1"
+    runs = children[parent.info.run_id]
+    # fresh seeds: the trials' seed (0), whose luck selected the best trial, is left out
+    assert sorted((r.data.tags["config"], int(r.data.params["train.seed"])) for r in runs) == \
+        [(label, 1), (label, 2), ("reference", 1), ("reference", 2)]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for r in runs:  # the trials' configurations and training settings
+        trial = best if r.data.tags["config"] == label else reference
+        assert r.data.params["model.window_token"] == str(trial.params["window_token"])
+        assert r.data.params["train.train_size"] == "32" and r.data.params["train.epochs"] == "1"
+    top1 = {(r.data.tags["config"], int(r.data.params["train.seed"])): r.data.metrics["final_val_top1"] for r in runs}
+
+    record = study.user_attrs[search_confirm.record_key(1)]
+    assert record["status"] == "finished" and record["seeds"] == [1, 2]
+    assert record["parent_run_id"] == parent.info.run_id and (Path(record["call_folder"]) / "call.json").is_file()
+    d = compare([top1[(label, s)] for s in (1, 2)], [top1[("reference", s)] for s in (1, 2)],
+                seeds_a=[1, 2], seeds_b=[1, 2])
+    sentence = _sentence(printed)
+    assert sentence.startswith("Beyond seed noise? Confirmed at 2 paired seeds (1-2")
+    assert f"{d.diff:+.2f} points" in sentence and f"verdict {verdict_text(d.verdict, d.bound, d.seeds_needed)}" in sentence
+    assert "Δ top-1 vs reference" in printed  # the runner's own comparison table, as ablate.py prints it
+    search_parent = next(p for p in _runs(out)[2] if p.data.tags.get("confirmation.parent_run_id"))
+    assert search_parent.data.tags["confirmation.status"] == "finished"
+    assert any(s.startswith("Beyond seed noise? Confirmed") for s in search_report_conclusions(study))
+
+    # the same request again: answered from the study, nothing trained
+    assert search.main([*argv, "--n-trials", "0", "--confirm", "2"]) == 0
+    assert "not trained again" in capsys.readouterr().err
+    assert len(_confirmation_calls(out)[0]) == 1
+    _no_running_run(out)
+
+
+def search_report_conclusions(study):
+    from experiments.search_report import conclusions
+
+    return conclusions(study)
+
+
+def test_confirm_confirms_nothing_when_the_best_trial_is_the_papers_configuration(out, monkeypatch, capsys):
+    _favour(monkeypatch, reference=True)
+    argv = [*TINY, "--space", _yaml(out.parent, TOKEN_SPACE), "--sampler", "grid", "--output", str(out),
+            "--n-trials", "2", "--confirm", "2", "--parallel", "1"]
+    assert search.main(argv) == 0
+    captured = capsys.readouterr()
+    assert _study(out).best_trial.number == 0
+    assert "the best trial, 0, is the paper's configuration: nothing to confirm" in captured.err
+    assert _sentence(captured.out) == ("Beyond seed noise? Nothing to confirm: the most accurate trial, 0, is the "
+                                       "paper's configuration.")
+    assert _confirmation_calls(out)[0] == []
+    _, children, _ = _runs(out)
+    assert len(children) == 2  # the two trials, nothing else
+
+
+SWITCHED = {  # SepViTConfig changes a search can find -> ablate.py expresses each with its switches
+    "zero tokens": dict(window_token="zero"),
+    "avgpool tokens, no stage-3 groups": dict(window_token="avgpool", group_size=(2, 2, 1, 2)),
+    "window 8, no grouping": dict(window_size=8, group_size=1),
+    "no gsa": dict(gsa=False),
+    "no dssa": dict(dssa=False),
+    "no ope, no cpe": dict(ope=False, cpe=False),
+    "paper equations": dict(inner_shortcuts=False),
+    "swin blocks": dict(block_pattern="swin"),
+}
+
+
+@pytest.mark.parametrize("base_changes", [{}, dict(embed_dims=(24, 48, 96, 192), num_heads=(1, 2, 2, 4),
+                                                   drop_path_rate=0.1)], ids=["paper", "changed base"])
+def test_the_ablate_command_of_a_confirmation_builds_the_same_configurations_and_training(base_changes):
+    from experiments.grids import label_for
+    from experiments.search_confirm import ablate_command
+
+    base = SepViTConfig.preset("sepvit_nano_32", **base_changes)
+    train = TrainConfig(epochs=2, train_size=64, val_size=32, lr=1e-3, synthetic_cue="ring", clip_grad=None,
+                        opt_betas=(0.9, 0.99), sched_on_updates=False, seed=3, img_size=32, output="elsewhere")
+    for name, changes in SWITCHED.items():
+        cfg = base.replace(**changes)
+        command, why = ablate_command(base, cfg, train, 4)
+        assert command is not None, (name, why)
+        ref, configs, trained, args = _ablate_configs(command)
+        assert ref == base and configs == {label_for(cfg, base): cfg, "reference": base}, (name, command)
+        assert trained == train and args.seeds == 4 and args.compare, (name, command)
+    command, why = ablate_command(base, base.replace(mlp_ratio=2.0), train, 3)
+    assert command is None and "mlp_ratio=2.0 is not an ablate.py switch" in why
+
+
+def test_the_command_of_every_trial_of_a_study_builds_that_trials_configuration(continued_study):
+    from experiments.search_confirm import command_for, target
+
+    folder, _, _, _ = continued_study
+    study = _study(folder)
+    checked = 0
+    for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        t = target(study, trial=trial.number)
+        if t.is_reference:
+            continue
+        command, why = command_for(t, 3)
+        _, configs, train, _ = _ablate_configs(command)
+        assert trial.user_attrs["config"] in [c.to_dict() for label, c in configs.items() if label != "reference"]
+        studied = TrainConfig.from_dict(study.user_attrs["sepvit.settings"]["train"])
+        assert train == studied.replace(seed=studied.seed + 1)  # fresh seeds, after the trials' own
+        checked += 1
+    assert checked >= 1
+
+
+@pytest.mark.slow
+def test_a_confirmation_stopped_by_sigterm_closes_its_runs_and_the_same_request_resumes_it(out, monkeypatch,
+                                                                                            capsys):
+    from experiments import search_confirm
+    from experiments.search_report import summary_text
+
+    _favour(monkeypatch, reference=False)
+    argv = [*TINY, "--space", _yaml(out.parent, TOKEN_SPACE), "--sampler", "grid", "--output", str(out),
+            "--parallel", "1"]
+    assert search.main([*argv, "--n-trials", "2"]) == 0
+    capsys.readouterr()
+    proc = _subprocess([*argv, "--n-trials", "0", "--confirm", "2"], fault="pause:reference seed2")
+    deadline = time.time() + 300
+    while not list(out.glob("paused-*")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the confirmation's last run never started"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith(
+        f"search.py: interrupted (SIGTERM) while confirming the best trial of study '{search.DEFAULT_STUDY}'")
+    _no_running_run(out)
+    parents, children = _confirmation_calls(out)
+    assert len(parents) == 1 and parents[0].info.status == "KILLED"
+    assert "interrupted (SIGTERM)" in parents[0].data.tags["status_reason"]
+    states = {c.data.tags["config"] + f" seed{c.data.params['train.seed']}": c.info.status
+              for c in children[parents[0].info.run_id]}
+    assert states["reference seed2"] == "KILLED" and list(states.values()).count("FINISHED") == 3
+    search_parent = next(p for p in _runs(out)[2] if p.data.tags.get("confirmation.parent_run_id"))
+    assert search_parent.info.status == "KILLED" and "while confirming" in search_parent.data.tags["status_reason"]
+    study = _study(out)
+    record = study.user_attrs[search_confirm.record_key(1)]
+    assert record["status"] == "interrupted" and record["reason"] == "interrupted (SIGTERM)"
+    assert "Beyond seed noise? Unknown: the confirmation of trial 1 at 2 seeds did not finish" in summary_text(study)
+
+    assert search.main([*argv, "--n-trials", "0", "--confirm", "2"]) == 0
+    captured = capsys.readouterr()
+    assert f"resuming the interrupted call {record['call_folder']}" in captured.err
+    trained = [line.split("]")[1].split(":")[0].strip() for line in captured.err.splitlines() if line[:1] == "["]
+    assert trained == ["reference seed2"]  # only the unfinished run trains
+    parents, children = _confirmation_calls(out)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(c.info.status for c in children[parents[0].info.run_id]) == ["FINISHED"] * 4
+    again = _study(out).user_attrs[search_confirm.record_key(1)]
+    assert again["status"] == "finished" and again["call_folder"] == record["call_folder"]
+    assert _sentence(captured.out).startswith("Beyond seed noise? Confirmed at 2 paired seeds")
+    _no_running_run(out)

@@ -158,3 +158,82 @@ def test_the_noise_sentence_uses_the_calibrated_seed_sd_when_given():
     assert "seed sd 5.0 points" in calibrated and f"±{1.96 * 2 ** 0.5 * 5:.1f} points" in calibrated
     plain = " ".join(search_report.conclusions(study))
     assert "seed sd" not in plain
+
+
+# ---------------------------------------------------------------------------------- beyond seed noise?
+def test_with_several_objectives_the_confirmation_targets_the_most_accurate_trial_of_the_pareto_set():
+    from experiments.search_confirm import best_trial
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    points = [(50.0, 10.0), (60.0, 20.0), (40.0, 5.0), (55.0, 30.0)]  # the last is dominated by the second
+    for index in range(len(points)):
+        study.enqueue_trial({"x": index})
+    study.optimize(lambda t: points[t.suggest_int("x", 0, len(points) - 1)], n_trials=len(points))
+    assert sorted(t.number for t in study.best_trials) == [0, 1, 2]
+    assert best_trial(study).number == 1
+
+
+def token_study(top1: list[float]) -> optuna.Study:
+    """A study as the search stores it (settings included): trial 0 the paper's configuration, then zero tokens."""
+    from experiments.train_config import TrainConfig
+    from sepvit.config import SepViTConfig
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("sepvit.settings", {
+        "objectives": ["top1"], "space": {"window_token": ["learnable", "zero"]},
+        "model": SepViTConfig.preset("sepvit_nano_32").to_dict(), "train": TrainConfig(img_size=32).to_dict()})
+    study.set_user_attr("sepvit.data", {"num_classes": 10, "val_size": 1000})
+    for index, token in enumerate(["learnable", "zero"][:len(top1)]):
+        study.enqueue_trial({"window_token": token}, user_attrs={"reference": index == 0})
+    study.optimize(lambda t: top1[["learnable", "zero"].index(t.suggest_categorical("window_token",
+                                                                                    ["learnable", "zero"]))],
+                   n_trials=len(top1))
+    return study
+
+
+CONFIRMED = {  # per-seed top-1 of (zero tokens, the paper's configuration) at seeds 0-2
+    "a clear gain": ([90.0, 91.0, 92.5], [85.0, 86.5, 87.0]),
+    "a clear loss": ([80.0, 81.0, 82.5], [85.0, 86.5, 87.0]),
+    "within the margin": ([86.0, 86.2, 86.9], [86.1, 86.0, 86.8]),
+    "seed noise": ([60.0, 90.0, 75.0], [80.0, 70.0, 88.0]),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIRMED))
+def test_the_report_says_whether_the_best_trial_is_beyond_seed_noise_from_the_stored_confirmation(case):
+    from experiments import search_confirm
+    from experiments.stats import compare, verdict_text
+
+    study = token_study([85.0, 90.0])
+    assert "Beyond seed noise? Unconfirmed: trial 1 is +5.00 points" in search_report.summary_text(study)
+    best, ref = CONFIRMED[case]
+    seeds = [0, 1, 2]
+    study.set_user_attr(search_confirm.record_key(1), {
+        "status": "finished", "trial": 1, "label": "no-lwt", "reference_label": "reference", "seeds": seeds,
+        "call_folder": "/somewhere", "runs": [{"label": label, "seed": s, "status": "FINISHED", "top1": v}
+                                              for label, values in (("no-lwt", best), ("reference", ref))
+                                              for s, v in zip(seeds, values)]})
+    d = compare(best, ref, seeds_a=seeds, seeds_b=seeds)
+    sentence = search_confirm.confirmation_sentence(study)
+    assert sentence.startswith("Beyond seed noise? Confirmed at 3 paired seeds (0-2")
+    assert f"{d.diff:+.2f} points, paired 95 % CI [{d.paired[1]:+.2f}, {d.paired[2]:+.2f}]" in sentence
+    assert f"verdict {verdict_text(d.verdict, d.bound, d.seeds_needed)}:" in sentence
+    expected = {"separated": "yes: the gain is beyond seed noise" if d.diff > 0 else "worse than the paper's",
+                "paired": "yes: the gain is beyond seed noise" if d.diff > 0 else "worse than the paper's",
+                "equivalent": "no: the two are equivalent", "unresolved": "not resolved"}[d.verdict]
+    assert expected in sentence
+    if d.verdict == "unresolved" and d.seeds_needed:
+        assert f"--confirm {d.seeds_needed}" in sentence
+    assert sentence in search_report.summary_text(study) and sentence in search_report.conclusions(study)
+    assert {"a clear gain": "yes", "a clear loss": "worse", "within the margin": "equivalent",
+            "seed noise": "not resolved"}[case] in sentence  # each case reaches the answer it was built for
+
+
+def test_a_study_made_elsewhere_or_without_a_gain_gets_no_command():
+    from experiments import search_confirm
+
+    assert search_confirm.confirmation_sentence(fixed_study([10.0, 20.0], None)) is None  # no settings: no claim
+    assert search_confirm.confirmation_sentence(token_study([90.0, 85.0])) == (
+        "Beyond seed noise? Nothing to confirm: the most accurate trial, 0, is the paper's configuration.")

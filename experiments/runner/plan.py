@@ -6,6 +6,7 @@ folder, file or MLflow run exists; `plan_resume` does the same for a call to fin
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ class Plan:
     command: str  # what call.json and the parent's `command` tag keep
     calibrate: bool = False  # the report adds the calibration (experiments.calibration)
     changes: dict[str, Any] = field(default_factory=dict)  # none for a new call (a Resumption's are applied)
+    parent_tags: dict[str, str] = field(default_factory=dict)  # added to the parent run's tags when it is opened
 
     @property
     def output(self) -> Path:
@@ -65,7 +67,8 @@ class Plan:
 def plan_call(configs: Mapping[str, SepViTConfig], train: TrainConfig, *, seeds: int = 1,
               base: SepViTConfig | None = None, reference: str | None = None,
               experiment: str = DEFAULT_EXPERIMENT, tracking_uri: str | None = None, parallel: int | str = "auto",
-              calibrate: bool = False, name: str | None = None, command: str | None = None) -> Plan:
+              calibrate: bool = False, name: str | None = None, command: str | None = None,
+              parent_tags: Mapping[str, str] | None = None) -> Plan:
     """Check and plan a call: every configuration (label -> SepViTConfig) at `seeds` seeds (train.seed,
     train.seed + 1, ...), trained with `train` into `train.output`, recorded in MLflow (`tracking_uri`, default
     the output folder's SQLite store) under `experiment`.
@@ -73,6 +76,7 @@ def plan_call(configs: Mapping[str, SepViTConfig], train: TrainConfig, *, seeds:
     base: what each run's `ablation.*` tags are measured from (default: the reference's configuration, else the
         first); reference: the label every other configuration is compared with (default: the configuration equal
         to `base`, if any). The data are built and verified here, and every configuration fitted to them.
+    parent_tags: further tags of the call's MLflow parent run (e.g. the search's confirmation names its study).
     Raises a one-line ValueError (UsageError, DataError, TrackingError) for bad input; creates nothing.
     """
     if not configs:
@@ -103,7 +107,8 @@ def plan_call(configs: Mapping[str, SepViTConfig], train: TrainConfig, *, seeds:
     labels = list(fitted)
     return Plan(plan_runs(fitted, base, train.replace(img_size=info.img_size), seeds), reference, datasets,
                 experiment, tracking_uri, parallel, name or ("calibrate" if calibrate else labels[0]),
-                command or f"plan_call({', '.join(labels)}; {seeds} seed(s))", calibrate)
+                command or f"plan_call({', '.join(labels)}; {seeds} seed(s))", calibrate,
+                parent_tags={k: str(v) for k, v in (parent_tags or {}).items()})
 
 
 def plan_runs(configs: Mapping[str, SepViTConfig], base: SepViTConfig, train: TrainConfig,
@@ -119,6 +124,19 @@ def plan_runs(configs: Mapping[str, SepViTConfig], base: SepViTConfig, train: Tr
             runs.append(PlannedRun(label, seed, cfg, train.replace(seed=seed), slug(name),
                                    {**tags, "seed": str(seed)}))
     return runs
+
+
+def parallel_count(text: str) -> int | str:
+    """argparse type of --parallel: 'auto' or a positive integer."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 or auto, got {value}")
+    return value
 
 
 def check_parallel(parallel: int | str) -> None:

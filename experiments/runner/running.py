@@ -63,7 +63,7 @@ def _train(life: CallLifecycle, plan: Plan) -> int:
     if life.rank == 0:
         tracker = life.tracker = Tracker(plan.uri, call.experiment,
                                          artifact_root=None if call.tracking_uri else call.output / "mlartifacts")
-        open_parent(tracker, call)
+        open_parent(tracker, call, plan.parent_tags)
         print(f"MLflow: {mask_secrets(plan.uri)} experiment {call.experiment!r}, parent run {call.parent_run_id}; "
               f"call folder {call.folder}", file=sys.stderr)
         completed = complete_finished_records(call, tracker)
@@ -111,8 +111,9 @@ def complete_finished_records(call: Call, tracker) -> list[str]:
     return completed
 
 
-def open_parent(tracker, call: Call) -> None:
-    """The call's MLflow parent run: reopened when call.json names one, else started and named in call.json."""
+def open_parent(tracker, call: Call, tags: Mapping[str, str] | None = None) -> None:
+    """The call's MLflow parent run: reopened when call.json names one, else started (with `tags` besides its own)
+    and named in call.json."""
     if call.parent_run_id is not None:
         tracker.reopen_run(call.parent_run_id)
         return
@@ -121,7 +122,7 @@ def open_parent(tracker, call: Call) -> None:
         call.parent_run_id = tracker.start_run(call.name, tags={
             "kind": "parent", "command": call.command, "configs": "; ".join(labels),
             "seeds": str(len(call.runs) // max(len(labels), 1)), "planned_runs": str(len(call.runs)),
-            "call_folder": str(call.folder.relative_to(call.output))})
+            "call_folder": str(call.folder.relative_to(call.output)), **(tags or {})})
         call.save()
     tracker.log_text(call.parent_run_id, (call.folder / "call.json").read_text(), "call.json")  # masked copy
 
