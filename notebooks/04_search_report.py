@@ -28,16 +28,22 @@
 #    one image), and against batch-1 latency when the study measured it, with the paper's configuration marked;
 # 4. conclusions, computed from the study (not typed).
 #
-# **Which study.** Set `SEPVIT_STUDY_STORAGE` (e.g. `sqlite:////abs/path/output/optuna.db`, or a
-# `postgresql://` URL) and `SEPVIT_STUDY_NAME` (default `sepvit-search`). Without a storage (CI), the notebook first
-# runs a small study itself (`SEPVIT_SMOKE=1`: 4 trials of one epoch on 32 generated images): those numbers show
-# that the pipeline works, not what group sizes are worth.
+# **Which study.** By default the study stored beside this notebook (`notebooks/data/search-default-budget/`): the
+# group-size study at the runner's default budget (the calibrated benchmark: 9 epochs of 4000 generated images),
+# made by `python experiments/search.py --n-trials 8 --processes 2` and confirmed by `--n-trials 0 --confirm 3`
+# (the best trial against the paper's configuration at 3 fresh paired seeds), with the calibration at the same
+# budget (`ablate.py --calibrate --seeds 3`); the folder's README has the exact commands. Another study: set
+# `SEPVIT_STUDY_STORAGE` (e.g. `sqlite:////abs/path/output/optuna.db`, or a `postgresql://` URL),
+# `SEPVIT_STUDY_NAME` (default `sepvit-search`) and `SEPVIT_CALIBRATION` (the `calibration.json` of a calibrate call
+# made with that study's settings). With `SEPVIT_SMOKE=1` (CI) the notebook runs a tiny study and calibration
+# itself (4 trials of one epoch on 32 images): those numbers show that the pipeline works, not what group sizes are
+# worth.
 #
-# Each trial is one training run with one seed: two trials differ by seed noise alone by up to ±1.96·√2 seed sd.
-# The seed sd is measured, not assumed: when the notebook runs its own study it also calibrates the runner at that
-# study's budget (`ablate.py --calibrate --seeds 3` with the same training settings); for a given study, set
-# `SEPVIT_CALIBRATION` to the `calibration.json` of a calibrate call made with that study's settings.
-# All computation is in `experiments/search_report.py` (tested in `tests/test_search.py`); this notebook only plots.
+# Each trial is one training run with one seed: two trials differ by seed noise alone by up to ±1.96·√2 seed sd,
+# and the best of several is the one noise favoured most; whether it beats the paper's configuration is answered by
+# the confirmation's paired seeds (section 4), not by the trials. All computation is in
+# `experiments/search_report.py` and `experiments/search_confirm.py` (tested in `tests/test_search.py` and
+# `tests/test_search_report.py`); this notebook only plots.
 
 # %%
 import warnings
@@ -48,6 +54,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -74,16 +81,22 @@ STUDY = os.environ.get("SEPVIT_STUDY_NAME", DEFAULT_STUDY)
 SMOKE = os.environ.get("SEPVIT_SMOKE", "0") == "1"
 CALIBRATION = os.environ.get("SEPVIT_CALIBRATION")
 
+STORED = Path("data/search-default-budget").resolve()  # the notebook runs from the notebooks folder
+if STORAGE is None and not SMOKE:
+    # the stored study, read from a copy (opening an SQLite study may write to its file)
+    copy = Path(tempfile.mkdtemp(prefix="sepvit-stored-study-")) / "optuna.db"
+    shutil.copyfile(STORED / "optuna.db", copy)
+    STORAGE, CALIBRATION = f"sqlite:///{copy}", CALIBRATION or str(STORED / "calibration.json")
 if STORAGE is None:
-    # no study given: run a small one (SMOKE: 4 trials x 1 epoch x 32 images; else 8 trials x 2 epochs x 256)
+    # SMOKE: a tiny study of its own (4 trials x 1 epoch x 32 images) and a calibration at its budget
     output = tempfile.mkdtemp(prefix="sepvit-search-")
-    size = 32 if SMOKE else 256
+    size = 32
     base = SepViTConfig.preset(DEFAULT_MODEL)
-    budget = TrainConfig(epochs=1 if SMOKE else 2, train_size=size, val_size=size, batch_size=16, output=output)
+    budget = TrainConfig(epochs=1, train_size=size, val_size=size, batch_size=16, output=output)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     # its report is printed below; its progress (with the temporary folder's path) is not kept
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        code = run_search(plan_search(base, budget, n_trials=4 if SMOKE else 8, study_name=STUDY))
+        code = run_search(plan_search(base, budget, n_trials=4, study_name=STUDY))
     assert code == 0, f"the demo study failed (exit code {code})"
     STORAGE = f"sqlite:///{output}/optuna.db"
     # the seed noise at the same budget: the reference and a null change at 3 seeds (`ablate.py --calibrate`)
@@ -98,8 +111,10 @@ study = optuna.load_study(study_name=STUDY, storage=open_storage(STORAGE, None))
 frame = trials_frame(study)
 done = completed(frame)
 reference = reference_row(frame)
-OWN_STUDY = "SEPVIT_STUDY_STORAGE" not in os.environ
-print("storage:", "a study this notebook ran" if OWN_STUDY else mask_secrets(STORAGE), "| study:", STUDY)
+where = ("the study given in SEPVIT_STUDY_STORAGE: " + mask_secrets(STORAGE) if "SEPVIT_STUDY_STORAGE" in os.environ
+         else "a tiny study this notebook ran (SEPVIT_SMOKE=1)" if SMOKE
+         else "the study stored in notebooks/data/search-default-budget")
+print("storage:", where, "| study:", STUDY)
 print(summary_text(study))
 
 # %% [markdown]

@@ -129,3 +129,37 @@ def test_check_passes_with_the_zoo_models_in_the_store_and_fails_without(tiny_pr
     assert notebooks.main(["--check"]) == 1
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tiny.py's zoo lookup would train 2 of 2 zoo model(s)")
+
+
+# ---------------------------------------------------------------------------------- notebook 04's stored study
+STORED_STUDY = notebooks.FOLDER / "data" / "search-default-budget"
+
+
+def test_the_stored_search_study_is_confirmed_and_calibrated_at_the_runners_default_budget(tmp_path):
+    """Notebook 04 reads this study by default: it must be the search at the runner's default budget, with its best
+    trial confirmed at fresh paired seeds and a calibration at the same budget beside it."""
+    import json
+    import shutil
+
+    import optuna
+
+    from experiments import search_confirm
+    from experiments.search_call import DEFAULT_STUDY
+    from experiments.train_config import TrainConfig
+
+    copy = tmp_path / "optuna.db"  # opening an SQLite study may write to its file
+    shutil.copyfile(STORED_STUDY / "optuna.db", copy)
+    study = optuna.load_study(study_name=DEFAULT_STUDY, storage=f"sqlite:///{copy}")
+    t = search_confirm.target(study)
+    assert t is not None, "the stored study has no COMPLETE trial"
+    default = TrainConfig()
+    assert (t.base_train.epochs, t.base_train.train_size, t.base_train.val_size, t.base_train.dataset) == (
+        default.epochs, default.train_size, default.val_size, default.dataset)
+    assert any(trial.user_attrs.get("reference") for trial in study.trials)
+    if not t.is_reference:
+        record = search_confirm.record_of(study, t)
+        assert record is not None and record["status"] == "finished"
+        assert record["seeds"] == [t.base_train.seed + 1, t.base_train.seed + 2, t.base_train.seed + 3]
+        assert search_confirm.difference(record) is not None
+    calibration = json.loads((STORED_STUDY / "calibration.json").read_text())
+    assert calibration["seeds"] == 3 and calibration["epochs"] == default.epochs and calibration["seed_sd"] >= 0
