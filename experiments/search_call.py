@@ -70,6 +70,8 @@ def plan_search(base: SepViTConfig, train: TrainConfig, *, space: str = "default
     if "top1" not in objectives:
         raise UsageError(f"--objectives {' '.join(objectives)}: the search trains for accuracy, so top1 must be one "
                          "of them (add it: --objectives top1 " + " ".join(objectives) + ")")
+    # top-1 first, whatever order was asked: the report, the best trial and --confirm read a trial's values[0]
+    objectives = ("top1", *(o for o in objectives if o != "top1"))
     pruner = pruner or ("median" if len(objectives) == 1 else "none")
     if len(objectives) > 1 and pruner != "none":
         raise UsageError(f"--pruner {pruner} needs a single objective (Optuna cannot prune multi-objective trials): "

@@ -6,10 +6,9 @@ favoured most. `python experiments/search.py --confirm K` answers the question: 
 the best trial's configuration and the reference configuration at seeds seed+1..seed+K (fresh seeds: the trials'
 own seed is left out, because the best trial is the one whose configuration *and* seed luck came out highest, and a
 confirmation that reused that seed would carry the luck that selected it), with the study's data and TrainConfig
-otherwise, as one runner call
-(`experiments.runner.plan_call` / `run_call`, what `ablate.py --compare --seeds K` runs: the same runs, the same
-report, the same MLflow records, the same way out of an interruption), and compares them with
-`experiments.stats.compare`. This module holds what the search report needs to say so (the target, the equivalent
+otherwise, as one runner call (`experiments.runner.plan_call` / `run_call`, what `ablate.py --compare --seeds K`
+runs: the same runs, the same report, the same kind of MLflow records, kept in the search's experiment, the same
+way out of an interruption), and compares them with `experiments.stats.compare`. This module holds what the search report needs to say so (the target, the equivalent
 `ablate.py` command, the stored result and the sentence); `experiments.search_call.confirm_best` runs the call.
 
 Several objectives: the confirmation is of top-1 only, for the most accurate trial of the Pareto set (its MACs are
@@ -304,7 +303,7 @@ def confirmation_sentence(study: optuna.Study, train: Mapping[str, Any] | None =
                 f"({record.get('reason') or record['status']}); the search command with `--n-trials 0 --confirm {k}` "
                 f"finishes it (call folder {record.get('call_folder')}, finished runs kept).")
     distance = (f"{t.top1 - t.reference_top1:+.2f} points from the paper's configuration (trial {t.reference_trial}) "
-                "with one seed each, which seed noise alone can produce" if t.reference_top1 is not None else
+                "with one seed each, which seed noise alone may produce" if t.reference_top1 is not None else
                 "not measured against the paper's configuration (no COMPLETE reference trial)")
     command, why = command_for(t, seeds)
     how = (f"`{command}` answers it at {seeds} paired seeds (`--n-trials 0 --confirm {seeds}` on this search does the "

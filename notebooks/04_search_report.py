@@ -30,8 +30,8 @@
 #
 # **Which study.** By default the study stored beside this notebook (`notebooks/data/search-default-budget/`): the
 # group-size study at the runner's default budget (the calibrated benchmark: 9 epochs of 4000 generated images),
-# made by `python experiments/search.py --n-trials 8 --processes 2` and confirmed by `--n-trials 0 --confirm 3`
-# (the best trial against the paper's configuration at 3 fresh paired seeds), with the calibration at the same
+# made by `python experiments/search.py --n-trials 8 --processes 2 --confirm 3` (the trials, then the best trial
+# against the paper's configuration at 3 fresh paired seeds), with the calibration at the same
 # budget (`ablate.py --calibrate --seeds 3`); the folder's README has the exact commands. Another study: set
 # `SEPVIT_STUDY_STORAGE` (e.g. `sqlite:////abs/path/output/optuna.db`, or a `postgresql://` URL),
 # `SEPVIT_STUDY_NAME` (default `sepvit-search`) and `SEPVIT_CALIBRATION` (the `calibration.json` of a calibrate call

@@ -156,10 +156,13 @@ def test_the_stored_search_study_is_confirmed_and_calibrated_at_the_runners_defa
     assert (t.base_train.epochs, t.base_train.train_size, t.base_train.val_size, t.base_train.dataset) == (
         default.epochs, default.train_size, default.val_size, default.dataset)
     assert any(trial.user_attrs.get("reference") for trial in study.trials)
-    if not t.is_reference:
-        record = search_confirm.record_of(study, t)
-        assert record is not None and record["status"] == "finished"
-        assert record["seeds"] == [t.base_train.seed + 1, t.base_train.seed + 2, t.base_train.seed + 3]
-        assert search_confirm.difference(record) is not None
+    assert not t.is_reference, "the stored study's best trial is the paper's configuration: nothing was confirmed"
+    record = search_confirm.record_of(study, t)
+    assert record is not None and record["status"] == "finished"
+    assert record["seeds"] == [t.base_train.seed + 1, t.base_train.seed + 2, t.base_train.seed + 3]
+    d = search_confirm.difference(record)
+    # what the folder's README, docs/search.md and the stored notebook 04 report
+    assert (round(d.diff, 2), d.verdict, d.seeds_needed) == (1.13, "unresolved", 6)
     calibration = json.loads((STORED_STUDY / "calibration.json").read_text())
-    assert calibration["seeds"] == 3 and calibration["epochs"] == default.epochs and calibration["seed_sd"] >= 0
+    assert calibration["seeds"] == 3 and calibration["epochs"] == default.epochs
+    assert round(calibration["seed_sd"], 2) == 1.16

@@ -916,3 +916,18 @@ def test_a_confirmation_stopped_by_sigterm_closes_its_runs_and_the_same_request_
     assert again["status"] == "finished" and again["call_folder"] == record["call_folder"]
     assert _sentence(captured.out).startswith("Beyond seed noise? Confirmed at 2 paired seeds")
     _no_running_run(out)
+
+
+def test_top1_is_the_first_objective_whatever_order_was_asked(out):
+    """The report, the best trial and --confirm read a trial's values[0] as top-1."""
+    prepared = plan_search(NANO, _tiny_train(out), objectives=("macs", "top1"))
+    assert tuple(prepared.settings.objectives) == ("top1", "macs")
+
+
+def test_the_median_pruner_waits_for_the_second_half_of_the_budget():
+    """At the default budget runs take off by epoch 4 of 9 at a seed-dependent epoch: prune from epoch 5 on."""
+    from experiments.search_workers import make_pruner, median_warmup_epochs
+
+    assert [median_warmup_epochs(e) for e in (1, 2, 3, 9, 10)] == [1, 2, 2, 5, 6]
+    pruner = make_pruner(SimpleNamespace(train={"epochs": 9}, pruner="median"))
+    assert isinstance(pruner, optuna.pruners.MedianPruner) and pruner._n_warmup_steps == 5

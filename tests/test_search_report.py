@@ -209,7 +209,7 @@ def test_the_report_says_whether_the_best_trial_is_beyond_seed_noise_from_the_st
     study = token_study([85.0, 90.0])
     assert "Beyond seed noise? Unconfirmed: trial 1 is +5.00 points" in search_report.summary_text(study)
     best, ref = CONFIRMED[case]
-    seeds = [0, 1, 2]
+    seeds = [1, 2, 3]  # fresh seeds, after the trials' own (0)
     study.set_user_attr(search_confirm.record_key(1), {
         "status": "finished", "trial": 1, "label": "no-lwt", "reference_label": "reference", "seeds": seeds,
         "call_folder": "/somewhere", "runs": [{"label": label, "seed": s, "status": "FINISHED", "top1": v}
@@ -217,7 +217,7 @@ def test_the_report_says_whether_the_best_trial_is_beyond_seed_noise_from_the_st
                                               for s, v in zip(seeds, values)]})
     d = compare(best, ref, seeds_a=seeds, seeds_b=seeds)
     sentence = search_confirm.confirmation_sentence(study)
-    assert sentence.startswith("Beyond seed noise? Confirmed at 3 paired seeds (0-2")
+    assert sentence.startswith("Beyond seed noise? Confirmed at 3 paired seeds (1-3")
     assert f"{d.diff:+.2f} points, paired 95 % CI [{d.paired[1]:+.2f}, {d.paired[2]:+.2f}]" in sentence
     assert f"verdict {verdict_text(d.verdict, d.bound, d.seeds_needed)}:" in sentence
     expected = {"separated": "yes: the gain is beyond seed noise" if d.diff > 0 else "worse than the paper's",
