@@ -51,8 +51,8 @@ if __package__ in (None, ""):  # `python experiments/search.py`: make the reposi
 import optuna
 
 from sepvit.config import PRESETS
-from workbench.cli import (OneLineParser, add_config_flag, add_dataclass_flags, add_model_flags, add_tracking_flags,
-                           dataclass_from_args, run_command)
+from workbench.cli import (OneLineParser, UsageError, add_config_flag, add_dataclass_flags, add_model_flags,
+                           add_tracking_flags, dataclass_from_args, run_command)
 from workbench.tracking import mask_secrets
 
 from experiments.base_model import DEFAULT_MODEL, base_config
@@ -106,9 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "K >= 2, 2K runs (3: 6 runs, as `ablate.py --no-gsa --compare --seeds 3`, measured at 7.6 "
                         "minutes on 2 cores in docs/results.md); with several objectives, the most accurate trial of "
                         "the Pareto set, on top-1. 0: off")
-    c.add_argument("--parallel", type=parallel_count, default="auto", metavar="N|auto",
+    c.add_argument("--parallel", type=parallel_count, metavar="N|auto",
                    help="the confirmation's runs trained at once, as ablate.py's --parallel: auto is one "
-                        "single-thread process per CPU thread, as many as there are runs")
+                        "single-thread process per CPU thread, as many as there are runs (default: auto; only with "
+                        "--confirm)")
     m = p.add_argument_group("model (the base configuration: the paper's defaults unless changed here)")
     add_model_flags(m, PRESETS, DEFAULT_MODEL, "embed_dims=16,32,64,128")
     t = p.add_argument_group("training of every trial (TrainConfig fields, the runner's names)")
@@ -130,12 +131,16 @@ def command_line(argv: Sequence[str]) -> str:
 
 def prepare(args, argv: Sequence[str] = ()) -> Prepared:
     """The search call the flags ask for, checked (`plan_search`): a bad request raises a one-line error."""
+    if args.parallel is not None and not args.confirm:
+        raise UsageError("--parallel sets how many of the confirmation's runs train at once: use it with --confirm K "
+                         "(the trials' processes are --processes)")
     base = base_config(args)
     return plan_search(base, dataclass_from_args(TrainConfig, args), space=args.space, objectives=args.objectives,
                        n_trials=args.n_trials, timeout=args.timeout, study_name=args.study_name,
                        storage=args.storage, sampler=args.sampler, pruner=args.pruner, workers=args.search_workers,
                        heartbeat=args.heartbeat, experiment=args.experiment, tracking_uri=args.tracking_uri,
-                       command=command_line(argv), confirm=args.confirm, parallel=args.parallel)
+                       command=command_line(argv), confirm=args.confirm,
+                       parallel="auto" if args.parallel is None else args.parallel)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -222,6 +222,7 @@ BAD_INPUT = {
     "unknown sampler": (["--sampler", "cmaes"], "invalid choice"),
     "grid over a continuous range": (["--space", "training", "--sampler", "grid"], "finite space"),
     "zero processes": (["--processes", "0"], "--processes"),
+    "--parallel without --confirm": (["--parallel", "2"], "use it with --confirm"),
     "negative timeout": (["--timeout", "-5"], "--timeout"),
     "bad study name": (["--study-name", "it's"], "--study-name"),
     "empty space file": (["--space", "SPACE:"], "empty"),
@@ -737,7 +738,7 @@ def test_confirm_trains_the_best_trial_and_the_reference_at_paired_seeds_and_the
     _favour(monkeypatch, reference=False)
     argv = [*TINY, "--space", _yaml(out.parent, TOKEN_SPACE), "--sampler", "grid", "--output", str(out),
             "--parallel", "1"]
-    assert search.main([*argv, "--n-trials", "2"]) == 0
+    assert search.main([*argv[:-2], "--n-trials", "2"]) == 0  # the trials (--parallel is the confirmation's)
     printed = capsys.readouterr().out
     study = _study(out)
     best, reference = study.trials[1], study.trials[0]
@@ -876,7 +877,7 @@ def test_a_confirmation_stopped_by_sigterm_closes_its_runs_and_the_same_request_
     _favour(monkeypatch, reference=False)
     argv = [*TINY, "--space", _yaml(out.parent, TOKEN_SPACE), "--sampler", "grid", "--output", str(out),
             "--parallel", "1"]
-    assert search.main([*argv, "--n-trials", "2"]) == 0
+    assert search.main([*argv[:-2], "--n-trials", "2"]) == 0  # the trials (--parallel is the confirmation's)
     capsys.readouterr()
     proc = _subprocess([*argv, "--n-trials", "0", "--confirm", "2"], fault="pause:reference seed2")
     deadline = time.time() + 300
