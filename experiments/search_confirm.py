@@ -32,9 +32,10 @@ import optuna
 from optuna.trial import TrialState
 
 from sepvit.config import PRESETS, SepViTConfig
-from workbench.cli import UsageError
+from workbench.cli import UsageError, cli_text
 
 from experiments.base_model import DATA_OWNED, DEFAULT_MODEL
+from experiments.grids import SWITCHES
 from experiments.search_space import InvalidCombination, Space, parse_space
 from experiments.stats import EQUIVALENCE_MARGIN, Difference, chance_interval, compare, verdict_text
 from experiments.train_config import TrainConfig
@@ -44,10 +45,11 @@ MIN_SEEDS = 2  # one seed per arm gives no interval
 ABLATE = "python experiments/ablate.py"
 # TrainConfig fields that do not change what a run learns: never part of a confirming command
 BOOKKEEPING = ("workers", "device", "checkpoint_every")
-# The inverse of ablate.py's switch_changes: SepViTConfig field -> (the value a flag sets, the flag), and field ->
-# the flag that takes the value; any other field has no switch (tests/test_search.py checks the round trip)
-_FLAG_SWITCHES = {"dssa": (False, "--no-dssa"), "gsa": (False, "--no-gsa"), "ope": (False, "--no-ope"),
-                  "cpe": (False, "--no-cpe"), "inner_shortcuts": (False, "--paper-equations")}
+# The inverse of ablate.py's switch_changes: SepViTConfig field -> (the value a flag sets, the flag), read from
+# grids.SWITCHES (`--<name>` turns off the one field a switch names), and field -> the flag that takes the value;
+# any other field has no switch (tests/test_search.py checks the round trip)
+_FLAG_SWITCHES = {field: (value, f"--{name}") for name, change in SWITCHES.items() if len(change) == 1
+                  for field, value in change.items() if value is False}
 _VALUE_SWITCHES = {"window_token": "--window-token", "group_size": "--group-size", "window_size": "--window-size",
                    "block_pattern": "--block-pattern"}
 
@@ -149,17 +151,6 @@ def target(study: optuna.Study, train: Mapping[str, Any] | None = None, trial: i
 
 
 # ---------------------------------------------------------------------------------- the ablate.py command
-def _text(value: Any) -> str:
-    """A value as the command line's typed field parser reads it back."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return ",".join(_text(v) for v in value)
-    return str(value)
-
-
 def _preset_of(base: SepViTConfig) -> tuple[str, dict[str, Any]]:
     """The preset `base` is closest to (the default model on a tie) and the fields it changes, data-owned ones
     aside (the dataset and --img-size set those)."""
@@ -179,9 +170,9 @@ def switch_flags(base: SepViTConfig, cfg: SepViTConfig) -> tuple[list[str] | Non
         elif name == "group_size":
             flags += ["--group-size", *(str(v) for v in (value if isinstance(value, list) else [value]))]
         elif name in _VALUE_SWITCHES:
-            flags += [_VALUE_SWITCHES[name], _text(value)]
+            flags += [_VALUE_SWITCHES[name], cli_text(value)]
         else:
-            return None, f"{name}={_text(value)} is not an ablate.py switch (--model-kwargs changes the reference too)"
+            return None, f"{name}={cli_text(value)} is not an ablate.py switch (--model-kwargs changes the reference too)"
     return flags, ""
 
 
@@ -194,7 +185,7 @@ def ablate_command(base: SepViTConfig, cfg: SepViTConfig, train: TrainConfig, se
     preset, kwargs = _preset_of(base)
     argv = [*(["--model", preset] if preset != DEFAULT_MODEL else [])]
     if kwargs:
-        argv += ["--model-kwargs", *(f"{k}={_text(v)}" for k, v in kwargs.items())]
+        argv += ["--model-kwargs", *(f"{k}={cli_text(v)}" for k, v in kwargs.items())]
     argv += switches
     default = TrainConfig()
     for f in fields(TrainConfig):
@@ -207,7 +198,7 @@ def ablate_command(base: SepViTConfig, cfg: SepViTConfig, train: TrainConfig, se
         if isinstance(value, bool):
             argv.append(flag if value else "--no-" + flag[2:])
         else:
-            argv += [flag, _text(value)]
+            argv += [flag, cli_text(value)]
     argv += ["--compare", "--seeds", str(seeds)]
     return " ".join([ABLATE, *(shlex.quote(a) for a in argv)]), ""
 

@@ -173,20 +173,21 @@ def config_argv(parser: argparse.ArgumentParser, path: str) -> list[str]:
                 raise ValueError(f"config file {path}: {key} must be true or false, got {value!r}")
             out += [flag] if value else []
         elif isinstance(value, dict):  # model_kwargs: {field: value}
-            out += [flag, *(f"{k}={_text(v)}" for k, v in value.items())]
+            out += [flag, *(f"{k}={cli_text(v)}" for k, v in value.items())]
         elif action.nargs in ("*", "+"):
-            out += [flag, *(_text(v) for v in (value if isinstance(value, list) else [value]))]
+            out += [flag, *(cli_text(v) for v in (value if isinstance(value, list) else [value]))]
         else:
-            out += [flag, _text(value)]
+            out += [flag, cli_text(value)]
     return out
 
 
-def _text(value) -> str:
-    """A YAML value as the command line would spell it (lists as a,b,c; null as none; bools as true/false)."""
+def cli_text(value) -> str:
+    """A value as the command line would spell it, and its typed field parsers read it back (lists as a,b,c;
+    null as none; bools as true/false)."""
     if value is None:
         return "none"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
-        return ",".join(_text(v) for v in value)
+        return ",".join(cli_text(v) for v in value)
     return str(value)
