@@ -10,6 +10,8 @@ Every dataset yields ``(float32 tensor C x H x W, normalised; int label)``. Noth
     probes"): how many of nine square pairs share a colour, the partner at the same place in the neighbouring
     quadrant (PWA's pixel-aligned move) or at the mirrored place (cell-level attention across windows: GSA).
     Generated like "synthetic": the same sizes, background nuisances and pixel noise (their own normalisation).
+  - "top-half": the position probe (``experiments.synthetic``, "position probe"): how many of nine squares lie in
+    the top half; needs a source of absolute position (OPE's or CPE's zero padding, or the learnable window tokens).
   - "digits": scikit-learn's 8x8 handwritten digits (1797 images, ship with the package), one channel
     (``in_chans=1``, build the model with ``in_chans=info.in_chans``), upsampled to ``img_size``
     (default 32). A fixed stratified 80/20 split (1437 / 360) that does not depend on ``seed``, so every
@@ -40,10 +42,10 @@ from torch.utils.data import Dataset, Subset
 
 from experiments import synthetic
 
-DATASETS = ("synthetic", "aligned-pairs", "mirror-pairs", "digits", "cifar10", "cifar100", "imagefolder")
-DEFAULT_IMG_SIZE = {"synthetic": 32, "aligned-pairs": 32, "mirror-pairs": 32, "digits": 32, "cifar10": 32,
+DATASETS = ("synthetic", "aligned-pairs", "mirror-pairs", "top-half", "digits", "cifar10", "cifar100", "imagefolder")
+DEFAULT_IMG_SIZE = {"synthetic": 32, "aligned-pairs": 32, "mirror-pairs": 32, "top-half": 32, "digits": 32, "cifar10": 32,
                     "cifar100": 32, "imagefolder": 224}
-GENERATED = ("synthetic", *synthetic.PAIR_PROBES)  # made by experiments.synthetic from the data seed
+GENERATED = ("synthetic", *synthetic.PROBES)  # made by experiments.synthetic from the data seed
 SYNTHETIC_SIZES = (4000, 1000)  # default train / val sizes of the generated set
 
 _CIFAR = {
@@ -150,7 +152,7 @@ class SyntheticDataset(Dataset):
 
     def __init__(self, seed: int, split: str, size: int, img_size: int, mean, std,
                  task: synthetic.TaskSpec | str = synthetic.DEFAULT_TASK):
-        """task: the counting task's TaskSpec, or the name of a pair probe (synthetic.PAIR_PROBES)."""
+        """task: the counting task's TaskSpec, or the name of a probe (synthetic.PROBES)."""
         self.seed, self.split, self.size, self.img_size = int(seed), split, int(size), int(img_size)
         mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
@@ -202,9 +204,9 @@ def _resize_nearest(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _generate(seed: int, split: str, index: int, task: synthetic.TaskSpec | str) -> tuple[np.ndarray, int]:
-    if isinstance(task, str):
-        return synthetic.generate_pairs(seed, split, index, task)
-    return synthetic.generate(seed, split, index, task)
+    if isinstance(task, synthetic.TaskSpec):
+        return synthetic.generate(seed, split, index, task)
+    return synthetic.generate_probe(seed, split, index, task)
 
 
 @functools.lru_cache(maxsize=4)
@@ -256,6 +258,10 @@ def build_datasets(name: str, data_dir: str | None = None, img_size: int | None 
         return _build_synthetic(size, train_size, val_size, seed, synthetic.task_for(synthetic_cue))
     if name in synthetic.PAIR_PROBES:
         return _build_pairs(name, size, train_size, val_size, seed)
+    if name == synthetic.POSITION_PROBE:
+        return _build_generated(name, name, size, train_size, val_size, seed,
+                                "position probe: label = how many of nine squares lie in the top half (0-9), squares in "
+                                "random colours on an 8x8 grid of window-sized cells, a tint and no gradient")
     if name == "digits":
         return _build_digits(size, train_size, val_size, seed)
     if name in _CIFAR:

@@ -64,6 +64,19 @@ PAPER_STEPS: list[PaperStep] = [
     PaperStep("+ learnable window tokens", "dwconv-token", None, +1, "window summary: the token won (figures lost)"),
 ]
 
+# SepViT's three sources of absolute position (OPE's and CPE's zero padding, the learnable window tokens), each
+# removed alone, the tokens kept alone, and none: the grid of the position probe (`--dataset top-half`,
+# experiments.synthetic), on which a model without any source cannot tell the image's halves apart. "tokens only"
+# against "no position source" is the window-summary question: the learnable token is the one kind that carries place.
+POSITION_SOURCES: list[tuple[str, dict[str, Any]]] = [
+    (REFERENCE, {}),
+    ("no-ope", {"ope": False}),
+    ("no-cpe", {"cpe": False}),
+    ("no-lwt", {"window_token": "zero"}),
+    ("tokens only (no-ope, no-cpe)", {"ope": False, "cpe": False}),
+    ("no position source", {"ope": False, "cpe": False, "window_token": "zero"}),
+]
+
 # The full model and each switch turned off alone.
 ONE_OFF: list[tuple[str, dict[str, Any]]] = [(REFERENCE, {})] + [(name, dict(c)) for name, c in SWITCHES.items()]
 
@@ -71,6 +84,7 @@ GRIDS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "paper": PAPER_CHAIN + WINDOW_SUMMARY,  # both of the paper's tables, side by side (PAPER_STEPS)
     "paper-chain": PAPER_CHAIN,
     "one-off": ONE_OFF,
+    "position": POSITION_SOURCES,
 }
 
 

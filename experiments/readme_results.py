@@ -18,12 +18,15 @@ CALIBRATION = "Calibration of the default benchmark"
 HEADLINE = "The headline ablation: SepViT without GSA against the reference"
 SWITCH_TABLE = "Every switch against the reference on the default benchmark"
 # probe sections (title -> the dataset its call trains on): their rows join the switch table under their task
-PROBES = {"The GSA probe: SepViT without GSA on mirror-pairs": "mirror-pairs"}
+PROBES = {"The GSA probe: SepViT without GSA on mirror-pairs": "mirror-pairs",
+          "The position probe: SepViT's sources of position on top-half": "top-half"}
 # label of a one-off grid row (experiments.grids.SWITCHES) -> the ablate.py flags that make that configuration
 SWITCH_FLAGS = {
     "no-dssa": "--no-dssa", "no-gsa": "--no-gsa", "no-lwt": "--no-lwt", "avgpool-token": "--window-token avgpool",
     "dwconv-token": "--window-token dwconv", "no-ope": "--no-ope", "no-cpe": "--no-cpe",
     "paper-equations": "--paper-equations",
+    # the position grid's (experiments.grids.POSITION_SOURCES) combinations
+    "tokens only (no-ope, no-cpe)": "--no-ope --no-cpe", "no position source": "--no-ope --no-cpe --no-lwt",
 }
 
 

@@ -9,7 +9,9 @@ what they printed, with the commit, the thread layout, the machine, the wall-clo
      `ablate.py --grid paper --dataset digits --seeds 3` (the paper's figures beside ours);
   4. every switch against the reference on the default benchmark: `ablate.py --grid one-off --seeds 3` (the
      same runs as each `ablate.py --<switch> --compare --seeds 3`: same configurations, seeds and data);
-  5. the GSA probe: `ablate.py --no-gsa --compare --seeds 3 --dataset mirror-pairs` (experiments.synthetic).
+  5. the GSA probe: `ablate.py --no-gsa --compare --seeds 3 --dataset mirror-pairs` (experiments.synthetic);
+  6. the position probe: `ablate.py --grid position --dataset top-half --seeds 3` (SepViT's three sources of
+     position, OPE, CPE and the learnable window tokens, removed alone and together; experiments.synthetic).
 
 `--only 3` reruns the listed sections and keeps the others as the stored document has them; every section
 states its own commit and date, so a kept section says which code made it. After writing docs/results.md it
@@ -52,6 +54,8 @@ COMMANDS = [
     ("Every switch against the reference on the default benchmark", ["--grid", "one-off", "--seeds", "3"]),
     ("The GSA probe: SepViT without GSA on mirror-pairs",
      ["--no-gsa", "--compare", "--seeds", "3", "--dataset", "mirror-pairs"]),
+    ("The position probe: SepViT's sources of position on top-half",
+     ["--grid", "position", "--dataset", "top-half", "--seeds", "3"]),
 ]
 # The smoke budget: the tests' tiny model on 32 images, 2 seeds (the numbers mean nothing).
 SMOKE_ARGS = ["--model", "sepvit_micro_32", "--model-kwargs", "embed_dims=16,32,64,128", "num_heads=1,1,2,4",

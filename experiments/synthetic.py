@@ -296,3 +296,70 @@ def generate_pairs(seed: int, split: str, index: int, probe: str) -> tuple[np.nd
 def count_matching_pairs(layout: dict) -> int:
     """The pair probes' label recomputed from a layout's content (tests use it after editing a layout)."""
     return int((np.asarray(layout["left"]) == np.asarray(layout["right"])).sum())
+
+
+# ---------------------------------------------------------------------------------- position probe
+# "top-half" (the OPE / CPE / LWT probe): nine squares, each in a random colour of the palette, ``k`` of them in
+# cells of the top half and ``9 - k`` in the bottom half; label ``k`` (0-9, uniform): how many squares lie in the
+# top half. Nothing but a square's absolute place decides whether it counts, so the probe needs position, and
+# SepViT has exactly three sources of it: the zero padding of OPE's convolutions, the zero padding of CPE's
+# depthwise convolutions, and the learnable window tokens, which are one parameter per window *position*.
+# Without all three (``ope=False, cpe=False, window_token`` not "learnable") ``sepvit_nano_32`` computes the same
+# function of an image and of the image with its halves swapped (every convolution then works inside a window,
+# and attention inside and across windows does not know their order), while the swap turns ``k`` into ``9 - k``:
+# such a model scores at most 50 % (``tests/test_data.py`` checks both). The background has a tint and no
+# gradient: a gradient's brightness would say which half is up, a cue to position drawn in the pixels.
+POSITION_PROBE = "top-half"
+_TOP_HALF_SALT = 13  # the position probe's stream of layouts, apart from the other generated tasks'
+
+
+def sample_top_half(seed: int, split: str, index: int) -> dict:
+    """The symbolic content of one position-probe image: nine cells (``k`` in the top half), colours, nuisances."""
+    rng = np.random.default_rng([int(seed), _SPLIT_IDS[split], int(index), _TOP_HALF_SALT])
+    k = int(rng.integers(NUM_CLASSES))
+    half = GRID * GRID // 2
+    top = rng.choice(half, size=k, replace=False)
+    bottom = half + rng.choice(half, size=NUM_CLASSES - 1 - k, replace=False)
+    return {
+        "label": k,
+        "cells": np.concatenate([top, bottom]).astype(np.int64),
+        "kinds": rng.integers(len(PALETTE), size=NUM_CLASSES - 1).astype(np.int64),
+        "tint": rng.uniform(0.0, 0.25, size=3).astype(np.float32),
+        "gradient": np.zeros(2, dtype=np.float32),
+        "noise_seed": int(rng.integers(2**31)),
+    }
+
+
+
+def render_top_half(layout: dict, noise: float = DEFAULT_TASK.noise) -> np.ndarray:
+    """Draw a position-probe layout as a float32 HxWx3 image in [0, 1]."""
+    image = _background(layout)
+    for cell, kind in zip(layout["cells"], layout["kinds"]):
+        r, c = divmod(int(cell), GRID)
+        image[r * CELL:r * CELL + 3, c * CELL:c * CELL + 3] = PALETTE[int(kind)]
+    return _finish(image, layout, noise)
+
+
+def count_top_half(layout: dict) -> int:
+    """The position probe's label recomputed from a layout's cells (tests use it after moving squares)."""
+    return int((np.asarray(layout["cells"]) < GRID * GRID // 2).sum())
+
+
+def swap_halves(image: np.ndarray) -> np.ndarray:
+    """The image with its top and bottom halves exchanged (rows 0-15 <-> 16-31): what a model without a position
+    source cannot tell from the image itself, while it turns the position probe's label ``k`` into ``9 - k``."""
+    return np.roll(image, image.shape[0] // 2, axis=0)
+
+
+# ---------------------------------------------------------------------------------- the generated probes
+PROBES = (*PAIR_PROBES, POSITION_PROBE)
+
+
+def generate_probe(seed: int, split: str, index: int, probe: str) -> tuple[np.ndarray, int]:
+    """(HxWx3 float32 image in [0, 1], label) for one sample of a probe in PROBES."""
+    if probe == POSITION_PROBE:
+        layout = sample_top_half(seed, split, index)
+        return render_top_half(layout), layout["label"]
+    if probe in PAIR_PROBES:
+        return generate_pairs(seed, split, index, probe)
+    raise ValueError(f"unknown probe {probe!r}: use one of {', '.join(PROBES)}")

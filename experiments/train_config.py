@@ -26,8 +26,9 @@ def _f(default: Any, help: str, *flags: str, **extra: Any) -> Any:  # noqa: A002
 @dataclass
 class TrainConfig:
     # data
-    dataset: str = _f("synthetic", "synthetic (the default benchmark), aligned-pairs or mirror-pairs (the PWA and GSA "
-                                   "probes), digits, cifar10, cifar100 or imagefolder (nothing is downloaded)")
+    dataset: str = _f("synthetic", "synthetic (the default benchmark), aligned-pairs, mirror-pairs or top-half (the "
+                                   "PWA, GSA and position probes), digits, cifar10, cifar100 or imagefolder (nothing "
+                                   "is downloaded)")
     data_dir: str | None = _f(None, "folder holding the dataset (cifar*, imagefolder)")
     synthetic_cue: str = _f(DEFAULT_CUE, "the built-in task's cue, what names the colour to count: frame (the "
                                          "image's border; the default: every seed learns it) or ring (one far "

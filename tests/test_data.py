@@ -89,12 +89,12 @@ def test_digits_augmentation_is_reproducible_under_torch_seed():
 
 # ---------------------------------------------------------------------------------- refusals
 def test_unknown_dataset_lists_the_names():
-    with pytest.raises(DataError, match="use one of synthetic, aligned-pairs, mirror-pairs, digits") as err:
+    with pytest.raises(DataError, match="use one of synthetic, aligned-pairs, mirror-pairs, top-half, digits") as err:
         build_datasets("imagenet")
     assert "\n" not in str(err.value)
     with pytest.raises(DataError):
         check_dataset("mnist", None)
-    assert set(DATASETS) == {"synthetic", "aligned-pairs", "mirror-pairs", "digits", "cifar10", "cifar100",
+    assert set(DATASETS) == {"synthetic", "aligned-pairs", "mirror-pairs", "top-half", "digits", "cifar10", "cifar100",
                              "imagefolder"}
 
 
@@ -427,3 +427,75 @@ def test_pair_probes_are_datasets_of_the_runner(probe):
         build_datasets(probe, data_dir="/tmp")
     with pytest.raises(DataError, match="synthetic dataset only"):
         build_datasets(probe, synthetic_cue="ring")
+
+
+# ---------------------------------------------------------------------------------- position probe
+def test_position_probe_label_changes_when_and_only_when_a_square_crosses_the_middle():
+    """Moving a square inside its half keeps the label, across the middle changes it by one; recolouring keeps it;
+    swapping the halves turns k into 9 - k."""
+    rng = np.random.default_rng(0)
+    for index in range(100):
+        layout = synthetic.sample_top_half(0, "train", index)
+        k = layout["label"]
+        cells = layout["cells"]
+        assert k == synthetic.count_top_half(layout) and len(set(cells.tolist())) == 9
+        assert (layout["gradient"] == 0).all()  # a gradient would draw the up-down direction into the pixels
+        free = np.setdiff1d(np.arange(64), cells)
+        same_half = [c for c in free if (c < 32) == (cells[0] < 32)]
+        other_half = [c for c in free if (c < 32) != (cells[0] < 32)]
+        moved = {**layout, "cells": cells.copy()}
+        moved["cells"][0] = rng.choice(same_half)
+        assert synthetic.count_top_half(moved) == k
+        assert not np.array_equal(synthetic.render_top_half(moved), synthetic.render_top_half(layout))
+        crossed = {**layout, "cells": cells.copy()}
+        crossed["cells"][0] = rng.choice(other_half)
+        assert synthetic.count_top_half(crossed) == k + (-1 if cells[0] < 32 else 1)
+        recoloured = {**layout, "kinds": (layout["kinds"] + 1) % len(synthetic.PALETTE)}
+        assert synthetic.count_top_half(recoloured) == k
+        swapped = {**layout, "cells": (cells + 32) % 64}
+        assert synthetic.count_top_half(swapped) == 9 - k
+        clean = synthetic.render_top_half(layout, noise=0.0)
+        assert np.array_equal(synthetic.swap_halves(clean), synthetic.render_top_half(swapped, noise=0.0))
+
+
+def test_without_a_position_source_the_model_cannot_tell_the_halves_apart():
+    """The probe's premise: with OPE, CPE and learnable window tokens all off, sepvit_nano_32 gives the same logits
+    for an image and its half-swapped twin (whose label is 9 - k), so it scores at most 50 %; each of the three
+    sources alone breaks that symmetry."""
+    from sepvit import SepViTConfig
+
+    images = np.stack([synthetic.generate_probe(0, "val", i, "top-half")[0] for i in range(4)])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2)
+    twins = torch.from_numpy(np.stack([synthetic.swap_halves(image) for image in images])).permute(0, 3, 1, 2)
+
+    def gap(**changes):
+        torch.manual_seed(0)
+        model = SepViTConfig.preset("sepvit_nano_32", **changes).build().eval()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("window_token.tokens"):
+                    p.normal_()  # trained tokens differ per window; their zero init would hide the source
+            return float((model(x) - model(twins)).abs().max())
+
+    blind = {"ope": False, "cpe": False}
+    for token in ("zero", "avgpool", "dwconv"):
+        for gsa in (True, False):
+            assert gap(**blind, window_token=token, gsa=gsa) < 1e-6
+    floor = gap(**blind, window_token="zero")
+    assert gap(**blind) > 100 * max(floor, 1e-7)  # learnable window tokens alone: one parameter per window place
+    assert gap(cpe=False, window_token="zero") > 1e-3  # OPE's padding alone
+    assert gap(ope=False, window_token="zero") > 1e-3  # CPE's padding alone
+
+
+def test_position_probe_is_a_dataset_of_the_runner():
+    train, val, info = build_datasets("top-half", train_size=200, val_size=8)
+    assert info.name == "top-half" and info.num_classes == 10 and "top half" in info.description
+    image, label = synthetic.generate_probe(0, "train", 3, "top-half")
+    assert train.labels[3] == label
+    assert torch.allclose(train.images[3] * torch.tensor(info.std).view(3, 1, 1)
+                          + torch.tensor(info.mean).view(3, 1, 1), torch.from_numpy(image).permute(2, 0, 1), atol=1e-5)
+    assert torch.bincount(torch.tensor(train.labels), minlength=10).min() >= 8  # uniform: 20 expected each
+    with pytest.raises(DataError, match="not used by the built-in dataset"):
+        build_datasets("top-half", data_dir="/tmp")
+    with pytest.raises(ValueError, match="unknown probe"):
+        synthetic.generate_probe(0, "train", 0, "left-half")

@@ -43,8 +43,21 @@ def document(switch_rows: list[str], probe: bool = True) -> str:
     ])
 
 
-def test_every_switch_of_the_one_off_grid_has_its_command():
-    assert set(readme_results.SWITCH_FLAGS) == set(SWITCHES)
+def test_every_row_of_the_one_off_and_position_grids_has_the_command_of_the_same_configuration():
+    """A README row's command, parsed by ablate.py's own parser, trains the configuration its grid row trained."""
+    from experiments import ablate
+    from experiments.grids import GRIDS, REFERENCE
+    from sepvit import SepViTConfig
+
+    rows = {label: changes for name in ("one-off", "position") for label, changes in GRIDS[name] if label != REFERENCE}
+    assert set(readme_results.SWITCH_FLAGS) == set(rows) and set(SWITCHES) <= set(rows)
+    base = SepViTConfig.preset("sepvit_nano_32")
+    for label, flags in readme_results.SWITCH_FLAGS.items():
+        args = ablate.build_parser().parse_args([*flags.split(), "--compare", "--seeds", "3"])
+        configs = dict(ablate.plan_configs(args, base))
+        assert set(configs) - {REFERENCE} and configs[REFERENCE] == base
+        (trained,) = [cfg for name, cfg in configs.items() if name != REFERENCE]
+        assert trained == base.replace(**rows[label]), label
 
 
 def test_the_block_quotes_the_printed_tables_with_their_commands_and_provenance():
