@@ -107,13 +107,14 @@ def check_confirm(confirm: int, space: Space) -> None:
 
 # ---------------------------------------------------------------------------------- the target
 def study_setup(study: optuna.Study, train: Mapping[str, Any] | None = None):
-    """(space, base model, TrainConfig) of a study made by the search, or None for one made elsewhere. `train`: the
-    call's full training settings (the study keeps those that change results; this adds output and data_dir)."""
+    """(space, base model, TrainConfig) of a study made by the search, or None for one made elsewhere. Output and
+    data_dir: `train`'s (the call's full training settings) when given, else the study's own (`sepvit.paths`)."""
     stored = study.user_attrs.get("sepvit.settings") or {}
     if not all(k in stored for k in ("space", "model", "train")):
         return None
     known = {f.name for f in fields(TrainConfig)}
-    data = {**stored["train"], **{k: v for k, v in (train or {}).items() if k in known}}
+    paths = {k: v for k, v in (study.user_attrs.get("sepvit.paths") or {}).items() if k in ("output", "data_dir")}
+    data = {**stored["train"], **paths, **{k: v for k, v in (train or {}).items() if k in known}}
     try:
         return (parse_space(stored["space"], "study"), SepViTConfig.from_dict(stored["model"]),
                 TrainConfig.from_dict(data))

@@ -210,6 +210,8 @@ def open_study(prepared: Prepared) -> optuna.Study:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([METRIC_NAMES[o] for o in settings.objectives])
+    if "sepvit.paths" not in study.user_attrs:  # also for a study made before paths were kept
+        study.set_user_attr("sepvit.paths", study_paths(settings.train))
     if "sepvit.data" not in study.user_attrs:  # what the report's chance level needs: the data actually used
         info = prepared.datasets[2]
         study.set_user_attr("sepvit.data", {"name": info.name, "num_classes": info.num_classes,
@@ -218,6 +220,15 @@ def open_study(prepared: Prepared) -> optuna.Study:
     fail_stale_trials(settings, study, wait=False)
     enqueue_reference(study, prepared.reference)
     return study
+
+
+def study_paths(train: dict[str, Any]) -> dict[str, str | None]:
+    """Where the study's data and outputs are, absolute. Kept apart from `sepvit.settings`, which every later call
+    must match, because a later call may move them (MAY_CHANGE); the report reads them so that a command it prints
+    from the study alone (no call's settings at hand) trains on the same data into the same folder."""
+    data_dir = train.get("data_dir")
+    return {"output": str(Path(train["output"]).expanduser().resolve()),
+            "data_dir": str(Path(data_dir).expanduser().resolve()) if data_dir else None}
 
 
 def reference_lost(study: optuna.Study) -> bool:

@@ -753,6 +753,8 @@ def test_confirm_trains_the_best_trial_and_the_reference_at_paired_seeds_and_the
     assert configs["reference"].to_dict() == reference.user_attrs["config"]
     studied = _tiny_train(out).replace(img_size=32)
     assert args.compare and args.seeds == 3 and train == studied.replace(seed=studied.seed + 1)
+    alone = _sentence(summary_text(study)).split("`")[1]  # the report from the storage alone: the same command
+    assert _ablate_configs(alone)[2] == train.replace(output=str(out.resolve()))
     assert _confirmation_calls(out)[0] == []
 
     # --n-trials 0 --confirm 2: no trial, the two configurations at fresh seeds 1 and 2 through the runner
@@ -862,10 +864,36 @@ def test_the_command_of_every_trial_of_a_study_builds_that_trials_configuration(
         command, why = command_for(t, 3)
         _, configs, train, _ = _ablate_configs(command)
         assert trial.user_attrs["config"] in [c.to_dict() for label, c in configs.items() if label != "reference"]
-        studied = TrainConfig.from_dict(study.user_attrs["sepvit.settings"]["train"])
+        studied = TrainConfig.from_dict({**study.user_attrs["sepvit.settings"]["train"],
+                                         **study.user_attrs["sepvit.paths"]})
         assert train == studied.replace(seed=studied.seed + 1)  # fresh seeds, after the trials' own
+        assert train.output == str(folder.resolve())  # the study's own output folder: no call's settings at hand
         checked += 1
     assert checked >= 1
+    assert study.user_attrs["sepvit.paths"] == {"output": str(folder.resolve()), "data_dir": None}
+
+
+def test_the_ablate_command_printed_from_the_study_alone_names_its_data_and_output(tmp_path):
+    """The report made from the storage alone (a notebook, another machine) prints the command with the study's
+    --output and --data-dir, which the study keeps apart from the settings every call must match."""
+    from experiments import search_confirm
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize")
+    train = TrainConfig(img_size=32, dataset="cifar10", epochs=2)
+    study.set_user_attr("sepvit.settings", {
+        "objectives": ["top1"], "space": {"window_token": ["learnable", "zero"]}, "model": NANO.to_dict(),
+        "train": {k: v for k, v in train.to_dict().items() if k not in search_storage.MAY_CHANGE}})
+    tokens = optuna.distributions.CategoricalDistribution(["learnable", "zero"])
+    for token, top1 in (("learnable", 80.0), ("zero", 85.0)):
+        study.add_trial(optuna.trial.create_trial(params={"window_token": token}, distributions={"window_token": tokens},
+                                                  value=top1, user_attrs={"reference": token == "learnable"}))
+    stored = search_storage.study_paths({"output": str(tmp_path / "runs"), "data_dir": str(tmp_path / "cifar")})
+    study.set_user_attr("sepvit.paths", stored)
+    command = _sentence(search_confirm.confirmation_sentence(study)).split("`")[1]
+    _, _, trained, args = _ablate_configs(command)
+    assert trained.output == str(tmp_path / "runs") and trained.data_dir == str(tmp_path / "cifar")
+    assert trained == train.replace(seed=1, output=stored["output"], data_dir=stored["data_dir"])
 
 
 @pytest.mark.slow
