@@ -79,6 +79,10 @@ class Target:
         """The confirmation's training settings: the study's, its seeds starting one after the trials' seed."""
         return self.base_train.replace(seed=self.base_train.seed + 1)
 
+    def fresh_seeds(self, k: int) -> list[int]:
+        """The seeds of a confirmation at `k` paired seeds: the study's seed + 1 .. + k."""
+        return list(range(self.confirm_train.seed, self.confirm_train.seed + k))
+
     @property
     def training_changes(self) -> list[str]:
         """The TrainConfig fields in which the best trial differs from the study's (a training space)."""
@@ -279,6 +283,10 @@ def confirmation_sentence(study: optuna.Study, train: Mapping[str, Any] | None =
                 "configuration.")
     name = f"trial {t.best}" + (f" (a repeat of trial {t.trial})" if t.best != t.trial else "")
     record = record_of(study, t)
+    if record is not None and record.get("seeds") != t.fresh_seeds(len(record.get("seeds") or [])):
+        return _stale_sentence(t, name, record, seeds)
+    if record is not None and record.get("status") == "running":
+        return _running_sentence(name, record, seeds)
     if record is not None and record.get("status") == "finished" and difference(record) is not None:
         d = difference(record)
         chance = _at_chance(study, record)
@@ -289,7 +297,7 @@ def confirmation_sentence(study: optuna.Study, train: Mapping[str, Any] | None =
                 f"; call {record.get('call_folder')}): {name}'s configuration ({record['label']}) against the paper's, "
                 f"{d.diff:+.2f} points, {paired}Welch [{d.low:+.2f}, {d.high:+.2f}], verdict "
                 f"{verdict_text(d.verdict, d.bound, d.seeds_needed)}: {verdict}.")
-    if record is not None and record.get("status") in ("interrupted", "failed", "running"):
+    if record is not None and record.get("status") in ("interrupted", "failed"):
         k = len(record.get("seeds", [])) or seeds
         return (f"Beyond seed noise? Unknown: the confirmation of {name} at {k} seeds did not finish "
                 f"({record.get('reason') or record['status']}); the search command with `--n-trials 0 --confirm {k}` "
@@ -303,6 +311,28 @@ def confirmation_sentence(study: optuna.Study, train: Mapping[str, Any] | None =
            f"no ablate.py command expresses it ({why}); rerun this search with `--n-trials 0 --confirm {seeds}`"
            if not t.training_changes else f"no runner call confirms it ({why})")
     return f"Beyond seed noise? Unconfirmed: {name} is {distance}; {how}."
+
+
+def _stale_sentence(t: Target, name: str, record: Mapping[str, Any], seeds: int) -> str:
+    """A stored confirmation at other seeds than today's rule gives (e.g. the trials' own, as --confirm once used):
+    refused, not shown as the answer, with the commands that redo it."""
+    k = len(record.get("seeds") or []) or seeds
+    command, _ = command_for(t, k)
+    also = f", or `{command}` trains the same runs outside the study" if command else ""
+    made = _seed_range(list(record.get("seeds") or [])) or "unknown seeds"
+    return (f"Beyond seed noise? Unconfirmed: the stored confirmation of {name} was made at other seeds ({made}) "
+            f"than the fresh seeds a confirmation uses ({_seed_range(t.fresh_seeds(k))}: the study's seed + 1 .. + "
+            f"{k}, not the trials' own, whose luck selected the best trial), so it is not taken as the answer; redo "
+            f"it with the search command and `--n-trials 0 --confirm {k}` (kept in the study){also}.")
+
+
+def _running_sentence(name: str, record: Mapping[str, Any], seeds: int) -> str:
+    k = len(record.get("seeds", [])) or seeds
+    worker = record.get("worker") or {}
+    return (f"Beyond seed noise? Unknown: the confirmation of {name} at {k} seeds is recorded as running (pid "
+            f"{worker.get('pid')} on {worker.get('host')} since {record.get('when')}): still in progress, or its "
+            f"process was killed before it could say so; the search command with `--n-trials 0 --confirm {k}` "
+            f"resumes it once that process is gone (call folder {record.get('call_folder')}, finished runs kept).")
 
 
 def _at_chance(study: optuna.Study, record: Mapping[str, Any]) -> str:

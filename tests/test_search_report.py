@@ -237,3 +237,26 @@ def test_a_study_made_elsewhere_or_without_a_gain_gets_no_command():
     assert search_confirm.confirmation_sentence(fixed_study([10.0, 20.0], None)) is None  # no settings: no claim
     assert search_confirm.confirmation_sentence(token_study([90.0, 85.0])) == (
         "Beyond seed noise? Nothing to confirm: the most accurate trial, 0, is the paper's configuration.")
+
+
+def test_a_confirmation_stored_at_other_seeds_than_the_fresh_ones_is_refused_with_the_command_that_redoes_it():
+    """E.g. one made when --confirm reused the trials' own seed (0), whose luck selected the best trial."""
+    from experiments import search_confirm
+
+    study = token_study([85.0, 90.0])
+    seeds = [0, 1, 2]
+    study.set_user_attr(search_confirm.record_key(1), {
+        "status": "finished", "trial": 1, "label": "no-lwt", "reference_label": "reference", "seeds": seeds,
+        "call_folder": "/somewhere", "runs": [{"label": label, "seed": s, "status": "FINISHED", "top1": v}
+                                              for label, values in (("no-lwt", [90.0, 91.0, 92.5]),
+                                                                    ("reference", [85.0, 86.5, 87.0]))
+                                              for s, v in zip(seeds, values)]})
+    sentence = search_confirm.confirmation_sentence(study)
+    assert sentence.startswith("Beyond seed noise? Unconfirmed: the stored confirmation of trial 1 was made at other "
+                               "seeds (0-2) than the fresh seeds a confirmation uses (1-3"), sentence
+    assert "Confirmed" not in sentence and "verdict" not in sentence
+    assert "`--n-trials 0 --confirm 3`" in sentence
+    command = sentence.split("`")[3]  # the ablate.py command: the same runs at the fresh seeds
+    assert command.startswith("python experiments/ablate.py --window-token zero") and "--seed 1 " in command
+    assert command.endswith("--compare --seeds 3")
+    assert sentence in search_report.summary_text(study) and sentence in search_report.conclusions(study)
