@@ -29,7 +29,9 @@ prints the ablate.py command that confirms it.
 Whatever ends a call (an error, Ctrl-C, SIGTERM, SIGHUP) closes its parent run and the trial in progress with the
 reason (Optuna's `fail_reason` too); the same command continues the study. A call killed outright (SIGKILL, out of
 memory) is repaired by the next call on the same machine: its trials FAIL, its parent is KILLED and a lost reference
-trial is enqueued again. Passwords in URLs are masked in messages and in everything MLflow keeps; user-supplied
+trial is enqueued again; a confirmation's runs are KILLED too, and the next `--confirm` resumes its call (the study
+records it as `running` before it trains). While the study records another process's confirmation as running
+(another machine on the same PostgreSQL study), `--confirm` is refused (exit code 2; `--force-confirm` overrides). Passwords in URLs are masked in messages and in everything MLflow keeps; user-supplied
 names become folders only through the runner's slug, inside --output.
 
 This module is the command line (parse, plan, run); the call as objects is `experiments.search_call` (plan_search,
@@ -110,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the confirmation's runs trained at once, as ablate.py's --parallel: auto is one "
                         "single-thread process per CPU thread, as many as there are runs (default: auto; only with "
                         "--confirm)")
+    c.add_argument("--force-confirm", action="store_true",
+                   help="confirm even while the study records another process's confirmation as running (refused "
+                        "otherwise, as several machines on one storage would each confirm): for a process that is "
+                        "gone, on a machine that cannot be checked; only with --confirm")
     m = p.add_argument_group("model (the base configuration: the paper's defaults unless changed here)")
     add_model_flags(m, PRESETS, DEFAULT_MODEL, "embed_dims=16,32,64,128")
     t = p.add_argument_group("training of every trial (TrainConfig fields, the runner's names)")
@@ -140,7 +146,7 @@ def prepare(args, argv: Sequence[str] = ()) -> Prepared:
                        storage=args.storage, sampler=args.sampler, pruner=args.pruner, workers=args.search_workers,
                        heartbeat=args.heartbeat, experiment=args.experiment, tracking_uri=args.tracking_uri,
                        command=command_line(argv), confirm=args.confirm,
-                       parallel="auto" if args.parallel is None else args.parallel)
+                       parallel="auto" if args.parallel is None else args.parallel, force_confirm=args.force_confirm)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,13 +19,14 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import optuna
 
 from sepvit.config import SepViTConfig
-from workbench.cli import UsageError
+from workbench.cli import EXIT_BAD_INPUT, UsageError
 from workbench.tracking import Tracker, check_experiment_name, check_tracking_uri, default_tracking_uri, flatten
 
 from experiments import runner, search_confirm, search_report
@@ -35,8 +36,9 @@ from experiments.runner.engine import check_training_settings, fit_model_to_data
 from experiments.runner.plan import check_parallel
 from experiments.search_signals import STOP_SIGNALS, Stopped, describe_stop, signals_held, stop_signals
 from experiments.search_space import load_space
-from experiments.search_storage import (HOST, Prepared, Settings, check_storage, close_dead_calls, fail_dead_trials,
-                                        fail_stale_trials, mask_secrets, open_storage, open_study, study_id)
+from experiments.search_storage import (CONFIRMATION_RECENT_S, HOST, Prepared, Settings, check_storage,
+                                        close_dead_calls, confirming_elsewhere, fail_dead_trials, fail_stale_trials,
+                                        mask_secrets, open_storage, open_study, study_id)
 from experiments.search_workers import run_workers
 from experiments.stats import verdict_text
 from experiments.train_config import TrainConfig
@@ -55,15 +57,17 @@ def plan_search(base: SepViTConfig, train: TrainConfig, *, space: str = "default
                 study_name: str = DEFAULT_STUDY, storage: str | None = None, sampler: str = "tpe",
                 pruner: str | None = None, workers: int = 1, heartbeat: int = 20,
                 experiment: str = DEFAULT_EXPERIMENT, tracking_uri: str | None = None,
-                command: str | None = None, confirm: int = 0, parallel: int | str = "auto") -> Prepared:
+                command: str | None = None, confirm: int = 0, parallel: int | str = "auto",
+                force_confirm: bool = False) -> Prepared:
     """Check a search call: `n_trials` trials of `space` (default, training, or a YAML file) around `base`, each
     trained with `train` into `train.output`, the study in `storage` (default sqlite:///<output>/optuna.db), the
     runs in MLflow (`tracking_uri`, default the output folder's store) under `experiment`. `pruner` None: median
     with one objective, none with several. `confirm` K >= 2: after the trials, train the best trial's configuration
     and the base at K paired seeds as one runner call (`parallel` runs at a time, the runner's --parallel) and
     report whether the difference is beyond seed noise (0: no confirmation; n_trials may then be 0, to confirm an
-    existing study's best trial). No study, trial or MLflow run is created; a bad request raises a one-line
-    ValueError (UsageError, SpaceError, DataError, TrackingError)."""
+    existing study's best trial); refused while another process's confirmation of the study is recorded as running,
+    unless `force_confirm`. No study, trial or MLflow run is created; a bad request raises a one-line ValueError
+    (UsageError, SpaceError, DataError, TrackingError)."""
     objectives = tuple(objectives)
     if len(set(objectives)) != len(objectives):
         raise UsageError(f"--objectives {' '.join(objectives)} repeats an objective: name each once")
@@ -79,6 +83,9 @@ def plan_search(base: SepViTConfig, train: TrainConfig, *, space: str = "default
     for flag, value, minimum in (("--processes", workers, 1), ("--heartbeat", heartbeat, 1)):
         if value < minimum:
             raise UsageError(f"{flag} must be >= {minimum}, got {value}")
+    if force_confirm and not confirm:
+        raise UsageError("--force-confirm lets --confirm K run beside another process's confirmation: use it with "
+                         "--confirm K")
     if n_trials < (0 if confirm else 1):
         raise UsageError(f"--n-trials must be >= 1 (0 only with --confirm, to confirm a study's best trial without "
                          f"new trials), got {n_trials}")
@@ -123,11 +130,27 @@ def plan_search(base: SepViTConfig, train: TrainConfig, *, space: str = "default
     existing = study_id(opened, study_name)
     if existing is not None:
         _check_same_study(opened, existing, settings)
+        if confirm and not force_confirm:  # before any trial: this call would end in the refusal
+            _check_no_other_confirmation(opened.get_study_user_attrs(existing), study_name)
     elif n_trials == 0:
         raise UsageError(f"--n-trials 0 --confirm {confirm} confirms the best trial of an existing study, but "
                          f"{mask_secrets(url)} holds no study {study_name!r}: give --n-trials 1 or more")
     return Prepared(settings, searched, base, train, datasets, existing is not None, reference, note, combinations,
-                    command or f"plan_search({study_name}; {n_trials} trials)", confirm, parallel)
+                    command or f"plan_search({study_name}; {n_trials} trials)", confirm, parallel, force_confirm)
+
+
+def _check_no_other_confirmation(attrs: Mapping[str, Any], study_name: str) -> None:
+    """Refuse (UsageError) while a confirmation of the study by another process is recorded as running: two
+    machines on one storage would train the same confirmation twice and the last record would win. Not a lock
+    (the check and this process's own record are two writes apart), which the storage does not offer."""
+    for key, record in attrs.items():
+        if key.startswith(search_confirm.RECORD_PREFIX) and confirming_elsewhere(record):
+            worker = record.get("worker") or {}
+            raise UsageError(
+                f"another confirmation of study {study_name!r} is in progress (trial {record.get('trial')}, pid "
+                f"{worker.get('pid')} on {worker.get('host')}, started {record.get('when')}, call folder "
+                f"{record.get('call_folder')}): wait for it to finish, or add --force-confirm if that process is gone "
+                f"(a record older than {CONFIRMATION_RECENT_S // 3600} h is not waited for)")
 
 
 def _check_same_study(storage, existing_id: int, settings: Settings) -> None:
@@ -236,74 +259,163 @@ def confirm_best(prepared: Prepared, study: optuna.Study, tracker, parent: str) 
     """Train the study's best trial's configuration and the paper's (the base) at `prepared.confirm` paired seeds,
     the study's data and TrainConfig, as one runner call (`runner.plan_call` + `run_call`: what `ablate.py --compare
     --seeds K` runs, with its report, its MLflow parent run and its lifecycle), and store the answer in the study
-    (experiments.search_confirm). A confirmation of the same request that finished is not trained again; one that
-    was interrupted is resumed from its call folder. Returns 0, or EXIT_FAILED when a run failed; a stop (Ctrl-C,
-    SIGTERM, SIGHUP) is re-raised once the runner has closed its runs and the study holds the call folder."""
+    (experiments.search_confirm). A confirmation of the same request that finished is not trained again; any other
+    of the same request is resumed from its call folder. Before a run trains, the study holds a `running` record
+    naming the call folder, so that a process killed outright (SIGKILL: no handler runs) leaves its call to the next
+    --confirm (its runs, closed KILLED meanwhile by `close_dead_calls`, are reopened by the runner's resume).
+    Returns 0; EXIT_FAILED when a run failed; EXIT_BAD_INPUT, with one line, while another process's confirmation is
+    recorded as running (unless --force-confirm). A stop (Ctrl-C, SIGTERM, SIGHUP) is re-raised once the runner
+    has closed its runs and the study holds the call folder."""
     settings, k = prepared.settings, prepared.confirm
-    t = search_confirm.target(study, settings.train)
+    t = _confirmable(study, settings)
     if t is None:
-        print("confirmation: the study has no COMPLETE trial: nothing to confirm", file=sys.stderr)
         return 0
-    if t.is_reference:
-        print(f"confirmation: the best trial, {t.best}, is the paper's configuration: nothing to confirm",
-              file=sys.stderr)
-        return 0
-    if t.training_changes:  # refused by plan_search for the call's space; a guard for the study's
-        print(f"confirmation: trial {t.trial} differs in training settings ({', '.join(t.training_changes)}): not "
-              "confirmed (a runner call trains both configurations with one TrainConfig)", file=sys.stderr)
-        return 0
-    seeds = list(range(t.confirm_train.seed, t.confirm_train.seed + k))
+    seeds = t.fresh_seeds(k)
     previous = search_confirm.record_of(study, t)
     same = previous is not None and search_confirm.same_request(previous, t, seeds)
     if same and previous.get("status") == "finished":
         print(f"confirmation: trial {t.trial}'s configuration was confirmed at seeds {seeds[0]}-{seeds[-1]} (call "
               f"{previous.get('call_folder')}): not trained again", file=sys.stderr)
         return 0
+    if not prepared.force_confirm:
+        try:  # again: another machine may have begun while this call's trials ran
+            _check_no_other_confirmation(study.user_attrs, settings.study_name)
+        except UsageError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     label = label_for(t.model, t.base)
     command, _ = search_confirm.command_for(t, k)
-    plan = None
-    if same and previous.get("call_folder"):
-        try:
-            plan = runner.plan_resume(previous["call_folder"], parallel=prepared.parallel)
-            print(f"confirmation: resuming the interrupted call {previous['call_folder']}", file=sys.stderr)
-        except ValueError as exc:
-            print(f"confirmation: the interrupted call {previous['call_folder']} cannot be resumed ({exc}): "
-                  "starting a new one", file=sys.stderr)
-    if plan is None:
-        plan = runner.plan_call(
-            {label: t.model, REFERENCE: t.base}, t.confirm_train, seeds=k, base=t.base, experiment=settings.experiment,
-            tracking_uri=settings.tracking_uri if settings.artifact_root is None else None,
-            parallel=prepared.parallel, name=f"confirm {settings.study_name} trial {t.trial}",
-            command=command or f"{PROG} --confirm {k} (study {settings.study_name}, trial {t.trial})",
-            parent_tags={"search.confirmation": "true", "search.study": settings.study_name,
-                         "search.trial": str(t.trial), "search.parent_run_id": parent,
-                         "search.storage": mask_secrets(settings.storage)})
+    request = _request(t, seeds, label, command, settings, parent)
+    announce = _announcer(study, search_confirm.record_key(t.trial), request)
+    plan = _resumption(previous, prepared) if same and previous.get("call_folder") else None
+    if plan is not None:
+        _claim(plan)
+        announce(plan.call.folder, plan.call.parent_run_id)
+    else:
+        plan = _AnnouncedPlan.of(_new_plan(t, k, label, command, prepared, parent), announce)
     print(f"confirmation: trial {t.trial} ({label}) against the paper's configuration at seeds {seeds[0]}-{seeds[-1]}"
           f": {2 * k} runs through the runner" + (f", as `{command}`" if command else ""), file=sys.stderr)
     results = runner.run_call(plan)
     if results.report is not None:
         print(results.report)
+    return _store_result(study, tracker, parent, request, results)
+
+
+def _confirmable(study: optuna.Study, settings: Settings) -> search_confirm.Target | None:
+    """The study's best trial to confirm, or None (saying why on stderr) when there is nothing to confirm."""
+    t = search_confirm.target(study, settings.train)
+    if t is None:
+        print("confirmation: the study has no COMPLETE trial: nothing to confirm", file=sys.stderr)
+    elif t.is_reference:
+        print(f"confirmation: the best trial, {t.best}, is the paper's configuration: nothing to confirm",
+              file=sys.stderr)
+    elif t.training_changes:  # refused by plan_search for the call's space; a guard for the study's
+        print(f"confirmation: trial {t.trial} differs in training settings ({', '.join(t.training_changes)}): not "
+              "confirmed (a runner call trains both configurations with one TrainConfig)", file=sys.stderr)
+    else:
+        return t
+    return None
+
+
+def _request(t: search_confirm.Target, seeds: list[int], label: str, command: str | None, settings: Settings,
+             parent: str) -> dict[str, Any]:
+    """What a confirmation record says before the call runs: the request (`search_confirm.same_request` reads it)."""
+    return {"trial": t.trial, "best": t.best, "label": label, "reference_label": REFERENCE, "seeds": seeds,
+            "params": t.params, "experiment": settings.experiment, "command": command,
+            "search_parent_run_id": parent, "model": t.model.to_dict(), "base": t.base.to_dict(),
+            "train": t.confirm_train.to_dict()}
+
+
+def _announcer(study: optuna.Study, key: str, request: Mapping[str, Any]) -> Callable[[Path, str | None], None]:
+    """Writes the `running` record of the call in `folder`: the process, so that another one can tell whether it
+    still runs (search_storage.confirming_elsewhere), and the folder, so that the next --confirm can resume it."""
+    def announce(folder: Path, parent_run_id: str | None = None) -> None:
+        study.set_user_attr(key, {**request, "status": "running", "reason": None,
+                                  "call_folder": str(Path(folder).resolve()), "parent_run_id": parent_run_id,
+                                  "worker": {"host": HOST, "pid": os.getpid()}, "started": time.time(),
+                                  "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": []})
+    return announce
+
+
+@dataclass
+class _AnnouncedPlan(runner.Plan):
+    """A new confirmation call that writes its `running` record once the runner has made its folder and before any
+    run trains: only the runner knows the folder before then, and a record written after training would be lost
+    with a process killed outright."""
+
+    announce: Callable[[Path], None] | None = None
+
+    @classmethod
+    def of(cls, plan: runner.Plan, announce: Callable[[Path], None]) -> "_AnnouncedPlan":
+        return cls(**{f.name: getattr(plan, f.name) for f in fields(plan)}, announce=announce)
+
+    def open(self, life):
+        call = super().open(life)
+        self.announce(call.folder)
+        return call
+
+
+def _resumption(previous: Mapping[str, Any], prepared: Prepared):
+    """The runner's resumption of the call a record names, or None (saying why) when it cannot be resumed."""
+    try:
+        plan = runner.plan_resume(previous["call_folder"], parallel=prepared.parallel)
+    except ValueError as exc:
+        print(f"confirmation: the {_ended(previous)} call {previous['call_folder']} cannot be resumed ({exc}): "
+              "starting a new one", file=sys.stderr)
+        return None
+    print(f"confirmation: resuming the {_ended(previous)} call {previous['call_folder']}", file=sys.stderr)
+    return plan
+
+
+def _ended(record: Mapping[str, Any]) -> str:
+    """How the call a record names ended, in words: a `running` record that is not in progress was left by a
+    process killed outright."""
+    if record.get("status") == "running":
+        return "running" if confirming_elsewhere(dict(record)) else "killed"
+    return str(record.get("status"))
+
+
+def _claim(plan) -> None:
+    """Name this process on the resumed call's parent run: the tags `close_dead_calls` reads would otherwise name
+    the process that started it, which is gone, and a later call would close the run this one trains."""
+    if plan.call.parent_run_id is not None:
+        Tracker(plan.uri, plan.experiment).set_tags(plan.call.parent_run_id, {"host": HOST, "pid": str(os.getpid())})
+
+
+def _new_plan(t: search_confirm.Target, k: int, label: str, command: str | None, prepared: Prepared, parent: str):
+    settings = prepared.settings
+    return runner.plan_call(
+        {label: t.model, REFERENCE: t.base}, t.confirm_train, seeds=k, base=t.base, experiment=settings.experiment,
+        tracking_uri=settings.tracking_uri if settings.artifact_root is None else None,
+        parallel=prepared.parallel, name=f"confirm {settings.study_name} trial {t.trial}",
+        command=command or f"{PROG} --confirm {k} (study {settings.study_name}, trial {t.trial})",
+        parent_tags={"search.confirmation": "true", "search.study": settings.study_name,
+                     "search.trial": str(t.trial), "search.parent_run_id": parent,
+                     "search.storage": mask_secrets(settings.storage), "host": HOST, "pid": str(os.getpid())})
+
+
+def _store_result(study: optuna.Study, tracker, parent: str, request: Mapping[str, Any], results) -> int:
+    """The call's outcome in the study (its record) and on the search's parent run (tags); re-raises a stop."""
     stop = results.exit_code - 128 if results.exit_code - 128 in STOP_SIGNALS else None
     status = "finished" if results.exit_code == 0 else "interrupted" if stop is not None else "failed"
     unfinished = [f"{r.run_name} ({r.status})" for r in results.runs if r.status != "FINISHED"]
     reason = (None if status == "finished" else f"interrupted ({describe_stop(_stop_exception(stop))[0]})"
               if stop is not None else "; ".join(unfinished) or f"the call ended with exit code {results.exit_code}")
-    record = {"status": status, "reason": reason, "trial": t.trial, "best": t.best, "label": label,
-              "reference_label": REFERENCE, "seeds": seeds, "params": t.params,
+    key = search_confirm.record_key(request["trial"])
+    record = {**request, "status": status, "reason": reason,
               "call_folder": None if results.folder is None else str(results.folder.resolve()),
-              "parent_run_id": results.parent_run_id, "experiment": settings.experiment, "command": command,
-              "search_parent_run_id": parent, "model": t.model.to_dict(), "base": t.base.to_dict(),
-              "train": t.confirm_train.to_dict(), "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+              "parent_run_id": results.parent_run_id, "worker": {"host": HOST, "pid": os.getpid()},
+              "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "runs": [{"label": r.run_name.rsplit(" seed", 1)[0], "seed": r.train_cfg.seed, "status": r.status,
                         "top1": r.top1 if r.status == "FINISHED" else None} for r in results.runs]}
     d = search_confirm.difference(record) if status == "finished" else None
-    tags = {"confirmation.trial": str(t.trial), "confirmation.status": status,
+    tags = {"confirmation.trial": str(request["trial"]), "confirmation.status": status,
             "confirmation.call_folder": str(record["call_folder"]),
             "confirmation.parent_run_id": str(results.parent_run_id)}
     if d is not None:
         tags["confirmation.verdict"] = verdict_text(d.verdict, d.bound, d.seeds_needed)
     with signals_held():  # the study and the search's parent run name the call, or the stop waits
-        study.set_user_attr(search_confirm.record_key(t.trial), record)
+        study.set_user_attr(key, record)
         tracker.set_tags(parent, tags)
     if stop is not None:
         raise _stop_exception(stop)

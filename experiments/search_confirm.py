@@ -17,10 +17,13 @@ exact and the same at every seed; a latency is measured in the runner's report, 
 Where the answer is kept: in the study itself, as the user attribute `sepvit.confirmation.<N>` (N: the first trial
 with the confirmed parameters; a repeat of a trial, `duplicate_of`, shares its record), so the report finds it from
 the storage alone, from any machine, as it finds the trials. The record names the runner call that trained it (its
-call folder and MLflow parent run; the runs' per-seed top-1 are copied in) and its state: `finished`, or
-`interrupted`/`failed` with the call folder, which the next `--confirm` with the same seeds resumes rather than
-starting again. The verdict is recomputed from the per-seed values whenever a report is made, so the report and
-`ablate.py`'s table follow the same rules (`experiments.stats`).
+call folder and MLflow parent run; the runs' per-seed top-1 are copied in) and its state: `running` (written once
+the call folder exists, before any run trains, with the process and the time: a process killed outright leaves
+it), then `finished`, or `interrupted`/`failed`; the next `--confirm` with the same seeds resumes the call named by
+any but a finished record rather than starting again, and refuses while another process's record is `running`
+(`search_storage.confirming_elsewhere`). The verdict is recomputed from the per-seed values whenever a report is
+made, so the report and `ablate.py`'s table follow the same rules (`experiments.stats`); a record made at other
+seeds than today's fresh seeds is refused, not shown.
 """
 from __future__ import annotations
 

@@ -41,6 +41,10 @@ MAY_CHANGE = ("workers", "device", "output", "data_dir")
 # `scheme://user:password@`: the password is what SQLAlchemy would read (up to the token's last @)
 HOST = socket.gethostname()
 STALE_REASON = "its worker stopped sending heartbeats (killed or crashed): the trial is FAIL"
+# A confirmation recorded as running by a process that cannot be checked (another machine) counts as in progress
+# for this long: the documented one (3 seeds, 6 runs) takes minutes and one of tens of seeds at the default budget
+# hours, so a day covers them; an older record is taken for a machine that died (--force-confirm need not wait).
+CONFIRMATION_RECENT_S = 24 * 3600
 
 log = logging.getLogger("sepvit.search")
 
@@ -97,6 +101,7 @@ class Prepared:
     command: str = ""  # what the parent run's `command` tag keeps (credentials masked when it is recorded)
     confirm: int = 0  # seeds of the best trial's confirmation after the trials (0: none; experiments.search_confirm)
     parallel: int | str = "auto"  # the confirmation's runs trained at once (the runner's --parallel)
+    force_confirm: bool = False  # confirm although another process's confirmation is recorded as running
 
 
 def folder_name(name: str) -> str:
@@ -291,21 +296,51 @@ def fail_dead_trials(settings: Settings, study: optuna.Study, leaving: str | Non
     return failed
 
 
+def confirming_elsewhere(record: dict[str, Any] | None) -> bool:
+    """A confirmation record in state `running` whose process may still be training it: alive on this machine, or
+    on another machine (where nobody can look) recorded less than CONFIRMATION_RECENT_S ago. This process's own
+    record is not (it is not confirming now), nor one whose process is gone."""
+    if not isinstance(record, dict) or record.get("status") != "running":
+        return False
+    worker = record.get("worker") or {}
+    if worker.get("host") == HOST:
+        pid = worker.get("pid")
+        return pid is not None and int(pid) != os.getpid() and _alive(int(pid)) and _recent(record)
+    return _recent(record)
+
+
+def _recent(record: dict[str, Any]) -> bool:
+    return time.time() - float(record.get("started") or 0) < CONFIRMATION_RECENT_S
+
+
 def close_dead_calls(settings: Settings, tracker) -> list[str]:
     """Close, KILLED with the reason, the MLflow parent runs of this study that an earlier call on this machine
-    left RUNNING when its process was killed; ids returned. A call of another machine is left alone."""
-    query = (f"tags.kind = 'search' and tags.`optuna.study` = '{settings.study_name}' "
-             "and attributes.status = 'RUNNING'")
+    left RUNNING when its process was killed, and the runs of a confirmation call it left so (the runner's parent
+    and children: a killed --confirm); ids returned. A call of another machine is left alone. A confirmation call
+    that is resumed later reopens its runs (the runner's resume), the reason kept as `previous_status_reason`."""
+    why = "died without closing this run (killed, e.g. SIGKILL or out of memory); closed by a later call of the study"
     closed = []
-    for run in tracker.client.search_runs([tracker.experiment_id], filter_string=query, max_results=1000):
-        tags = run.data.tags
-        if "pid" not in tags or not dead_here({"host": tags.get("host"), "pid": tags["pid"]}):
-            continue
-        tracker.end_run(run.info.run_id, "KILLED", f"the call's process (pid {tags['pid']} on {HOST}) died without "
-                                                   "closing this run (killed, e.g. SIGKILL or out of memory); closed "
-                                                   "by a later call of the study")
+    for run in _dead_parents(tracker, f"tags.kind = 'search' and tags.`optuna.study` = '{settings.study_name}'"):
+        tracker.end_run(run.info.run_id, "KILLED", f"the call's process (pid {run.data.tags['pid']} on {HOST}) {why}")
         closed.append(run.info.run_id)
+    query = f"tags.`search.confirmation` = 'true' and tags.`search.study` = '{settings.study_name}'"
+    for run in _dead_parents(tracker, query):
+        reason = (f"the confirmation's process (pid {run.data.tags['pid']} on {HOST}) {why}; the search command with "
+                  "--n-trials 0 and the same --confirm resumes its call")
+        children = tracker.client.search_runs([tracker.experiment_id], max_results=1000, filter_string=(
+            f"tags.`mlflow.parentRunId` = '{run.info.run_id}' and attributes.status = 'RUNNING'"))
+        for child in [*children, run]:  # children first: a parent is never closed over a running child
+            tracker.end_run(child.info.run_id, "KILLED", reason)
+            closed.append(child.info.run_id)
     return closed
+
+
+def _dead_parents(tracker, query: str) -> list:
+    """The RUNNING runs matching `query` whose `host`/`pid` tags name a process of this machine that is gone."""
+    runs = tracker.client.search_runs([tracker.experiment_id], filter_string=f"{query} and attributes.status = "
+                                      "'RUNNING'", max_results=1000)
+    return [r for r in runs if "pid" in r.data.tags
+            and dead_here({"host": r.data.tags.get("host"), "pid": r.data.tags["pid"]})]
 
 
 def fail_stale_trials(settings: Settings, study: optuna.Study, wait: bool) -> list[int]:

@@ -4,6 +4,8 @@
         in the run named "trial 1": touch <output>/paused-<pid>, then sleep (the test kills that worker)
     SEPVIT_SEARCH_FAULT="raise:trial 1" ...
         the run named "trial 1" raises RuntimeError("injected fault") in its first epoch
+    SEPVIT_SEARCH_FAULT="kill:reference seed1" ...
+        in the run named "reference seed1": the process SIGKILLs itself (no handler runs, as with `kill -9`)
     SEPVIT_SEARCH_FAULT="pause-after:trial 0" ...
         once trial 0 is over (between two trials): touch <output>/paused-<pid>, then sleep
 
@@ -13,6 +15,7 @@ carry it too.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -37,6 +40,8 @@ def inject(fault: str) -> None:
             time.sleep(600)
         if desc == target and kind == "raise":
             raise RuntimeError("injected fault")
+        if desc == target and kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
         return original(parts, cfg, epoch, desc)
 
     engine.train_one_epoch = train_one_epoch

@@ -947,6 +947,178 @@ def test_a_confirmation_stopped_by_sigterm_closes_its_runs_and_the_same_request_
     _no_running_run(out)
 
 
+# ---------------------------------------------------------------------------------- a confirmation killed or raced
+@pytest.fixture(scope="module")
+def confirmable(tmp_path_factory, mlflow_db_template):
+    """A study of two trials whose best, trial 1 (zero window tokens), is not the paper's configuration."""
+    folder = tmp_path_factory.mktemp("confirmable") / "out"
+    folder.mkdir()
+    shutil.copy(mlflow_db_template, folder / "mlflow.db")
+    argv = [*TINY, "--space", _yaml(folder.parent, TOKEN_SPACE), "--sampler", "grid"]
+    with pytest.MonkeyPatch.context() as patch:
+        _favour(patch, reference=False)
+        assert search.main([*argv, "--output", str(folder), "--n-trials", "2"]) == 0
+    return folder, argv
+
+
+@pytest.fixture
+def confirm_out(tmp_path, confirmable):
+    """A copy of the `confirmable` study and its MLflow store, and the argv that continues it there."""
+    folder, argv = confirmable
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("optuna.db", "mlflow.db"):
+        shutil.copy(folder / name, out / name)
+    assert _study(out).best_trial.number == 1
+    return out, [*argv, "--output", str(out), "--parallel", "1"]
+
+
+class _Killed(BaseException):
+    """In-process stand-in for SIGKILL: neither the runner's nor the search's handlers catch it (they catch
+    Exception and the stop signals), so the study and MLflow are left as a process killed outright leaves them."""
+
+
+def _dead_after_all(monkeypatch) -> None:
+    """This process now reads as dead, as the killed process it stands in for would (`dead_here`)."""
+    monkeypatch.setattr(search_storage, "_alive", lambda pid: pid != os.getpid())
+
+
+def test_a_confirmation_killed_outright_leaves_a_running_record_that_the_next_confirm_resumes(confirm_out,
+                                                                                              monkeypatch, capsys):
+    from experiments import runner, search_confirm
+    from experiments.runner import executor
+
+    out, argv = confirm_out
+    key = search_confirm.record_key(1)
+    seen = {}
+
+    def killed_at_the_first_run(call, *args, **kwargs):
+        seen["folder"], seen["record"] = call.folder, _study(out).user_attrs.get(key)
+        raise _Killed
+
+    monkeypatch.setattr(executor, "train_in_sequence", killed_at_the_first_run)
+    with pytest.raises(_Killed):
+        search.main([*argv, "--n-trials", "0", "--confirm", "2"])
+    record = seen["record"]  # in the study before the first run trained, naming the call
+    assert record is not None and record["status"] == "running" and record["seeds"] == [1, 2]
+    assert record["call_folder"] == str(seen["folder"].resolve()) and (seen["folder"] / "call.json").is_file()
+    assert record["worker"] == {"host": search_storage.HOST, "pid": os.getpid()}
+    assert _study(out).user_attrs[key] == record  # what the kill leaves
+    parents, _ = _confirmation_calls(out)
+    assert [p.info.status for p in parents] == ["RUNNING"]
+    dead_parent = parents[0].info.run_id
+    capsys.readouterr()
+
+    _dead_after_all(monkeypatch)
+    given = []
+
+    def run_call(plan):  # what the runner's resume does with it: tests/test_runner.py; here, what it is given
+        client = _runs(out)[0]
+        given.append((plan, client.get_run(dead_parent), _study(out).user_attrs[key]))
+        plan.lock.release()
+        return runner.Results(0, plan.call.folder, [], None, plan.call.parent_run_id)
+
+    monkeypatch.setattr(runner, "run_call", run_call)
+    assert search.main([*argv, "--n-trials", "0", "--confirm", "2"]) == 0
+    err = capsys.readouterr().err
+    (plan, parent, again), = given
+    assert isinstance(plan, runner.Resumption) and plan.call.folder == seen["folder"]  # the same call, resumed
+    assert f"resuming the killed call {record['call_folder']}" in err
+    # the dead process's runs were closed with the reason before the resume reopens them
+    assert parent.info.status == "KILLED" and "confirmation's process" in parent.data.tags["status_reason"]
+    assert f"pid {os.getpid()}" in parent.data.tags["status_reason"] and dead_parent in err
+    assert again["status"] == "running" and again["call_folder"] == record["call_folder"]
+    assert again["parent_run_id"] == dead_parent and parent.data.tags["pid"] == str(os.getpid())
+    _no_running_run(out)
+
+
+@pytest.mark.slow
+def test_a_confirmation_killed_by_sigkill_is_resumed_and_its_runs_closed(out, monkeypatch, capsys):
+    from experiments import search_confirm
+
+    _favour(monkeypatch, reference=False)
+    argv = [*TINY, "--space", _yaml(out.parent, TOKEN_SPACE), "--sampler", "grid", "--output", str(out),
+            "--parallel", "1"]
+    assert search.main([*argv[:-2], "--n-trials", "2"]) == 0
+    proc = _subprocess([*argv, "--n-trials", "0", "--confirm", "2"], fault="kill:reference seed1")
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
+    record = _study(out).user_attrs[search_confirm.record_key(1)]
+    assert record["status"] == "running"
+    parents, children = _confirmation_calls(out)
+    states = {c.data.tags["config"] + f" seed{c.data.params['train.seed']}": c.info.status
+              for c in children[parents[0].info.run_id]}
+    assert parents[0].info.status == "RUNNING" and states["reference seed1"] == "RUNNING"
+    capsys.readouterr()
+
+    assert search.main([*argv, "--n-trials", "0", "--confirm", "2"]) == 0
+    captured = capsys.readouterr()
+    assert f"resuming the killed call {record['call_folder']}" in captured.err
+    parents, children = _confirmation_calls(out)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    runs = children[parents[0].info.run_id]
+    assert sorted(c.info.status for c in runs) == ["FINISHED"] * 4
+    killed = next(c for c in runs if c.data.tags["config"] == "reference" and c.data.params["train.seed"] == "1")
+    assert "confirmation's process" in killed.data.tags["previous_status_reason"]
+    again = _study(out).user_attrs[search_confirm.record_key(1)]
+    assert again["status"] == "finished" and again["call_folder"] == record["call_folder"]
+    assert _sentence(captured.out).startswith("Beyond seed noise? Confirmed at 2 paired seeds")
+    _no_running_run(out)
+
+
+def _running_elsewhere(**changes) -> dict:
+    return {"status": "running", "trial": 1, "seeds": [1, 2], "call_folder": "/on/gpu-node-7/out/sepvit-search/x",
+            "worker": {"host": "gpu-node-7", "pid": 4242}, "started": time.time(), "when": "2026-01-01 10:00:00 UTC",
+            **changes}
+
+
+def test_confirm_is_refused_while_another_process_confirms_the_same_study(confirm_out, monkeypatch, capsys):
+    from experiments import runner, search_call, search_confirm
+
+    out, argv = confirm_out
+    key = search_confirm.record_key(1)
+    monkeypatch.setattr(runner, "run_call", lambda plan: pytest.fail("a second confirmation trained"))
+    for worker in ({"host": "gpu-node-7", "pid": 4242}, {"host": search_storage.HOST, "pid": os.getppid()}):
+        _study(out).set_user_attr(key, _running_elsewhere(worker=worker))  # another machine, a live process here
+        for trials in ("0", "1"):  # refused before any trial
+            rc = _call([*argv, "--n-trials", trials, "--confirm", "2"])
+            err = capsys.readouterr().err.strip()
+            assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+            assert f"another confirmation of study '{search.DEFAULT_STUDY}' is in progress" in err, err
+            assert f"pid {worker['pid']} on {worker['host']}" in err and "--force-confirm" in err, err
+    assert len(_study(out).trials) == 2 and _confirmation_calls(out)[0] == []
+
+    def begun_meanwhile(settings, datasets):  # another machine starts while this call's trials run
+        _study(out).set_user_attr(key, _running_elsewhere())
+        return []
+
+    _study(out).set_user_attr(key, {**_running_elsewhere(), "status": "interrupted"})
+    monkeypatch.setattr(search_call, "run_workers", begun_meanwhile)
+    assert _call([*argv, "--n-trials", "1", "--confirm", "2"]) == 2
+    assert "search.py: error: another confirmation of study" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["a day-old record", "--force-confirm"])
+def test_confirm_goes_on_past_a_stale_running_record_or_when_forced(case, confirm_out, monkeypatch, capsys):
+    from experiments import runner, search_confirm
+
+    out, argv = confirm_out
+    key = search_confirm.record_key(1)
+    old = case == "a day-old record"
+    _study(out).set_user_attr(key, _running_elsewhere(started=time.time() - search_storage.CONFIRMATION_RECENT_S - 60
+                                                      if old else time.time()))
+    planned = []
+
+    def run_call(plan):
+        planned.append(plan)
+        return runner.Results(0, None, [], None, None)
+
+    monkeypatch.setattr(runner, "run_call", run_call)
+    assert _call([*argv, "--n-trials", "0", "--confirm", "2", *([] if old else ["--force-confirm"])]) == 0
+    assert len(planned) == 1 and "another confirmation" not in capsys.readouterr().err
+    assert _study(out).user_attrs[key]["worker"] == {"host": search_storage.HOST, "pid": os.getpid()}
+
+
 def test_top1_is_the_first_objective_whatever_order_was_asked(out):
     """The report, the best trial and --confirm read a trial's values[0] as top-1."""
     prepared = plan_search(NANO, _tiny_train(out), objectives=("macs", "top1"))
