@@ -1,7 +1,10 @@
-"""The built-in dataset "distant match count": a label that is a relation between windows; and the pair probes.
+"""The built-in dataset "distant match count": a label that is a relation between windows; and the probes.
 
-The pair probes ("aligned-pairs", "mirror-pairs": datasets of their own, at the end of this module) relate each
-square to one partner whose place decides which mechanism can carry the relation (PWA's aligned move, or GSA).
+The probes are datasets of their own, at the end of this module (``PROBES``, ``generate_probe``):
+  - the pair probes ("aligned-pairs", "mirror-pairs") relate each square to one partner whose place decides which
+    mechanism can carry the relation (PWA's aligned move, or GSA);
+  - the position probe ("top-half") counts the squares in the top half, which needs a source of absolute position
+    (OPE's or CPE's zero padding, or the learnable window tokens).
 
 Two cues name the colour to count (below): by default a frame round the image, or one ring in one cell; the
 layout is described for the ring, the cue the task started with.

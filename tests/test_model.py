@@ -557,3 +557,25 @@ def test_the_null_change_is_null_in_training_gradients_too():
     difference = grads[1] - grads[0]
     assert grads[0].norm() > 0 and difference.norm() / grads[0].norm() < 1e-5
     assert abs(difference.mean()) < 1e-3 * grads[0].abs().mean()
+
+
+@pytest.mark.parametrize("preset", ["sepvit_nano_32", "sepvit_tiny"])
+def test_without_gsa_the_first_stage_already_relates_every_window_to_every_other(preset):
+    """Why GSA adds no reach in SepViT's geometry (docs/benchmark-log.md, "why every GSA probe races"): stage 1's
+    windows tile the image 8 x 8, so its one DSSA block's PWA is global over windows, and DWA first spreads each
+    window's pixels over its places: one output pixel of stage 1 depends on the input in every window, GSA or not.
+    The local-only model's (dssa=False) depends on its own window and what the 3x3 convolutions leak from the next."""
+    def windows_reached(**changes):
+        torch.manual_seed(0)
+        cfg = SepViTConfig.preset(preset, **changes)
+        model = cfg.build()
+        side = cfg.img_size
+        x = torch.randn(1, 3, side, side, requires_grad=True)
+        model.stages[0](x)[0, 1, 1].sum().backward()  # one pixel of the top-left window
+        window_px = side // 8
+        reach = x.grad.abs().sum(1)[0].reshape(8, window_px, 8, window_px).sum((1, 3))
+        return int((reach > 0).sum())
+
+    assert SepViTConfig.preset(preset).stage_spec(0).blocks[0].token_grid == (8, 8)
+    assert windows_reached(gsa=False) == 64
+    assert windows_reached(dssa=False) <= 4
