@@ -13,13 +13,13 @@ call (`confirm_best`, experiments.search_confirm); its answer is stored in the s
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -292,7 +292,7 @@ def confirm_best(prepared: Prepared, study: optuna.Study, tracker, parent: str) 
         _claim(plan)
         announce(plan.call.folder, plan.call.parent_run_id)
     else:
-        plan = _AnnouncedPlan.of(_new_plan(t, k, label, command, prepared, parent), announce)
+        plan = dataclasses.replace(_new_plan(t, k, label, command, prepared, parent), on_open=announce)
     print(f"confirmation: trial {t.trial} ({label}) against the paper's configuration at seeds {seeds[0]}-{seeds[-1]}"
           f": {2 * k} runs through the runner" + (f", as `{command}`" if command else ""), file=sys.stderr)
     results = runner.run_call(plan)
@@ -335,24 +335,6 @@ def _announcer(study: optuna.Study, key: str, request: Mapping[str, Any]) -> Cal
                                   "worker": {"host": HOST, "pid": os.getpid()}, "started": time.time(),
                                   "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": []})
     return announce
-
-
-@dataclass
-class _AnnouncedPlan(runner.Plan):
-    """A new confirmation call that writes its `running` record once the runner has made its folder and before any
-    run trains: only the runner knows the folder before then, and a record written after training would be lost
-    with a process killed outright."""
-
-    announce: Callable[[Path], None] | None = None
-
-    @classmethod
-    def of(cls, plan: runner.Plan, announce: Callable[[Path], None]) -> "_AnnouncedPlan":
-        return cls(**{f.name: getattr(plan, f.name) for f in fields(plan)}, announce=announce)
-
-    def open(self, life):
-        call = super().open(life)
-        self.announce(call.folder)
-        return call
 
 
 def _resumption(previous: Mapping[str, Any], prepared: Prepared):

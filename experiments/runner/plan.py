@@ -10,7 +10,7 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from sepvit.config import SepViTConfig
 from workbench.cli import UsageError
@@ -42,6 +42,9 @@ class Plan:
     calibrate: bool = False  # the report adds the calibration (experiments.calibration)
     changes: dict[str, Any] = field(default_factory=dict)  # none for a new call (a Resumption's are applied)
     parent_tags: dict[str, str] = field(default_factory=dict)  # added to the parent run's tags when it is opened
+    # called with the call folder once its plan is written and before any run trains: a caller that must find the
+    # call again after a kill (SIGKILL: no handler runs) records the folder here (search --confirm does)
+    on_open: Callable[[Path], None] | None = None
 
     @property
     def output(self) -> Path:
@@ -61,6 +64,8 @@ class Plan:
                              name=f"{self.name} {folder.name}", calibrate=self.calibrate)
             if life.rank == 0:
                 life.call.save()
+                if self.on_open is not None:
+                    self.on_open(folder)
         return life.call
 
 
