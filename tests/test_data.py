@@ -460,8 +460,8 @@ def test_position_probe_label_changes_when_and_only_when_a_square_crosses_the_mi
 
 def test_without_a_position_source_the_model_cannot_tell_the_halves_apart():
     """The probe's premise: with OPE, CPE and learnable window tokens all off, sepvit_nano_32 gives the same logits
-    for an image and its half-swapped twin (whose label is 9 - k), so it scores at most 50 %; each of the three
-    sources alone breaks that symmetry."""
+    for an image and its half-swapped twin (whose label is 9 - k), so it scores at most 50 %, and for any order of
+    its quadrants; each of the three sources alone breaks that symmetry."""
     from sepvit import SepViTConfig
 
     images = np.stack([synthetic.generate_probe(0, "val", i, "top-half")[0] for i in range(4)])
@@ -481,10 +481,35 @@ def test_without_a_position_source_the_model_cannot_tell_the_halves_apart():
     for token in ("zero", "avgpool", "dwconv"):
         for gsa in (True, False):
             assert gap(**blind, window_token=token, gsa=gsa) < 1e-6
+    # nor can it order the quadrants at all: a cycle of them (content kept) leaves the logits as they are too
+    cycled = twins.clone()
+    quadrant = {(i, j): x[..., 16 * i:16 * i + 16, 16 * j:16 * j + 16] for i in (0, 1) for j in (0, 1)}
+    for (i, j), source in {(0, 1): (0, 0), (1, 1): (0, 1), (1, 0): (1, 1), (0, 0): (1, 0)}.items():
+        cycled[..., 16 * i:16 * i + 16, 16 * j:16 * j + 16] = quadrant[source]
+    torch.manual_seed(0)
+    model = SepViTConfig.preset("sepvit_nano_32", **blind, window_token="zero").build().eval()
+    with torch.no_grad():
+        assert float((model(x) - model(cycled)).abs().max()) < 1e-6
     floor = gap(**blind, window_token="zero")
     assert gap(**blind) > 100 * max(floor, 1e-7)  # learnable window tokens alone: one parameter per window place
     assert gap(cpe=False, window_token="zero") > 1e-3  # OPE's padding alone
     assert gap(ope=False, window_token="zero") > 1e-3  # CPE's padding alone
+
+
+def test_a_reader_blind_to_the_quadrants_order_stays_far_below_the_position_probe():
+    """A model without a position source cannot order the four quadrants (any permutation of them leaves it
+    unchanged, as the swap of the halves does), and within a half the cells are drawn uniformly: the best it can
+    do is the most frequent label given the quadrants' square counts in any order. Estimated on 20000 layouts."""
+    from collections import Counter, defaultdict
+
+    table = defaultdict(Counter)
+    for index in range(20000):
+        layout = synthetic.sample_top_half(0, "train", index)
+        rows, cols = np.divmod(layout["cells"], 8)
+        counts = np.bincount((rows // 4) * 2 + cols // 4, minlength=4)
+        table[tuple(sorted(counts))][layout["label"]] += 1
+    accuracy = sum(c.most_common(1)[0][1] for c in table.values()) / 20000
+    assert 0.35 < accuracy < 0.45  # 0.41: below the 50 % bound of the swap alone
 
 
 def test_position_probe_is_a_dataset_of_the_runner():
