@@ -77,6 +77,11 @@ POSITION_SOURCES: list[tuple[str, dict[str, Any]]] = [
     ("no position source", {"ope": False, "cpe": False, "window_token": "zero"}),
 ]
 
+# SepViT's block against the peers' block patterns inside the same backbone (stem, stages, widths, CPE, head): the
+# value switch `--block-pattern`; labels as `label_for` names each pattern's own `--compare` call.
+BLOCK_PATTERNS: list[tuple[str, dict[str, Any]]] = [(REFERENCE, {})] + [
+    (f"block_pattern={pattern}", {"block_pattern": pattern}) for pattern in ("swin", "twins", "msa")]
+
 # The full model and each switch turned off alone.
 ONE_OFF: list[tuple[str, dict[str, Any]]] = [(REFERENCE, {})] + [(name, dict(c)) for name, c in SWITCHES.items()]
 
@@ -85,6 +90,7 @@ GRIDS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "paper-chain": PAPER_CHAIN,
     "one-off": ONE_OFF,
     "position": POSITION_SOURCES,
+    "patterns": BLOCK_PATTERNS,
 }
 
 

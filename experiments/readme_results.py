@@ -27,7 +27,11 @@ SWITCH_FLAGS = {
     "paper-equations": "--paper-equations",
     # the position grid's (experiments.grids.POSITION_SOURCES) combinations
     "tokens only (no-ope, no-cpe)": "--no-ope --no-cpe", "no position source": "--no-ope --no-cpe --no-lwt",
+    # the block-pattern grid's (experiments.grids.BLOCK_PATTERNS)
+    **{f"block_pattern={p}": f"--block-pattern {p}" for p in ("swin", "twins", "msa")},
 }
+# sections whose rows join the switch table on the default benchmark, beside the one-off grid's
+DEFAULT_TASK_SECTIONS = ["Every block pattern against SepViT's block on the default benchmark"]
 
 
 class ResultsFormatError(ValueError):
@@ -119,7 +123,10 @@ def block(results_text: str) -> str:
         f"{gsa['paired 95% CI']}, Welch {gsa['Welch 95% CI']}: {gsa['verdict']}.",
         "",
         f"**Every switch × task** (the default benchmark: `python experiments/ablate.py --grid one-off --seeds 3`, "
-        f"{provenance(table)}, each row the same runs as its own command; the probes: their own calls, "
+        f"{provenance(table)}, each row the same runs as its own command; "
+        + "".join(f"the block patterns: `python experiments/ablate.py --grid patterns --seeds 3`, "
+                  f"{provenance(doc[title])}; " for title in DEFAULT_TASK_SECTIONS if title in doc)
+        + "the probes: their own calls, "
         + ", ".join(f"{dataset} {provenance(doc[title])}" for title, dataset in PROBES.items() if title in doc)
         + "):",
         "",
@@ -127,6 +134,7 @@ def block(results_text: str) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     tasks = [("synthetic (default)", "", table)]
+    tasks += [("synthetic (default)", "", doc[title]) for title in DEFAULT_TASK_SECTIONS if title in doc]
     tasks += [(f"{dataset} (probe)", f" --dataset {dataset}", doc[title]) for title, dataset in PROBES.items()
               if title in doc]
     for task, dataset_flag, body in tasks:

@@ -11,7 +11,9 @@ what they printed, with the commit, the thread layout, the machine, the wall-clo
      same runs as each `ablate.py --<switch> --compare --seeds 3`: same configurations, seeds and data);
   5. the GSA probe: `ablate.py --no-gsa --compare --seeds 3 --dataset mirror-pairs` (experiments.synthetic);
   6. the position probe: `ablate.py --grid position --dataset top-half --seeds 3` (SepViT's three sources of
-     position, OPE, CPE and the learnable window tokens, removed alone and together; experiments.synthetic).
+     position, OPE, CPE and the learnable window tokens, removed alone and together; experiments.synthetic);
+  7. the block patterns (Swin's, Twins' and global MSA in SepViT's backbone) against SepViT's block on the default
+     benchmark: `ablate.py --grid patterns --seeds 3` (each row the same runs as `--block-pattern P --compare`).
 
 `--only 3` reruns the listed sections and keeps the others as the stored document has them; every section
 states its own commit and date, so a kept section says which code made it. After writing docs/results.md it
@@ -56,6 +58,7 @@ COMMANDS = [
      ["--no-gsa", "--compare", "--seeds", "3", "--dataset", "mirror-pairs"]),
     ("The position probe: SepViT's sources of position on top-half",
      ["--grid", "position", "--dataset", "top-half", "--seeds", "3"]),
+    ("Every block pattern against SepViT's block on the default benchmark", ["--grid", "patterns", "--seeds", "3"]),
 ]
 # The smoke budget: the tests' tiny model on 32 images, 2 seeds (the numbers mean nothing).
 SMOKE_ARGS = ["--model", "sepvit_micro_32", "--model-kwargs", "embed_dims=16,32,64,128", "num_heads=1,1,2,4",

@@ -49,7 +49,7 @@ def test_every_row_of_the_one_off_and_position_grids_has_the_command_of_the_same
     from experiments.grids import GRIDS, REFERENCE
     from sepvit import SepViTConfig
 
-    rows = {label: changes for name in ("one-off", "position") for label, changes in GRIDS[name] if label != REFERENCE}
+    rows = {label: changes for name in ("one-off", "position", "patterns") for label, changes in GRIDS[name] if label != REFERENCE}
     assert set(readme_results.SWITCH_FLAGS) == set(rows) and set(SWITCHES) <= set(rows)
     base = SepViTConfig.preset("sepvit_nano_32")
     for label, flags in readme_results.SWITCH_FLAGS.items():
