@@ -25,13 +25,17 @@ def test_results_doc_regenerates_from_the_readme_commands(tmp_path):
     assert "this call resolves differences" in text and "paired 95% CI" in text
     assert "commit `" in text and "exit code 0" in text
     assert "python experiments/ablate.py --grid one-off --seeds 3" in text
+    assert "python experiments/ablate.py --grid position --dataset top-half --seeds 3" in text
+    assert "python experiments/ablate.py --grid patterns --seeds 3" in text
 
     from experiments import readme_results
-    from experiments.grids import SWITCHES
+    from experiments.grids import BLOCK_PATTERNS, REFERENCE, SWITCHES
 
     block = readme_results.block(text)  # the README block parses the runner's real printed tables
     rows = [line for line in block.splitlines() if line.startswith("| ") and "--compare --seeds 3`" in line]
-    assert sorted(row.split(" | ")[0][2:] for row in rows) == sorted(SWITCHES)
+    patterns = [label for label, _ in BLOCK_PATTERNS if label != REFERENCE]
+    assert sorted(row.split(" | ")[0][2:] for row in rows) == sorted([*SWITCHES, *patterns])  # the default task's
+    assert "| no position source | top-half (probe) |" in block
 
 
 def test_smoke_mode_never_overwrites_the_stored_document():
