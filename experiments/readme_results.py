@@ -57,12 +57,14 @@ def _section(doc: dict[str, str], title: str) -> str:
 
 
 def provenance(body: str) -> str:
-    """'commit abc123def456, 2026-12-06 19:40 UTC' from a section's first line."""
+    """'commit abc123def456, 2026-12-06 19:40 UTC' from a section's first line, with its CPU model when it names one."""
     found = re.search(r"commit `([0-9a-f]{7,40}|unknown)`( \(with uncommitted changes\))?, ([0-9-]+ [0-9:]+ UTC)",
                       body)
     if not found:
         raise ResultsFormatError("a section of docs/results.md does not state its commit and date")
-    return f"commit {found.group(1)[:12]}{found.group(2) or ''}, {found.group(3)}"
+    machine = re.search(r"Machine: ([^,]+)", body)  # the CPU model: the numbers are this machine's
+    return (f"commit {found.group(1)[:12]}{found.group(2) or ''}, {found.group(3)}"
+            + (f", {machine.group(1).strip()}" if machine else ""))
 
 
 def comparison_rows(body: str) -> list[dict[str, str]]:

@@ -27,6 +27,9 @@ def test_results_doc_regenerates_from_the_readme_commands(tmp_path):
     assert "python experiments/ablate.py --grid one-off --seeds 3" in text
     assert "python experiments/ablate.py --grid position --dataset top-half --seeds 3" in text
     assert "python experiments/ablate.py --grid patterns --seeds 3" in text
+    from experiments.results_doc import COMMANDS
+
+    assert text.count(" UTC. Machine: ") == len(COMMANDS)  # every section names the machine it was trained on
 
     from experiments import readme_results
     from experiments.grids import BLOCK_PATTERNS, REFERENCE, SWITCHES
@@ -92,3 +95,25 @@ def test_a_section_number_out_of_range_is_one_line_and_exit_2():
     done = subprocess.run([sys.executable, "experiments/results_doc.py", "--only", "9"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "--only" in done.stderr
+
+
+def test_every_section_names_its_machine_and_kept_sections_take_the_old_header_s():
+    """Runs are reproducible per machine, not across machines, so a document whose sections come from several
+    sessions names each section's machine; a section kept from a document whose header named one machine for all
+    its sections is given that machine."""
+    from experiments import readme_results, results_doc
+
+    made = results_doc.render_section({"title": "T", "args": ["--no-gsa"], "seconds": 60, "code": 0, "load": (1, 1),
+                                       "stdout": "out",
+                                       "provenance": "commit `abc1234`, 2026-12-07 04:52 UTC",
+                                       "machine": "Intel(R) Xeon(R) Processor, 2 CPUs, torch 2.14.1"})
+    assert "04:52 UTC. Machine: Intel(R) Xeon(R) Processor, 2 CPUs, torch 2.14.1. `python" in made
+    assert readme_results.provenance(made) == "commit abc1234, 2026-12-07 04:52 UTC, Intel(R) Xeon(R) Processor"
+    old = ("# Measured results\n\n- machine: AMD EPYC, 2 CPUs, torch 2.14.1 (2 threads per process by default)\n\n"
+           "## S\n\ncommit `def5678`, 2026-12-06 22:11 UTC. `python experiments/ablate.py --calibrate`: exit code 0\n")
+    machine = results_doc.header_machine(old)
+    assert machine == "AMD EPYC, 2 CPUs, torch 2.14.1"
+    kept = results_doc.with_machine(results_doc.stored_sections(old)["S"], machine)
+    assert "22:11 UTC. Machine: AMD EPYC, 2 CPUs, torch 2.14.1 (as the document's header said" in kept
+    assert results_doc.with_machine(made, "AMD EPYC") == made  # a section naming its machine keeps it
+    assert results_doc.header_machine(results_doc.render([made], smoke=False)) is None  # the new header names none
