@@ -42,9 +42,10 @@ from torch.utils.data import Dataset, Subset
 
 from experiments import synthetic
 
-DATASETS = ("synthetic", "aligned-pairs", "mirror-pairs", "top-half", "digits", "cifar10", "cifar100", "imagefolder")
-DEFAULT_IMG_SIZE = {"synthetic": 32, "aligned-pairs": 32, "mirror-pairs": 32, "top-half": 32, "digits": 32, "cifar10": 32,
-                    "cifar100": 32, "imagefolder": 224}
+DATASETS = ("synthetic", "aligned-pairs", "mirror-pairs", "top-half", "digits", "cifar10", "cifar100",
+            "imagefolder")
+DEFAULT_IMG_SIZE = {"synthetic": 32, "aligned-pairs": 32, "mirror-pairs": 32, "top-half": 32, "digits": 32,
+                    "cifar10": 32, "cifar100": 32, "imagefolder": 224}
 GENERATED = ("synthetic", *synthetic.PROBES)  # made by experiments.synthetic from the data seed
 SYNTHETIC_SIZES = (4000, 1000)  # default train / val sizes of the generated set
 
@@ -260,8 +261,8 @@ def build_datasets(name: str, data_dir: str | None = None, img_size: int | None 
         return _build_pairs(name, size, train_size, val_size, seed)
     if name == synthetic.POSITION_PROBE:
         return _build_generated(name, name, size, train_size, val_size, seed,
-                                "position probe: label = how many of nine squares lie in the top half (0-9), squares in "
-                                "random colours on an 8x8 grid of window-sized cells, a tint and no gradient")
+                                "position probe: label = how many of nine squares lie in the top half (0-9), squares "
+                                "in random colours on an 8x8 grid of window-sized cells, a tint and no gradient")
     if name == "digits":
         return _build_digits(size, train_size, val_size, seed)
     if name in _CIFAR:

@@ -280,14 +280,19 @@ def sample_pairs(seed: int, split: str, index: int, probe: str) -> dict:
     }
 
 
-def render_pairs(layout: dict, noise: float = DEFAULT_TASK.noise) -> np.ndarray:
-    """Draw a pair-probe layout as a float32 HxWx3 image in [0, 1]."""
+def _render_squares(layout: dict, squares, noise: float) -> np.ndarray:
+    """The layout's background with a filled 3x3 square of PALETTE[kind] in each (cell, kind), then its noise."""
     image = _background(layout)
-    squares = [*zip(layout["cells"], layout["left"]), *zip(layout["partners"], layout["right"])]
     for cell, kind in squares:
         r, c = divmod(int(cell), GRID)
         image[r * CELL:r * CELL + 3, c * CELL:c * CELL + 3] = PALETTE[int(kind)]
     return _finish(image, layout, noise)
+
+
+def render_pairs(layout: dict, noise: float = DEFAULT_TASK.noise) -> np.ndarray:
+    """Draw a pair-probe layout as a float32 HxWx3 image in [0, 1]."""
+    squares = [*zip(layout["cells"], layout["left"]), *zip(layout["partners"], layout["right"])]
+    return _render_squares(layout, squares, noise)
 
 
 def generate_pairs(seed: int, split: str, index: int, probe: str) -> tuple[np.ndarray, int]:
@@ -336,11 +341,7 @@ def sample_top_half(seed: int, split: str, index: int) -> dict:
 
 def render_top_half(layout: dict, noise: float = DEFAULT_TASK.noise) -> np.ndarray:
     """Draw a position-probe layout as a float32 HxWx3 image in [0, 1]."""
-    image = _background(layout)
-    for cell, kind in zip(layout["cells"], layout["kinds"]):
-        r, c = divmod(int(cell), GRID)
-        image[r * CELL:r * CELL + 3, c * CELL:c * CELL + 3] = PALETTE[int(kind)]
-    return _finish(image, layout, noise)
+    return _render_squares(layout, zip(layout["cells"], layout["kinds"]), noise)
 
 
 def count_top_half(layout: dict) -> int:
