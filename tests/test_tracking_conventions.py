@@ -141,3 +141,90 @@ def test_a_model_that_cannot_be_logged_leaves_the_run_finished_with_its_checkpoi
     assert run.info.status == "FINISHED" and run.data.tags["logged_model_error"] == "OSError: disk full"
     assert [a.path for a in tracker.client.list_artifacts(result.run_id, "checkpoint")] == ["checkpoint/best.pth"]
     assert not run.outputs.model_outputs
+
+
+# ---------------------------------------------------------------- a store that SQLite reports locked
+def _locked_error():
+    """What MLflow raises when SQLite refuses a write as locked (its own exception, raised from SQLAlchemy's)."""
+    import sqlite3
+
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    cause = sqlalchemy.exc.OperationalError("UPDATE runs SET status=?", {}, sqlite3.OperationalError("database is locked"))
+    try:
+        raise MlflowException(message=cause) from cause
+    except MlflowException as exc:
+        return exc
+
+
+class _Flaky:
+    """A client whose `set_terminated` fails with `error` `failures` times, then goes through."""
+
+    def __init__(self, failures: int, error: Exception):
+        self.failures, self.error, self.calls = failures, error, 0
+
+    def set_terminated(self, run_id, status):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return (run_id, status)
+
+
+def test_a_store_call_refused_as_locked_is_tried_again_and_goes_through():
+    from workbench.tracking import StoreClient, is_database_locked
+
+    error = _locked_error()
+    assert is_database_locked(error) and not is_database_locked(RuntimeError("disk I/O error"))
+    flaky = _Flaky(failures=2, error=error)
+    assert StoreClient(flaky, delays=(0.0, 0.0, 0.0)).set_terminated("run", "KILLED") == ("run", "KILLED")
+    assert flaky.calls == 3
+
+
+def test_a_store_call_locked_past_every_retry_or_failing_otherwise_raises_its_error():
+    from workbench.tracking import StoreClient
+
+    locked = _Flaky(failures=10, error=_locked_error())
+    with pytest.raises(Exception, match="database is locked"):
+        StoreClient(locked, delays=(0.0, 0.0)).set_terminated("run", "KILLED")
+    assert locked.calls == 3  # the first try and one per delay
+
+    other = _Flaky(failures=1, error=RuntimeError("no such table: runs"))
+    with pytest.raises(RuntimeError, match="no such table"):
+        StoreClient(other, delays=(0.0, 0.0)).set_terminated("run", "KILLED")
+    assert other.calls == 1  # only the lock is worth waiting for
+
+
+def test_a_store_call_holds_the_stop_signals_so_no_interrupt_lands_inside_a_transaction():
+    import signal
+
+    from workbench.tracking import StoreClient
+
+    class Probe:
+        def blocked(self):
+            return signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+    held = StoreClient(Probe()).blocked()
+    assert signal.SIGINT in held and signal.SIGTERM in held
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # released after the call
+
+
+@pytest.mark.slow
+def test_a_run_closes_after_another_process_held_the_store_past_mlflows_busy_timeout(output_dir):
+    """The real case: another connection holds SQLite's write lock for longer than MLflow's 20 s busy timeout;
+    the close is refused once ("database is locked"), tried again, and the run ends KILLED."""
+    import sqlite3
+    import threading
+    import time
+
+    tracker = Tracker(tracking_uri(output_dir), "locked")
+    run_id = tracker.start_run("held")
+    holder = sqlite3.connect(output_dir / "mlflow.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(22.0, lambda: holder.execute("COMMIT"))
+    release.start()
+    started = time.time()
+    assert tracker.close_run(run_id, "KILLED", "interrupted")
+    release.join()
+    assert time.time() - started > 20.0  # it did meet the lock
+    assert tracker.client.get_run(run_id).info.status == "KILLED"

@@ -20,6 +20,7 @@ What MLflow's UI and users expect, written here because the client API does not 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -207,6 +208,65 @@ def is_disk_full(exc: BaseException | None) -> bool:
     return False
 
 
+def is_database_locked(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from, is SQLite's "database is locked": another process held
+    the store past MLflow's 20 s busy timeout, or SQLite refused a write at once to break a lock cycle."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if "database is locked" in str(exc):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+# Seconds to wait before each new try of a store call that SQLite refused as locked; then the error stands.
+LOCKED_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
+
+
+class StoreClient:
+    """An `MlflowClient` whose every call (1) holds the stop signals, so a Ctrl-C never lands inside one of
+    SQLite's transactions, and (2) is tried again, after `LOCKED_RETRY_DELAYS`, when SQLite says "database is
+    locked". Parallel workers that a stop reaches at the same moment all close their runs at once; one of them
+    used to lose that race and leave MLflow's traceback on the terminal. A refused call wrote nothing (SQLite
+    rolls the transaction back), so trying it again is safe."""
+
+    def __init__(self, client, delays: tuple[float, ...] = LOCKED_RETRY_DELAYS):
+        self._client, self._delays = client, delays
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def call(*args, **kwargs):
+            for delay in (*self._delays, None):
+                try:
+                    with signals_held():
+                        return attribute(*args, **kwargs)
+                except Exception as exc:  # noqa: BLE001  (re-raised unless it is the lock)
+                    if delay is None or not is_database_locked(exc):
+                        raise
+                time.sleep(delay)  # outside the held signals: a Ctrl-C acts here
+        return call
+
+
+class _DropLockedTraceback(logging.Filter):
+    """MLflow logs the whole traceback of every SQLite error before raising it; `StoreClient` tries a locked
+    call again, and reports in one line if it never goes through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not is_database_locked(record.exc_info[1] if record.exc_info else None) \
+            and "database is locked" not in record.getMessage()
+
+
+def _quiet_locked_tracebacks() -> None:
+    logger = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _DropLockedTraceback) for f in logger.filters):
+        logger.addFilter(_DropLockedTraceback())
+
+
 @contextlib.contextmanager
 def store_lock(uri: str):
     """An exclusive lock beside a SQLite store: MLflow's schema set-up of a new database is not safe when several
@@ -321,7 +381,8 @@ class Tracker:
         with store_lock(tracking_uri):
             if db is not None and not (db.is_file() and db.stat().st_size > 0):
                 create_sqlite_store(db, artifact_root)
-            self.client = MlflowClient(tracking_uri=tracking_uri)
+            _quiet_locked_tracebacks()
+            self.client = StoreClient(MlflowClient(tracking_uri=tracking_uri))
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location,
