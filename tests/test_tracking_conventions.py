@@ -3,6 +3,7 @@ dataset inputs, the best model as a logged model that `mlflow.pytorch.load_model
 the parent run."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
@@ -207,6 +208,12 @@ def test_a_store_call_holds_the_stop_signals_so_no_interrupt_lands_inside_a_tran
     held = StoreClient(Probe()).blocked()
     assert signal.SIGINT in held and signal.SIGTERM in held
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # released after the call
+    # a tracking server's client retries for minutes: Ctrl-C must reach it
+    assert signal.SIGINT not in StoreClient(Probe(), hold_signals=False).blocked()
+
+
+def test_a_tracker_on_a_sqlite_store_holds_the_signals(output_dir):
+    assert Tracker(tracking_uri(output_dir), "held").client._held is not contextlib.nullcontext
 
 
 @pytest.mark.slow

@@ -225,14 +225,16 @@ LOCKED_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 
 class StoreClient:
-    """An `MlflowClient` whose every call (1) holds the stop signals, so a Ctrl-C never lands inside one of
-    SQLite's transactions, and (2) is tried again, after `LOCKED_RETRY_DELAYS`, when SQLite says "database is
-    locked". Parallel workers that a stop reaches at the same moment all close their runs at once; one of them
-    used to lose that race and leave MLflow's traceback on the terminal. A refused call wrote nothing (SQLite
-    rolls the transaction back), so trying it again is safe."""
+    """An `MlflowClient` whose every call (1) holds the stop signals when `hold_signals` (a SQLite store), so a
+    Ctrl-C never lands inside one of SQLite's transactions, and (2) is tried again, after `LOCKED_RETRY_DELAYS`,
+    when SQLite says "database is locked". Parallel workers that a stop reaches at the same moment all close their
+    runs at once; one of them used to lose that race and leave MLflow's traceback on the terminal. A refused call
+    wrote nothing (SQLite rolls the transaction back), so trying it again is safe. A tracking server's calls do not
+    hold the signals: its client retries an unreachable server for minutes, and Ctrl-C must stop that."""
 
-    def __init__(self, client, delays: tuple[float, ...] = LOCKED_RETRY_DELAYS):
+    def __init__(self, client, delays: tuple[float, ...] = LOCKED_RETRY_DELAYS, hold_signals: bool = True):
         self._client, self._delays = client, delays
+        self._held = signals_held if hold_signals else contextlib.nullcontext
 
     def __getattr__(self, name: str):
         attribute = getattr(self._client, name)
@@ -243,7 +245,7 @@ class StoreClient:
         def call(*args, **kwargs):
             for delay in (*self._delays, None):
                 try:
-                    with signals_held():
+                    with self._held():
                         return attribute(*args, **kwargs)
                 except Exception as exc:  # noqa: BLE001  (re-raised unless it is the lock)
                     if delay is None or not is_database_locked(exc):
@@ -254,7 +256,7 @@ class StoreClient:
 
 class _DropLockedTraceback(logging.Filter):
     """MLflow logs the whole traceback of every SQLite error before raising it; `StoreClient` tries a locked
-    call again, and reports in one line if it never goes through."""
+    call again, and one that never goes through raises to its caller (which closes runs without raising)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not is_database_locked(record.exc_info[1] if record.exc_info else None) \
@@ -382,7 +384,7 @@ class Tracker:
             if db is not None and not (db.is_file() and db.stat().st_size > 0):
                 create_sqlite_store(db, artifact_root)
             _quiet_locked_tracebacks()
-            self.client = StoreClient(MlflowClient(tracking_uri=tracking_uri))
+            self.client = StoreClient(MlflowClient(tracking_uri=tracking_uri), hold_signals=db is not None)
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location,
