@@ -146,13 +146,13 @@ def test_a_model_that_cannot_be_logged_leaves_the_run_finished_with_its_checkpoi
 
 # ---------------------------------------------------------------- a store that SQLite reports locked
 def _locked_error():
-    """What MLflow raises when SQLite refuses a write as locked (its own exception, raised from SQLAlchemy's)."""
+    """What MLflow raises when SQLite refuses a write as locked: its own exception, raised from the driver's (through
+    SQLAlchemy's, which repeats the driver's message)."""
     import sqlite3
 
-    import sqlalchemy.exc
     from mlflow.exceptions import MlflowException
 
-    cause = sqlalchemy.exc.OperationalError("UPDATE runs SET status=?", {}, sqlite3.OperationalError("database is locked"))
+    cause = sqlite3.OperationalError("database is locked")
     try:
         raise MlflowException(message=cause) from cause
     except MlflowException as exc:
