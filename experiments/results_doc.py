@@ -26,8 +26,8 @@ so that `--rerender` can write the sections again with today's report code from 
 then costs minutes, not the hour of training, and the section says both commits (trained, re-reported).
 
 Nothing in the document is typed in: every number comes from these runs. `SEPVIT_SMOKE=1` (CI) runs the same
-commands at a tiny budget (2 seeds each) into a temporary folder and writes the document to `--out` (never over docs/), so the
-script is tested without claiming its numbers; the document then says SMOKE in its title.
+commands at a tiny budget (2 seeds each) into a temporary folder and writes the document to `--out` (never over
+docs/), so the script is tested without claiming its numbers; the document then says SMOKE in its title.
 """
 from __future__ import annotations
 

@@ -235,3 +235,15 @@ def test_a_run_closes_after_another_process_held_the_store_past_mlflows_busy_tim
     release.join()
     assert time.time() - started > 20.0  # it did meet the lock
     assert tracker.client.get_run(run_id).info.status == "KILLED"
+
+
+def test_mlflows_traceback_for_a_locked_store_is_not_printed_and_other_errors_are(caplog):
+    import logging
+
+    import workbench.tracking  # noqa: F401  (installs the filter)
+
+    logger = logging.getLogger("mlflow.store.db.utils")
+    with caplog.at_level(logging.ERROR, logger="mlflow.store.db.utils"):
+        logger.error("SQLAlchemy database error. The following exception is caught.\n%s", _locked_error())
+        logger.error("SQLAlchemy database error. The following exception is caught.\n%s", "no such table: runs")
+    assert [r.getMessage().splitlines()[-1] for r in caplog.records] == ["no such table: runs"]

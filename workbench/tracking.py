@@ -197,27 +197,26 @@ def is_disk_full(exc: BaseException | None) -> bool:
     with ENOSPC/EDQUOT, or SQLite's and MLflow's wording of it."""
     import errno
 
+    return any((isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT))
+               or "database or disk is full" in str(e) or "No space left on device" in str(e)
+               for e in _exception_chain(exc, through_context=True))
+
+
+def _exception_chain(exc: BaseException | None, through_context: bool):
+    """`exc`, then the exception it was raised from (and, with `through_context`, the one it was raised while
+    handling), and so on, each once."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "database or disk is full" in str(exc) or "No space left on device" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+        yield exc
+        exc = exc.__cause__ or (exc.__context__ if through_context else None)
 
 
 def is_database_locked(exc: BaseException | None) -> bool:
     """Whether `exc`, or an exception it was raised from, is SQLite's "database is locked": another process held
     the store past MLflow's 20 s busy timeout, or SQLite refused a write at once to break a lock cycle."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if "database is locked" in str(exc):
-            return True
-        exc = exc.__cause__
-    return False
+    # not through __context__: another error raised while a lock was being handled is not a lock
+    return any("database is locked" in str(e) for e in _exception_chain(exc, through_context=False))
 
 
 # Seconds to wait before each new try of a store call that SQLite refused as locked; then the error stands.
@@ -255,18 +254,15 @@ class StoreClient:
 
 
 class _DropLockedTraceback(logging.Filter):
-    """MLflow logs the whole traceback of every SQLite error before raising it; `StoreClient` tries a locked
-    call again, and one that never goes through raises to its caller (which closes runs without raising)."""
+    """MLflow logs the whole traceback of every SQLite error before raising it, its message included; `StoreClient`
+    tries a locked call again, and one that never goes through raises to its caller (which closes runs without
+    raising)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not is_database_locked(record.exc_info[1] if record.exc_info else None) \
-            and "database is locked" not in record.getMessage()
+        return "database is locked" not in record.getMessage()
 
 
-def _quiet_locked_tracebacks() -> None:
-    logger = logging.getLogger("mlflow.store.db.utils")
-    if not any(isinstance(f, _DropLockedTraceback) for f in logger.filters):
-        logger.addFilter(_DropLockedTraceback())
+logging.getLogger("mlflow.store.db.utils").addFilter(_DropLockedTraceback())
 
 
 @contextlib.contextmanager
@@ -383,7 +379,6 @@ class Tracker:
         with store_lock(tracking_uri):
             if db is not None and not (db.is_file() and db.stat().st_size > 0):
                 create_sqlite_store(db, artifact_root)
-            _quiet_locked_tracebacks()
             self.client = StoreClient(MlflowClient(tracking_uri=tracking_uri), hold_signals=db is not None)
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
