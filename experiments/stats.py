@@ -214,3 +214,20 @@ def chance_interval(num_classes: int, n: int, confidence: float = 0.95) -> tuple
     `confidence` (central binomial interval of Binomial(n, 1/num_classes))."""
     low, high = _st.binom.interval(confidence, n, 1.0 / num_classes)
     return 100.0 * low / n, 100.0 * high / n
+
+
+def validation_sampling_sd(correct_a, correct_b) -> float:
+    """The standard error, in top-1 points, that the choice of validation images adds to a call's mean difference
+    between two configurations scored on the same images.
+
+    correct_a, correct_b: per-image correctness, one row per shared seed (seeds x images; a 1-D vector is one seed),
+    rows in the same seed order. The call's mean difference is the mean over images of each image's difference
+    averaged over seeds, so its error from drawing these n images is that per-image quantity's sd over sqrt(n).
+    Every seed is scored on the same images, so this error does not shrink with more seeds and the intervals over
+    seeds do not contain it; only more images shrink it (`experiments.rescore`).
+    """
+    a, b = np.atleast_2d(np.asarray(correct_a, dtype=float)), np.atleast_2d(np.asarray(correct_b, dtype=float))
+    if a.shape != b.shape or a.ndim != 2 or a.size == 0:
+        raise ValueError(f"two correctness arrays of equal shape (seeds x images) expected, got {a.shape} and {b.shape}")
+    per_image = (a - b).mean(axis=0)
+    return 100.0 * math.sqrt(float(per_image.var()) / per_image.size)
