@@ -83,14 +83,16 @@ def _experiment(client, tracking_uri: str, experiment: str):
 
 
 def list_calls(tracking_uri: str, experiment: str) -> pd.DataFrame:
-    """The calls (parent runs) of an experiment, newest first: parent_run_id, name, start_time, status, configs."""
+    """The calls (parent runs) of an experiment, newest first: parent_run_id, name, start_time, status, configs,
+    call_folder (relative to the runner's output folder)."""
     client = open_store(tracking_uri)
     exp = _experiment(client, tracking_uri, experiment)
     parents = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'parent'",
                                  order_by=["attributes.start_time DESC"], max_results=5000)
     return pd.DataFrame([{"parent_run_id": r.info.run_id, "name": r.info.run_name, "start_time": r.info.start_time,
-                          "status": r.info.status, "configs": r.data.tags.get("configs", "")} for r in parents],
-                        columns=["parent_run_id", "name", "start_time", "status", "configs"])
+                          "status": r.info.status, "configs": r.data.tags.get("configs", ""),
+                          "call_folder": r.data.tags.get("call_folder")} for r in parents],
+                        columns=["parent_run_id", "name", "start_time", "status", "configs", "call_folder"])
 
 
 def load_runs(tracking_uri: str, experiment: str, calls: str | Sequence[str] = "latest") -> pd.DataFrame:

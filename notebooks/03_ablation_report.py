@@ -58,9 +58,12 @@ from experiments.paper_table import format_paper_comparison, paper_comparison
 from experiments.report import (apply_costs, compare_to_reference, conclusions, format_comparison, format_summary,
                                 list_calls, load_call_summary, load_histories, load_runs, resolution,
                                 resolution_sentence, summarize)
+from experiments.rescoring import DEFAULT_VAL_SIZE, changed_verdicts, format_record, load_record, record_path, rescore
+from experiments.runner.calls import write_json
 from experiments.stats import chance_interval
 from experiments.train_config import TrainConfig
 from sepvit.config import SepViTConfig
+from workbench.tracking import sqlite_path
 
 sns.set_theme(style="whitegrid", context="notebook")
 TRACKING_URI = os.environ.get("SEPVIT_TRACKING_URI")
@@ -208,3 +211,31 @@ for ax, (column, label, scale) in zip(axes, [("macs", "MACs (M, fvcore)", 1e6), 
 sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.01, 1), frameon=False)
 plt.tight_layout()
 plt.show()
+
+# %% [markdown]
+# ## 6 · The same call on more validation images
+# Every run of a call is scored on the same validation images (1000 on the generated datasets), so their draw is
+# one error in every mean difference above, shared by all seeds: no interval over seeds contains it.
+# `python experiments/rescore.py <call folder> --val-size 20000` scores the call's final weights on 20000 images of
+# the same task (the first 1000 are the runs' own, and each run must reproduce its recorded top-1 on them) and
+# writes `rescore-val20000.json` into the call folder; this section shows it when it exists. `± images` is the
+# standard error that the choice of images adds to a mean difference (`experiments.stats.validation_sampling_sd`).
+# A verdict that changes between the two sizes was decided partly by which images were drawn.
+
+# %%
+store = sqlite_path(TRACKING_URI)
+call_folder = None if store is None or call["call_folder"] is None else Path(store).parent / call["call_folder"]
+rescore_size = DEFAULT_VAL_SIZE if os.environ.get("SEPVIT_SMOKE") != "1" else 96  # the smoke call has 32 images
+if call_folder is not None and os.environ.get("SEPVIT_SMOKE") == "1":
+    _, smoke_record = rescore(call_folder, rescore_size)  # seconds on the smoke call: the path is exercised for real
+    write_json(record_path(call_folder, rescore_size), smoke_record)
+record = None if call_folder is None else load_record(call_folder, rescore_size)
+if record is None:
+    where = call["call_folder"] or "<call folder>"
+    print(f"This call has not been rescored: python experiments/rescore.py output/{where} --val-size {rescore_size}")
+else:
+    print(format_record(record))
+    changed = changed_verdicts(record)
+    display(Markdown(f"- On {record['val_size']} images, {len(changed)} of {len(record.get('comparison', []))} "
+                     f"comparisons against the reference changed verdict"
+                     + (f": {', '.join(f'`{c}`' for c in changed)}." if changed else ".")))

@@ -122,10 +122,33 @@ def test_rescore_refuses_weights_that_do_not_reproduce_the_recorded_top1(finishe
 
 
 def test_rescore_refuses_a_dataset_read_from_files(finished_call):
-    from experiments.rescore import validation_tensors
+    from experiments.rescoring import validation_tensors
     from workbench.cli import UsageError
 
     run = Call.load(finished_call).runs[0]
     run.train = run.train.replace(dataset="digits")
     with pytest.raises(UsageError, match="no more validation images"):
         validation_tensors(run, 5000)
+
+
+def test_the_record_reads_back_with_both_sizes_side_by_side_and_names_changed_verdicts(finished_call):
+    from experiments.rescoring import changed_verdicts, format_record, load_record
+
+    if load_record(finished_call, 96) is None:
+        assert rescore(str(finished_call), "--val-size", "96").returncode == 0
+    record = load_record(finished_call, 96)
+    text = format_record(record)
+    assert "on the runs' own 32 images and on 96" in text and "no-gsa" in text
+    (row,) = record["comparison"]
+    assert changed_verdicts(record) == ([] if row["verdict_32"] == row["verdict_96"] else ["no-gsa"])
+    assert changed_verdicts({**record, "comparison": [{**row, "verdict_96": "separated", "verdict_32": "paired"}]}) \
+        == ["no-gsa"]
+    assert load_record(finished_call, 97) is None  # never made at that size
+
+
+def test_list_calls_names_each_call_folder(finished_call):
+    from experiments.report import list_calls
+    from workbench.tracking import default_tracking_uri
+
+    (call,) = list_calls(default_tracking_uri(finished_call.parents[1]), "sepvit-ablation").to_dict("records")
+    assert finished_call == finished_call.parents[1] / call["call_folder"]
