@@ -1,19 +1,21 @@
 """Rescoring a finished call on more validation images of its generated dataset (`experiments/rescore.py` is
-its command line; notebook 03 reads what it writes).
+its command line; notebook 03 shows what it writes).
 
-Every run of a call is scored on the same validation images (1000 for the generated datasets). The intervals over
-seeds see how runs differ, not which images were drawn: that choice is one fixed error in every mean difference of
-the call, and more seeds do not shrink it. A generated dataset can draw as many validation images as asked, and its
-first n are the n a run was scored on (each image is made from its own index), so `rescore` scores each finished
-run's final weights (`last.pth`; the EMA's where the run kept one) on N images and gives:
+Every run of a call is scored on the same validation images (1000 for the generated datasets). Two models disagree
+on a few percent of them, so the draw of those images moves each seed's difference (`stats.image_noise`, "per
+seed"): the intervals over seeds contain that noise, but it widens them, and on the default benchmark it is a large
+part of a paired comparison's noise. A small part of it is shared by every seed (images on which one model is
+systematically better, "shared"): that part no interval over seeds contains. A generated dataset can draw as many
+validation images as asked, and its first n are the n a run was scored on (each image is made from its own
+index), so `rescore` scores each finished run's final weights (`last.pth`; the EMA's where the run kept one) on N
+images and gives:
 
 - the call's report (summary, comparison with its verdicts, resolution) on the N images, computed by
-  `experiments.report` as the runner's own report is;
-- beside it, each comparison on the stored images and on the N, and the error that the choice of images adds to
-  each mean difference at both sizes (`experiments.stats.validation_sampling_sd`);
+  `experiments.report` as the runner's own report is (a calibration call's calibration section is not redone);
+- each comparison on the stored images and on the N side by side, with the image noise at both sizes;
 - for a call that trained the paper's comparisons (`--grid paper`), the paper-vs-here table on both sizes.
 
-It first recomputes every run's top-1 on the stored images and refuses to go on if one differs from what the run
+It first recomputes every run's top-1 on its own images and refuses to go on if one differs from what the run
 recorded by more than REPRODUCED_WITHIN points: the images or the weights are then not those of the run. It trains
 nothing and changes no MLflow run. Datasets read from files (digits, CIFAR, an image folder) have no more images to
 draw: refused.
@@ -30,19 +32,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from experiments.data import GENERATED, build_datasets_from_key, check_sizes_available, data_key
+from experiments.data import GENERATED, SYNTHETIC_SIZES, build_datasets_for, data_key
 from experiments.paper_table import format_paper_comparison, paper_comparison
-from experiments.report import (COLUMNS, compare_to_reference, conclusions, format_comparison, format_summary,
+from experiments.report import (COLUMNS, _table, compare_to_reference, conclusions, format_comparison, format_summary,
                                 resolution, resolution_sentence, summarize)
 from experiments.runner.calls import Call, CallError, PlannedRun
 from experiments.runner.checkpoint import CheckpointError, load_checkpoint
-from experiments.stats import validation_sampling_sd, verdict_text
+from experiments.runner.engine import autocast
+from experiments.runner.run import reported_metric
+from experiments.stats import image_noise, verdict_text
 from sepvit.config import SepViTConfig
 from workbench.cli import UsageError
 
 REPRODUCED_WITHIN = 0.5  # top-1 points: another CPU's rounding may flip an image or two, a wrong image set many
 BATCH = 250
-DEFAULT_VAL_SIZE = 20000  # image error of a mean difference about 0.05-0.08 points on the default benchmark
+DEFAULT_VAL_SIZE = 20000  # per-seed image noise of a difference about 0.15 points on the default benchmark (0.7 at 1000)
+MAX_VAL_SIZE = 200_000  # about 2.5 GB of 32 px images in memory
 
 
 # ------------------------------------------------------------------------------------------- scoring
@@ -50,135 +55,163 @@ def finished_runs(call: Call) -> tuple[list[PlannedRun], list[str]]:
     """(the runs that finished every planned epoch, the names of those left out)."""
     kept, left = [], []
     for run in call.runs:
-        (kept if call.state_of(run) == "finished" else left).append(run)
+        (left if call.needs_training(run) else kept).append(run)
     return kept, [run.name for run in left]
 
 
-def final_weights(call: Call, run: PlannedRun) -> torch.nn.Module:
-    """The weights the run reported with: its last epoch's, the EMA's if it kept one; in eval mode."""
+def recorded_top1(call: Call, run: PlannedRun) -> tuple[int, float]:
+    """(last epoch, top-1 it reported) from the run's result.json; CallError if that file is unreadable."""
+    try:
+        last = call.result_of(run)["history"][-1]
+        return int(last["epoch"]), float(last[reported_metric(run.train)])
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise CallError(f"{run.name}: its result.json is damaged ({type(exc).__name__}: {exc}): its recorded top-1 "
+                        "is unknown, so its rescore could not be checked; retrain the run") from None
+
+
+def final_weights(call: Call, run: PlannedRun, last_epoch: int) -> torch.nn.Module:
+    """The weights the run reported with at `last_epoch`: the raw ones, or the EMA's if it kept one; eval mode."""
     path = call.run_dir(run) / "last.pth"
     if not path.is_file():
         raise CallError(f"{run.name}: no {path.name} in {path.parent} (deleted?): its final weights are gone, so the "
                         "call cannot be rescored; rescore a call whose folders are complete")
     ckpt = load_checkpoint(path)
-    model = SepViTConfig.from_dict(ckpt["config"]).build()
+    if ckpt.get("epoch") != last_epoch:
+        raise CallError(f"{path} holds epoch {ckpt.get('epoch')}, but the run reported epoch {last_epoch}: these are "
+                        "not the weights it was scored with; retrain the run")
     state = ckpt["model"]
     if run.train.model_ema:
         if ckpt.get("ema") is None:
             raise CheckpointError(f"{path}: the run reported its EMA's top-1, but the checkpoint holds no EMA")
-        state = {k.removeprefix("module."): v for k, v in ckpt["ema"].items()}
-    model.load_state_dict(state)
+        state = {k.removeprefix("module."): v for k, v in ckpt["ema"].items()}  # timm ModelEmaV3 wraps the model
+    model = SepViTConfig.from_dict(ckpt["config"]).build()
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: its weights do not fit its own configuration ({str(exc).splitlines()[0]})") \
+            from None
     return model.eval()
 
 
-def correct_per_image(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """Whether the model's top-1 is right, image by image."""
-    with torch.inference_mode():
+def correct_per_image(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, amp: bool) -> np.ndarray:
+    """Whether the model's top-1 is right, image by image (under the autocast the run was evaluated with)."""
+    with torch.inference_mode(), autocast(torch.device("cpu"), amp):
         predicted = torch.cat([model(images[i:i + BATCH]).argmax(-1) for i in range(0, len(images), BATCH)])
-    return (predicted == labels).numpy()
+    return (predicted == torch.as_tensor(labels)).numpy()
 
 
-def validation_tensors(run: PlannedRun, val_size: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(images, labels) of the first `val_size` validation images of the run's dataset, and how many of them the run
-    was scored on."""
+def check_generated(run: PlannedRun) -> None:
     if run.train.dataset not in GENERATED:
         raise UsageError(f"{run.name} was trained on {run.train.dataset!r}, read from files: it has no more validation "
                          f"images to draw; rescore calls on a generated dataset ({', '.join(GENERATED)})")
-    _, stored_val, info = build_datasets_from_key(data_key(run.train), img_size=run.model.img_size)
-    stored = info.val_size
+
+
+def stored_val_size(run: PlannedRun) -> int:
+    """How many validation images the run was scored on (a generated dataset makes as many as asked)."""
+    return int(run.train.val_size or SYNTHETIC_SIZES[1])
+
+
+def validation_set(run: PlannedRun, val_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of the first `val_size` validation images of the run's generated dataset."""
+    val = build_datasets_for(run.train.replace(val_size=val_size))[1]
+    return val.images, torch.as_tensor(val.labels)
+
+
+def check_request(runs: Sequence[PlannedRun], val_size: int) -> int:
+    """The stored validation size the runs share; refuses what cannot be rescored before any scoring."""
+    for run in runs:
+        check_generated(run)
+    if val_size > MAX_VAL_SIZE:
+        raise UsageError(f"--val-size {val_size}: give at most {MAX_VAL_SIZE} (the images are held in memory)")
+    sizes = {stored_val_size(run) for run in runs}
+    if len(sizes) != 1:
+        raise UsageError(f"the call's runs were scored on different numbers of images ({sorted(sizes)}): rescore "
+                         "calls whose runs share one validation set")
+    stored = sizes.pop()
     if val_size <= stored:
-        raise UsageError(f"--val-size {val_size}: {run.name} was already scored on {stored} images; give more than "
+        raise UsageError(f"--val-size {val_size}: the runs were already scored on {stored} images; give more than "
                          f"{stored}")
-    _, val, info = build_datasets_from_key(data_key(run.train.replace(val_size=val_size)), img_size=run.model.img_size)
-    check_sizes_available(info, None, val_size)
-    pairs = [val[i] for i in range(val_size)]
-    return torch.stack([x for x, _ in pairs]), torch.tensor([int(y) for _, y in pairs]), stored
+    return stored
 
 
-def score(call: Call, runs: Sequence[PlannedRun], val_size: int) -> tuple[dict[str, np.ndarray], int]:
-    """Per-image correctness of every run on `val_size` images (by run folder), and the stored validation size;
-    refuses a run whose top-1 on the stored images is not what it recorded."""
-    cache: dict[tuple, tuple] = {}
-    correct, stored_sizes = {}, set()
+def score(call: Call, runs: Sequence[PlannedRun], val_size: int, stored: int) -> dict[str, np.ndarray]:
+    """Per-image correctness of every run on `val_size` images (by run folder); refuses a run whose top-1 on its
+    own `stored` images is not what it recorded."""
+    sets: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+    correct = {}
     for run in runs:
         key = data_key(run.train)
-        if key not in cache:
-            cache[key] = validation_tensors(run, val_size)
-        images, labels, stored = cache[key]
-        stored_sizes.add(stored)
-        correct[run.folder] = correct_per_image(final_weights(call, run), images, labels)
-        recorded = call.result_of(run)["history"][-1][_metric(run)]
-        again = 100.0 * correct[run.folder][:stored].mean()
-        if abs(again - recorded) > REPRODUCED_WITHIN:
-            raise CallError(f"{run.name}: top-1 on its own {stored} validation images is {again:.2f} % now against "
-                            f"{recorded:.2f} % recorded: the images or the weights are not the run's (the dataset "
-                            "generator or the checkpoint changed since); retrain the call to rescore it")
-        print(f"  {run.name}: {recorded:.2f} % recorded, {again:.2f} % recomputed on the same {stored} images, "
-              f"{100.0 * correct[run.folder].mean():.2f} % on {val_size}", file=sys.stderr, flush=True)
-    if len(stored_sizes) != 1:
-        raise UsageError(f"the call's runs were scored on different numbers of images ({sorted(stored_sizes)}): "
-                         "rescore calls whose runs share one validation set")
-    return correct, stored_sizes.pop()
-
-
-def _metric(run: PlannedRun) -> str:
-    return "val_top1_ema" if run.train.model_ema else "val_top1"
+        if key not in sets:
+            sets[key] = validation_set(run, val_size)
+        last_epoch, recorded = recorded_top1(call, run)
+        on_all = correct_per_image(final_weights(call, run, last_epoch), *sets[key], run.train.amp)
+        recomputed = 100.0 * float(on_all[:stored].mean())
+        if abs(recomputed - recorded) > REPRODUCED_WITHIN:
+            raise CallError(f"{run.name}: top-1 on its own {stored} validation images is {recomputed:.2f} % now "
+                            f"against {recorded:.2f} % recorded: the images or the weights are not the run's (the "
+                            "dataset generator or the checkpoint changed since); retrain the call to rescore it")
+        correct[run.folder] = on_all
+        print(f"  {run.name}: {recorded:.2f} % recorded, {recomputed:.2f} % recomputed on the same {stored} images, "
+              f"{100.0 * float(on_all.mean()):.2f} % on {val_size}", file=sys.stderr, flush=True)
+    return correct
 
 
 # ------------------------------------------------------------------------------------------- report
-def runs_frame(call: Call, runs: Sequence[PlannedRun], correct: dict[str, np.ndarray], images: int) -> pd.DataFrame:
-    """The report's rows (`experiments.report.COLUMNS`), top-1 on the first `images` images; the cost columns from
+def runs_frame(call: Call, runs: Sequence[PlannedRun], correct: dict[str, np.ndarray], first_n: int) -> pd.DataFrame:
+    """The report's rows (`experiments.report.COLUMNS`), top-1 on the first `first_n` images; the cost columns from
     each run's result (timings left out: rescoring times nothing)."""
     rows = []
     for run in runs:
-        cost = call.result_of(run).get("cost", {})
-        rows.append({"run_id": call.result_of(run).get("run_id"), "config": run.label, "seed": run.seed,
-                     "status": "FINISHED", "top1": 100.0 * float(correct[run.folder][:images].mean()),
-                     "best_top1": math.nan, "params": cost.get("params"), "macs": cost.get("macs"),
-                     "latency_ms": math.nan, "img_per_s": math.nan, "is_reference": run.label == call.reference})
+        result = call.result_of(run)
+        cost = result.get("cost", {})
+        rows.append({"run_id": result.get("run_id"), "config": run.label, "seed": run.seed, "status": "FINISHED",
+                     "top1": 100.0 * float(correct[run.folder][:first_n].mean()), "best_top1": math.nan,
+                     "params": cost.get("params"), "macs": cost.get("macs"), "latency_ms": math.nan,
+                     "img_per_s": math.nan, "is_reference": run.label == call.reference})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def image_error(call: Call, runs: Sequence[PlannedRun], correct: dict[str, np.ndarray], images: int) -> dict[str, float]:
-    """Per compared configuration: the error that the choice of the first `images` images adds to its mean
-    difference to the reference, over the seeds both trained."""
-    reference = {run.seed: correct[run.folder][:images] for run in runs if run.label == call.reference}
+def noise_by_config(call: Call, runs: Sequence[PlannedRun], correct: dict[str, np.ndarray],
+                    first_n: int) -> dict[str, tuple[float, float]]:
+    """Per compared configuration: (per-seed, shared) image noise of its difference to the reference on the first
+    `first_n` images, over the seeds both trained (`stats.image_noise`)."""
+    reference = {run.seed: correct[run.folder][:first_n] for run in runs if run.label == call.reference}
     out = {}
     for label in dict.fromkeys(run.label for run in runs if run.label != call.reference):
-        mine = {run.seed: correct[run.folder][:images] for run in runs if run.label == label}
-        shared = sorted(set(mine) & set(reference))
-        if shared:
-            out[label] = validation_sampling_sd([mine[s] for s in shared], [reference[s] for s in shared])
+        compared = {run.seed: correct[run.folder][:first_n] for run in runs if run.label == label}
+        shared_seeds = sorted(set(compared) & set(reference))
+        if shared_seeds:
+            noise = image_noise([compared[s] for s in shared_seeds], [reference[s] for s in shared_seeds])
+            out[label] = (noise.per_seed, noise.shared)
     return out
 
 
-def side_by_side(stored: pd.DataFrame, rescored: pd.DataFrame, error_stored: dict[str, float],
-                 error_rescored: dict[str, float], n_stored: int, n_rescored: int) -> pd.DataFrame:
-    """One row per compared configuration: difference and verdict on the stored images and on the rescored ones,
-    and the error from the choice of images at each size."""
+def side_by_side(comparisons: dict[int, pd.DataFrame], noise: dict[int, dict[str, tuple[float, float]]]) -> list[dict]:
+    """One record per compared configuration: at each size, the difference, the verdict (bare and as text) and
+    the image noise."""
+    sizes = list(comparisons)
     rows = []
-    for (_, a), (_, b) in zip(stored.iterrows(), rescored.iterrows(), strict=True):
-        rows.append({"config": a["config"], f"diff_{n_stored}": a["diff"], f"verdict_{n_stored}": _verdict(a),
-                     f"image_error_{n_stored}": error_stored.get(a["config"], math.nan),
-                     f"diff_{n_rescored}": b["diff"], f"verdict_{n_rescored}": _verdict(b),
-                     f"image_error_{n_rescored}": error_rescored.get(b["config"], math.nan)})
-    return pd.DataFrame(rows)
+    for rows_at_sizes in zip(*(comparisons[n].iterrows() for n in sizes), strict=True):
+        config = rows_at_sizes[0][1]["config"]
+        row = {"config": config}
+        for n, (_, r) in zip(sizes, rows_at_sizes):
+            needed = None if pd.isna(r.get("seeds_needed", math.nan)) else int(r["seeds_needed"])
+            per_seed, shared = noise[n].get(config, (math.nan, math.nan))
+            row.update({f"diff_{n}": r["diff"], f"verdict_{n}": r["verdict"],
+                        f"verdict_text_{n}": verdict_text(r["verdict"], r["equivalence_bound"], needed),
+                        f"noise_per_seed_{n}": per_seed, f"noise_shared_{n}": shared})
+        rows.append(row)
+    return rows
 
 
-def _verdict(row) -> str:
-    needed = None if pd.isna(row.get("seeds_needed", math.nan)) else int(row["seeds_needed"])
-    return verdict_text(row["verdict"], row["equivalence_bound"], needed)
-
-
-def format_side_by_side(table: pd.DataFrame, n_stored: int, n_rescored: int) -> str:
-    header = ["configuration", f"Δ on {n_stored} images", "verdict", "± images", f"Δ on {n_rescored} images",
-              "verdict", "± images"]
-    lines = [[r["config"], f"{r[f'diff_{n_stored}']:+.2f}", r[f"verdict_{n_stored}"],
-              f"{r[f'image_error_{n_stored}']:.2f}", f"{r[f'diff_{n_rescored}']:+.2f}", r[f"verdict_{n_rescored}"],
-              f"{r[f'image_error_{n_rescored}']:.2f}"] for _, r in table.iterrows()]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
-    fmt = lambda row: "  ".join(str(x).ljust(w) for x, w in zip(row, widths))  # noqa: E731
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *(fmt(line) for line in lines)])
+def format_side_by_side(rows: Sequence[dict], n_stored: int, n: int) -> str:
+    header = ["configuration"]
+    for size in (n_stored, n):
+        header += [f"Δ on {size} images", "verdict", "± per seed", "shared"]
+    lines = [[r["config"], *(cell for size in (n_stored, n) for cell in (
+        f"{r[f'diff_{size}']:+.2f}", r[f"verdict_text_{size}"], f"{r[f'noise_per_seed_{size}']:.2f}",
+        f"{r[f'noise_shared_{size}']:.2f}"))] for r in rows]
+    return _table(header, lines, markdown=False)
 
 
 def rescore(folder: Path, val_size: int) -> tuple[str, dict]:
@@ -187,31 +220,33 @@ def rescore(folder: Path, val_size: int) -> tuple[str, dict]:
     runs, left_out = finished_runs(call)
     if not runs:
         raise CallError(f"{folder}: no run of this call has finished: finish it first (ablate.py --resume {folder})")
-    correct, n_stored = score(call, runs, val_size)
+    n_stored = check_request(runs, val_size)
+    correct = score(call, runs, val_size, n_stored)
     num_classes = runs[0].model.num_classes
     frames = {n: runs_frame(call, runs, correct, n) for n in (n_stored, val_size)}
     summary = summarize(frames[val_size], num_classes, val_size)
     record = {"command": call.command, "val_size": val_size, "stored_val_size": n_stored, "left_out": left_out,
               "runs": [{"folder": r.folder, "label": r.label, "seed": r.seed,
-                        "recorded_top1": call.result_of(r)["history"][-1][_metric(r)],
+                        "recorded_top1": recorded_top1(call, r)[1],
                         f"top1_{n_stored}": 100.0 * float(correct[r.folder][:n_stored].mean()),
                         f"top1_{val_size}": 100.0 * float(correct[r.folder].mean())} for r in runs]}
     text = [f"{folder} ({call.command}): {len(runs)} finished runs scored on {val_size} validation images of "
             f"{runs[0].train.dataset}; their own {n_stored} are the first {n_stored} of them.",
             *([f"Left out (not finished): {', '.join(left_out)}."] if left_out else []),
+            *(["A calibration call: its calibration section is not redone here."] if call.calibrate else []),
             "", format_summary(summary, num_classes=num_classes, val_size=val_size)]
-    if call.reference is not None and frames[val_size]["is_reference"].any() \
-            and (~frames[val_size]["is_reference"]).any():
+    reference_finished = frames[val_size]["is_reference"].any()
+    if call.reference is not None and not reference_finished:
+        text += ["", f"No run of the reference ({call.reference}) finished: nothing to compare against."]
+    if reference_finished and (~frames[val_size]["is_reference"]).any():
         comparisons = {n: compare_to_reference(frame) for n, frame in frames.items()}
-        errors = {n: image_error(call, runs, correct, n) for n in frames}
-        record["comparison"] = side_by_side(comparisons[n_stored], comparisons[val_size], errors[n_stored],
-                                            errors[val_size], n_stored, val_size).to_dict("records")
+        record["comparison"] = side_by_side(comparisons, {n: noise_by_config(call, runs, correct, n) for n in frames})
         text += ["", format_comparison(comparisons[val_size]), "", *conclusions(summary, comparisons[val_size])]
     against_paper = {n: paper_comparison(frame) for n, frame in frames.items()}
     if len(against_paper[val_size]):
         record["paper_comparison"] = {str(n): table.to_dict("records") for n, table in against_paper.items()}
     text += ["", format_record(record), "", resolution_sentence(resolution(frames[val_size]))]
-    return "\n".join(text), record
+    return "\n".join(text).replace("\n\n\n", "\n\n"), record
 
 
 def format_record(record: dict) -> str:
@@ -220,18 +255,20 @@ def format_record(record: dict) -> str:
     n_stored, n = record["stored_val_size"], record["val_size"]
     text = []
     if record.get("comparison"):
-        text += [f"The same comparisons on the runs' own {n_stored} images and on {n} (± images: the standard error "
-                 "that the choice of validation images adds to the mean difference; it does not shrink with seeds, "
-                 "and the intervals over seeds do not contain it):", "",
-                 format_side_by_side(pd.DataFrame(record["comparison"]), n_stored, n)]
-    for size, table in record.get("paper_comparison", {}).items():
-        text += ["", f"Paper vs here, on {size} images (a direction counts only where the verdict resolved it):",
-                 format_paper_comparison(pd.DataFrame(table))]
+        text += [f"The same comparisons on the runs' own {n_stored} images and on {n}. ± per seed: the sd that the "
+                 "draw of the images adds to each seed's difference (the intervals contain it; more images shrink "
+                 "it). shared: the part every seed shares, which no interval over seeds contains "
+                 "(stats.image_noise):", "", format_side_by_side(record["comparison"], n_stored, n)]
+    for size in (n_stored, n):
+        table = record.get("paper_comparison", {}).get(str(size))
+        if table:
+            text += ["", f"Paper vs here, on {size} images (a direction counts only where the verdict resolved it):",
+                     format_paper_comparison(pd.DataFrame(table))]
     return "\n".join(text).strip("\n")
 
 
 def changed_verdicts(record: dict) -> list[str]:
-    """The compared configurations whose verdict differs between the stored images and the rescore's."""
+    """The compared configurations whose verdict (its rule, not its bound) differs between the two sizes."""
     n_stored, n = record["stored_val_size"], record["val_size"]
     return [r["config"] for r in record.get("comparison", []) if r[f"verdict_{n_stored}"] != r[f"verdict_{n}"]]
 

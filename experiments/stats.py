@@ -216,18 +216,43 @@ def chance_interval(num_classes: int, n: int, confidence: float = 0.95) -> tuple
     return 100.0 * low / n, 100.0 * high / n
 
 
-def validation_sampling_sd(correct_a, correct_b) -> float:
-    """The standard error, in top-1 points, that the choice of validation images adds to a call's mean difference
-    between two configurations scored on the same images.
+@dataclass
+class ImageNoise:
+    """What the draw of n validation images adds to a comparison of two configurations scored on the same images,
+    in top-1 points (`image_noise`)."""
 
-    correct_a, correct_b: per-image correctness, one row per shared seed (seeds x images; a 1-D vector is one seed),
-    rows in the same seed order. The call's mean difference is the mean over images of each image's difference
-    averaged over seeds, so its error from drawing these n images is that per-image quantity's sd over sqrt(n).
-    Every seed is scored on the same images, so this error does not shrink with more seeds and the intervals over
-    seeds do not contain it; only more images shrink it (`experiments.rescore`).
+    per_seed: float  # sd it adds to each seed's difference: in the intervals over seeds, and shrinks with more images
+    shared: float  # the part every seed shares (the images' own lean): outside the intervals; NaN for one seed
+    images: int
+    seeds: int
+
+
+def image_noise(correct_a, correct_b) -> ImageNoise:
+    """How much the choice of validation images moves the difference between configurations `a` and `b`.
+
+    correct_a, correct_b: per-image correctness, one row per shared seed (seeds x images; a 1-D vector is one
+    seed), rows in the same seed order. Each image's difference d[s, i] = a - b is -1, 0 or +1. Read as a two-way
+    layout, seeds x images, one value per cell:
+    - per seed: the sampling sd of a seed's mean difference over n images drawn from the same population,
+      sqrt(mean over seeds of var_i(d) / n). It varies from seed to seed, so the paired interval over seeds
+      already contains it; more images shrink it.
+    - shared: images on which one configuration is systematically better lean every seed's difference the same
+      way: an error of the call's mean difference that no interval over seeds contains and more seeds do not shrink.
+      Its variance is the image effect's variance over n: (MS_images - MS_residual) / seeds / n, from the two-way
+      mean squares (clipped at 0; it needs two seeds).
     """
     a, b = np.atleast_2d(np.asarray(correct_a, dtype=float)), np.atleast_2d(np.asarray(correct_b, dtype=float))
-    if a.shape != b.shape or a.ndim != 2 or a.size == 0:
-        raise ValueError(f"two correctness arrays of equal shape (seeds x images) expected, got {a.shape} and {b.shape}")
-    per_image = (a - b).mean(axis=0)
-    return 100.0 * math.sqrt(float(per_image.var()) / per_image.size)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] < 2:
+        raise ValueError(f"two correctness arrays of equal shape (seeds x images, at least 2 images) expected, got "
+                         f"{a.shape} and {b.shape}")
+    d = a - b
+    seeds, n = d.shape
+    per_seed = math.sqrt(float(d.var(axis=1, ddof=1).mean()) / n)
+    shared = math.nan
+    if seeds >= 2:
+        by_image, by_seed = d.mean(axis=0), d.mean(axis=1)
+        ms_images = seeds * float(by_image.var(ddof=1))
+        residual = d - by_image[None, :] - by_seed[:, None] + d.mean()
+        ms_residual = float((residual ** 2).sum()) / ((n - 1) * (seeds - 1))
+        shared = math.sqrt(max(0.0, ms_images - ms_residual) / seeds / n)
+    return ImageNoise(100.0 * per_seed, 100.0 * shared, n, seeds)

@@ -214,16 +214,18 @@ plt.show()
 
 # %% [markdown]
 # ## 6 · The same call on more validation images
-# Every run of a call is scored on the same validation images (1000 on the generated datasets), so their draw is
-# one error in every mean difference above, shared by all seeds: no interval over seeds contains it.
-# `python experiments/rescore.py <call folder> --val-size 20000` scores the call's final weights on 20000 images of
-# the same task (the first 1000 are the runs' own, and each run must reproduce its recorded top-1 on them) and
-# writes `rescore-val20000.json` into the call folder; this section shows it when it exists. `± images` is the
-# standard error that the choice of images adds to a mean difference (`experiments.stats.validation_sampling_sd`).
-# A verdict that changes between the two sizes was decided partly by which images were drawn.
+# Every run of a call is scored on the same validation images (1000 on the generated datasets). Two models disagree
+# on a few percent of them, so the draw of the images moves each seed's difference: the intervals above contain that
+# noise, but it widens them. A small part of it is shared by every seed (images on which one model is systematically
+# better), and no interval over seeds contains that part. `python experiments/rescore.py <call folder> --val-size
+# 20000` scores the call's final weights on 20000 images of the same task (the first 1000 are the runs' own, and
+# each run must reproduce its recorded top-1 on them) and writes `rescore-val20000.json` into the call folder; this
+# section shows it when it exists. `± per seed` and `shared` are `experiments.stats.image_noise`. A verdict that
+# changes between the two sizes was decided partly by which images were drawn.
 
 # %%
 store = sqlite_path(TRACKING_URI)
+# the runner's default store lies in its output folder, and call folders are named relative to that folder
 call_folder = None if store is None or call["call_folder"] is None else Path(store).parent / call["call_folder"]
 rescore_size = DEFAULT_VAL_SIZE if os.environ.get("SEPVIT_SMOKE") != "1" else 96  # the smoke call has 32 images
 if call_folder is not None and os.environ.get("SEPVIT_SMOKE") == "1":
@@ -231,11 +233,11 @@ if call_folder is not None and os.environ.get("SEPVIT_SMOKE") == "1":
     write_json(record_path(call_folder, rescore_size), smoke_record)
 record = None if call_folder is None else load_record(call_folder, rescore_size)
 if record is None:
-    where = call["call_folder"] or "<call folder>"
-    print(f"This call has not been rescored: python experiments/rescore.py output/{where} --val-size {rescore_size}")
+    where = f"<output>/{call['call_folder']}" if call["call_folder"] else "<call folder>"
+    print(f"This call has not been rescored: python experiments/rescore.py {where} --val-size {rescore_size}")
 else:
     print(format_record(record))
     changed = changed_verdicts(record)
     display(Markdown(f"- On {record['val_size']} images, {len(changed)} of {len(record.get('comparison', []))} "
-                     f"comparisons against the reference changed verdict"
+                     f"comparisons against the reference changed verdict (the rule that decided, not only its bound)"
                      + (f": {', '.join(f'`{c}`' for c in changed)}." if changed else ".")))

@@ -232,9 +232,9 @@ def new_call_folder(output: str | Path, experiment: str) -> Path:
             continue
 
 
-def find_call_folder(target: str, output: str | Path, tracking_uri: str | None) -> Path:
-    """The call folder named by --resume: the folder itself, a file inside it (e.g. a run's last.pth), or the
-    parent run id (looked up in the tracking store)."""
+def find_call_folder(target: str, output: str | Path, tracking_uri: str | None, named_by: str = "--resume") -> Path:
+    """The call folder named by `named_by` (--resume, or rescore.py's CALL): the folder itself, a file inside it
+    (e.g. a run's last.pth), or the parent run id (looked up in the tracking store)."""
     path = Path(target).expanduser()
     for candidate in (path, *path.parents[:3]):
         if (candidate / CALL_FILE).is_file():
@@ -243,11 +243,11 @@ def find_call_folder(target: str, output: str | Path, tracking_uri: str | None) 
         raise CallError(f"{target} is not inside a runner call folder (no {CALL_FILE} in it or above it): pass the "
                         "call folder printed by ablate.py, a last.pth inside it, or the parent run id")
     if RUN_ID.match(target):
-        return _call_folder_of_parent(target, output, tracking_uri)
-    raise CallError(f"--resume {target}: no such file or folder, and not an MLflow run id")
+        return _call_folder_of_parent(target, output, tracking_uri, named_by)
+    raise CallError(f"{named_by} {target}: no such file or folder, and not an MLflow run id")
 
 
-def _call_folder_of_parent(run_id: str, output: str | Path, tracking_uri: str | None) -> Path:
+def _call_folder_of_parent(run_id: str, output: str | Path, tracking_uri: str | None, named_by: str) -> Path:
     from mlflow.exceptions import MlflowException  # mlflow takes ~1.3 s to import: only when a run id is given
     from mlflow.tracking import MlflowClient
 
@@ -255,7 +255,7 @@ def _call_folder_of_parent(run_id: str, output: str | Path, tracking_uri: str | 
     path = sqlite_path(uri)
     problem = sqlite_store_problem(path) if path is not None else None
     if problem:  # looking a run up must not create an empty store
-        raise CallError(f"--resume {run_id}: {problem}; pass --output (or --tracking-uri) of the call's store, or "
+        raise CallError(f"{named_by} {run_id}: {problem}; pass --output (or --tracking-uri) of the call's store, or "
                         "the call folder")
     try:
         run = MlflowClient(tracking_uri=uri).get_run(run_id)
