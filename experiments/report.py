@@ -404,10 +404,15 @@ def format_comparison(comparison: pd.DataFrame, markdown: bool = False) -> str:
         welch = "n/a (needs 2 seeds)" if math.isnan(r["welch_low"]) else f"[{r['welch_low']:+.2f}, {r['welch_high']:+.2f}]"
         paired = "n/a" if r["paired_seeds"] < 2 else f"[{r['paired_low']:+.2f}, {r['paired_high']:+.2f}]"
         overlap = {True: "yes", False: "no", None: "n/a"}[r["cis_overlap"]]
-        needed = None if pd.isna(r.get("seeds_needed", math.nan)) else int(r["seeds_needed"])
-        verdict = verdict_text(r["verdict"], r["equivalence_bound"], needed)
+        verdict = verdict_cell(r)
         lines.append([r["config"], f"{r['diff']:+.2f}", paired, welch, overlap, verdict])
     return _table(header, lines, markdown)
+
+
+def verdict_cell(row) -> str:
+    """A `compare_to_reference` row's verdict as a table cell: 'equivalent (±1.2)', 'unresolved (±6.5; ~9 seeds)'."""
+    needed = None if pd.isna(row.get("seeds_needed", math.nan)) else int(row["seeds_needed"])
+    return verdict_text(row["verdict"], row["equivalence_bound"], needed)
 
 
 def _with_iqr(row, column: str, digits: int) -> str:

@@ -16,8 +16,8 @@ import sys
 from typing import Sequence
 
 from experiments.data import DataError
-from experiments.rescoring import DEFAULT_VAL_SIZE, record_path, rescore
-from experiments.runner.calls import Call, CallError, find_call_folder, write_json
+from experiments.rescoring import DEFAULT_VAL_SIZE, rescore, write_record
+from experiments.runner.calls import Call, CallError, find_call_folder
 from experiments.runner.checkpoint import CheckpointError
 from workbench.cli import OneLineParser, UsageError, fail, run_command
 
@@ -50,8 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             text, record = rescore(folder, val_size)
             print(text)
-            path = record_path(folder, val_size)
-            write_json(path, record)
+            path = write_record(folder, record)
         except (CallError, CheckpointError, DataError, UsageError) as exc:
             return fail(PROG, str(exc))
         except OSError as exc:

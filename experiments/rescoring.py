@@ -35,18 +35,18 @@ import torch
 from experiments.data import GENERATED, SYNTHETIC_SIZES, build_datasets_for, data_key
 from experiments.paper_table import format_paper_comparison, paper_comparison
 from experiments.report import (COLUMNS, _table, compare_to_reference, conclusions, format_comparison, format_summary,
-                                resolution, resolution_sentence, summarize)
-from experiments.runner.calls import Call, CallError, PlannedRun
-from experiments.runner.checkpoint import CheckpointError, load_checkpoint
+                                resolution, resolution_sentence, summarize, verdict_cell)
+from experiments.runner.calls import Call, CallError, PlannedRun, write_json
+from experiments.runner.checkpoint import load_checkpoint, model_from_checkpoint
 from experiments.runner.engine import autocast
 from experiments.runner.run import reported_metric
-from experiments.stats import image_noise, verdict_text
-from sepvit.config import SepViTConfig
+from experiments.stats import image_noise
 from workbench.cli import UsageError
 
 REPRODUCED_WITHIN = 0.5  # top-1 points: another CPU's rounding may flip an image or two, a wrong image set many
 BATCH = 250
-DEFAULT_VAL_SIZE = 20000  # per-seed image noise of a difference about 0.15 points on the default benchmark (0.7 at 1000)
+# per-seed image noise of a difference on the default benchmark: about 0.15 points at 20000 images, 0.7 at 1000
+DEFAULT_VAL_SIZE = 20000
 MAX_VAL_SIZE = 200_000  # about 2.5 GB of 32 px images in memory
 
 
@@ -55,16 +55,21 @@ def finished_runs(call: Call) -> tuple[list[PlannedRun], list[str]]:
     """(the runs that finished every planned epoch, the names of those left out)."""
     kept, left = [], []
     for run in call.runs:
-        (left if call.needs_training(run) else kept).append(run)
+        try:
+            unfinished = call.needs_training(run)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CallError(f"{run.name}: its result.json is damaged ({type(exc).__name__}: {exc}): retrain the "
+                            "run") from None
+        (left if unfinished else kept).append(run)
     return kept, [run.name for run in left]
 
 
-def recorded_top1(call: Call, run: PlannedRun) -> tuple[int, float]:
-    """(last epoch, top-1 it reported) from the run's result.json; CallError if that file is unreadable."""
+def recorded_top1(run: PlannedRun, result: dict | None) -> tuple[int, float]:
+    """(last epoch, top-1 it reported) from the run's result.json (`result`); CallError if that is unreadable."""
     try:
-        last = call.result_of(run)["history"][-1]
+        last = result["history"][-1]
         return int(last["epoch"]), float(last[reported_metric(run.train)])
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise CallError(f"{run.name}: its result.json is damaged ({type(exc).__name__}: {exc}): its recorded top-1 "
                         "is unknown, so its rescore could not be checked; retrain the run") from None
 
@@ -79,18 +84,7 @@ def final_weights(call: Call, run: PlannedRun, last_epoch: int) -> torch.nn.Modu
     if ckpt.get("epoch") != last_epoch:
         raise CallError(f"{path} holds epoch {ckpt.get('epoch')}, but the run reported epoch {last_epoch}: these are "
                         "not the weights it was scored with; retrain the run")
-    state = ckpt["model"]
-    if run.train.model_ema:
-        if ckpt.get("ema") is None:
-            raise CheckpointError(f"{path}: the run reported its EMA's top-1, but the checkpoint holds no EMA")
-        state = {k.removeprefix("module."): v for k, v in ckpt["ema"].items()}  # timm ModelEmaV3 wraps the model
-    model = SepViTConfig.from_dict(ckpt["config"]).build()
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: its weights do not fit its own configuration ({str(exc).splitlines()[0]})") \
-            from None
-    return model.eval()
+    return model_from_checkpoint(ckpt, path, ema=run.train.model_ema)
 
 
 def correct_per_image(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, amp: bool) -> np.ndarray:
@@ -134,35 +128,37 @@ def check_request(runs: Sequence[PlannedRun], val_size: int) -> int:
     return stored
 
 
-def score(call: Call, runs: Sequence[PlannedRun], val_size: int, stored: int) -> dict[str, np.ndarray]:
-    """Per-image correctness of every run on `val_size` images (by run folder); refuses a run whose top-1 on its
-    own `stored` images is not what it recorded."""
+def score(call: Call, runs: Sequence[PlannedRun], results: dict[str, dict], val_size: int,
+          stored: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Per-image correctness of every run on `val_size` images and the top-1 each recorded (both by run folder);
+    refuses a run whose top-1 on its own `stored` images is not what it recorded."""
     sets: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-    correct = {}
+    correct, recorded_by_run = {}, {}
     for run in runs:
         key = data_key(run.train)
         if key not in sets:
             sets[key] = validation_set(run, val_size)
-        last_epoch, recorded = recorded_top1(call, run)
+        last_epoch, recorded = recorded_top1(run, results[run.folder])
         on_all = correct_per_image(final_weights(call, run, last_epoch), *sets[key], run.train.amp)
         recomputed = 100.0 * float(on_all[:stored].mean())
         if abs(recomputed - recorded) > REPRODUCED_WITHIN:
             raise CallError(f"{run.name}: top-1 on its own {stored} validation images is {recomputed:.2f} % now "
                             f"against {recorded:.2f} % recorded: the images or the weights are not the run's (the "
                             "dataset generator or the checkpoint changed since); retrain the call to rescore it")
-        correct[run.folder] = on_all
+        correct[run.folder], recorded_by_run[run.folder] = on_all, recorded
         print(f"  {run.name}: {recorded:.2f} % recorded, {recomputed:.2f} % recomputed on the same {stored} images, "
               f"{100.0 * float(on_all.mean()):.2f} % on {val_size}", file=sys.stderr, flush=True)
-    return correct
+    return correct, recorded_by_run
 
 
 # ------------------------------------------------------------------------------------------- report
-def runs_frame(call: Call, runs: Sequence[PlannedRun], correct: dict[str, np.ndarray], first_n: int) -> pd.DataFrame:
+def runs_frame(call: Call, runs: Sequence[PlannedRun], results: dict[str, dict], correct: dict[str, np.ndarray],
+               first_n: int) -> pd.DataFrame:
     """The report's rows (`experiments.report.COLUMNS`), top-1 on the first `first_n` images; the cost columns from
     each run's result (timings left out: rescoring times nothing)."""
     rows = []
     for run in runs:
-        result = call.result_of(run)
+        result = results[run.folder]
         cost = result.get("cost", {})
         rows.append({"run_id": result.get("run_id"), "config": run.label, "seed": run.seed, "status": "FINISHED",
                      "top1": 100.0 * float(correct[run.folder][:first_n].mean()), "best_top1": math.nan,
@@ -189,16 +185,14 @@ def noise_by_config(call: Call, runs: Sequence[PlannedRun], correct: dict[str, n
 def side_by_side(comparisons: dict[int, pd.DataFrame], noise: dict[int, dict[str, tuple[float, float]]]) -> list[dict]:
     """One record per compared configuration: at each size, the difference, the verdict (bare and as text) and
     the image noise."""
-    sizes = list(comparisons)
+    by_size = {n: table.set_index("config", drop=False) for n, table in comparisons.items()}
     rows = []
-    for rows_at_sizes in zip(*(comparisons[n].iterrows() for n in sizes), strict=True):
-        config = rows_at_sizes[0][1]["config"]
+    for config in next(iter(comparisons.values()))["config"]:
         row = {"config": config}
-        for n, (_, r) in zip(sizes, rows_at_sizes):
-            needed = None if pd.isna(r.get("seeds_needed", math.nan)) else int(r["seeds_needed"])
+        for n, table in by_size.items():
+            r = table.loc[config]
             per_seed, shared = noise[n].get(config, (math.nan, math.nan))
-            row.update({f"diff_{n}": r["diff"], f"verdict_{n}": r["verdict"],
-                        f"verdict_text_{n}": verdict_text(r["verdict"], r["equivalence_bound"], needed),
+            row.update({f"diff_{n}": r["diff"], f"verdict_{n}": r["verdict"], f"verdict_text_{n}": verdict_cell(r),
                         f"noise_per_seed_{n}": per_seed, f"noise_shared_{n}": shared})
         rows.append(row)
     return rows
@@ -221,13 +215,14 @@ def rescore(folder: Path, val_size: int) -> tuple[str, dict]:
     if not runs:
         raise CallError(f"{folder}: no run of this call has finished: finish it first (ablate.py --resume {folder})")
     n_stored = check_request(runs, val_size)
-    correct = score(call, runs, val_size, n_stored)
+    results = {run.folder: call.result_of(run) for run in runs}
+    correct, recorded = score(call, runs, results, val_size, n_stored)
     num_classes = runs[0].model.num_classes
-    frames = {n: runs_frame(call, runs, correct, n) for n in (n_stored, val_size)}
+    frames = {n: runs_frame(call, runs, results, correct, n) for n in (n_stored, val_size)}
     summary = summarize(frames[val_size], num_classes, val_size)
     record = {"command": call.command, "val_size": val_size, "stored_val_size": n_stored, "left_out": left_out,
               "runs": [{"folder": r.folder, "label": r.label, "seed": r.seed,
-                        "recorded_top1": recorded_top1(call, r)[1],
+                        "recorded_top1": recorded[r.folder],
                         f"top1_{n_stored}": 100.0 * float(correct[r.folder][:n_stored].mean()),
                         f"top1_{val_size}": 100.0 * float(correct[r.folder].mean())} for r in runs]}
     text = [f"{folder} ({call.command}): {len(runs)} finished runs scored on {val_size} validation images of "
@@ -245,8 +240,9 @@ def rescore(folder: Path, val_size: int) -> tuple[str, dict]:
     against_paper = {n: paper_comparison(frame) for n, frame in frames.items()}
     if len(against_paper[val_size]):
         record["paper_comparison"] = {str(n): table.to_dict("records") for n, table in against_paper.items()}
-    text += ["", format_record(record), "", resolution_sentence(resolution(frames[val_size]))]
-    return "\n".join(text).replace("\n\n\n", "\n\n"), record
+    both_sizes = format_record(record)
+    text += [*(["", both_sizes] if both_sizes else []), "", resolution_sentence(resolution(frames[val_size]))]
+    return "\n".join(text), record
 
 
 def format_record(record: dict) -> str:
@@ -275,6 +271,13 @@ def changed_verdicts(record: dict) -> list[str]:
 
 def record_path(folder: str | Path, val_size: int) -> Path:
     return Path(folder) / f"rescore-val{val_size}.json"
+
+
+def write_record(folder: str | Path, record: dict) -> Path:
+    """Store a rescore in its call folder (atomically), where `load_record` and notebook 03 find it."""
+    path = record_path(folder, record["val_size"])
+    write_json(path, record)
+    return path
 
 
 def load_record(folder: str | Path, val_size: int) -> dict | None:

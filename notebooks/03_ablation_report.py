@@ -58,8 +58,7 @@ from experiments.paper_table import format_paper_comparison, paper_comparison
 from experiments.report import (apply_costs, compare_to_reference, conclusions, format_comparison, format_summary,
                                 list_calls, load_call_summary, load_histories, load_runs, resolution,
                                 resolution_sentence, summarize)
-from experiments.rescoring import DEFAULT_VAL_SIZE, changed_verdicts, format_record, load_record, record_path, rescore
-from experiments.runner.calls import write_json
+from experiments.rescoring import DEFAULT_VAL_SIZE, changed_verdicts, format_record, load_record, rescore, write_record
 from experiments.stats import chance_interval
 from experiments.train_config import TrainConfig
 from sepvit.config import SepViTConfig
@@ -229,8 +228,7 @@ store = sqlite_path(TRACKING_URI)
 call_folder = None if store is None or call["call_folder"] is None else Path(store).parent / call["call_folder"]
 rescore_size = DEFAULT_VAL_SIZE if os.environ.get("SEPVIT_SMOKE") != "1" else 96  # the smoke call has 32 images
 if call_folder is not None and os.environ.get("SEPVIT_SMOKE") == "1":
-    _, smoke_record = rescore(call_folder, rescore_size)  # seconds on the smoke call: the path is exercised for real
-    write_json(record_path(call_folder, rescore_size), smoke_record)
+    write_record(call_folder, rescore(call_folder, rescore_size)[1])  # seconds on the smoke call, done for real
 record = None if call_folder is None else load_record(call_folder, rescore_size)
 if record is None:
     where = f"<output>/{call['call_folder']}" if call["call_folder"] else "<call folder>"

@@ -167,7 +167,8 @@ def test_rescore_refuses_a_run_whose_final_weights_are_gone(finished_call, tmp_p
     (copy / last.folder / "last.pth").unlink()
     done = rescore(str(copy), "--val-size", "96")
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith("rescore.py: error: ") and "final weights are gone" in done.stderr
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("rescore.py: error: ") and "final weights are gone" in last_line
 
 
 def test_rescore_scores_the_ema_when_the_run_reported_the_ema(tmp_path):
@@ -203,3 +204,14 @@ def test_list_calls_names_each_call_folder(finished_call):
 
     (call,) = list_calls(default_tracking_uri(finished_call.parents[1]), "sepvit-ablation").to_dict("records")
     assert finished_call == finished_call.parents[1] / call["call_folder"]
+
+
+def test_rescore_refuses_a_damaged_result_in_one_line(finished_call, tmp_path):
+    import shutil
+
+    copy = tmp_path / "sepvit-ablation" / finished_call.name
+    shutil.copytree(finished_call, copy, ignore=shutil.ignore_patterns("rescore-*.json"))
+    (copy / Call.load(copy).runs[0].folder / "result.json").write_text("{not json")
+    done = rescore(str(copy), "--val-size", "96")
+    assert done.returncode == 2 and "result.json is damaged" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

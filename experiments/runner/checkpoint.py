@@ -186,11 +186,21 @@ def _attached_cfg(ckpt: dict[str, Any], config: SepViTConfig) -> dict[str, Any]:
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """The `SepViT` stored in a checkpoint (best.pth or last.pth), in eval mode, with the run's `pretrained_cfg`."""
-    ckpt = load_checkpoint(path, map_location)
+    return model_from_checkpoint(load_checkpoint(path, map_location), path)
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike, ema: bool = False):
+    """The `SepViT` of a loaded checkpoint (read from `path`), in eval mode, with the run's `pretrained_cfg`: its
+    raw weights, or with `ema` those of the EMA that a last.pth keeps for a run trained with --model-ema."""
     config = SepViTConfig.from_dict(ckpt["config"])
+    state = ckpt["model"]
+    if ema:
+        if ckpt.get("ema") is None:
+            raise CheckpointError(f"{path}: the run kept an EMA, but the checkpoint holds none")
+        state = {k.removeprefix("module."): v for k, v in ckpt["ema"].items()}  # timm's ModelEmaV3 wraps the model
     model = config.build()
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: its weights do not fit its own configuration "
                               f"({str(exc).splitlines()[0]}): the file was edited or written by other code") from None
