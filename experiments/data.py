@@ -46,8 +46,12 @@ DATASETS = ("synthetic", "aligned-pairs", "mirror-pairs", "top-half", "digits", 
             "imagefolder")
 DEFAULT_IMG_SIZE = {"synthetic": 32, "aligned-pairs": 32, "mirror-pairs": 32, "top-half": 32, "digits": 32,
                     "cifar10": 32, "cifar100": 32, "imagefolder": 224}
-GENERATED = ("synthetic", *synthetic.PROBES)  # made by experiments.synthetic from the data seed
+GENERATED = synthetic.GENERATED_DATASETS  # made by experiments.synthetic from the data seed
 SYNTHETIC_SIZES = (4000, 1000)  # default train / val sizes of the generated set
+# Images the final weights of a run on a generated dataset are scored on (TrainConfig.final_val_size unset). On the
+# default benchmark two models disagree on a few percent of the images, so 1000 images move a seed's difference by
+# 0.5-0.7 points (sd); 10000 by about 0.2, for about 14 s of scoring per run on one thread (docs/benchmark-log.md).
+FINAL_VAL_SIZE = 10_000
 
 _CIFAR = {
     # name: (torchvision class name, folder, files that must exist, classes, mean, std)
@@ -291,6 +295,22 @@ def build_datasets_from_key(key: tuple, img_size: int | None = None,
 def build_datasets_for(train, img_size: int | None = None, verify: bool = False) -> tuple[Dataset, Dataset, DataInfo]:
     """`build_datasets` for a `TrainConfig` (its DATA_FIELDS); img_size overrides the config's."""
     return build_datasets_from_key(data_key(train), img_size, verify)
+
+
+def final_val_images(train) -> int:
+    """How many validation images a run's final weights are scored on (`TrainConfig.final_val_size` resolved);
+    0: none, the last epoch's score on the per-epoch images is the run's."""
+    if train.final_val_size is not None:
+        return int(train.final_val_size)
+    if train.dataset not in GENERATED or train.val_size is not None:
+        return 0
+    return FINAL_VAL_SIZE
+
+
+def generated_validation_set(train, images: int, img_size: int | None = None) -> Dataset:
+    """The first `images` validation images of the run's generated dataset; its per-epoch images are their first
+    `val_size` (each image is made from its own index). The training split is not needed: one image of it is made."""
+    return build_datasets_for(train.replace(val_size=images, final_val_size=0, train_size=1), img_size)[1]
 
 
 def _build_generated(name: str, task: synthetic.TaskSpec | str, size, train_size, val_size, seed,

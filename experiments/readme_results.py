@@ -98,6 +98,15 @@ def calibration_facts(body: str) -> dict[str, str]:
             "takeoff": takeoff.group(1)}
 
 
+def scored_images(body: str) -> int:
+    """How many validation images a section's top-1 figures are on, from its summary's chance note ("1/10 on N
+    images"): the final scoring's for calls made since it existed, else the per-epoch set's."""
+    found = re.search(r"1/\d+ on (\d+) images", body)
+    if not found:
+        raise ResultsFormatError("a section of docs/results.md does not say how many validation images its top-1 is on")
+    return int(found.group(1))
+
+
 def minutes(body: str) -> str:
     found = re.search(r"exit code \d+, ([0-9.]+) minutes wall clock", body)
     if not found:
@@ -121,7 +130,8 @@ def block(results_text: str) -> str:
         f"larger than the null change's is not evidence of an effect. Take-off: {facts['takeoff']}",
         "",
         f"**The headline** (`python experiments/ablate.py --no-gsa --compare --seeds 3`, {provenance(headline)}, "
-        f"{minutes(headline)} minutes on 2 cores): no-gsa {gsa['Δ top-1 vs reference']} points, paired 95 % CI "
+        f"{minutes(headline)} minutes on 2 cores, top-1 on {scored_images(headline)} validation images): no-gsa "
+        f"{gsa['Δ top-1 vs reference']} points, paired 95 % CI "
         f"{gsa['paired 95% CI']}, Welch {gsa['Welch 95% CI']}: {gsa['verdict']}.",
         "",
         f"**Every switch × task** (the default benchmark: `python experiments/ablate.py --grid one-off --seeds 3`, "
@@ -132,21 +142,23 @@ def block(results_text: str) -> str:
         + ", ".join(f"{dataset} {provenance(doc[title])}" for title, dataset in PROBES.items() if title in doc)
         + "):",
         "",
-        "| switch | task | command | Δ top-1 vs reference (points) | paired 95 % CI | Welch 95 % CI | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "| switch | task | command | validation images | Δ top-1 vs reference (points) | paired 95 % CI | "
+        "Welch 95 % CI | verdict |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     tasks = [("synthetic (default)", "", table)]
     tasks += [("synthetic (default)", "", doc[title]) for title in DEFAULT_TASK_SECTIONS if title in doc]
     tasks += [(f"{dataset} (probe)", f" --dataset {dataset}", doc[title]) for title, dataset in PROBES.items()
               if title in doc]
     for task, dataset_flag, body in tasks:
+        images = scored_images(body)
         for row in comparison_rows(body):
             label = row["configuration"]
             flags = SWITCH_FLAGS.get(label)
             if flags is None:
                 raise ResultsFormatError(f"no command known for the switch {label!r}: add it to SWITCH_FLAGS")
             lines.append(f"| {label} | {task} | `python experiments/ablate.py {flags} --compare --seeds 3"
-                         f"{dataset_flag}` | {row['Δ top-1 vs reference']} | {row['paired 95% CI']} | "
+                         f"{dataset_flag}` | {images} | {row['Δ top-1 vs reference']} | {row['paired 95% CI']} | "
                          f"{row['Welch 95% CI']} | {row['verdict']} |")
     rules = "; ".join(f"`{name}`: {rule}" for name, rule in VERDICT_RULES.items() if name != "undetermined")
     lines += ["", f"Verdicts, strictest first: {rules} (`(±X)`: the 90 % interval excludes any difference larger "

@@ -140,9 +140,16 @@ def _row(run) -> dict:
            "parent_run_id": t.get("mlflow.parentRunId"), "start_time": run.info.start_time,
            "reported_metric": reported,
            "num_classes": int(p["data.num_classes"]) if "data.num_classes" in p else None,
-           "val_size": int(p["data.val_size"]) if "data.val_size" in p else None}
+           "val_size": _scored_images(m, p)}
     row.update({k: v for k, v in p.items() if k.startswith(("model.", "train."))})
     return row
+
+
+def _scored_images(metrics: dict, params: dict) -> int | None:
+    """How many validation images a run's reported top-1 is on: its final scoring's, else its per-epoch set's."""
+    if "final_val_images" in metrics:
+        return int(metrics["final_val_images"])
+    return int(params["data.val_size"]) if "data.val_size" in params else None
 
 
 def identity_columns(frame: pd.DataFrame) -> list[str]:
@@ -390,6 +397,8 @@ def format_summary(summary: pd.DataFrame, markdown: bool = False, num_classes: i
     notes = "* = reference (every switch at its default)"
     if summary.attrs.get("timing"):
         notes += "; " + summary.attrs["timing"]
+    if val_size:
+        notes += f"; top-1 = the final weights on {val_size} validation images"
     if num_classes and val_size:
         low, high = chance_interval(num_classes, val_size)
         notes += (f"; (chance!) = mean top-1 within or below chance, the 95 % binomial interval of "

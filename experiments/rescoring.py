@@ -1,7 +1,8 @@
 """Rescoring a finished call on more validation images of its generated dataset (`experiments/rescore.py` is
 its command line; notebook 03 shows what it writes).
 
-Every run of a call is scored on the same validation images (1000 for the generated datasets). Two models disagree
+Every run of a call is scored on the same validation images (for the generated datasets 10000 final images since
+2026-12-07, `TrainConfig.final_val_size`; 1000 before, or when `--val-size` was capped). Two models disagree
 on a few percent of them, so the draw of those images moves each seed's difference (`stats.image_noise`, "per
 seed"): the intervals over seeds contain that noise, but it widens them, and on the default benchmark it is a large
 part of a paired comparison's noise. A small part of it is shared by every seed (images on which one model is
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from experiments.data import GENERATED, SYNTHETIC_SIZES, build_datasets_for, data_key
+from experiments.data import GENERATED, SYNTHETIC_SIZES, data_key, final_val_images, generated_validation_set
 from experiments.paper_table import format_paper_comparison, paper_comparison
 from experiments.report import (COLUMNS, _table, compare_to_reference, conclusions, format_comparison, format_summary,
                                 resolution, resolution_sentence, summarize, verdict_cell)
@@ -65,9 +66,10 @@ def finished_runs(call: Call) -> tuple[list[PlannedRun], list[str]]:
 
 
 def recorded_top1(run: PlannedRun, result: dict | None) -> tuple[int, float]:
-    """(last epoch, top-1 it reported) from the run's result.json (`result`); CallError if that is unreadable."""
+    """(last epoch, top-1 it reported) from the run's result.json (`result`): its final scoring's when it had one,
+    else its last epoch's; CallError if that is unreadable."""
     try:
-        last = result["history"][-1]
+        last = result.get("final") or result["history"][-1]
         return int(last["epoch"]), float(last[reported_metric(run.train)])
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise CallError(f"{run.name}: its result.json is damaged ({type(exc).__name__}: {exc}): its recorded top-1 "
@@ -101,13 +103,13 @@ def check_generated(run: PlannedRun) -> None:
 
 
 def stored_val_size(run: PlannedRun) -> int:
-    """How many validation images the run was scored on (a generated dataset makes as many as asked)."""
-    return int(run.train.val_size or SYNTHETIC_SIZES[1])
+    """How many validation images the run's reported top-1 is on (its final scoring's, else its per-epoch set's)."""
+    return final_val_images(run.train) or int(run.train.val_size or SYNTHETIC_SIZES[1])
 
 
 def validation_set(run: PlannedRun, val_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(images, labels) of the first `val_size` validation images of the run's generated dataset."""
-    val = build_datasets_for(run.train.replace(val_size=val_size))[1]
+    val = generated_validation_set(run.train, val_size)
     return val.images, torch.as_tensor(val.labels)
 
 

@@ -371,7 +371,7 @@ def conclusions(study: optuna.Study, seed_sd: float | None = None) -> list[str]:
                        + ", ".join(f"{int(k)}: {v['mean']:.1f} ({int(v['count'])} trials)" for k, v in groups.iterrows())
                        + f"; highest at {int(top)}.")
     settings = study.user_attrs.get("sepvit.settings", {})
-    val_size = settings.get("train", {}).get("val_size")
+    val_size = (study.user_attrs.get("sepvit.data") or {}).get("val_size") or settings.get("train", {}).get("val_size")
     classes = settings.get("model", {}).get("num_classes")
     span = f"the trials span {done['top1'].min():.1f}–{done['top1'].max():.1f} %"
     if seed_sd is not None and not math.isnan(seed_sd):

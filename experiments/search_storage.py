@@ -25,6 +25,7 @@ from sepvit.config import SepViTConfig
 from workbench.cli import UsageError
 from workbench.tracking import Tracker, mask_secrets
 
+from experiments.data import final_val_images
 from experiments.runner.calls import slug
 from experiments.search_space import Space
 from experiments.train_config import TrainConfig
@@ -219,8 +220,9 @@ def open_study(prepared: Prepared) -> optuna.Study:
         study.set_user_attr("sepvit.paths", study_paths(settings.train))
     if "sepvit.data" not in study.user_attrs:  # what the report's chance level needs: the data actually used
         info = prepared.datasets[2]
+        # val_size: the images a trial's top-1 is measured on (its final scoring's, else the per-epoch set's)
         study.set_user_attr("sepvit.data", {"name": info.name, "num_classes": info.num_classes,
-                                            "val_size": info.val_size})
+                                            "val_size": final_val_images(prepared.train) or info.val_size})
     fail_dead_trials(settings, study)
     fail_stale_trials(settings, study, wait=False)
     enqueue_reference(study, prepared.reference)

@@ -357,6 +357,7 @@ def swap_halves(image: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------- the generated probes
 PROBES = (*PAIR_PROBES, POSITION_PROBE)
+GENERATED_DATASETS = ("synthetic", *PROBES)  # every dataset this module makes (as many images as asked)
 
 
 def generate_probe(seed: int, split: str, index: int, probe: str) -> tuple[np.ndarray, int]:

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiments.synthetic import DEFAULT_CUE, check_cue
+from experiments.synthetic import DEFAULT_CUE, GENERATED_DATASETS, check_cue
 from workbench.fields import check_known, check_types
 
 
@@ -37,7 +37,12 @@ class TrainConfig:
                            before_datasets=("synthetic",))
     img_size: int | None = _f(None, "input side in pixels; unset: the model preset's (the model is built for it)")
     train_size: int | None = _f(None, "cap on training images (unset: the dataset's default)")
-    val_size: int | None = _f(None, "cap on validation images")
+    val_size: int | None = _f(None, "cap on validation images (the per-epoch set)")
+    final_val_size: int | None = _f(None, "validation images the final weights are scored on after the last epoch "
+                                          "(generated datasets only; the per-epoch images are its first ones); the "
+                                          "run reports that score. Unset: 10000 on a generated dataset at its "
+                                          "default --val-size, else none; 0: none (the last epoch's score stands, "
+                                          "as before 2026-12-07)", before=0)
     workers: int = _f(0, "DataLoader worker processes (0 keeps small CPU runs fast and deterministic)", "-j")
     # optimisation (timm train.py names)
     batch_size: int = _f(64, "batch size per process", "-b")
@@ -98,6 +103,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be a positive integer or unset, got {value!r}")
+        self._check_final_val_size()
         for name in ("workers", "warmup_epochs", "weight_decay", "min_lr", "warmup_lr", "momentum"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}: pass --{name.replace('_', '-')} 0 "
@@ -128,6 +134,18 @@ class TrainConfig:
                              "runner does not have; use --amp-dtype bfloat16")
         if not self.output.strip():
             raise ValueError("output must name a folder, got an empty string")
+
+    def _check_final_val_size(self) -> None:
+        if self.final_val_size is None or self.final_val_size == 0:
+            return
+        if self.final_val_size < 0:
+            raise ValueError(f"final_val_size must be a positive integer, 0 (off) or unset, got {self.final_val_size}")
+        if self.dataset not in GENERATED_DATASETS:
+            raise ValueError(f"final_val_size {self.final_val_size}: {self.dataset!r} is read from files and has no "
+                             "more validation images to draw; pass --final-val-size 0 or leave it unset")
+        if self.val_size is not None and self.final_val_size <= self.val_size:
+            raise ValueError(f"final_val_size {self.final_val_size} is not above val_size {self.val_size} (the "
+                             "per-epoch images are its first ones): raise --final-val-size or pass 0")
 
     @property
     def uses_mixup(self) -> bool:

@@ -23,7 +23,9 @@ def tiny_data():
 
 
 def _train_cfg(out, **changes) -> TrainConfig:
-    return TrainConfig(**{"batch_size": 16, "epochs": 2, "warmup_epochs": 1, "output": str(out), **changes})
+    # the sizes of tiny_data, which the runs are given: so no final scoring on more images (test_final_scoring.py)
+    return TrainConfig(**{"batch_size": 16, "epochs": 2, "warmup_epochs": 1, "output": str(out), "train_size": 32,
+                          "val_size": 32, **changes})
 
 
 KEYS = ("train_loss", "val_loss", "val_top1", "val_top5", "lr")

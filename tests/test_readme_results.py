@@ -20,9 +20,14 @@ With 3 seeds per configuration this call resolves differences ≥ 3.1 points unp
 ROW = "{label:<13}  -12.40                [-15.10, -9.70]  [-16.00, -8.80]   no           separated"
 
 
-def section(title: str, command: str, rows: list[str], extra: str = "") -> str:
+SUMMARY_NOTE = ("* = reference (every switch at its default); (chance!) = mean top-1 within or below chance, the 95 % "
+                "binomial interval of 1/10 on {images} images: [8.2, 11.9] %\n\n")
+
+
+def section(title: str, command: str, rows: list[str], extra: str = "", images: int = 1000) -> str:
     return (f"## {title}\n\ncommit `0123456789abcdef0123456789abcdef01234567`, 2026-12-06 19:40 UTC. `{command}`: "
-            f"exit code 0, 7.5 minutes wall clock (load).\n\n" + COMPARISON.format(rows="\n".join(rows)) + extra + "\n")
+            f"exit code 0, 7.5 minutes wall clock (load).\n\n" + SUMMARY_NOTE.format(images=images)
+            + COMPARISON.format(rows="\n".join(rows)) + extra + "\n")
 
 
 def document(switch_rows: list[str], probe: bool = True) -> str:
@@ -36,8 +41,9 @@ def document(switch_rows: list[str], probe: bool = True) -> str:
         section(readme_results.CALIBRATION, "python experiments/ablate.py --calibrate --seeds 3",
                 [ROW.format(label="null-change")], calibration),
         section(readme_results.HEADLINE, "python experiments/ablate.py --no-gsa --compare --seeds 3",
-                [ROW.format(label="no-gsa")]),
-        section(readme_results.SWITCH_TABLE, "python experiments/ablate.py --grid one-off --seeds 3", switch_rows),
+                [ROW.format(label="no-gsa")], images=10000),
+        section(readme_results.SWITCH_TABLE, "python experiments/ablate.py --grid one-off --seeds 3", switch_rows,
+                images=10000),
         *([section(next(iter(readme_results.PROBES)), "python experiments/ablate.py --no-gsa --compare --seeds 3 "
                    "--dataset mirror-pairs", [ROW.format(label="no-gsa")])] if probe else []),
     ])
@@ -68,14 +74,16 @@ def test_the_block_quotes_the_printed_tables_with_their_commands_and_provenance(
     assert "≥ 3.1 points unpaired, ≥ 1.2 points paired" in text
     assert "paired difference -1.13 [-2.17, -0.10] (EXCLUDES 0: the instrument is biased)" in text
     assert "Take-off: every run covered half its way from chance by epoch 4 of 9." in text
-    assert "7.5 minutes on 2 cores): no-gsa -12.40 points, paired 95 % CI [-15.10, -9.70]" in text
+    assert ("7.5 minutes on 2 cores, top-1 on 10000 validation images): no-gsa -12.40 points, paired 95 % CI "
+            "[-15.10, -9.70]") in text
     assert "commit 0123456789ab, 2026-12-06 19:40 UTC" in text
     table = [line for line in text.splitlines() if line.startswith("| ") and "`python" in line]
     assert len(table) == len(SWITCHES) + 1  # every switch on the default task, and the GSA probe's row
     assert ("| avgpool-token | synthetic (default) | `python experiments/ablate.py --window-token avgpool --compare "
-            "--seeds 3` | -12.40 |") in text
+            "--seeds 3` | 10000 | -12.40 |") in text
+    # each row says the images its section's top-1 is on: the probe's call was scored on its 1000 per-epoch ones
     assert ("| no-gsa | mirror-pairs (probe) | `python experiments/ablate.py --no-gsa --compare --seeds 3 --dataset "
-            "mirror-pairs` | -12.40 |") in text
+            "mirror-pairs` | 1000 | -12.40 |") in text
     without_probe = readme_results.block(document(rows, probe=False))  # a document from before the probe
     assert "mirror-pairs" not in without_probe and len(
         [line for line in without_probe.splitlines() if line.startswith("| ") and "`python" in line]) == len(SWITCHES)
@@ -89,6 +97,9 @@ def test_a_document_without_what_the_block_needs_is_refused_in_words():
     broken = document([ROW.format(label="no-gsa")]).replace("(target ≤ 2: met)", "")
     with pytest.raises(readme_results.ResultsFormatError, match="seed sd"):
         readme_results.block(broken)
+    unsized = document([ROW.format(label="no-gsa")]).replace("1/10 on 10000 images", "1/10")
+    with pytest.raises(readme_results.ResultsFormatError, match="how many validation images"):
+        readme_results.block(unsized)
 
 
 def test_write_replaces_only_the_block_and_needs_its_markers(tmp_path):

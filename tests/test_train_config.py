@@ -29,11 +29,13 @@ def test_a_config_saved_before_a_field_existed_reads_back_as_it_ran():
     """A call or checkpoint saved before `synthetic_cue` existed trained on the ring cue, whatever the default."""
     saved = TrainConfig(epochs=3).to_dict()
     del saved["synthetic_cue"]
-    assert TrainConfig.before_logged() == {"synthetic_cue": "ring"}
+    assert TrainConfig.before_logged() == {"synthetic_cue": "ring", "final_val_size": 0}
     assert TrainConfig.from_dict(saved).synthetic_cue == "ring"
     assert TrainConfig.from_dict({**saved, "synthetic_cue": "frame"}).synthetic_cue == "frame"
     digits = {k: v for k, v in TrainConfig(dataset="digits").to_dict().items() if k != "synthetic_cue"}
     assert TrainConfig.from_dict(digits).synthetic_cue == TrainConfig().synthetic_cue  # the cue never mattered
+    # before final scoring existed a run's top-1 was its last epoch's: such a run reads back as not scored again
+    assert TrainConfig.from_dict({k: v for k, v in saved.items() if k != "final_val_size"}).final_val_size == 0
 
 
 def test_unknown_field_is_refused():

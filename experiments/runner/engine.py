@@ -138,10 +138,15 @@ def build_loaders(train_ds: Dataset, val_ds: Dataset, cfg: TrainConfig, rank: in
     train = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=ShardedShuffle(len(train_ds), rank, world, generator),
                        num_workers=cfg.workers, generator=generator, worker_init_fn=init,
                        drop_last=cfg.uses_mixup, pin_memory=device.type == "cuda")
+    return train, evaluation_loader(val_ds, cfg, rank, world), generator
+
+
+def evaluation_loader(val_ds: Dataset, cfg: TrainConfig, rank: int, world: int) -> DataLoader:
+    """Validation images in order; each rank its disjoint shard (summed in `evaluate`)."""
     if world > 1:
-        val_ds = Subset(val_ds, list(range(rank, len(val_ds), world)))  # disjoint shards, summed in evaluate()
-    val = DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers, worker_init_fn=init)
-    return train, val, generator
+        val_ds = Subset(val_ds, list(range(rank, len(val_ds), world)))
+    return DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
+                      worker_init_fn=functools.partial(_seed_worker, rank=rank))
 
 
 def seed_epoch(seed: int, epoch: int, parts: "Parts") -> None:
@@ -342,11 +347,12 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: bo
     return metrics
 
 
-def evaluate_parts(parts: Parts, cfg: TrainConfig) -> dict[str, float]:
+def evaluate_parts(parts: Parts, cfg: TrainConfig, loader: DataLoader | None = None) -> dict[str, float]:
     """val_loss/val_top1/val_top5 (and per sub-task top-1) of the raw weights and, with EMA, the same for the EMA
-    (suffix `_ema`)."""
-    metrics = evaluate(parts.model, parts.val_loader, parts.device, cfg.amp, parts.world, parts.label_groups)
+    (suffix `_ema`), on `loader` (default: the per-epoch validation loader)."""
+    loader = loader or parts.val_loader
+    metrics = evaluate(parts.model, loader, parts.device, cfg.amp, parts.world, parts.label_groups)
     if parts.ema is not None:
-        ema = evaluate(parts.ema.module, parts.val_loader, parts.device, cfg.amp, parts.world, parts.label_groups)
+        ema = evaluate(parts.ema.module, loader, parts.device, cfg.amp, parts.world, parts.label_groups)
         metrics.update({f"{k}_ema": v for k, v in ema.items()})
     return metrics

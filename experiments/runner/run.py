@@ -43,7 +43,7 @@ from workbench.provenance import environment_params, pip_requirements
 from workbench.tracking import STOP_SIGNALS, flatten, is_disk_full, mask_secrets, signals_held
 
 from analysis.counters import count_params, explicit_attention_copy, fvcore_count
-from experiments.data import build_datasets_for
+from experiments.data import build_datasets_for, final_val_images, generated_validation_set
 from experiments.report import learning_curve_figure
 from experiments.runner import engine
 from experiments.runner.calls import RESULT_FILE, RUN_RECORD, PlannedRun, write_json
@@ -105,6 +105,9 @@ class Result:
     pretrained_cfg: dict[str, Any] = field(default_factory=dict)  # how the data reach the model; in checkpoints
     logged_epochs: set[int] = field(default_factory=set)  # epochs the MLflow record already holds (not relogged)
     last_good_epoch: int | None = None  # the epoch of the run's last.pth (sound weights, finite loss)
+    # the final weights scored on more validation images (TrainConfig.final_val_size): "images", "epoch" and the
+    # validation metrics (val_top1, ..., with the EMA's as *_ema); empty: not scored, the last epoch's score stands
+    final: dict[str, float] = field(default_factory=dict)
 
     @property
     def metric(self) -> str:
@@ -112,8 +115,21 @@ class Result:
 
     @property
     def top1(self) -> float:
-        """The reported top-1 of the last completed epoch (less optimistic than the best epoch)."""
+        """The reported top-1 of the final weights (less optimistic than the best epoch): on the final validation
+        images when the run was scored on them, else on the last epoch's."""
+        if self.final:
+            return self.final[self.metric]
         return self.history[-1][self.metric] if self.history else float("nan")
+
+    @property
+    def top5(self) -> float:
+        source = self.final or (self.history[-1] if self.history else {})
+        return source.get(self.metric.replace("top1", "top5"), float("nan"))
+
+    @property
+    def scored_images(self) -> int | None:
+        """How many validation images `top1` is measured on (None: the per-epoch set, of the dataset's size)."""
+        return int(self.final["images"]) if self.final else None
 
     @property
     def best_top1(self) -> float:
@@ -128,13 +144,14 @@ class Result:
         """What `result.json` holds (the call's record of how the run ended)."""
         return {"run_name": self.run_name, "status": self.status, "reason": self.reason, "run_id": self.run_id,
                 "model": self.model_cfg.to_dict(), "train": self.train_cfg.to_dict(), "history": self.history,
-                "best": self.best, "cost": self.cost, "stopped_early": self.stopped_early}
+                "best": self.best, "cost": self.cost, "stopped_early": self.stopped_early, "final": self.final}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], run_dir: Path) -> "Result":
         return cls(data["run_name"], data["status"], SepViTConfig.from_dict(data["model"]),
                    TrainConfig.from_dict(data["train"]), list(data["history"]), data.get("reason"), data.get("run_id"),
-                   Path(run_dir), dict(data["best"]), dict(data.get("cost", {})), bool(data.get("stopped_early")))
+                   Path(run_dir), dict(data["best"]), dict(data.get("cost", {})), bool(data.get("stopped_early")),
+                   final=dict(data.get("final") or {}))
 
 
 # ---------------------------------------------------------------------------------- cost
@@ -259,8 +276,8 @@ def _finish_mlflow(tracker, result: Result) -> None:
     if result.history:
         last = result.history[-1]
         if int(last["epoch"]) not in tracker.logged_steps(run_id, "final_val_top1"):
-            tracker.log_metrics(run_id, {"final_val_top1": result.top1,
-                                         "final_val_top5": last[result.metric.replace("top1", "top5")],
+            scored = {"final_val_images": result.final["images"]} if result.final else {}
+            tracker.log_metrics(run_id, {"final_val_top1": result.top1, "final_val_top5": result.top5, **scored,
                                          "best_val_top1": result.best["top1"], "best_epoch": result.best["epoch"]},
                                 step=int(last["epoch"]))
         figure = learning_curve_figure(result.history, result.run_dir / "learning_curve.png", title=result.run_name,
@@ -445,26 +462,31 @@ def _failure_reason(exc: BaseException) -> str:
 def _run_epochs(parts, result: Result, tracker, parent_run_id, on_epoch_end, start: int) -> None:
     """The epoch loop with its failure policy (see the module docstring); sets result.status and writes
     `result.json` however the run ends."""
-    cfg, epoch = result.train_cfg, start
+    cfg, epoch, scoring = result.train_cfg, start, False
     try:
         for epoch in range(start, cfg.epochs + 1):
             metrics = _one_epoch(parts, result, tracker, parent_run_id, epoch)
             if on_epoch_end is not None and on_epoch_end(epoch, dict(metrics)):
                 result.stopped_early = True
                 break
+        if final_val_images(cfg) and result.history and not result.stopped_early:
+            scoring = True
+            _score_final(parts, result)
         result.status = "FINISHED"
     except engine.NonFiniteLoss as exc:
         result.status, result.reason = "FAILED", f"{exc}; {_last_good(result)}"
         log.error("%s: %s", result.run_name, result.reason)
     except (KeyboardInterrupt, RunInterrupted) as exc:
-        result.status, result.reason = "KILLED", f"interrupted during epoch {epoch} ({stop_name(exc)})"
-        _save_interrupted(parts, result, parent_run_id, epoch)
+        during = "the scoring of its final weights" if scoring else f"epoch {epoch}"
+        result.status, result.reason = "KILLED", f"interrupted during {during} ({stop_name(exc)})"
+        if not scoring:  # last.pth already holds the final weights
+            _save_interrupted(parts, result, parent_run_id, epoch)
         if tracker is not None:
             tracker.close_run(result.run_id, "KILLED", f"{result.reason}; resume with --resume {result.run_dir.parent}")
         raise
     except Exception as exc:
         result.status, result.reason = "FAILED", _failure_reason(exc)
-        if not is_disk_full(exc):  # a full disk would not take the extra checkpoint either
+        if not is_disk_full(exc) and not scoring:  # a full disk would not take the extra checkpoint either
             _save_interrupted(parts, result, parent_run_id, epoch)
         if tracker is not None:
             tracker.close_run(result.run_id, "FAILED", result.reason)
@@ -517,6 +539,18 @@ def _one_epoch(parts, result: Result, tracker, parent_run_id, epoch: int) -> dic
         if tracker is not None and epoch not in result.logged_epochs:  # logged by a start that was cut short
             tracker.log_metrics(result.run_id, _epoch_metrics(metrics), step=epoch)
     return metrics
+
+
+def _score_final(parts, result: Result) -> None:
+    """The final weights (raw, and the EMA's when kept) scored on the final validation images: `result.final`."""
+    images = final_val_images(result.train_cfg)
+    start = time.perf_counter()
+    loader = engine.evaluation_loader(generated_validation_set(result.train_cfg, images, result.model_cfg.img_size),
+                                      result.train_cfg, parts.rank, parts.world)
+    metrics = engine.evaluate_parts(parts, result.train_cfg, loader)
+    result.final = {"images": images, "epoch": int(result.history[-1]["epoch"]), **metrics}
+    log.info("%s: final weights on %d validation images: top-1 %.2f (%.2f on the per-epoch images), %.1f s",
+             result.run_name, images, result.top1, result.history[-1][result.metric], time.perf_counter() - start)
 
 
 def _check_sound(parts, metrics: dict[str, float], epoch: int) -> None:

@@ -16,6 +16,7 @@ import torch
 from workbench.tracking import Tracker, mask_secrets, signals_held
 
 from experiments.calibration import calibrate, format_calibration
+from experiments.data import final_val_images
 from experiments.report import call_report, results_frame
 from experiments.runner import call_costs, executor
 from experiments.runner.calls import Call
@@ -134,8 +135,9 @@ def summarize(results: list[Result], call: Call, info) -> tuple[str, list[tuple[
     configs = {r.label: r.model for r in call.runs}
     costs = call_costs.interleaved_costs({label: configs[label] for label in dict.fromkeys(
         r.run_name.rsplit(" seed", 1)[0] for r in finished)}, call.runs[0].train) if finished else None
+    scored = final_val_images(call.runs[0].train) or info.val_size  # the images every reported top-1 is on
     text, markdown, files, summary_rows = call_report(results, call.reference, num_classes=info.num_classes,
-                                                      val_size=info.val_size, costs=costs)
+                                                      val_size=scored, costs=costs)
     if call.calibrate:
         curves = {r.run_id: [h[r.metric] for h in r.history] for r in finished}
         cal = calibrate(results_frame(results, call.reference), curves, call.reference, info.num_classes)
