@@ -47,10 +47,11 @@ DATASETS = ("synthetic", "aligned-pairs", "mirror-pairs", "top-half", "digits", 
 DEFAULT_IMG_SIZE = {"synthetic": 32, "aligned-pairs": 32, "mirror-pairs": 32, "top-half": 32, "digits": 32,
                     "cifar10": 32, "cifar100": 32, "imagefolder": 224}
 GENERATED = synthetic.GENERATED_DATASETS  # made by experiments.synthetic from the data seed
-SYNTHETIC_SIZES = (4000, 1000)  # default train / val sizes of the generated set
+SYNTHETIC_SIZES = synthetic.SIZES  # default train / val sizes of the generated set
 # Images the final weights of a run on a generated dataset are scored on (TrainConfig.final_val_size unset). On the
 # default benchmark two models disagree on a few percent of the images, so 1000 images move a seed's difference by
-# 0.5-0.7 points (sd); 10000 by about 0.2, for about 14 s of scoring per run on one thread (docs/benchmark-log.md).
+# 0.5-0.7 points (sd), 10000 by about 0.2 (`stats.image_noise`), for about 18 s per run on one thread (making and
+# scoring the images) against about 3.5 minutes of training (docs/benchmark-log.md, 2026-12-07, ninth session).
 FINAL_VAL_SIZE = 10_000
 
 _CIFAR = {
@@ -302,8 +303,8 @@ def final_val_images(train) -> int:
     0: none, the last epoch's score on the per-epoch images is the run's."""
     if train.final_val_size is not None:
         return int(train.final_val_size)
-    if train.dataset not in GENERATED or train.val_size is not None:
-        return 0
+    if train.dataset not in GENERATED or (train.val_size or SYNTHETIC_SIZES[1]) != SYNTHETIC_SIZES[1]:
+        return 0  # read from files, or a per-epoch set the user sized: its score stands
     return FINAL_VAL_SIZE
 
 

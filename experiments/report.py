@@ -2,7 +2,7 @@
 
 Rows come either from in-memory `run.Result`s (`results_frame`) or from MLflow (`load_runs`), into the same
 columns, so the terminal table, the logged artifact and the notebook are computed by the same code:
-run_id, config, seed, status, top1 (the reported metric, last epoch), best_top1, params, macs, latency_ms,
+run_id, config, seed, status, top1 (the reported metric: the final weights, on the final validation images where scored), best_top1, params, macs, latency_ms,
 img_per_s, is_reference.
 
 Reporting rules (one place):
@@ -140,7 +140,8 @@ def _row(run) -> dict:
            "parent_run_id": t.get("mlflow.parentRunId"), "start_time": run.info.start_time,
            "reported_metric": reported,
            "num_classes": int(p["data.num_classes"]) if "data.num_classes" in p else None,
-           "val_size": _scored_images(m, p)}
+           "val_size": _scored_images(m, p),
+           "epoch_val_size": int(p["data.val_size"]) if "data.val_size" in p else None}
     row.update({k: v for k, v in p.items() if k.startswith(("model.", "train."))})
     return row
 

@@ -165,6 +165,9 @@ def _check_same_study(storage, existing_id: int, settings: Settings) -> None:
         raise UsageError(f"study {name!r} was created with --objectives {' '.join(stored['objectives'])}, not "
                          f"{' '.join(settings.objectives)}: use those objectives or another --study-name")
     current = settings.comparable()
+    # a field added to TrainConfig after the study was made: its trials ran with the value such runs had
+    before = TrainConfig.before_logged(stored["train"].get("dataset", TrainConfig.dataset))
+    stored = {**stored, "train": {**{k: v for k, v in before.items() if k in current["train"]}, **stored["train"]}}
     for section in ("space", "model", "train"):
         if stored[section] != current[section]:
             keys = sorted(set(stored[section]) | set(current[section]))

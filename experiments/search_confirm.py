@@ -238,7 +238,11 @@ def same_request(record: Mapping[str, Any], t: Target, seeds: list[int]) -> bool
 
 
 def _results_train(data: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {k: v for k, v in (data or {}).items() if k not in (*BOOKKEEPING, "output", "data_dir", "seed")}
+    """The training settings that decide a result; a field added since a record was stored takes the value such
+    runs had (`TrainConfig.before_logged`)."""
+    data = dict(data or {})
+    filled = {**TrainConfig.before_logged(data.get("dataset", TrainConfig.dataset)), **data}
+    return {k: v for k, v in filled.items() if k not in (*BOOKKEEPING, "output", "data_dir", "seed")}
 
 
 def difference(record: Mapping[str, Any]) -> Difference | None:

@@ -8,7 +8,8 @@ storage at any time:
     frame = trials_frame(study)
     print(summary_text(study))
 
-Top-1 is the validation top-1 (%) of a trial's last epoch (the runner's reported metric); `macs` is the analytic
+Top-1 is the validation top-1 (%) of a trial's final weights (the runner's reported metric: on 10000 final
+images for a generated dataset by default, `TrainConfig.final_val_size`); `macs` is the analytic
 count of one image in fvcore's convention (multiply-add = 1), known for every valid trial (also pruned ones);
 `latency_ms` is the batch-1 forward latency when the study has the latency objective. One trial is one training
 run with one seed: a difference between two trials is not a seed-averaged difference. Whether the best trial's
@@ -249,7 +250,7 @@ def summary_text(study: optuna.Study, started: float | None = None, parent_run_i
         per_trial = mine["seconds"].dropna()
         lines.append(f"this call: {len(mine)} trials in {minutes:.1f} min"
                      + (f" (median {per_trial.median():.0f} s per trial)" if len(per_trial) else ""))
-    lines.append("objectives: " + ", ".join(objectives) + "; top-1 = validation top-1 (%) of the last epoch, one "
+    lines.append("objectives: " + ", ".join(objectives) + "; top-1 = validation top-1 (%) of the final weights, one "
                  "training run (one seed) per trial")
     params = param_columns(frame)
     ref = reference_row(frame)

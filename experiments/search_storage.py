@@ -32,7 +32,7 @@ from experiments.train_config import TrainConfig
 
 # objective -> (direction, what it measures)
 OBJECTIVES = {
-    "top1": ("maximize", "validation top-1 (%) of the last epoch"),
+    "top1": ("maximize", "validation top-1 (%) of the final weights (on the final validation images where scored)"),
     "macs": ("minimize", "MACs of one image, analytic count in fvcore's convention (multiply-add = 1)"),
     "latency": ("minimize", "batch-1 forward latency (ms, median), analysis.timing, once per architecture"),
 }
@@ -85,6 +85,8 @@ class Settings:
     def comparable(self) -> dict[str, Any]:
         """What the trials of one study must share; stored in the study and compared when a call continues it."""
         train = {k: v for k, v in self.train.items() if k not in MAY_CHANGE}
+        # what a trial's top-1 is measured on, resolved (unset means 10000 or none, by dataset and --val-size)
+        train["final_val_size"] = final_val_images(TrainConfig.from_dict(self.train))
         return {"objectives": list(self.objectives), "space": self.space, "model": self.model, "train": train}
 
 

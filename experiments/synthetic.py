@@ -358,6 +358,7 @@ def swap_halves(image: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------- the generated probes
 PROBES = (*PAIR_PROBES, POSITION_PROBE)
 GENERATED_DATASETS = ("synthetic", *PROBES)  # every dataset this module makes (as many images as asked)
+SIZES = (4000, 1000)  # default train / per-epoch validation sizes of a generated dataset
 
 
 def generate_probe(seed: int, split: str, index: int, probe: str) -> tuple[np.ndarray, int]:

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from experiments.synthetic import DEFAULT_CUE, GENERATED_DATASETS, check_cue
+from experiments.synthetic import DEFAULT_CUE, GENERATED_DATASETS, SIZES, check_cue
 from workbench.fields import check_known, check_types
 
 
@@ -40,8 +40,8 @@ class TrainConfig:
     val_size: int | None = _f(None, "cap on validation images (the per-epoch set)")
     final_val_size: int | None = _f(None, "validation images the final weights are scored on after the last epoch "
                                           "(generated datasets only; the per-epoch images are its first ones); the "
-                                          "run reports that score. Unset: 10000 on a generated dataset at its "
-                                          "default --val-size, else none; 0: none (the last epoch's score stands, "
+                                          "run reports that score. Unset: 10000 on a generated dataset whose "
+                                          "--val-size is its default 1000, else none; 0: none (the last epoch's score stands, "
                                           "as before 2026-12-07)", before=0)
     workers: int = _f(0, "DataLoader worker processes (0 keeps small CPU runs fast and deterministic)", "-j")
     # optimisation (timm train.py names)
@@ -143,8 +143,9 @@ class TrainConfig:
         if self.dataset not in GENERATED_DATASETS:
             raise ValueError(f"final_val_size {self.final_val_size}: {self.dataset!r} is read from files and has no "
                              "more validation images to draw; pass --final-val-size 0 or leave it unset")
-        if self.val_size is not None and self.final_val_size <= self.val_size:
-            raise ValueError(f"final_val_size {self.final_val_size} is not above val_size {self.val_size} (the "
+        per_epoch = self.val_size or SIZES[1]
+        if self.final_val_size <= per_epoch:
+            raise ValueError(f"final_val_size {self.final_val_size} is not above val_size {per_epoch} (the "
                              "per-epoch images are its first ones): raise --final-val-size or pass 0")
 
     @property

@@ -97,7 +97,9 @@ print(f"tracking URI: {shown_uri} | experiment: {EXPERIMENT} | {len(calls)} call
 runs = load_runs(TRACKING_URI, EXPERIMENT, calls=[PARENT] if PARENT else "latest")  # one call, never pooled
 runs = runs[runs["status"] == "FINISHED"].sort_values("start_time").reset_index(drop=True)  # the plan's order
 num_classes, val_size = int(runs["num_classes"].iloc[0]), int(runs["val_size"].iloc[0])
-chance_low, chance_high = chance_interval(num_classes, val_size)
+chance_low, chance_high = chance_interval(num_classes, val_size)  # the images each run's top-1 is on
+# the learning curves are on the per-epoch images, fewer than the final ones where a run was scored on more
+curve_chance_low, curve_chance_high = chance_interval(num_classes, int(runs["epoch_val_size"].iloc[0]))
 stored = load_call_summary(TRACKING_URI, call["parent_run_id"])  # the call's interleaved cost timings
 costs = None if stored is None else {r["config"]: r for r in stored.to_dict("records") if "latency_ms_q1" in r}
 summary = summarize(runs, num_classes, val_size)
@@ -188,7 +190,7 @@ for ax, (metric, label) in zip(axes, [("reported", "validation top-1 (%), report
     sns.lineplot(data=history[history.metric == metric], x="epoch", y="value", hue="config", hue_order=order,
                  errorbar=None, units="run_id", estimator=None, alpha=0.8, ax=ax, legend=ax is axes[1])
     ax.set(ylabel=label)
-axes[0].axhspan(chance_low, chance_high, color="0.85")
+axes[0].axhspan(curve_chance_low, curve_chance_high, color="0.85")
 axes[0].set_ylim(0, 100)
 sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.01, 1), frameon=False)
 plt.tight_layout()
@@ -205,7 +207,7 @@ for ax, (column, label, scale) in zip(axes, [("macs", "MACs (M, fvcore)", 1e6), 
     data = summary.assign(x=summary[column].astype(float) / scale)
     sns.scatterplot(data=data, x="x", y="top1_mean", hue="config", hue_order=order, s=80, ax=ax, legend=ax is axes[1])
     ax.errorbar(data["x"], data["top1_mean"], yerr=data["top1_ci95"].fillna(0), fmt="none", ecolor="0.5", capsize=3)
-    ax.axhspan(chance_low, chance_high, color="0.85")
+    ax.axhspan(curve_chance_low, curve_chance_high, color="0.85")
     ax.set(xlabel=label, ylabel="top-1 (%), mean ± 95 % CI", ylim=(0, 100))
 sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.01, 1), frameon=False)
 plt.tight_layout()
@@ -213,11 +215,12 @@ plt.show()
 
 # %% [markdown]
 # ## 6 · The same call on more validation images
-# Every run of a call is scored on the same validation images (1000 on the generated datasets). Two models disagree
+# Every run of a call is scored on the same validation images (on the generated datasets: 1000 before 2026-12-07,
+# the final weights on 10000 since, `--final-val-size`; this notebook's stored call is of the former). Two models disagree
 # on a few percent of them, so the draw of the images moves each seed's difference: the intervals above contain that
 # noise, but it widens them. A small part of it is shared by every seed (images on which one model is systematically
 # better), and no interval over seeds contains that part. `python experiments/rescore.py <call folder> --val-size
-# 20000` scores the call's final weights on 20000 images of the same task (the first 1000 are the runs' own, and
+# 20000` scores the call's final weights on 20000 images of the same task (the first are the runs' own, and
 # each run must reproduce its recorded top-1 on them) and writes `rescore-val20000.json` into the call folder; this
 # section shows it when it exists. `± per seed` and `shared` are `experiments.stats.image_noise`. A verdict that
 # changes between the two sizes was decided partly by which images were drawn.

@@ -20,8 +20,8 @@ PER_EPOCH, FINAL = 32, 96
 
 
 def _train_cfg(output, **changes) -> TrainConfig:
-    return TrainConfig(train_size=32, val_size=PER_EPOCH, final_val_size=FINAL, batch_size=16, epochs=1,
-                       output=str(output), **changes)
+    return TrainConfig(**{"train_size": 32, "val_size": PER_EPOCH, "final_val_size": FINAL, "batch_size": 16,
+                          "epochs": 1, "output": str(output), **changes})
 
 
 def _top1_by_hand(model, images) -> tuple[float, torch.Tensor]:
@@ -35,7 +35,8 @@ def _top1_by_hand(model, images) -> tuple[float, torch.Tensor]:
 def test_the_default_scores_generated_data_on_ten_thousand_images_and_nothing_else():
     assert final_val_images(TrainConfig()) == FINAL_VAL_SIZE == 10_000
     assert final_val_images(TrainConfig(dataset="mirror-pairs")) == FINAL_VAL_SIZE
-    assert final_val_images(TrainConfig(val_size=200)) == 0  # a capped per-epoch set: the user chose the budget
+    assert final_val_images(TrainConfig(val_size=1000)) == FINAL_VAL_SIZE  # the default size, given explicitly
+    assert final_val_images(TrainConfig(val_size=200)) == 0  # a per-epoch set the user sized: its score stands
     assert final_val_images(TrainConfig(dataset="digits")) == 0  # read from files: no more images to draw
     assert final_val_images(TrainConfig(final_val_size=0)) == 0
     assert final_val_images(TrainConfig(val_size=200, final_val_size=500)) == 500
@@ -45,6 +46,8 @@ def test_the_default_scores_generated_data_on_ten_thousand_images_and_nothing_el
     ({"dataset": "digits", "final_val_size": 5000}, "read from files"),
     ({"val_size": 2000, "final_val_size": 1500}, "not above val_size 2000"),
     ({"val_size": 2000, "final_val_size": 2000}, "not above val_size 2000"),
+    ({"final_val_size": 1000}, "not above val_size 1000"),  # the default per-epoch set counts too
+    ({"final_val_size": 500}, "not above val_size 1000"),
     ({"final_val_size": -3}, "positive integer, 0"),
 ])
 def test_what_cannot_be_scored_is_refused_saying_what_to_pass(changes, message):
@@ -121,3 +124,26 @@ def test_a_stop_during_the_final_scoring_keeps_the_weights_and_a_resume_finishes
     monkeypatch.setattr(run_module, "_score_final", real)
     resumed = train(tiny_model_cfg(), cfg, resume_from=tmp_path / "cut" / "last.pth")
     assert resumed.status == "FINISHED" and resumed.final == uninterrupted.final  # nothing retrained, same score
+    assert len(resumed.history) == cfg.epochs
+
+
+def test_an_error_during_the_final_scoring_says_so_and_how_to_finish(tmp_path, monkeypatch):
+    def broken(parts, result):
+        raise RuntimeError("disk unreadable")
+
+    monkeypatch.setattr(run_module, "_score_final", broken)
+    with pytest.raises(RuntimeError):
+        train(tiny_model_cfg(), _train_cfg(tmp_path), "broken seed0", run_dir=tmp_path / "broken")
+    saved = json.loads((tmp_path / "broken" / "result.json").read_text())
+    assert saved["status"] == "FAILED" and saved["reason"].startswith("while scoring its final weights (--resume")
+    assert "disk unreadable" in saved["reason"]
+
+
+def test_a_run_with_an_ema_reports_the_emas_final_score(tmp_path):
+    result = train(tiny_model_cfg(), _train_cfg(tmp_path, model_ema=True, epochs=2), "ema seed0",
+                   run_dir=tmp_path / "ema")
+    assert result.top1 == result.final["val_top1_ema"] and "val_top1" in result.final  # both scored, EMA reported
+    path = tmp_path / "ema" / "last.pth"
+    ema = model_from_checkpoint(load_checkpoint(path), path, ema=True)
+    top1, _ = _top1_by_hand(ema, generated_validation_set(result.train_cfg, FINAL, 32))
+    assert result.top1 == pytest.approx(top1)

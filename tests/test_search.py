@@ -22,6 +22,7 @@ from experiments.search_report import differences, pareto_front, summary_text, t
 from experiments.search_space import (FIT, InvalidCombination, SpaceError, default_space, load_space, parse_space,
                                       training_space)
 from experiments.train_config import TrainConfig
+from workbench.cli import UsageError
 from runner_support import ROOT, mlflow_db_template  # noqa: F401
 from sepvit.config import WINDOW_TOKENS, SepViTConfig
 
@@ -334,6 +335,22 @@ def test_continuing_a_study_with_other_settings_is_refused(continued_study, caps
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and expected in err, err
     assert len(_study(folder).trials) == 5
+
+
+def test_a_study_made_before_final_scoring_continues_as_its_trials_were_scored(continued_study):
+    folder, argv, _, _ = continued_study
+    study = _study(folder)
+    saved = study.user_attrs["sepvit.settings"]
+    old = {**saved, "train": {k: v for k, v in saved["train"].items() if k != "final_val_size"}}
+    study.set_user_attr("sepvit.settings", old)  # as a study made before the field existed stored it
+    try:
+        # its trials (--val-size 32) were scored on their per-epoch images, as the same command still scores them
+        search.prepare(search.build_parser().parse_args(argv), argv)
+        more = [*argv, "--final-val-size", "64"]
+        with pytest.raises(UsageError, match="final_val_size: 0 -> 64"):
+            search.prepare(search.build_parser().parse_args(more), more)
+    finally:
+        study.set_user_attr("sepvit.settings", saved)
 
 
 # ---------------------------------------------------------------------------------- pruning

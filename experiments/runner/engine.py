@@ -350,7 +350,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: bo
 def evaluate_parts(parts: Parts, cfg: TrainConfig, loader: DataLoader | None = None) -> dict[str, float]:
     """val_loss/val_top1/val_top5 (and per sub-task top-1) of the raw weights and, with EMA, the same for the EMA
     (suffix `_ema`), on `loader` (default: the per-epoch validation loader)."""
-    loader = loader or parts.val_loader
+    loader = parts.val_loader if loader is None else loader
     metrics = evaluate(parts.model, loader, parts.device, cfg.amp, parts.world, parts.label_groups)
     if parts.ema is not None:
         ema = evaluate(parts.ema.module, loader, parts.device, cfg.amp, parts.world, parts.label_groups)

@@ -19,7 +19,10 @@ with `weights_only=True` by `experiments.runner.checkpoint.load_model`) and an M
 (`mlflow.pytorch.load_model("models:/<id>")`, the Models column), which carries the same `pretrained_cfg`.
 
 The reported accuracy (one rule, used by every table): `val_top1` of the raw weights, or `val_top1_ema` of the
-EMA weights when the run keeps an EMA (`--model-ema`), as timm's train.py reports it. Both are logged per epoch.
+EMA weights when the run keeps an EMA (`--model-ema`), as timm's train.py reports it. Both are logged per epoch on
+the per-epoch validation images; after the last epoch the final weights are scored on the final validation images
+(`TrainConfig.final_val_size`: 10000 for a generated dataset by default) and that score is the run's top-1
+(`Result.final`, MLflow `final_val_top1` with `final_val_images`).
 """
 from __future__ import annotations
 
@@ -486,6 +489,8 @@ def _run_epochs(parts, result: Result, tracker, parent_run_id, on_epoch_end, sta
         raise
     except Exception as exc:
         result.status, result.reason = "FAILED", _failure_reason(exc)
+        if scoring:
+            result.reason = f"while scoring its final weights (--resume scores them without training): {result.reason}"
         if not is_disk_full(exc) and not scoring:  # a full disk would not take the extra checkpoint either
             _save_interrupted(parts, result, parent_run_id, epoch)
         if tracker is not None:
