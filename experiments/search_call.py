@@ -30,7 +30,7 @@ from workbench.cli import EXIT_BAD_INPUT, UsageError
 from workbench.tracking import Tracker, check_experiment_name, check_tracking_uri, default_tracking_uri, flatten
 
 from experiments import runner, search_confirm, search_report
-from experiments.data import build_datasets_for, check_dataset
+from experiments.data import build_datasets_for, check_dataset, final_val_images
 from experiments.grids import REFERENCE, label_for
 from experiments.runner.engine import check_training_settings, fit_model_to_data
 from experiments.runner.plan import check_parallel
@@ -153,6 +153,12 @@ def _check_no_other_confirmation(attrs: Mapping[str, Any], study_name: str) -> N
                 f"(a record older than {CONFIRMATION_RECENT_S // 3600} h is not waited for)")
 
 
+def _scored_as(train: dict[str, Any]) -> dict[str, Any]:
+    """Training settings with `final_val_size` as the images it means (unset: 10000 or none, by dataset and
+    --val-size), so that two spellings of the same scoring compare equal."""
+    return {**train, "final_val_size": final_val_images(TrainConfig.from_dict(train))}
+
+
 def _check_same_study(storage, existing_id: int, settings: Settings) -> None:
     """A call that continues a study must measure what its earlier trials measured."""
     name = settings.study_name
@@ -167,7 +173,9 @@ def _check_same_study(storage, existing_id: int, settings: Settings) -> None:
     current = settings.comparable()
     # a field added to TrainConfig after the study was made: its trials ran with the value such runs had
     before = TrainConfig.before_logged(stored["train"].get("dataset", TrainConfig.dataset))
-    stored = {**stored, "train": {**{k: v for k, v in before.items() if k in current["train"]}, **stored["train"]}}
+    stored = {**stored, "train": _scored_as({**{k: v for k, v in before.items() if k in current["train"]},
+                                             **stored["train"]})}
+    current = {**current, "train": _scored_as(current["train"])}
     for section in ("space", "model", "train"):
         if stored[section] != current[section]:
             keys = sorted(set(stored[section]) | set(current[section]))

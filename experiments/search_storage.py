@@ -85,8 +85,6 @@ class Settings:
     def comparable(self) -> dict[str, Any]:
         """What the trials of one study must share; stored in the study and compared when a call continues it."""
         train = {k: v for k, v in self.train.items() if k not in MAY_CHANGE}
-        # what a trial's top-1 is measured on, resolved (unset means 10000 or none, by dataset and --val-size)
-        train["final_val_size"] = final_val_images(TrainConfig.from_dict(self.train))
         return {"objectives": list(self.objectives), "space": self.space, "model": self.model, "train": train}
 
 
