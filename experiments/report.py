@@ -2,14 +2,16 @@
 
 Rows come either from in-memory `run.Result`s (`results_frame`) or from MLflow (`load_runs`), into the same
 columns, so the terminal table, the logged artifact and the notebook are computed by the same code:
-run_id, config, seed, status, top1 (the reported metric: the final weights, on the final validation images where scored), best_top1, params, macs, latency_ms,
-img_per_s, is_reference.
+run_id, config, seed, status, top1 (the reported metric: the final weights, on the final validation images where
+scored), best_top1, params, macs, latency_ms, img_per_s, is_reference.
 
 Reporting rules (one place):
 - One call by default. `load_runs` reads the newest call (parent run) of an experiment. Pooling several calls is
   an explicit choice (`calls="all"` or a list of parent run ids); then runs that repeat a (configuration,
   training configuration, seed) are dropped, keeping the newest, so a deterministic seed is never counted twice,
-  and a label that names different configurations in different calls is refused.
+  and a label that names different configurations in different calls is refused. A run logged before a
+  training field existed reads as having that field's earlier value (`TrainConfig.as_logged_before`), so it pools
+  with a newer run that trained alike.
 - A configuration whose mean top-1 lies within (or below) the 95 % binomial interval of chance (1/num_classes on
   the validation set's size) is flagged "at chance": its comparisons say nothing about the component.
 """
@@ -22,8 +24,11 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from workbench.tracking import flatten
+
 from .stats import (EQUIVALENCE_MARGIN, SEEDS_LIMIT, VERDICT_RULES, chance_interval, compare, mean_ci,
                     min_detectable_difference, verdict_text)
+from .train_config import TrainConfig
 
 COLUMNS = ["run_id", "config", "seed", "status", "top1", "best_top1", "params", "macs", "latency_ms", "img_per_s",
            "is_reference"]
@@ -142,7 +147,10 @@ def _row(run) -> dict:
            "num_classes": int(p["data.num_classes"]) if "data.num_classes" in p else None,
            "val_size": _scored_images(m, p),
            "epoch_val_size": int(p["data.val_size"]) if "data.val_size" in p else None}
-    row.update({k: v for k, v in p.items() if k.startswith(("model.", "train."))})
+    logged = {k.removeprefix("train."): v for k, v in p.items() if k.startswith("train.")}
+    if logged:
+        row.update(flatten(TrainConfig.as_logged_before(logged), "train."))
+    row.update({k: v for k, v in p.items() if k.startswith("model.")})
     return row
 
 

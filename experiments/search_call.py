@@ -172,9 +172,9 @@ def _check_same_study(storage, existing_id: int, settings: Settings) -> None:
                          f"{' '.join(settings.objectives)}: use those objectives or another --study-name")
     current = settings.comparable()
     # a field added to TrainConfig after the study was made: its trials ran with the value such runs had
-    before = TrainConfig.before_logged(stored["train"].get("dataset", TrainConfig.dataset))
-    stored = {**stored, "train": _scored_as({**{k: v for k, v in before.items() if k in current["train"]},
-                                             **stored["train"]})}
+    filled = TrainConfig.as_logged_before(stored["train"])
+    stored = {**stored, "train": _scored_as({k: v for k, v in filled.items()
+                                             if k in current["train"] or k in stored["train"]})}
     current = {**current, "train": _scored_as(current["train"])}
     for section in ("space", "model", "train"):
         if stored[section] != current[section]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from experiments.synthetic import DEFAULT_CUE, GENERATED_DATASETS, SIZES, check_cue
@@ -167,9 +168,16 @@ class TrainConfig:
                 and dataset in f.metadata.get("before_datasets", (dataset,))}
 
     @classmethod
+    def as_logged_before(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """A saved config (dict) with each field it lacks that `before_logged` knows given the value its run had,
+        so that configs saved before and after a field was added compare equal when they trained alike (the
+        study check, the search's stored confirmations, the report's pooling and `from_dict` all use this)."""
+        return {**cls.before_logged(data.get("dataset", cls.dataset)), **data}
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         check_known(cls, list(data))
-        return cls(**{**cls.before_logged(data.get("dataset", cls.dataset)), **data})
+        return cls(**cls.as_logged_before(data))
 
     def replace(self, **changes: Any) -> "TrainConfig":
         check_known(type(self), list(changes))

@@ -111,7 +111,7 @@ def test_a_stop_during_the_final_scoring_keeps_the_weights_and_a_resume_finishes
     uninterrupted = train(tiny_model_cfg(), cfg, "whole seed0", run_dir=tmp_path / "whole")
     real = run_module._score_final
 
-    def stopped(parts, result):
+    def stopped(parts, result, images):
         raise RunInterrupted(signum=15)
 
     monkeypatch.setattr(run_module, "_score_final", stopped)
@@ -128,7 +128,7 @@ def test_a_stop_during_the_final_scoring_keeps_the_weights_and_a_resume_finishes
 
 
 def test_an_error_during_the_final_scoring_says_so_and_how_to_finish(tmp_path, monkeypatch):
-    def broken(parts, result):
+    def broken(parts, result, images):
         raise RuntimeError("disk unreadable")
 
     monkeypatch.setattr(run_module, "_score_final", broken)

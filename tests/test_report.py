@@ -107,3 +107,25 @@ def test_pooling_refuses_one_label_for_two_configurations():
                   {"run_id": "b", "config": "x", "seed": 0, "top1": 1.0, "is_reference": False, "model.gsa": "False"}])
     with pytest.raises(ReportError, match="model.gsa"):
         pool(runs)
+
+
+def _logged_run(run_id, start_time, params):
+    from types import SimpleNamespace
+    data = SimpleNamespace(metrics={"val_top1": 90.0}, tags={"config": "ref", "is_reference": "true"},
+                           params={"train.seed": "0", "train.dataset": "synthetic", "model.gsa": "True", **params})
+    info = SimpleNamespace(run_id=run_id, run_name="ref seed0", status="FINISHED", start_time=start_time)
+    return SimpleNamespace(data=data, info=info)
+
+
+def test_a_run_logged_before_a_training_field_existed_pools_with_a_newer_run_that_trained_alike():
+    from experiments.report import _row
+    old = _row(_logged_run("old", 1, {}))  # logged before synthetic_cue and final_val_size existed
+    alike = _row(_logged_run("new", 2, {"train.synthetic_cue": "ring", "train.final_val_size": "0"}))
+    pooled = pool(pd.DataFrame([old, alike]))
+    assert list(pooled["run_id"]) == ["new"]  # one training configuration and seed: the newest run counts
+    scored_otherwise = _row(_logged_run("new", 2, {"train.synthetic_cue": "ring", "train.final_val_size": "None"}))
+    with pytest.raises(ReportError, match="train.final_val_size"):
+        pool(pd.DataFrame([old, scored_otherwise]))
+    other_cue = _row(_logged_run("new", 2, {"train.synthetic_cue": "frame", "train.final_val_size": "0"}))
+    with pytest.raises(ReportError, match="train.synthetic_cue"):
+        pool(pd.DataFrame([old, other_cue]))

@@ -472,9 +472,10 @@ def _run_epochs(parts, result: Result, tracker, parent_run_id, on_epoch_end, sta
             if on_epoch_end is not None and on_epoch_end(epoch, dict(metrics)):
                 result.stopped_early = True
                 break
-        if final_val_images(cfg) and result.history and not result.stopped_early:
+        images = final_val_images(cfg)
+        if images and result.history and not result.stopped_early:
             scoring = True
-            _score_final(parts, result)
+            _score_final(parts, result, images)
         result.status = "FINISHED"
     except engine.NonFiniteLoss as exc:
         result.status, result.reason = "FAILED", f"{exc}; {_last_good(result)}"
@@ -546,9 +547,8 @@ def _one_epoch(parts, result: Result, tracker, parent_run_id, epoch: int) -> dic
     return metrics
 
 
-def _score_final(parts, result: Result) -> None:
-    """The final weights (raw, and the EMA's when kept) scored on the final validation images: `result.final`."""
-    images = final_val_images(result.train_cfg)
+def _score_final(parts, result: Result, images: int) -> None:
+    """The final weights (raw, and the EMA's when kept) scored on `images` final validation images: `result.final`."""
     start = time.perf_counter()
     loader = engine.evaluation_loader(generated_validation_set(result.train_cfg, images, result.model_cfg.img_size),
                                       result.train_cfg, parts.rank, parts.world)
