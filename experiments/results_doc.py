@@ -13,7 +13,9 @@ what they printed, with the commit, the thread layout, the machine, the wall-clo
   6. the position probe: `ablate.py --grid position --dataset top-half --seeds 3` (SepViT's three sources of
      position, OPE, CPE and the learnable window tokens, removed alone and together; experiments.synthetic);
   7. the block patterns (Swin's, Twins' and global MSA in SepViT's backbone) against SepViT's block on the default
-     benchmark: `ablate.py --grid patterns --seeds 3` (each row the same runs as `--block-pattern P --compare`).
+     benchmark: `ablate.py --grid patterns --seeds 3` (each row the same runs as `--block-pattern P --compare`);
+  8. the headline at a longer budget, where the default's late runs have settled: `ablate.py --no-gsa --compare
+     --seeds 3 --epochs 15` (is GSA's effect one of end point or of learning speed?).
 
 `--only 3` reruns the listed sections and keeps the others as the stored document has them; every section
 states its own commit and date, so a kept section says which code made it. After writing docs/results.md it
@@ -61,6 +63,8 @@ COMMANDS = [
     ("The position probe: SepViT's sources of position on top-half",
      ["--grid", "position", "--dataset", "top-half", "--seeds", "3"]),
     ("Every block pattern against SepViT's block on the default benchmark", ["--grid", "patterns", "--seeds", "3"]),
+    ("The headline at a longer budget: SepViT without GSA against the reference, 15 epochs",
+     ["--no-gsa", "--compare", "--seeds", "3", "--epochs", "15"]),
 ]
 # The smoke budget: the tests' tiny model on 32 images, 2 seeds (the numbers mean nothing).
 SMOKE_ARGS = ["--model", "sepvit_micro_32", "--model-kwargs", "embed_dims=16,32,64,128", "num_heads=1,1,2,4",

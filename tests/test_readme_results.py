@@ -30,7 +30,7 @@ def section(title: str, command: str, rows: list[str], extra: str = "", images: 
             + COMPARISON.format(rows="\n".join(rows)) + extra + "\n")
 
 
-def document(switch_rows: list[str], probe: bool = True) -> str:
+def document(switch_rows: list[str], probe: bool = True, longer: bool = False) -> str:
     calibration = ("\nCalibration of `reference`: 3 seeds, top-1 97.80 ± 1.00 (95 % CI half-width); seed standard "
                    "deviation 0.40 points (target ≤ 2: met).\n\nNull change (fused_attn flipped: the same function "
                    "through another kernel): paired difference -1.13 [-2.17, -0.10] (EXCLUDES 0: the instrument is "
@@ -46,6 +46,9 @@ def document(switch_rows: list[str], probe: bool = True) -> str:
                 images=10000),
         *([section(next(iter(readme_results.PROBES)), "python experiments/ablate.py --no-gsa --compare --seeds 3 "
                    "--dataset mirror-pairs", [ROW.format(label="no-gsa")])] if probe else []),
+        *([section(readme_results.LONGER_HEADLINE[0], "python experiments/ablate.py --no-gsa --compare --seeds 3 "
+                   "--epochs 15", [ROW.format(label="no-gsa").replace("-12.40", "+0.25")], images=10000)]
+          if longer else []),
     ])
 
 
@@ -119,3 +122,20 @@ def test_write_replaces_only_the_block_and_needs_its_markers(tmp_path):
 def test_the_repository_readme_holds_the_block_markers_once():
     text = (ROOT / "README.md").read_text()
     assert text.count(readme_results.BEGIN) == 1 and text.count(readme_results.END) == 1
+
+
+def test_the_headline_at_the_longer_budget_joins_the_headline_and_the_table_with_its_own_command():
+    from experiments import ablate
+
+    rows = [ROW.format(label=label) for label in SWITCHES]
+    text = readme_results.block(document(rows, longer=True))
+    headline = next(line for line in text.splitlines() if line.startswith("**The headline**"))
+    assert "no-gsa -12.40 points" in headline  # the default budget's call first
+    assert ("Given 15 epochs, where the default budget's late runs have settled (`python experiments/ablate.py "
+            "--no-gsa --compare --seeds 3 --epochs 15`, commit 0123456789ab, 2026-12-06 19:40 UTC, 7.5 minutes, top-1 "
+            "on 10000 validation images): no-gsa +0.25 points") in headline
+    command = "python experiments/ablate.py --no-gsa --compare --seeds 3 --epochs 15"
+    (row,) = [line for line in text.splitlines() if line.startswith("| ") and f"`{command}`" in line]
+    assert row.startswith("| no-gsa | synthetic (default), 15 epochs |") and "| 10000 | +0.25 |" in row
+    assert ablate.build_parser().parse_args(command.split()[2:]).epochs == 15  # the row's command trains 15 epochs
+    assert "15 epochs" not in readme_results.block(document(rows))  # a document without the section: no such line
