@@ -110,7 +110,7 @@ def stored_val_size(run: PlannedRun) -> int:
 def validation_set(run: PlannedRun, val_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(images, labels) of the first `val_size` validation images of the run's generated dataset."""
     val = generated_validation_set(run.train, val_size)
-    return val.images, torch.as_tensor(val.labels)
+    return val.stacked(), torch.as_tensor(val.labels)
 
 
 def check_request(runs: Sequence[PlannedRun], val_size: int) -> int:

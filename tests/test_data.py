@@ -524,3 +524,20 @@ def test_position_probe_is_a_dataset_of_the_runner():
         build_datasets("top-half", data_dir="/tmp")
     with pytest.raises(ValueError, match="unknown probe"):
         synthetic.generate_probe(0, "train", 0, "left-half")
+
+
+@pytest.mark.parametrize("img_size", [64, 48])  # an integer factor (pixel replication) and not (interpolation)
+def test_generated_images_are_kept_at_32_px_and_read_at_the_asked_size_as_if_enlarged_first(img_size):
+    import torch.nn.functional as F
+
+    _, val, info = build_datasets("synthetic", img_size=img_size, train_size=4, val_size=6)
+    assert val.images.shape == (6, 3, 32, 32)  # memory: the generator's size, whatever img_size is asked
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(3, 1, 1) for v in (info.mean, info.std))
+    for index in range(6):
+        image, label = synthetic.generate(0, "val", index)
+        raw = torch.from_numpy(image).permute(2, 0, 1)
+        enlarged = F.interpolate(raw[None], size=(img_size, img_size), mode="nearest")[0]
+        read, read_label = val[index]
+        assert read.shape == (3, img_size, img_size) and read_label == label
+        assert torch.equal(read, (enlarged - mean) / std)  # bit for bit what enlarging before normalising gave
+    assert torch.equal(val.stacked(), torch.stack([val[i][0] for i in range(6)]))
