@@ -93,9 +93,14 @@ def test_mlflow_and_the_report_carry_the_final_score_and_its_image_count(scored_
     output, result = scored_run
     from mlflow.tracking import MlflowClient
 
-    metrics = MlflowClient(tracking_uri(output)).get_run(result.run_id).data.metrics
+    logged = MlflowClient(tracking_uri(output)).get_run(result.run_id)
+    metrics = logged.data.metrics
     assert metrics["final_val_top1"] == pytest.approx(result.top1)
     assert metrics["final_val_images"] == FINAL
+    inputs = {i.dataset.name: (json.loads(i.dataset.profile)["num_rows"], i.tags[0].value)
+              for i in logged.inputs.dataset_inputs}
+    assert inputs["synthetic-val"] == (PER_EPOCH, "validation")
+    assert inputs["synthetic-val-final"] == (FINAL, "final validation")  # the images the reported top-1 is on
     frame = load_runs(tracking_uri(output), "final-scoring", calls="all")
     row = frame[frame["run_id"] == result.run_id].iloc[0]
     assert row["top1"] == pytest.approx(result.top1) and row["val_size"] == FINAL  # the chance interval's images

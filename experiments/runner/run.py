@@ -250,16 +250,19 @@ def _open_mlflow(tracker, result: Result, info, parent_run_id, tags, resumed: bo
 
 
 def _dataset_inputs(info, train_cfg: TrainConfig) -> list[dict[str, Any]]:
-    """The training and validation sets as MLflow dataset inputs: what defines them (name, description, seed,
+    """The training, validation and final validation sets as MLflow dataset inputs: what defines them (name, description, seed,
     folder, size, normalisation), so equal data give equal digests; the images themselves are not read."""
     about = {"dataset": info.name, "description": info.description, "img_size": info.img_size,
              "in_chans": info.in_chans, "num_classes": info.num_classes, "mean": list(info.mean),
              "std": list(info.std), "data_seed": train_cfg.data_seed,
              "data_dir": str(Path(train_cfg.data_dir).expanduser().resolve()) if train_cfg.data_dir else None}
     shape = (info.in_chans, info.img_size, info.img_size)
+    sets = [("train", info.train_size, "training"), ("val", info.val_size, "validation")]
+    final = final_val_images(train_cfg)
+    if final:  # the images the reported top-1 is on: the per-epoch ones and more of the same split
+        sets.append(("val-final", final, "final validation"))
     return [{"name": f"{info.name}-{split}", "size": size, "context": context, "shape": shape,
-             "metadata": {**about, "split": split}}
-            for split, size, context in (("train", info.train_size, "training"), ("val", info.val_size, "validation"))]
+             "metadata": {**about, "split": split}} for split, size, context in sets]
 
 
 def _epoch_metrics(metrics: dict[str, float]) -> dict[str, float]:
