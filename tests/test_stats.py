@@ -143,3 +143,14 @@ def test_one_shared_seed_is_not_a_pairing_and_welch_decides():
     unpaired = compare(a, b)
     one_shared = compare(a, b, seeds_a=[0, 1, 2], seeds_b=[0, 5, 6])
     assert unpaired.verdict == one_shared.verdict == "welch" and one_shared.paired_seeds == 1
+
+
+def test_a_partial_call_asks_for_the_seeds_its_paired_difference_needs_not_the_unpaired_means():
+    """The reference's seed 2 failed: the arms' means compare different seeds (-8.3 points), the shared seeds agree
+    on average (0.0). The paired noise decides the verdict, so the seeds asked for follow the paired difference."""
+    d = compare([93.0, 97.0, 70.0], [95.0, 95.0], seeds_a=[0, 1, 2], seeds_b=[0, 1])
+    assert d.paired_seeds == 2 and d.paired[0] == pytest.approx(0.0) and d.diff == pytest.approx(-8.33, abs=0.01)
+    assert d.verdict == "unresolved"
+    noise = float(np.std([93.0 - 95.0, 97.0 - 95.0], ddof=1))
+    assert d.seeds_needed == seeds_to_resolve(0.0, noise, paired=True, more_than=2) == 8
+    assert seeds_to_resolve(d.diff, noise, paired=True, more_than=2) == 4  # what the unpaired means would have asked
