@@ -12,8 +12,8 @@ model is built for it, and the runner refuses a model field that contradicts it.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from experiments.synthetic import DEFAULT_CUE, GENERATED_DATASETS, SIZES, check_cue

@@ -250,8 +250,8 @@ def _open_mlflow(tracker, result: Result, info, parent_run_id, tags, resumed: bo
 
 
 def _dataset_inputs(info, train_cfg: TrainConfig) -> list[dict[str, Any]]:
-    """The training, validation and final validation sets as MLflow dataset inputs: what defines them (name, description, seed,
-    folder, size, normalisation), so equal data give equal digests; the images themselves are not read."""
+    """The training, validation and final validation sets as MLflow dataset inputs: what defines them (name,
+    description, seed, folder, size, normalisation), so equal data give equal digests; the images are not read."""
     about = {"dataset": info.name, "description": info.description, "img_size": info.img_size,
              "in_chans": info.in_chans, "num_classes": info.num_classes, "mean": list(info.mean),
              "std": list(info.std), "data_seed": train_cfg.data_seed,
