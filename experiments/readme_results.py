@@ -32,9 +32,9 @@ SWITCH_FLAGS = {
 }
 # sections whose rows join the switch table on the default benchmark, beside the one-off grid's
 DEFAULT_TASK_SECTIONS = ["Every block pattern against SepViT's block on the default benchmark"]
-# the headline at a longer budget (title -> the flags its call adds): its row joins the table, its figures the headline
-LONGER_HEADLINE = ("The headline at a longer budget: SepViT without GSA against the reference, 15 epochs",
-                   "--epochs 15")
+# the headline at a longer budget (its section's title, its epochs): its row joins the table, its figures the headline
+LONGER_HEADLINE = "The headline at a longer budget: SepViT without GSA against the reference, 15 epochs"
+LONGER_EPOCHS = 15
 
 
 class ResultsFormatError(ValueError):
@@ -141,8 +141,8 @@ def block(results_text: str) -> str:
         f"{provenance(table)}, each row the same runs as its own command; "
         + "".join(f"the block patterns: `python experiments/ablate.py --grid patterns --seeds 3`, "
                   f"{provenance(doc[title])}; " for title in DEFAULT_TASK_SECTIONS if title in doc)
-        + "".join(f"GSA at {LONGER_HEADLINE[1].split()[-1]} epochs: the call above, {provenance(doc[title])}; "
-                  for title in (LONGER_HEADLINE[0],) if title in doc)
+        + (f"GSA at {LONGER_EPOCHS} epochs: the call above, {provenance(doc[LONGER_HEADLINE])}; "
+           if LONGER_HEADLINE in doc else "")
         + "the probes: their own calls, "
         + ", ".join(f"{dataset} {provenance(doc[title])}" for title, dataset in PROBES.items() if title in doc)
         + "):",
@@ -153,9 +153,9 @@ def block(results_text: str) -> str:
     ]
     tasks = [("synthetic (default)", "", table)]
     tasks += [("synthetic (default)", "", doc[title]) for title in DEFAULT_TASK_SECTIONS if title in doc]
-    longer_title, longer_flags = LONGER_HEADLINE
-    if longer_title in doc:
-        tasks.append((f"synthetic (default), {longer_flags.split()[-1]} epochs", f" {longer_flags}", doc[longer_title]))
+    if LONGER_HEADLINE in doc:
+        tasks.append((f"synthetic (default), {LONGER_EPOCHS} epochs", f" --epochs {LONGER_EPOCHS}",
+                      doc[LONGER_HEADLINE]))
     tasks += [(f"{dataset} (probe)", f" --dataset {dataset}", doc[title]) for title, dataset in PROBES.items()
               if title in doc]
     for task, dataset_flag, body in tasks:
@@ -177,13 +177,12 @@ def block(results_text: str) -> str:
 
 def _longer_headline(doc: dict[str, str]) -> str:
     """The headline's sentence at the longer budget, when the document holds that section."""
-    title, flags = LONGER_HEADLINE
-    if title not in doc:
+    if LONGER_HEADLINE not in doc:
         return ""
-    body = doc[title]
+    body = doc[LONGER_HEADLINE]
     (gsa,) = [row for row in comparison_rows(body) if row["configuration"] == "no-gsa"]
-    return (f" Given {flags.split()[-1]} epochs, where the default budget's late runs have settled (`python "
-            f"experiments/ablate.py --no-gsa --compare --seeds 3 {flags}`, {provenance(body)}, {minutes(body)} "
+    return (f" Given {LONGER_EPOCHS} epochs (`python experiments/ablate.py --no-gsa --compare --seeds 3 --epochs "
+            f"{LONGER_EPOCHS}`, {provenance(body)}, {minutes(body)} "
             f"minutes, top-1 on {scored_images(body)} validation images): no-gsa {gsa['Δ top-1 vs reference']} "
             f"points, paired 95 % CI {gsa['paired 95% CI']}, Welch {gsa['Welch 95% CI']}: {gsa['verdict']}.")
 

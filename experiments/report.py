@@ -28,6 +28,7 @@ from workbench.tracking import flatten
 
 from .stats import (EQUIVALENCE_MARGIN, SEEDS_LIMIT, VERDICT_RULES, chance_interval, compare, mean_ci,
                     min_detectable_difference, verdict_text)
+from .data import final_val_images
 from .train_config import TrainConfig
 
 COLUMNS = ["run_id", "config", "seed", "status", "top1", "best_top1", "params", "macs", "latency_ms", "img_per_s",
@@ -149,9 +150,24 @@ def _row(run) -> dict:
            "epoch_val_size": int(p["data.val_size"]) if "data.val_size" in p else None}
     logged = {k.removeprefix("train."): v for k, v in p.items() if k.startswith("train.")}
     if logged:
-        row.update(flatten(TrainConfig.as_logged_before(logged), "train."))
+        trained = TrainConfig.as_logged_before(logged)
+        trained["final_val_size"] = _final_images_logged(trained)
+        row.update(flatten(trained, "train."))
     row.update({k: v for k, v in p.items() if k.startswith("model.")})
     return row
+
+
+def _final_images_logged(train: dict) -> str:
+    """The logged `final_val_size` as the images it means (unset: 10000 or none, by dataset and per-epoch size),
+    so that two spellings of one scoring identify the same training (the search compares it alike)."""
+    def number(value):
+        return None if value in (None, "None") else int(value)
+
+    try:
+        return str(final_val_images(TrainConfig(dataset=str(train["dataset"]), val_size=number(train["val_size"]),
+                                                final_val_size=number(train["final_val_size"]))))
+    except (TypeError, ValueError):  # not a size this code accepts: compared as logged
+        return str(train["final_val_size"])
 
 
 def _scored_images(metrics: dict, params: dict) -> int | None:

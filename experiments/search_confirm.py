@@ -239,7 +239,7 @@ def same_request(record: Mapping[str, Any], t: Target, seeds: list[int]) -> bool
 
 def _results_train(data: Mapping[str, Any] | None) -> dict[str, Any]:
     """The training settings that decide a result; a field added since a record was stored takes the value such
-    runs had (`TrainConfig.before_logged`)."""
+    runs had (`TrainConfig.as_logged_before`)."""
     filled = TrainConfig.as_logged_before(dict(data or {}))
     return {k: v for k, v in filled.items() if k not in (*BOOKKEEPING, "output", "data_dir", "seed")}
 

@@ -195,8 +195,8 @@ def compare(a: Sequence[float], b: Sequence[float], confidence: float = 0.95,
         result.bound = float(max(abs(lo), abs(hi)))
         result.verdict = "equivalent" if result.bound <= margin else "unresolved"
         if result.verdict == "unresolved":  # the difference over the seeds whose noise is `noise`
-            diff = result.paired[0] if paired else result.diff
-            result.seeds_needed = seeds_to_resolve(diff, noise, paired, margin, more_than=have)
+            observed = result.paired[0] if paired else result.diff
+            result.seeds_needed = seeds_to_resolve(observed, noise, paired, margin, more_than=have)
     return result
 
 

@@ -169,10 +169,12 @@ class TrainConfig:
 
     @classmethod
     def as_logged_before(cls, data: Mapping[str, Any]) -> dict[str, Any]:
-        """A saved config (dict) with each field it lacks that `before_logged` knows given the value its run had,
-        so that configs saved before and after a field was added compare equal when they trained alike (the
-        study check, the search's stored confirmations, the report's pooling and `from_dict` all use this)."""
-        return {**cls.before_logged(data.get("dataset", cls.dataset)), **data}
+        """A saved config (dict) completed: each field it lacks takes the value its runs had (`before_logged`,
+        else the field's default, which then is the behaviour before the field existed), so that configs saved
+        before and after a field was added compare equal when they trained alike (the study check, the search's
+        stored confirmations, the report's pooling and `from_dict` all use this)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        return {**defaults, **cls.before_logged(data.get("dataset", cls.dataset)), **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":

@@ -109,10 +109,10 @@ def test_pooling_refuses_one_label_for_two_configurations():
         pool(runs)
 
 
-def _logged_run(run_id, start_time, params):
+def _logged_run(run_id, start_time, params, dataset="synthetic"):
     from types import SimpleNamespace
     data = SimpleNamespace(metrics={"val_top1": 90.0}, tags={"config": "ref", "is_reference": "true"},
-                           params={"train.seed": "0", "train.dataset": "synthetic", "model.gsa": "True", **params})
+                           params={"train.seed": "0", "train.dataset": dataset, "model.gsa": "True", **params})
     info = SimpleNamespace(run_id=run_id, run_name="ref seed0", status="FINISHED", start_time=start_time)
     return SimpleNamespace(data=data, info=info)
 
@@ -129,3 +129,17 @@ def test_a_run_logged_before_a_training_field_existed_pools_with_a_newer_run_tha
     other_cue = _row(_logged_run("new", 2, {"train.synthetic_cue": "frame", "train.final_val_size": "0"}))
     with pytest.raises(ReportError, match="train.synthetic_cue"):
         pool(pd.DataFrame([old, other_cue]))
+
+
+def test_two_spellings_of_one_scoring_and_fields_a_dataset_never_used_do_not_split_a_pool():
+    from experiments.report import _row
+    # digits: read from files, never final-scored; synthetic_cue does not apply to it
+    old = _row(_logged_run("old", 1, {}, dataset="digits"))
+    new = _row(_logged_run("new", 2, {"train.synthetic_cue": "frame", "train.final_val_size": "None"},
+                           dataset="digits"))
+    assert list(pool(pd.DataFrame([old, new]))["run_id"]) == ["new"]
+    # the generated default: unset means the 10000 images that an explicit 10000 names
+    unset = _row(_logged_run("unset", 1, {"train.synthetic_cue": "frame", "train.final_val_size": "None"}))
+    explicit = _row(_logged_run("explicit", 2, {"train.synthetic_cue": "frame", "train.final_val_size": "10000"}))
+    assert unset["train.final_val_size"] == explicit["train.final_val_size"] == "10000"
+    assert list(pool(pd.DataFrame([unset, explicit]))["run_id"]) == ["explicit"]
