@@ -122,7 +122,6 @@ def block(results_text: str) -> str:
     doc = sections(results_text)
     calibration, headline, table = (_section(doc, t) for t in (CALIBRATION, HEADLINE, SWITCH_TABLE))
     facts = calibration_facts(calibration)
-    (gsa,) = [row for row in comparison_rows(headline) if row["configuration"] == "no-gsa"]
     lines = [
         BEGIN,
         f"**The instrument** (`python experiments/ablate.py --calibrate --seeds 3`, {provenance(calibration)}): the "
@@ -132,10 +131,10 @@ def block(results_text: str) -> str:
         f"{facts['null_mean']} {facts['null_ci']} ({facts['null_verdict']}); a paired verdict on a difference no "
         f"larger than the null change's is not evidence of an effect. Take-off: {facts['takeoff']}",
         "",
-        f"**The headline** (`python experiments/ablate.py --no-gsa --compare --seeds 3`, {provenance(headline)}, "
-        f"{minutes(headline)} minutes on 2 cores, top-1 on {scored_images(headline)} validation images): no-gsa "
-        f"{gsa['Δ top-1 vs reference']} points, paired 95 % CI "
-        f"{gsa['paired 95% CI']}, Welch {gsa['Welch 95% CI']}: {gsa['verdict']}." + _longer_headline(doc),
+        "**The headline** " + _no_gsa_call("python experiments/ablate.py --no-gsa --compare --seeds 3", headline)
+        + (f" Given {LONGER_EPOCHS} epochs " + _no_gsa_call("python experiments/ablate.py --no-gsa --compare --seeds "
+                                                            f"3 --epochs {LONGER_EPOCHS}", doc[LONGER_HEADLINE])
+           if LONGER_HEADLINE in doc else ""),
         "",
         f"**Every switch × task** (the default benchmark: `python experiments/ablate.py --grid one-off --seeds 3`, "
         f"{provenance(table)}, each row the same runs as its own command; "
@@ -175,16 +174,12 @@ def block(results_text: str) -> str:
     return "\n".join(lines)
 
 
-def _longer_headline(doc: dict[str, str]) -> str:
-    """The headline's sentence at the longer budget, when the document holds that section."""
-    if LONGER_HEADLINE not in doc:
-        return ""
-    body = doc[LONGER_HEADLINE]
+def _no_gsa_call(command: str, body: str) -> str:
+    """'(`command`, provenance, N minutes on 2 cores, top-1 on M validation images): no-gsa <its comparison row>.'"""
     (gsa,) = [row for row in comparison_rows(body) if row["configuration"] == "no-gsa"]
-    return (f" Given {LONGER_EPOCHS} epochs (`python experiments/ablate.py --no-gsa --compare --seeds 3 --epochs "
-            f"{LONGER_EPOCHS}`, {provenance(body)}, {minutes(body)} "
-            f"minutes, top-1 on {scored_images(body)} validation images): no-gsa {gsa['Δ top-1 vs reference']} "
-            f"points, paired 95 % CI {gsa['paired 95% CI']}, Welch {gsa['Welch 95% CI']}: {gsa['verdict']}.")
+    return (f"(`{command}`, {provenance(body)}, {minutes(body)} minutes on 2 cores, top-1 on {scored_images(body)} "
+            f"validation images): no-gsa {gsa['Δ top-1 vs reference']} points, paired 95 % CI "
+            f"{gsa['paired 95% CI']}, Welch {gsa['Welch 95% CI']}: {gsa['verdict']}.")
 
 
 def write(readme: Path, results: Path) -> None:

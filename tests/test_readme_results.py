@@ -132,7 +132,8 @@ def test_the_headline_at_the_longer_budget_joins_the_headline_and_the_table_with
     headline = next(line for line in text.splitlines() if line.startswith("**The headline**"))
     assert "no-gsa -12.40 points" in headline  # the default budget's call first
     assert ("Given 15 epochs (`python experiments/ablate.py --no-gsa --compare --seeds 3 --epochs 15`, commit "
-            "0123456789ab, 2026-12-06 19:40 UTC, 7.5 minutes, top-1 on 10000 validation images): no-gsa +0.25 "
+            "0123456789ab, 2026-12-06 19:40 UTC, 7.5 minutes on 2 cores, top-1 on 10000 validation images): no-gsa "
+            "+0.25 "
             "points") in headline
     command = "python experiments/ablate.py --no-gsa --compare --seeds 3 --epochs 15"
     (row,) = [line for line in text.splitlines() if line.startswith("| ") and f"`{command}`" in line]
