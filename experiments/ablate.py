@@ -5,6 +5,7 @@
     python experiments/ablate.py --grid one-off --epochs 5               # each switch off alone
     torchrun --nproc-per-node 2 experiments/ablate.py --no-gsa          # DistributedDataParallel (gloo on CPU)
     python experiments/ablate.py --resume output/<experiment>/<call>     # finish an interrupted call
+    python experiments/ablate.py --resume output/<experiment>/<call> --seeds 6   # add seeds 3-5 to a 3-seed call
 
 Switches map one-to-one onto `SepViTConfig` fields; the training flags are generated from `TrainConfig`'s fields
 (timm train.py names). A call plans every (configuration, seed) run in `<call>/call.json` before training, and
@@ -149,10 +150,21 @@ def plan_from_args(args, argv: Sequence[str]) -> runner.Plan:
 
 def resume_from_args(args, given: set[str]) -> runner.Resumption:
     """--resume CALL: the call, checked, with the flags given beside it as the changes asked for (runner
-    .plan_resume refuses those a resume cannot make, naming the flag)."""
+    .plan_resume refuses those a resume cannot make, naming the flag); --seeds N adds seeds to it."""
     folder = runner.find_call_folder(args.resume, args.output, args.tracking_uri)
-    asked = {name: getattr(args, name) for name in given - set(RESUME_LOCATORS)}
-    return runner.plan_resume(folder, changes=asked, tracking_uri=args.tracking_uri, parallel=args.parallel)
+    asked = {name: getattr(args, name) for name in given - set(RESUME_LOCATORS) - {"seeds"}}
+    return runner.plan_resume(folder, changes=asked, tracking_uri=args.tracking_uri, parallel=args.parallel,
+                              seeds=args.seeds if "seeds" in given else None)
+
+
+def more_seeds_hint(results: runner.Results) -> str | None:
+    """The command that adds the seeds an unresolved comparison asks for to this call, its runs kept."""
+    needed = [int(r["seeds_needed"]) for r in results.rows
+              if r.get("verdict") == "unresolved" and r.get("seeds_needed") == r.get("seeds_needed")]  # not NaN
+    if not needed or results.folder is None:
+        return None
+    return (f"More seeds, keeping this call's runs: {PROG} --resume {results.folder} --seeds {max(needed)} (seeds "
+            "chosen after this look: the report then gives the false-positive rate of looking twice).")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = runner.run_call(plan)
         if results.report is not None:
             print(results.report)
+            hint = more_seeds_hint(results)
+            if hint:
+                print("\n" + hint)
         return results.exit_code
 
     return run_command(parser, argv, plan, run)

@@ -169,7 +169,8 @@ def block(results_text: str) -> str:
                          f"{row['Welch 95% CI']} | {row['verdict']} |")
     rules = "; ".join(f"`{name}`: {rule}" for name, rule in VERDICT_RULES.items() if name != "undetermined")
     lines += ["", f"Verdicts, strictest first: {rules} (`(±X)`: the 90 % interval excludes any difference larger "
-              "than X points; `~N seeds`: the seeds per arm that would resolve it at the noise measured). "
+              "than X points; `~N seeds`: the seeds per arm that would resolve it at the noise measured; "
+              "`ablate.py --resume CALL --seeds N` adds them to a call, keeping its runs: docs/ablations.md). "
               "Full outputs: [docs/results.md](docs/results.md).", END]
     return "\n".join(lines)
 

@@ -27,7 +27,7 @@ import pandas as pd
 from workbench.tracking import flatten
 
 from .stats import (EQUIVALENCE_MARGIN, SEEDS_LIMIT, VERDICT_RULES, chance_interval, compare, mean_ci,
-                    min_detectable_difference, verdict_text)
+                    min_detectable_difference, repeated_looks_error, verdict_text)
 from .data import final_val_images
 from .train_config import TrainConfig
 
@@ -304,6 +304,19 @@ def resolution_sentence(res: dict[str, float]) -> str:
     return text + "): two-sided 5 % test, power 0.8."
 
 
+def looks_sentence(seed_counts: Sequence[int], next_seed: int) -> str:
+    """What a call whose seeds were added after a look (`--resume --seeds N`) can claim: its intervals are each
+    95 %, but a difference of 0 had a chance at every look (`stats.repeated_looks_error`), computed, not typed in."""
+    counts = " → ".join(map(str, seed_counts))
+    rate = repeated_looks_error(seed_counts)
+    return (f"Seeds were added to this call after it was planned ({counts} per configuration, `--resume --seeds`). "
+            f"If they were added because an earlier report was unresolved, the data were looked at {len(seed_counts)} "
+            f"times: each interval above is a 95 % interval, but a true difference of 0 is called beyond noise by the "
+            f"paired rule at one look or another with probability {100 * rate:.1f} %, not 5 % (normal per-seed "
+            "differences, Monte Carlo). Where that matters, confirm at fresh seeds in a new call (`--seed "
+            f"{next_seed} --seeds {seed_counts[-1]}`).")
+
+
 def conclusions(summary: pd.DataFrame, comparison: pd.DataFrame) -> list[str]:
     """One sentence per compared configuration, computed from the numbers (never typed in), naming the rule."""
     sentences = []
@@ -350,7 +363,8 @@ def call_report(results, reference_label: str | None, num_classes: int, val_size
     """The end-of-call report: (terminal text, markdown, [(file name, csv text)], summary rows) for the parent run.
 
     Summary rows: one dict per configuration (config, top1_mean, top1_ci95 and, against the reference, diff,
-    welch_low, welch_high), what `Tracker.log_call_summary` logs as the parent's metrics.
+    welch_low, welch_high, paired_low, paired_high, verdict, seeds_needed), what `Tracker.log_call_summary` logs as
+    the parent's metrics (the intervals) and `Results.rows` gives the caller.
 
     costs: the interleaved timings of `experiments.runner.call_costs` (label -> latency/throughput with quartiles); they
     replace the per-run timings, which were taken one after another under whatever load there was.
@@ -363,7 +377,8 @@ def call_report(results, reference_label: str | None, num_classes: int, val_size
     rows = summary[["config", "top1_mean", "top1_ci95"]]
     if frame["is_reference"].any() and (~frame["is_reference"]).any():
         comparison = compare_to_reference(frame)
-        rows = rows.merge(comparison[["config", "diff", "welch_low", "welch_high", "paired_low", "paired_high"]], on="config", how="left")
+        rows = rows.merge(comparison[["config", "diff", "welch_low", "welch_high", "paired_low", "paired_high",
+                                      "verdict", "seeds_needed"]], on="config", how="left")
         sentences = conclusions(summary, comparison)
         rules = "; ".join(f"{k}: {v}" for k, v in VERDICT_RULES.items() if k != "undetermined")
         text += "\n\n" + format_comparison(comparison) + "\n\n" + "\n".join(sentences)

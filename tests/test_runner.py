@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import shutil
 import signal
 import socket
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import ablate
+from experiments import ablate, runner as runner_api
 from experiments.runner.calls import Call, new_call_folder
 from runner_support import (TINY_ARGS, children, histories, mlflow_db_template, output_dir, run_to_end,  # noqa: F401
                             runner, tmpfs, tracking_uri, wait_for)
@@ -392,6 +393,77 @@ def test_a_moved_output_folder_resumes_and_extends_in_place(finished_call, tmp_p
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_top1")] == [1, 2]
     assert run.info.artifact_uri.startswith((out / "mlartifacts").resolve().as_uri())  # not the original folder
     assert (out / "mlartifacts").is_dir() and parents[0].info.status == "FINISHED"
+
+
+def test_more_seeds_extend_a_finished_call_with_the_runs_a_new_call_would_train(straight_compare, tmp_path,
+                                                                                mlflow_db_template):
+    """`--resume CALL --seeds 3` on a finished 2-seed compare call trains seed 2 of both configurations as a new
+    call at that seed trains it, reports all 3 seeds with the false-positive rate of having looked twice, and
+    records the extension (call.json, the parent's tags); fewer seeds than trained are then refused."""
+    out = tmp_path / "extended"
+    shutil.copytree(straight_compare[1], out)
+    _, _, parents = children(out, "cmp")
+    folder = out / parents[0].data.tags["call_folder"]
+    extended = run_to_end(["--resume", str(folder), "--seeds", "3"])
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    assert "4 of 6 runs finished" in extended.stderr and "seeds per configuration: 2 -> 3" in extended.stderr
+    assert any(line.startswith("no-gsa ") and " 3 " in line for line in extended.stdout.splitlines())
+    assert "With 3 seeds per configuration this call resolves" in extended.stdout
+    assert "Seeds were added to this call after it was planned (2 → 3 per configuration" in extended.stdout
+    assert "looked at 2 times" in extended.stdout and "`--seed 3 --seeds 3`" in extended.stdout
+    call = Call.load(folder)
+    assert call.seed_counts == [2, 3] and [r.name for r in call.runs] == [
+        "no-gsa seed0", "no-gsa seed1", "no-gsa seed2", "reference seed0", "reference seed1", "reference seed2"]
+    client, trained, parents = children(out, "cmp")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    tags = parents[0].data.tags
+    assert (tags["seeds"], tags["planned_runs"], tags["resume.seeds"]) == ("3", "6", "2 -> 3")
+    assert len(trained) == 6 and all(r.info.status == "FINISHED" for r in trained)
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in trained)
+
+    fresh_out = tmp_path / "fresh"
+    fresh_out.mkdir()
+    shutil.copy(mlflow_db_template, fresh_out / "mlflow.db")
+    fresh = run_to_end([*COMPARE, "--seed", "2", "--seeds", "1", "--output", str(fresh_out), "--experiment", "cmp"])
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    fresh_client, fresh_runs, _ = children(fresh_out, "cmp")
+    expected = {r.info.run_name: histories(fresh_client, r) for r in fresh_runs}
+    added = [r for r in trained if r.info.run_name.endswith("seed2")]
+    assert sorted(r.info.run_name for r in added) == sorted(expected) == ["no-gsa seed2", "reference seed2"]
+    for run in added:
+        for key, points in histories(client, run).items():
+            want = expected[run.info.run_name][key]
+            assert [s for s, _ in points] == [s for s, _ in want] == [1, 2], (run.info.run_name, key)
+            assert [v for _, v in points] == pytest.approx([v for _, v in want], rel=1e-5, abs=1e-6), (run.info.run_name,
+                                                                                                   key)
+
+    fewer = run_to_end(["--resume", str(folder), "--seeds", "2"])
+    assert fewer.returncode == 2 and len(fewer.stderr.strip().splitlines()) == 1, fewer.stderr
+    assert "cannot drop" in fewer.stderr and "Traceback" not in fewer.stderr
+
+
+def test_more_seeds_for_a_search_confirmation_are_asked_of_the_search(finished_call, tmp_path, capsys):
+    """A confirmation's seeds are recorded in its study: `--resume --seeds` refuses it in one line, changing nothing."""
+    from mlflow.tracking import MlflowClient
+
+    out, folder = _copy_call(finished_call, tmp_path)
+    _, _, parents = children(out)
+    MlflowClient(tracking_uri(out)).set_tag(parents[0].info.run_id, "search.confirmation", "true")
+    rc = _call(["--resume", str(folder), "--seeds", "2"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "--confirm 2" in err and "Traceback" not in err, err
+    assert len(Call.load(folder).runs) == 1 and Call.load(folder).seed_counts is None
+
+
+def test_the_more_seeds_hint_names_the_call_and_the_seeds_an_unresolved_comparison_asks_for(tmp_path):
+    rows = [{"config": "reference", "verdict": math.nan, "seeds_needed": math.nan},
+            {"config": "no-gsa", "verdict": "unresolved", "seeds_needed": 6.0},
+            {"config": "no-ope", "verdict": "unresolved", "seeds_needed": math.nan},  # more than the limit
+            {"config": "no-lwt", "verdict": "separated", "seeds_needed": math.nan}]
+    hint = ablate.more_seeds_hint(runner_api.Results(0, tmp_path, rows=rows))
+    assert f"--resume {tmp_path} --seeds 6" in hint
+    assert ablate.more_seeds_hint(runner_api.Results(0, tmp_path, rows=rows[-1:])) is None
+    assert ablate.more_seeds_hint(runner_api.Results(0, tmp_path, rows=[])) is None
 
 
 # ---------------------------------------------------------------------------------- concurrency

@@ -6,6 +6,7 @@ import pytest
 from scipy import stats
 
 from experiments.stats import (EQUIVALENCE_MARGIN, compare, intervals_overlap, mean_ci, min_detectable_difference,
+                               repeated_looks_error,
                                paired_diff, seeds_to_resolve, verdict_text, welch_diff)
 
 
@@ -154,3 +155,23 @@ def test_a_partial_call_asks_for_the_seeds_its_paired_difference_needs_not_the_u
     noise = float(np.std([93.0 - 95.0, 97.0 - 95.0], ddof=1))
     assert d.seeds_needed == seeds_to_resolve(0.0, noise, paired=True, more_than=2) == 8
     assert seeds_to_resolve(d.diff, noise, paired=True, more_than=2) == 4  # what the unpaired means would have asked
+
+
+def test_repeated_looks_error_is_alpha_for_one_look_and_armitage_s_figure_for_two_equal_looks():
+    """One look at the paired t test has its nominal 5 %; two looks at n and 2n seeds (large n: the t test is the z
+    test) give Armitage, McPherson and Rowe's 8.3 %; every further look adds to it; one seed is no look."""
+    assert repeated_looks_error([3]) == pytest.approx(0.05, abs=0.002)
+    assert repeated_looks_error([60, 120]) == pytest.approx(0.083, abs=0.003)
+    two, three = repeated_looks_error([3, 6]), repeated_looks_error([3, 6, 9])
+    assert 0.05 + 0.01 < two < three < 0.2
+    assert repeated_looks_error([1, 3]) == repeated_looks_error([3])
+    assert math.isnan(repeated_looks_error([1]))
+
+
+def test_the_looks_figures_quoted_in_the_docs_are_the_functions():
+    """docs/ablations.md quotes the false-positive rate of 3 then 6 (and 3, 6, 9) seeds: it must be this code's."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ablations.md").read_text()
+    assert f"{100 * repeated_looks_error([3, 6]):.1f} % for 3 then 6 seeds" in text
+    assert f"({100 * repeated_looks_error([3, 6, 9]):.1f} % for 3, 6, 9)" in text

@@ -7,6 +7,7 @@
     results = runner.run_call(plan)                                 # trains, logs, reports; never raises for a stop
     print(results.report, results.folder, [r.top1 for r in results.runs])
     runner.resume_call(results.folder, changes={"epochs": 5})       # finish it (or extend it)
+    runner.resume_call(results.folder, seeds=6)                     # add seeds to every configuration
 
 One training run alone: `train_and_evaluate(PlannedRun.of(model_cfg, train_cfg, name), RunContext(...))` (the
 search trains its trials so). `experiments/ablate.py` is this API's command line.

@@ -41,6 +41,7 @@ class CallLifecycle:
         self.rank, self.world = 0, 1
         self.results = []  # experiments.runner.run.Result of every planned run, once trained
         self.report: str | None = None  # the end-of-call table, once made
+        self.rows: list = []  # its per-configuration rows (experiments.report.call_report)
 
     def run(self, start: Callable[["CallLifecycle"], int]) -> int:
         """`start(self)`: make or load the call (setting `self.call`), train it, return the exit code; returns

@@ -180,17 +180,20 @@ class Resumption(Plan):
             self.call.save()  # the applied changes become part of the plan
             done = sum(not self.call.needs_training(r) for r in self.call.runs)
             print(f"resuming {self.call.folder}: {done} of {len(self.call.runs)} runs finished"
-                  + (f"; changed: {', '.join(f'{k}={v}' for k, v in self.changes.items())}" if self.changes else ""),
-                  file=sys.stderr)
+                  + (f"; changed: {', '.join(f'{k}={v}' for k, v in self.changes.items())}" if self.changes else "")
+                  + (f"; seeds per configuration: {self.parent_tags['resume.seeds']}"
+                     if "resume.seeds" in self.parent_tags else ""), file=sys.stderr)
         return self.call
 
 
 def plan_resume(folder: str | Path, *, changes: Mapping[str, Any] | None = None, tracking_uri: str | None = None,
-                parallel: int | str = "auto") -> Resumption:
+                parallel: int | str = "auto", seeds: int | None = None) -> Resumption:
     """Check a call to finish (its folder: see `calls.find_call_folder` for other ways to name it): FINISHED runs
     are kept, runs with a last.pth continue, the others start. `changes`: settings asked for (field -> value); those
-    in RESUME_MAY_CHANGE that differ from the plan are applied, any other that differs is refused. Locks the call
-    (released when the call ends, or by the garbage collector if it is never run). Raises a one-line ValueError."""
+    in RESUME_MAY_CHANGE that differ from the plan are applied, any other that differs is refused. `seeds`: seeds
+    per configuration; more than the call has adds the next seeds of every configuration (`add_seeds`). Locks the
+    call (released when the call ends, or by the garbage collector if it is never run). Raises a one-line
+    ValueError."""
     lock = None
     try:
         call = Call.load(Path(folder))
@@ -207,7 +210,8 @@ def plan_resume(folder: str | Path, *, changes: Mapping[str, Any] | None = None,
             call.tracking_uri = tracking_uri
         uri = call.resolved_tracking_uri()
         check_tracking_uri(uri)
-        check_parent_exists(call, uri)
+        parent_tags = check_parent_exists(call, uri)
+        added = add_seeds(call, seeds, parent_tags) if seeds is not None else 0
         first = call.runs[0].train
         datasets = build_datasets_for(first, verify=True)
         for run in call.runs:
@@ -217,8 +221,53 @@ def plan_resume(folder: str | Path, *, changes: Mapping[str, Any] | None = None,
         if lock is not None:
             lock.release()
         raise
+    extended = {"seeds": str(call.seed_counts[-1]), "planned_runs": str(len(call.runs)),
+                "resume.seeds": " -> ".join(map(str, call.seed_counts))} if added else {}
     return Resumption(call.runs, call.reference, datasets, call.experiment, call.tracking_uri, parallel, call.name,
-                      call.command, call.calibrate, applied, call=call, lock=lock)
+                      call.command, call.calibrate, applied, parent_tags=extended, call=call, lock=lock)
+
+
+def add_seeds(call: Call, seeds: int, parent_tags: Mapping[str, str]) -> int:
+    """Plan the seeds a resume asks for beyond the call's (`--resume CALL --seeds N`): every configuration gets
+    the next seeds, trained exactly as a new call at N seeds would train them, so the call's report then pools all
+    N. Records the change in `call.seed_counts`. Returns the runs added; refuses what would not be one call's
+    seeds (fewer seeds than trained, configurations on different seeds, a search's confirmation)."""
+    if seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {seeds}")
+    by_label: dict[str, list[PlannedRun]] = {}
+    for run in call.runs:
+        by_label.setdefault(run.label, []).append(run)
+    first = call.runs[0].seed
+    have = len(by_label[call.runs[0].label])
+    if any([r.seed for r in runs] != list(range(first, first + have)) for runs in by_label.values()):
+        raise UsageError(f"--seeds {seeds}: the call's configurations were not planned on the same run of seeds, so "
+                         "there is no next seed to add; start a new call with --seed and --seeds")
+    if seeds < have:
+        raise UsageError(f"--seeds {seeds}: the call has {have} seeds per configuration and a resume cannot drop any: "
+                         f"give {have} or more")
+    if seeds == have:
+        return 0
+    if parent_tags.get("search.confirmation") == "true":
+        raise UsageError("--seeds: this call is a search's confirmation, which the study records with its seeds: ask "
+                         f"the search for them (search.py --n-trials 0 --confirm {seeds} with the study's flags)")
+    if any(r.run_name is not None for r in call.runs):
+        raise UsageError("--seeds: the call's runs were named by their caller, not by configuration and seed: start "
+                         "a new call for more seeds")
+    added = []
+    for runs in by_label.values():
+        template = runs[0]
+        for seed in range(first + have, first + seeds):
+            name = f"{template.label} seed{seed}"
+            added.append(PlannedRun(template.label, seed, template.model, template.train.replace(seed=seed),
+                                    slug(name), {**template.tags, "seed": str(seed)}))
+    taken = {r.folder for r in call.runs}
+    clash = next((r.folder for r in added if r.folder in taken or (call.folder / r.folder).exists()), None)
+    if clash is not None:
+        raise UsageError(f"--seeds {seeds}: the call folder already holds {clash}, which its plan does not list: "
+                         "move it away, or start a new call")
+    call.runs = [r for label in by_label for r in (*by_label[label], *[a for a in added if a.label == label])]
+    call.seed_counts = [*(call.seed_counts or [have]), seeds]
+    return len(added)
 
 
 def resume_changes(call: Call, asked: dict[str, Any]) -> dict[str, Any]:
@@ -238,11 +287,11 @@ def resume_changes(call: Call, asked: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
-def check_parent_exists(call: Call, uri: str) -> None:
+def check_parent_exists(call: Call, uri: str) -> dict[str, str]:
     """The store a call recorded its parent in still holds it: else resuming would make a new, empty store (a
-    moved output folder without its mlflow.db) or fail after training started."""
+    moved output folder without its mlflow.db) or fail after training started. Returns the parent's tags."""
     if call.parent_run_id is None:
-        return
+        return {}
     from mlflow.exceptions import MlflowException  # mlflow takes ~1.3 s to import: only when a parent exists
     from mlflow.tracking import MlflowClient
 
@@ -252,7 +301,7 @@ def check_parent_exists(call: Call, uri: str) -> None:
         raise UsageError(f"the call's MLflow store is gone ({problem}): restore it beside the call's output folder, "
                          "or pass --tracking-uri of the store that holds its parent run")
     try:
-        MlflowClient(tracking_uri=uri).get_run(call.parent_run_id)
+        return dict(MlflowClient(tracking_uri=uri).get_run(call.parent_run_id).data.tags)
     except MlflowException:
         raise UsageError(f"the MLflow store {mask_secrets(uri)} holds no run {call.parent_run_id} (the call's parent): "
                          "pass --tracking-uri of the store that holds it") from None

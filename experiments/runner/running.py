@@ -17,7 +17,7 @@ from workbench.tracking import Tracker, mask_secrets, signals_held
 
 from experiments.calibration import calibrate, format_calibration
 from experiments.data import final_val_images
-from experiments.report import call_report, results_frame
+from experiments.report import call_report, looks_sentence, results_frame
 from experiments.runner import call_costs, executor
 from experiments.runner.calls import Call
 from experiments.runner.lifecycle import EXIT_RUN_FAILED, CallLifecycle
@@ -35,6 +35,7 @@ class Results:
     runs: list[Result] = field(default_factory=list)
     report: str | None = None  # the end-of-call table (rank 0, when the call reached its end)
     parent_run_id: str | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)  # the report's per-configuration rows (call_report)
 
     @property
     def finished(self) -> bool:
@@ -48,14 +49,14 @@ def run_call(plan: Plan) -> Results:
     life = CallLifecycle()
     code = life.run(lambda life: _train(life, plan))
     return Results(code, life.call.folder if life.call is not None else None, life.results, life.report,
-                   life.call.parent_run_id if life.call is not None else None)
+                   life.call.parent_run_id if life.call is not None else None, life.rows)
 
 
 def resume_call(folder: str | Path, *, changes: Mapping[str, Any] | None = None, tracking_uri: str | None = None,
-                parallel: int | str = "auto") -> Results:
-    """Finish an interrupted call: `run_call(plan_resume(...))` (see both). Raises a one-line ValueError for a call
-    that cannot be resumed, before anything runs."""
-    return run_call(plan_resume(folder, changes=changes, tracking_uri=tracking_uri, parallel=parallel))
+                parallel: int | str = "auto", seeds: int | None = None) -> Results:
+    """Finish an interrupted call, or extend a finished one (more epochs, more seeds): `run_call(plan_resume(...))`
+    (see both). Raises a one-line ValueError for a call that cannot be resumed, before anything runs."""
+    return run_call(plan_resume(folder, changes=changes, tracking_uri=tracking_uri, parallel=parallel, seeds=seeds))
 
 
 def _train(life: CallLifecycle, plan: Plan) -> int:
@@ -82,9 +83,9 @@ def _train(life: CallLifecycle, plan: Plan) -> int:
         life.results = executor.train_in_sequence(call, plan.datasets, tracker, tracker is not None or life.world == 1,
                                                   plan.changes)
     if life.rank == 0:
-        life.report, files, rows = summarize(life.results, call, plan.datasets[2])  # known even if logging fails
+        life.report, files, life.rows = summarize(life.results, call, plan.datasets[2])  # known even if logging fails
         if tracker is not None:
-            close_parent(tracker, call, life.results, files, rows)
+            close_parent(tracker, call, life.results, files, life.rows)
     return 0 if all(r.status == "FINISHED" for r in life.results) else EXIT_RUN_FAILED
 
 
@@ -113,10 +114,13 @@ def complete_finished_records(call: Call, tracker) -> list[str]:
 
 
 def open_parent(tracker, call: Call, tags: Mapping[str, str] | None = None) -> None:
-    """The call's MLflow parent run: reopened when call.json names one, else started (with `tags` besides its own)
-    and named in call.json."""
+    """The call's MLflow parent run: reopened when call.json names one (`tags` set on it), else started (with
+    `tags` besides its own) and named in call.json."""
     if call.parent_run_id is not None:
         tracker.reopen_run(call.parent_run_id)
+        if tags:  # a resume that changed the plan (added seeds): the parent's tags and plan say so
+            tracker.set_tags(call.parent_run_id, tags)
+            tracker.log_text(call.parent_run_id, (call.folder / "call.json").read_text(), "call.json")
         return
     labels = list(dict.fromkeys(r.label for r in call.runs))
     with signals_held():  # the parent exists and call.json names it, or neither
@@ -138,6 +142,11 @@ def summarize(results: list[Result], call: Call, info) -> tuple[str, list[tuple[
     scored = final_val_images(call.runs[0].train) or info.val_size  # the images every reported top-1 is on
     text, markdown, files, summary_rows = call_report(results, call.reference, num_classes=info.num_classes,
                                                       val_size=scored, costs=costs)
+    compared = call.reference is not None and len(configs) > 1
+    if compared and call.seed_counts and len(call.seed_counts) > 1:  # seeds added after a look (--resume --seeds)
+        looks = looks_sentence(call.seed_counts, max(r.seed for r in call.runs) + 1)
+        text += "\n\n" + looks
+        markdown += "\n\n" + looks
     if call.calibrate:
         curves = {r.run_id: [h[r.metric] for h in r.history] for r in finished}
         cal = calibrate(results_frame(results, call.reference), curves, call.reference, info.num_classes)
