@@ -158,13 +158,15 @@ def resume_from_args(args, given: set[str]) -> runner.Resumption:
 
 
 def more_seeds_hint(results: runner.Results) -> str | None:
-    """The command that adds the seeds an unresolved comparison asks for to this call, its runs kept."""
+    """The command that adds the seeds an unresolved comparison asks for to this call, its runs kept (a call that
+    finished every run; with failed runs, plain --resume comes first)."""
     needed = [int(r["seeds_needed"]) for r in results.rows
-              if r.get("verdict") == "unresolved" and r.get("seeds_needed") == r.get("seeds_needed")]  # not NaN
-    if not needed or results.folder is None:
+              if r.get("verdict") == "unresolved" and r.get("seeds_needed") == r.get("seeds_needed")  # not NaN
+              and r["seeds_needed"] > r.get("seeds", 0)]
+    if not needed or results.folder is None or not results.finished:
         return None
-    return (f"More seeds, keeping this call's runs: {PROG} --resume {results.folder} --seeds {max(needed)} (seeds "
-            "chosen after this look: the report then gives the false-positive rate of looking twice).")
+    return (f"More seeds, keeping this call's runs: python experiments/ablate.py --resume {results.folder} --seeds "
+            f"{max(needed)} (seeds chosen after this look: the report then says what looking twice costs).")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

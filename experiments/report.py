@@ -304,17 +304,18 @@ def resolution_sentence(res: dict[str, float]) -> str:
     return text + "): two-sided 5 % test, power 0.8."
 
 
-def looks_sentence(seed_counts: Sequence[int], next_seed: int) -> str:
-    """What a call whose seeds were added after a look (`--resume --seeds N`) can claim: its intervals are each
-    95 %, but a difference of 0 had a chance at every look (`stats.repeated_looks_error`), computed, not typed in."""
-    counts = " → ".join(map(str, seed_counts))
-    rate = repeated_looks_error(seed_counts)
-    return (f"Seeds were added to this call after it was planned ({counts} per configuration, `--resume --seeds`). "
-            f"If they were added because an earlier report was unresolved, the data were looked at {len(seed_counts)} "
-            f"times: each interval above is a 95 % interval, but a true difference of 0 is called beyond noise by the "
-            f"paired rule at one look or another with probability {100 * rate:.1f} %, not 5 % (normal per-seed "
-            "differences, Monte Carlo). Where that matters, confirm at fresh seeds in a new call (`--seed "
-            f"{next_seed} --seeds {seed_counts[-1]}`).")
+def looks_sentence(looks: Sequence[int], next_seed: int) -> str:
+    """What a call whose seeds were added after a report (`--resume --seeds N`) can claim. `looks`: the seeds per
+    configuration of each report (call.seed_counts). Its intervals are fixed-sample ones, and a difference of 0 had a
+    chance at every look (`stats.repeated_looks_error`): computed, not typed in."""
+    rate = repeated_looks_error(looks)
+    return (f"This call was reported at {' → '.join(map(str, looks))} seeds per configuration (seeds added by "
+            f"`--resume --seeds`): {len(looks)} looks at the data. Its intervals are computed as fixed-sample 95 % "
+            f"intervals; if seeds were added because a report was unresolved, a true difference of 0 is called "
+            f"beyond noise at one look or another with probability up to {100 * rate:.1f} %, not 5 % (per "
+            "comparison, paired seeds, normal per-seed differences, Monte Carlo; an equivalence verdict's error grows "
+            "too). Where that matters, confirm at fresh seeds in a new call (`--seed "
+            f"{next_seed} --seeds {looks[-1]}`).")
 
 
 def conclusions(summary: pd.DataFrame, comparison: pd.DataFrame) -> list[str]:
@@ -363,7 +364,7 @@ def call_report(results, reference_label: str | None, num_classes: int, val_size
     """The end-of-call report: (terminal text, markdown, [(file name, csv text)], summary rows) for the parent run.
 
     Summary rows: one dict per configuration (config, top1_mean, top1_ci95 and, against the reference, diff,
-    welch_low, welch_high, paired_low, paired_high, verdict, seeds_needed), what `Tracker.log_call_summary` logs as
+    welch_low, welch_high, paired_low, paired_high, verdict, seeds_needed, seeds), what `Tracker.log_call_summary` logs as
     the parent's metrics (the intervals) and `Results.rows` gives the caller.
 
     costs: the interleaved timings of `experiments.runner.call_costs` (label -> latency/throughput with quartiles); they
@@ -378,7 +379,7 @@ def call_report(results, reference_label: str | None, num_classes: int, val_size
     if frame["is_reference"].any() and (~frame["is_reference"]).any():
         comparison = compare_to_reference(frame)
         rows = rows.merge(comparison[["config", "diff", "welch_low", "welch_high", "paired_low", "paired_high",
-                                      "verdict", "seeds_needed"]], on="config", how="left")
+                                      "verdict", "seeds_needed", "seeds"]], on="config", how="left")
         sentences = conclusions(summary, comparison)
         rules = "; ".join(f"{k}: {v}" for k, v in VERDICT_RULES.items() if k != "undetermined")
         text += "\n\n" + format_comparison(comparison) + "\n\n" + "\n".join(sentences)

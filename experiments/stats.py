@@ -164,12 +164,17 @@ def repeated_looks_error(seed_counts: Sequence[int], alpha: float = 0.05, simula
     looks = sorted({int(n) for n in seed_counts if n >= 2})
     if not looks:
         return float("nan")
-    draws = np.random.default_rng(seed).standard_normal((simulations, looks[-1]))
+    rng = np.random.default_rng(seed)
+    total, squares, drawn = np.zeros(simulations), np.zeros(simulations), 0  # running sums: memory ~ one look's draws
     called = np.zeros(simulations, dtype=bool)
     for n in looks:
-        x = draws[:, :n]
-        t = x.mean(axis=1) / (x.std(axis=1, ddof=1) / math.sqrt(n))
-        called |= np.abs(t) > _st.t.ppf(1 - alpha / 2, n - 1)
+        more = rng.standard_normal((simulations, n - drawn))
+        total += more.sum(axis=1)
+        squares += (more ** 2).sum(axis=1)
+        drawn = n
+        mean = total / n
+        sd = np.sqrt(np.maximum(squares - n * mean ** 2, 0.0) / (n - 1))
+        called |= np.abs(mean) / (sd / math.sqrt(n)) > _st.t.ppf(1 - alpha / 2, n - 1)
     return float(called.mean())
 
 

@@ -332,6 +332,8 @@ RESUME_REFUSALS = {
     "a model switch": (["--no-gsa"], None, "--no-gsa"),
     "a training flag": (["-b", "8"], None, "--batch-size"),
     "a shorter run": (["--epochs", "0"], None, "epochs"),
+    "fewer seeds": (["--seeds", "0"], None, "cannot drop"),
+    "more seeds on a changed schedule": (["--seeds", "2", "--epochs", "2"], None, "add the seeds first"),
     "no such call": (["--resume", "/nonexistent/call"], None, "no such file"),
     "not a call folder": (["--resume", "/tmp"], None, "not inside a runner call"),
     "the plan's copy in the artifacts": (["--resume", "ARTIFACT_COPY"], None, "a copy of a call's plan"),
@@ -409,8 +411,8 @@ def test_more_seeds_extend_a_finished_call_with_the_runs_a_new_call_would_train(
     assert "4 of 6 runs finished" in extended.stderr and "seeds per configuration: 2 -> 3" in extended.stderr
     assert any(line.startswith("no-gsa ") and " 3 " in line for line in extended.stdout.splitlines())
     assert "With 3 seeds per configuration this call resolves" in extended.stdout
-    assert "Seeds were added to this call after it was planned (2 → 3 per configuration" in extended.stdout
-    assert "looked at 2 times" in extended.stdout and "`--seed 3 --seeds 3`" in extended.stdout
+    assert "This call was reported at 2 → 3 seeds per configuration" in extended.stdout
+    assert "2 looks at the data" in extended.stdout and "`--seed 3 --seeds 3`" in extended.stdout
     call = Call.load(folder)
     assert call.seed_counts == [2, 3] and [r.name for r in call.runs] == [
         "no-gsa seed0", "no-gsa seed1", "no-gsa seed2", "reference seed0", "reference seed1", "reference seed2"]
@@ -455,15 +457,52 @@ def test_more_seeds_for_a_search_confirmation_are_asked_of_the_search(finished_c
     assert len(Call.load(folder).runs) == 1 and Call.load(folder).seed_counts is None
 
 
+def test_more_seeds_for_runs_continued_on_a_changed_schedule_are_refused(finished_call, tmp_path, capsys):
+    """A run extended to 2 epochs trained on another schedule than a new 2-epoch seed would: no pooling."""
+    out, folder = _copy_call(finished_call, tmp_path)
+    assert _call(["--resume", str(folder), "--epochs", "2"]) == 0
+    capsys.readouterr()
+    rc = _call(["--resume", str(folder), "--seeds", "2"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "resume.epochs 1 -> 2" in err and "new call" in err, err
+    assert len(Call.load(folder).runs) == 1
+
+
+def test_an_extended_call_counts_a_look_only_for_a_report_with_every_run_finished(tmp_path):
+    from types import SimpleNamespace
+
+    from experiments.runner.calls import PlannedRun
+    from experiments.runner.running import record_look
+    from experiments.train_config import TrainConfig
+    from runner_support import tiny_model_cfg
+
+    runs = [PlannedRun(label, seed, tiny_model_cfg(), TrainConfig(seed=seed), f"{label}-{seed}")
+            for label in ("a", "b") for seed in range(6)]
+    folder = tmp_path / "exp" / "call"  # <output>/<experiment>/<call id>, as Call.load requires
+    folder.mkdir(parents=True)
+    call = Call(folder, "cmd", "exp", runs, seed_counts=[3])
+    record_look(call, [SimpleNamespace(status="FINISHED")] * 11 + [SimpleNamespace(status="FAILED")])
+    assert call.seed_counts == [3]  # a failed run: the report was not a look at 6 seeds
+    record_look(call, [SimpleNamespace(status="FINISHED")] * 12)
+    record_look(call, [SimpleNamespace(status="FINISHED")] * 12)  # the same report again (--rerender) is no new look
+    assert call.seed_counts == [3, 6] and Call.load(folder).seed_counts == [3, 6]
+    never_extended = Call(tmp_path / "x", "cmd", "exp", runs)
+    record_look(never_extended, [SimpleNamespace(status="FINISHED")] * 12)
+    assert never_extended.seed_counts is None
+
+
 def test_the_more_seeds_hint_names_the_call_and_the_seeds_an_unresolved_comparison_asks_for(tmp_path):
-    rows = [{"config": "reference", "verdict": math.nan, "seeds_needed": math.nan},
-            {"config": "no-gsa", "verdict": "unresolved", "seeds_needed": 6.0},
-            {"config": "no-ope", "verdict": "unresolved", "seeds_needed": math.nan},  # more than the limit
-            {"config": "no-lwt", "verdict": "separated", "seeds_needed": math.nan}]
+    rows = [{"config": "reference", "verdict": math.nan, "seeds_needed": math.nan, "seeds": math.nan},
+            {"config": "no-gsa", "verdict": "unresolved", "seeds_needed": 6.0, "seeds": 3},
+            {"config": "no-ope", "verdict": "unresolved", "seeds_needed": math.nan, "seeds": 3},  # > the limit
+            {"config": "no-lwt", "verdict": "separated", "seeds_needed": math.nan, "seeds": 3}]
     hint = ablate.more_seeds_hint(runner_api.Results(0, tmp_path, rows=rows))
-    assert f"--resume {tmp_path} --seeds 6" in hint
+    assert f"python experiments/ablate.py --resume {tmp_path} --seeds 6" in hint
+    assert ablate.more_seeds_hint(runner_api.Results(1, tmp_path, rows=rows)) is None  # a run failed: resume first
     assert ablate.more_seeds_hint(runner_api.Results(0, tmp_path, rows=rows[-1:])) is None
     assert ablate.more_seeds_hint(runner_api.Results(0, tmp_path, rows=[])) is None
+    # a partial call's estimate below its planned seeds: adding seeds is not what it needs
+    assert ablate.more_seeds_hint(runner_api.Results(0, tmp_path, rows=[{**rows[1], "seeds": 6}])) is None
 
 
 # ---------------------------------------------------------------------------------- concurrency

@@ -10,7 +10,8 @@
 `call.json` holds the command, the MLflow experiment and parent run id, the tracking URI (null = the default
 SQLite store of the output folder, so a moved or copied output folder still resumes), and every planned run:
 label, seed, model and training configuration, and its folder relative to the call folder; after `--resume CALL
---seeds N` added seeds, `seed_counts` (e.g. [3, 6]: planned at 3 seeds per configuration, extended to 6).
+--seeds N` added seeds, `seed_counts`: the seeds per configuration of each report made with every run finished
+(e.g. [3, 6]: reported at 3 seeds, then extended and reported at 6).
 `ablate.py --resume CALL` re-reads the plan, skips FINISHED runs, resumes runs that have a `last.pth` and starts
 the others, then writes the comparison.
 """
@@ -118,8 +119,8 @@ class Call:
     parent_run_id: str | None = None
     name: str = ""
     calibrate: bool = False  # a --calibrate call: the report adds the calibration (experiments.calibration)
-    # seeds per configuration as planned, then after each `--resume --seeds N` that added some (None: never
-    # extended); more than one entry means the data were looked at more than once (the report says so)
+    # once `--resume --seeds N` extended the call (None: never): the seeds per configuration of each report made
+    # with every run finished, i.e. each look at the data (more than one: the report says what that costs)
     seed_counts: list[int] | None = None
 
     @property
@@ -138,7 +139,7 @@ class Call:
             "command": self.command, "experiment": self.experiment, "reference": self.reference,
             "tracking_uri": self.tracking_uri, "parent_run_id": self.parent_run_id, "name": self.name,
             "calibrate": self.calibrate, "runs": [run.to_dict() for run in self.runs],
-            **({"seed_counts": self.seed_counts} if self.seed_counts else {})})
+            **({"seed_counts": self.seed_counts} if self.seed_counts is not None else {})})
 
     @classmethod
     def load(cls, folder: Path) -> "Call":
@@ -156,7 +157,7 @@ class Call:
                             f"<output>/{slug(data['experiment'])}/<call id>): pass the call folder")
         return cls(folder, data["command"], data["experiment"], runs, data.get("reference"), data.get("tracking_uri"),
                    data.get("parent_run_id"), data.get("name", ""), bool(data.get("calibrate", False)),
-                   [int(n) for n in data["seed_counts"]] if data.get("seed_counts") else None)
+                   None if data.get("seed_counts") is None else [int(n) for n in data["seed_counts"]])
 
     def result_of(self, run: PlannedRun) -> dict[str, Any] | None:
         """The run's result.json (None if it never ended)."""

@@ -165,6 +165,7 @@ class Resumption(Plan):
 
     call: Call | None = None
     lock: CallLock | None = None
+    added_runs: int = 0  # runs of the seeds `--seeds` added (plan.add_seeds)
 
     @property
     def output(self) -> Path:
@@ -181,8 +182,8 @@ class Resumption(Plan):
             done = sum(not self.call.needs_training(r) for r in self.call.runs)
             print(f"resuming {self.call.folder}: {done} of {len(self.call.runs)} runs finished"
                   + (f"; changed: {', '.join(f'{k}={v}' for k, v in self.changes.items())}" if self.changes else "")
-                  + (f"; seeds per configuration: {self.parent_tags['resume.seeds']}"
-                     if "resume.seeds" in self.parent_tags else ""), file=sys.stderr)
+                  + (f"; seeds per configuration: {self.parent_tags['resume.seeds']}" if self.added_runs else ""),
+                  file=sys.stderr)
         return self.call
 
 
@@ -203,6 +204,7 @@ def plan_resume(folder: str | Path, *, changes: Mapping[str, Any] | None = None,
                              "copy the output folder somewhere writable and resume the copy")
         if rank_from_environment() == 0:  # before the call's state is read: nobody else may change it meanwhile
             lock = CallLock.acquire(call.folder)
+            call = Call.load(call.folder)  # the plan as it is now that nobody else can change it
         applied = resume_changes(call, dict(changes or {}))
         call.runs = [PlannedRun(r.label, r.seed, r.model, r.train.replace(**applied), r.folder, r.tags, r.run_name)
                      for r in call.runs]
@@ -210,8 +212,11 @@ def plan_resume(folder: str | Path, *, changes: Mapping[str, Any] | None = None,
             call.tracking_uri = tracking_uri
         uri = call.resolved_tracking_uri()
         check_tracking_uri(uri)
-        parent_tags = check_parent_exists(call, uri)
-        added = add_seeds(call, seeds, parent_tags) if seeds is not None else 0
+        parent = check_parent_exists(call, uri)
+        added = 0
+        if seeds is not None:
+            added = add_seeds(call, seeds, dict(parent.data.tags) if parent else {},
+                              resumed_with_other_settings(uri, parent) if parent else [], applied)
         first = call.runs[0].train
         datasets = build_datasets_for(first, verify=True)
         for run in call.runs:
@@ -221,19 +226,35 @@ def plan_resume(folder: str | Path, *, changes: Mapping[str, Any] | None = None,
         if lock is not None:
             lock.release()
         raise
-    extended = {"seeds": str(call.seed_counts[-1]), "planned_runs": str(len(call.runs)),
-                "resume.seeds": " -> ".join(map(str, call.seed_counts))} if added else {}
+    seed_tags = {"seeds": str(seeds_per_configuration(call)), "planned_runs": str(len(call.runs))}
+    if added:
+        seed_tags["resume.seeds"] = f"{seeds_per_configuration(call) - added // len(labels_of(call))} -> {seeds}"
     return Resumption(call.runs, call.reference, datasets, call.experiment, call.tracking_uri, parallel, call.name,
-                      call.command, call.calibrate, applied, parent_tags=extended, call=call, lock=lock)
+                      call.command, call.calibrate, applied, call=call, lock=lock, added_runs=added,
+                      parent_tags=seed_tags if call.seed_counts is not None else {})
 
 
-def add_seeds(call: Call, seeds: int, parent_tags: Mapping[str, str]) -> int:
+def labels_of(call: Call) -> list[str]:
+    return list(dict.fromkeys(r.label for r in call.runs))
+
+
+def seeds_per_configuration(call: Call) -> int:
+    return len(call.runs) // max(len(labels_of(call)), 1)
+
+
+# Resume changes after which a run's schedule is not a new run's: new seeds could not be pooled with it
+SCHEDULE_CHANGES = ("epochs", "lr", "clip_grad")
+
+
+def add_seeds(call: Call, seeds: int, parent_tags: Mapping[str, str], resumed_otherwise: list[str],
+              applied: Mapping[str, Any]) -> int:
     """Plan the seeds a resume asks for beyond the call's (`--resume CALL --seeds N`): every configuration gets
     the next seeds, trained exactly as a new call at N seeds would train them, so the call's report then pools all
-    N. Records the change in `call.seed_counts`. Returns the runs added; refuses what would not be one call's
-    seeds (fewer seeds than trained, configurations on different seeds, a search's confirmation)."""
-    if seeds < 1:
-        raise UsageError(f"--seeds must be >= 1, got {seeds}")
+    N. `call.seed_counts` keeps the seeds per configuration of each report made with every run finished (the
+    looks at the data; the report's `looks_sentence`). Returns the runs added; refuses what would not be one
+    call's seeds: fewer seeds than planned, configurations on different seeds, a search's confirmation, runs
+    named by their caller, and runs trained on another schedule than new ones would be (`resumed_otherwise`:
+    runs resumed with a changed --epochs/--lr/--clip-grad, or such a change asked for now in `applied`)."""
     by_label: dict[str, list[PlannedRun]] = {}
     for run in call.runs:
         by_label.setdefault(run.label, []).append(run)
@@ -249,10 +270,20 @@ def add_seeds(call: Call, seeds: int, parent_tags: Mapping[str, str]) -> int:
         return 0
     if parent_tags.get("search.confirmation") == "true":
         raise UsageError("--seeds: this call is a search's confirmation, which the study records with its seeds: ask "
-                         f"the search for them (search.py --n-trials 0 --confirm {seeds} with the study's flags)")
+                         f"the search for them (python experiments/search.py --n-trials 0 --confirm {seeds} with the "
+                         "study's flags)")
     if any(r.run_name is not None for r in call.runs):
         raise UsageError("--seeds: the call's runs were named by their caller, not by configuration and seed: start "
                          "a new call for more seeds")
+    changing = [f"--{k.replace('_', '-')}" for k in applied if k in SCHEDULE_CHANGES]
+    if changing:
+        raise UsageError(f"--seeds with {', '.join(changing)}: the call's runs would continue on a changed schedule "
+                         "while the new seeds train on it from the start, and the two cannot be pooled; add the seeds "
+                         f"first (--seeds {seeds}), then resume again with {', '.join(changing)} for every run")
+    if resumed_otherwise:
+        raise UsageError(f"--seeds: {'; '.join(resumed_otherwise[:3])} continued on a changed schedule, which new "
+                         "seeds would not share, so they cannot be pooled: start a new call with the settings it "
+                         "ended with")
     added = []
     for runs in by_label.values():
         template = runs[0]
@@ -266,8 +297,20 @@ def add_seeds(call: Call, seeds: int, parent_tags: Mapping[str, str]) -> int:
         raise UsageError(f"--seeds {seeds}: the call folder already holds {clash}, which its plan does not list: "
                          "move it away, or start a new call")
     call.runs = [r for label in by_label for r in (*by_label[label], *[a for a in added if a.label == label])]
-    call.seed_counts = [*(call.seed_counts or [have]), seeds]
+    if call.seed_counts is None:  # the first extension: the call's report at `have` seeds was a look if it finished
+        call.seed_counts = [have] if all(not call.needs_training(r) for r in call.runs if r.seed < first + have) else []
     return len(added)
+
+
+def resumed_with_other_settings(uri: str, parent) -> list[str]:
+    """The call's runs that a resume continued with a changed --epochs/--lr/--clip-grad (their `resume.*` tags):
+    "<run> (resume.epochs 5 -> 12)"."""
+    from mlflow.tracking import MlflowClient
+
+    runs = MlflowClient(tracking_uri=uri).search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return sorted(f"{r.info.run_name} ({k} {v})" for r in runs for k, v in r.data.tags.items()
+                  if k in {f"resume.{name}" for name in SCHEDULE_CHANGES})
 
 
 def resume_changes(call: Call, asked: dict[str, Any]) -> dict[str, Any]:
@@ -287,11 +330,12 @@ def resume_changes(call: Call, asked: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
-def check_parent_exists(call: Call, uri: str) -> dict[str, str]:
+def check_parent_exists(call: Call, uri: str):
     """The store a call recorded its parent in still holds it: else resuming would make a new, empty store (a
-    moved output folder without its mlflow.db) or fail after training started. Returns the parent's tags."""
+    moved output folder without its mlflow.db) or fail after training started. Returns the parent (an MLflow Run;
+    None when the call never opened one)."""
     if call.parent_run_id is None:
-        return {}
+        return None
     from mlflow.exceptions import MlflowException  # mlflow takes ~1.3 s to import: only when a parent exists
     from mlflow.tracking import MlflowClient
 
@@ -301,7 +345,7 @@ def check_parent_exists(call: Call, uri: str) -> dict[str, str]:
         raise UsageError(f"the call's MLflow store is gone ({problem}): restore it beside the call's output folder, "
                          "or pass --tracking-uri of the store that holds its parent run")
     try:
-        return dict(MlflowClient(tracking_uri=uri).get_run(call.parent_run_id).data.tags)
+        return MlflowClient(tracking_uri=uri).get_run(call.parent_run_id)
     except MlflowException:
         raise UsageError(f"the MLflow store {mask_secrets(uri)} holds no run {call.parent_run_id} (the call's parent): "
                          "pass --tracking-uri of the store that holds it") from None

@@ -83,10 +83,22 @@ def _train(life: CallLifecycle, plan: Plan) -> int:
         life.results = executor.train_in_sequence(call, plan.datasets, tracker, tracker is not None or life.world == 1,
                                                   plan.changes)
     if life.rank == 0:
+        record_look(call, life.results)
         life.report, files, life.rows = summarize(life.results, call, plan.datasets[2])  # known even if logging fails
         if tracker is not None:
             close_parent(tracker, call, life.results, files, life.rows)
     return 0 if all(r.status == "FINISHED" for r in life.results) else EXIT_RUN_FAILED
+
+
+def record_look(call: Call, results: list[Result]) -> None:
+    """An extended call (`--resume --seeds`) keeps the seeds per configuration of every report made with all its
+    runs finished: each such report is a look at the data (`report.looks_sentence`)."""
+    if call.seed_counts is None or any(r.status != "FINISHED" for r in results):
+        return
+    seeds = len(call.runs) // len({r.label for r in call.runs})
+    if call.seed_counts[-1:] != [seeds]:
+        call.seed_counts.append(seeds)
+        call.save()
 
 
 def worker_layout(parallel: int | str, to_train: int, threads: int, device: str, world: int) -> tuple[int, int]:
@@ -142,11 +154,11 @@ def summarize(results: list[Result], call: Call, info) -> tuple[str, list[tuple[
     scored = final_val_images(call.runs[0].train) or info.val_size  # the images every reported top-1 is on
     text, markdown, files, summary_rows = call_report(results, call.reference, num_classes=info.num_classes,
                                                       val_size=scored, costs=costs)
-    compared = call.reference is not None and len(configs) > 1
-    if compared and call.seed_counts and len(call.seed_counts) > 1:  # seeds added after a look (--resume --seeds)
-        looks = looks_sentence(call.seed_counts, max(r.seed for r in call.runs) + 1)
-        text += "\n\n" + looks
-        markdown += "\n\n" + looks
+    looks = [n for n in call.seed_counts or () if n >= 2]  # a one-seed report resolves nothing: not a look
+    if call.reference is not None and len(configs) > 1 and len(looks) > 1:  # seeds added after a look
+        sentence = looks_sentence(looks, max(r.seed for r in call.runs) + 1)
+        text += "\n\n" + sentence
+        markdown += "\n\n" + sentence
     if call.calibrate:
         curves = {r.run_id: [h[r.metric] for h in r.history] for r in finished}
         cal = calibrate(results_frame(results, call.reference), curves, call.reference, info.num_classes)
