@@ -304,10 +304,14 @@ def resolution_sentence(res: dict[str, float]) -> str:
     return text + "): two-sided 5 % test, power 0.8."
 
 
-def looks_sentence(looks: Sequence[int], next_seed: int) -> str:
-    """What a call whose seeds were added after a report (`--resume --seeds N`) can claim. `looks`: the seeds per
-    configuration of each report (call.seed_counts). Its intervals are fixed-sample ones, and a difference of 0 had a
-    chance at every look (`stats.repeated_looks_error`): computed, not typed in."""
+def looks_sentence(seed_counts: Sequence[int] | None, next_seed: int) -> str | None:
+    """What a call whose seeds were added after a report (`--resume --seeds N`) can claim; None for a call looked
+    at once. `seed_counts`: the seeds per configuration of each report (`Call.seed_counts`; a one-seed report
+    resolves nothing and is no look). Its intervals are fixed-sample ones, and a difference of 0 had a chance at
+    every look (`stats.repeated_looks_error`): computed, not typed in."""
+    looks = [n for n in seed_counts or () if n >= 2]
+    if len(looks) < 2:
+        return None
     rate = repeated_looks_error(looks)
     return (f"This call was reported at {' → '.join(map(str, looks))} seeds per configuration (seeds added by "
             f"`--resume --seeds`): {len(looks)} looks at the data. Its intervals are computed as fixed-sample 95 % "

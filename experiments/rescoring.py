@@ -36,7 +36,7 @@ import torch
 from experiments.data import GENERATED, SYNTHETIC_SIZES, data_key, final_val_images, generated_validation_set
 from experiments.paper_table import format_paper_comparison, paper_comparison
 from experiments.report import (COLUMNS, _table, compare_to_reference, conclusions, format_comparison, format_summary,
-                                resolution, resolution_sentence, summarize, verdict_cell)
+                                looks_sentence, resolution, resolution_sentence, summarize, verdict_cell)
 from experiments.runner.calls import Call, CallError, PlannedRun, write_json
 from experiments.runner.checkpoint import load_checkpoint, model_from_checkpoint
 from experiments.runner.engine import autocast
@@ -239,6 +239,8 @@ def rescore(folder: Path, val_size: int) -> tuple[str, dict]:
         comparisons = {n: compare_to_reference(frame) for n, frame in frames.items()}
         record["comparison"] = side_by_side(comparisons, {n: noise_by_config(call, runs, correct, n) for n in frames})
         text += ["", format_comparison(comparisons[val_size]), "", *conclusions(summary, comparisons[val_size])]
+        looks = looks_sentence(call.seed_counts, max(r.seed for r in call.runs) + 1)  # seeds added after a look
+        text += ["", looks] if looks else []
     against_paper = {n: paper_comparison(frame) for n, frame in frames.items()}
     if len(against_paper[val_size]):
         record["paper_comparison"] = {str(n): table.to_dict("records") for n, table in against_paper.items()}

@@ -439,6 +439,11 @@ def test_more_seeds_extend_a_finished_call_with_the_runs_a_new_call_would_train(
             assert [v for _, v in points] == pytest.approx([v for _, v in want], rel=1e-5, abs=1e-6), (run.info.run_name,
                                                                                                    key)
 
+    from experiments.rescoring import rescore
+
+    rescored, _ = rescore(folder, 64)  # rescore.py says it too
+    assert "This call was reported at 2 → 3 seeds per configuration" in rescored
+
     fewer = run_to_end(["--resume", str(folder), "--seeds", "2"])
     assert fewer.returncode == 2 and len(fewer.stderr.strip().splitlines()) == 1, fewer.stderr
     assert "cannot drop" in fewer.stderr and "Traceback" not in fewer.stderr

@@ -175,3 +175,13 @@ def test_the_looks_figures_quoted_in_the_docs_are_the_functions():
     text = (Path(__file__).resolve().parents[1] / "docs" / "ablations.md").read_text()
     assert f"up to {100 * repeated_looks_error([3, 6]):.1f} % for 3 then 6 seeds" in text
     assert f"({100 * repeated_looks_error([3, 6, 9]):.1f} % for 3, 6, 9)" in text
+
+
+def test_the_looks_sentence_is_said_only_after_two_looks_and_gives_the_computed_rate():
+    from experiments.report import looks_sentence
+
+    assert looks_sentence(None, 3) is None and looks_sentence([3], 3) is None
+    assert looks_sentence([1, 3], 3) is None  # a one-seed report resolves nothing: it was no look
+    sentence = looks_sentence([3, 6], 6)
+    assert "3 → 6 seeds" in sentence and "2 looks" in sentence and "`--seed 6 --seeds 6`" in sentence
+    assert f"up to {100 * repeated_looks_error([3, 6]):.1f} %" in sentence
