@@ -213,7 +213,7 @@ def plan_resume(folder: str | Path, *, changes: Mapping[str, Any] | None = None,
         uri = call.resolved_tracking_uri()
         check_tracking_uri(uri)
         parent = check_parent_exists(call, uri)
-        added = 0
+        added, seeds_before = 0, seeds_per_configuration(call)
         if seeds is not None:
             added = add_seeds(call, seeds, dict(parent.data.tags) if parent else {},
                               resumed_with_other_settings(uri, parent) if parent else [], applied)
@@ -226,20 +226,15 @@ def plan_resume(folder: str | Path, *, changes: Mapping[str, Any] | None = None,
         if lock is not None:
             lock.release()
         raise
-    seed_tags = {"seeds": str(seeds_per_configuration(call)), "planned_runs": str(len(call.runs))}
-    if added:
-        seed_tags["resume.seeds"] = f"{seeds_per_configuration(call) - added // len(labels_of(call))} -> {seeds}"
+    seed_tags = {"seeds": str(seeds_per_configuration(call)), "planned_runs": str(len(call.runs)),
+                 **({"resume.seeds": f"{seeds_before} -> {seeds}"} if added else {})}
     return Resumption(call.runs, call.reference, datasets, call.experiment, call.tracking_uri, parallel, call.name,
                       call.command, call.calibrate, applied, call=call, lock=lock, added_runs=added,
                       parent_tags=seed_tags if call.seed_counts is not None else {})
 
 
-def labels_of(call: Call) -> list[str]:
-    return list(dict.fromkeys(r.label for r in call.runs))
-
-
 def seeds_per_configuration(call: Call) -> int:
-    return len(call.runs) // max(len(labels_of(call)), 1)
+    return len(call.runs) // max(len({r.label for r in call.runs}), 1)
 
 
 # Resume changes after which a run's schedule is not a new run's: new seeds could not be pooled with it

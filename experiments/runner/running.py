@@ -21,7 +21,7 @@ from experiments.report import call_report, looks_sentence, results_frame
 from experiments.runner import call_costs, executor
 from experiments.runner.calls import Call
 from experiments.runner.lifecycle import EXIT_RUN_FAILED, CallLifecycle
-from experiments.runner.plan import Plan, plan_resume
+from experiments.runner.plan import Plan, plan_resume, seeds_per_configuration
 from experiments.runner.run import Result, complete_record
 
 
@@ -95,7 +95,7 @@ def record_look(call: Call, results: list[Result]) -> None:
     runs finished: each such report is a look at the data (`report.looks_sentence`)."""
     if call.seed_counts is None or any(r.status != "FINISHED" for r in results):
         return
-    seeds = len(call.runs) // len({r.label for r in call.runs})
+    seeds = seeds_per_configuration(call)
     if call.seed_counts[-1:] != [seeds]:
         call.seed_counts.append(seeds)
         call.save()
