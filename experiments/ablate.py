@@ -17,6 +17,7 @@ This module is the command line of `experiments.runner` (parse, plan, run, print
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Sequence
 
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("training (TrainConfig fields, timm train.py names)")
     add_dataclass_flags(t, TrainConfig)
     r = p.add_argument_group("runs and tracking")
-    r.add_argument("--seeds", type=int, default=1, help="seeds per configuration (seed, seed+1, ...)")
+    r.add_argument("--seeds", type=int, default=1, help="seeds per configuration (seed, seed+1, ...); with --resume: "
+                                                         "add seeds to the call up to this many per configuration")
     r.add_argument("--compare", action="store_true", help="also train the reference with the same seeds and data")
     r.add_argument("--grid", choices=list(GRIDS), help="a predefined set of configurations")
     add_tracking_flags(r, runner.DEFAULT_EXPERIMENT)
@@ -71,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "per thread, as many as there are runs to train, one thread each (sequential on a GPU, "
                         "under torchrun, or with one thread)")
     r.add_argument("--resume", metavar="CALL",
-                   help="finish an interrupted call: its folder, a last.pth inside it, or its parent run id")
+                   help="finish an interrupted call, or extend one (--epochs, --seeds): its folder, a last.pth "
+                        "inside it, or its parent run id")
     return p
 
 
@@ -160,9 +163,8 @@ def resume_from_args(args, given: set[str]) -> runner.Resumption:
 def more_seeds_hint(results: runner.Results) -> str | None:
     """The command that adds the seeds an unresolved comparison asks for to this call, its runs kept (a call that
     finished every run; with failed runs, plain --resume comes first)."""
-    needed = [int(r["seeds_needed"]) for r in results.rows
-              if r.get("verdict") == "unresolved" and r.get("seeds_needed") == r.get("seeds_needed")  # not NaN
-              and r["seeds_needed"] > r.get("seeds", 0)]
+    needed = [int(r["seeds_needed"]) for r in results.rows if r.get("verdict") == "unresolved"
+              and not math.isnan(r["seeds_needed"]) and r["seeds_needed"] > r["seeds"]]  # NaN: more than the limit
     if not needed or results.folder is None or not results.finished:
         return None
     return (f"More seeds, keeping this call's runs: python experiments/ablate.py --resume {results.folder} --seeds "

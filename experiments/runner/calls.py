@@ -128,6 +128,11 @@ class Call:
         """The output folder: <output>/<experiment>/<call id>."""
         return self.folder.parents[1]
 
+    @property
+    def next_seed(self) -> int:
+        """The first seed after the plan's: where a confirmation at fresh seeds starts."""
+        return max(r.seed for r in self.runs) + 1
+
     def resolved_tracking_uri(self) -> str:
         return self.tracking_uri or default_tracking_uri(self.output)
 

@@ -259,8 +259,8 @@ def add_seeds(call: Call, seeds: int, parent_tags: Mapping[str, str], resumed_ot
         raise UsageError(f"--seeds {seeds}: the call's configurations were not planned on the same run of seeds, so "
                          "there is no next seed to add; start a new call with --seed and --seeds")
     if seeds < have:
-        raise UsageError(f"--seeds {seeds}: the call has {have} seeds per configuration and a resume cannot drop any: "
-                         f"give {have} or more")
+        raise UsageError(f"--seeds {seeds}: the call has {have} seed(s) per configuration and a resume cannot drop "
+                         f"any: give {have} or more")
     if seeds == have:
         return 0
     if parent_tags.get("search.confirmation") == "true":
