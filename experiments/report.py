@@ -304,17 +304,19 @@ def resolution_sentence(res: dict[str, float]) -> str:
     return text + "): two-sided 5 % test, power 0.8."
 
 
-def looks_sentence(seed_counts: Sequence[int] | None, next_seed: int) -> str | None:
-    """What a call whose seeds were added after a report (`--resume --seeds N`) can claim; None for a call looked
-    at once. `seed_counts`: the seeds per configuration of each report (`Call.seed_counts`; a one-seed report
-    resolves nothing and is no look). Its intervals are fixed-sample ones, and a difference of 0 had a chance at
-    every look (`stats.repeated_looks_error`): computed, not typed in."""
+def looks_sentence(seed_counts: Sequence[int] | None, next_seed: int, confirmation: bool = False) -> str | None:
+    """What a call whose seeds were added after a report can claim; None for a call looked at once. `seed_counts`:
+    the seeds per configuration of each report (`Call.seed_counts`; a one-seed report resolves nothing and is no
+    look); `confirmation`: the call is a search's confirmation, extended by a larger `search.py --confirm`, not by
+    `ablate.py --resume --seeds`. Its intervals are fixed-sample ones, and a difference of 0 had a chance at every
+    look (`stats.repeated_looks_error`): computed, not typed in."""
     looks = [n for n in seed_counts or () if n >= 2]
     if len(looks) < 2:
         return None
     rate = repeated_looks_error(looks)
+    added_by = "a larger `--confirm` of the search" if confirmation else "`--resume --seeds`"
     return (f"This call was reported at {' → '.join(map(str, looks))} seeds per configuration (seeds added by "
-            f"`--resume --seeds`): {len(looks)} looks at the data. Its intervals are computed as fixed-sample 95 % "
+            f"{added_by}): {len(looks)} looks at the data. Its intervals are computed as fixed-sample 95 % "
             f"intervals; if seeds were added because a report was unresolved, a true difference of 0 is called "
             f"beyond noise at one look or another with probability up to {100 * rate:.1f} %, not 5 % (per "
             "comparison, paired seeds, normal per-seed differences, Monte Carlo; an equivalence verdict's error grows "

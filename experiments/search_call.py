@@ -32,6 +32,7 @@ from workbench.tracking import Tracker, check_experiment_name, check_tracking_ur
 from experiments import runner, search_confirm, search_report
 from experiments.data import build_datasets_for, check_dataset, final_val_images
 from experiments.grids import REFERENCE, label_for
+from experiments.runner.calls import Call
 from experiments.runner.engine import check_training_settings, fit_model_to_data
 from experiments.runner.plan import check_parallel
 from experiments.search_signals import STOP_SIGNALS, Stopped, describe_stop, signals_held, stop_signals
@@ -271,7 +272,8 @@ def confirm_best(prepared: Prepared, study: optuna.Study, tracker, parent: str) 
     the study's data and TrainConfig, as one runner call (`runner.plan_call` + `run_call`: what `ablate.py --compare
     --seeds K` runs, with its report, its MLflow parent run and its lifecycle), and store the answer in the study
     (experiments.search_confirm). A confirmation of the same request that finished is not trained again; any other
-    of the same request is resumed from its call folder. Before a run trains, the study holds a `running` record
+    of the same request is resumed from its call folder; one at fewer seeds is extended (its runs kept, the record
+    keeping each look's seeds), and a finished one at more seeds answers a request at fewer. Before a run trains, the study holds a `running` record
     naming the call folder, so that a process killed outright (SIGKILL: no handler runs) leaves its call to the next
     --confirm (its runs, closed KILLED meanwhile by `close_dead_calls`, are reopened by the runner's resume).
     Returns 0; EXIT_FAILED when a run failed; EXIT_BAD_INPUT, with one line, while another process's confirmation is
@@ -288,6 +290,12 @@ def confirm_best(prepared: Prepared, study: optuna.Study, tracker, parent: str) 
         print(f"confirmation: trial {t.trial}'s configuration was confirmed at seeds {seeds[0]}-{seeds[-1]} (call "
               f"{previous.get('call_folder')}): not trained again", file=sys.stderr)
         return 0
+    if previous is not None and search_confirm.covers(previous, t, seeds):
+        have = previous["seeds"]
+        print(f"confirmation: trial {t.trial}'s configuration was confirmed at {len(have)} seeds, {have[0]}-"
+              f"{have[-1]} (call {previous.get('call_folder')}), which include seeds {seeds[0]}-{seeds[-1]}: not "
+              f"trained again; the answer at {len(have)} seeds stands", file=sys.stderr)
+        return 0
     if not prepared.force_confirm:
         try:  # again: another machine may have begun while this call's trials ran
             _check_no_other_confirmation(study.user_attrs, settings.study_name)
@@ -299,6 +307,8 @@ def confirm_best(prepared: Prepared, study: optuna.Study, tracker, parent: str) 
     request = _request(t, seeds, label, command, settings, parent)
     announce = _announcer(study, search_confirm.record_key(t.trial), request)
     plan = _resumption(previous, prepared) if same and previous.get("call_folder") else None
+    if plan is None and previous is not None and search_confirm.extends(previous, t, seeds):
+        plan = _extension(previous, prepared)
     if plan is not None:
         _claim(plan)
         announce(plan.call.folder, plan.call.parent_run_id)
@@ -360,6 +370,21 @@ def _resumption(previous: Mapping[str, Any], prepared: Prepared):
     return plan
 
 
+def _extension(previous: Mapping[str, Any], prepared: Prepared):
+    """The runner's extension of a confirmation at fewer seeds to `prepared.confirm` (its runs kept, the next seeds
+    of both arms added), or None (saying why) when its call cannot be extended."""
+    have, k = len(previous["seeds"]), prepared.confirm
+    try:
+        plan = runner.plan_resume(previous["call_folder"], parallel=prepared.parallel, seeds=k, confirming=True)
+    except ValueError as exc:
+        print(f"confirmation: the {_ended(previous)} call {previous['call_folder']} at {have} seeds cannot be extended "
+              f"({exc}): starting a new one", file=sys.stderr)
+        return None
+    print(f"confirmation: extending the {_ended(previous)} call {previous['call_folder']} from {have} to {k} seeds "
+          "per configuration (its runs kept; the report prices looking again)", file=sys.stderr)
+    return plan
+
+
 def _ended(record: Mapping[str, Any]) -> str:
     """How the call a record names ended, in words: a `running` record that is not in progress was left by a
     process killed outright."""
@@ -401,6 +426,9 @@ def _store_result(study: optuna.Study, tracker, parent: str, request: Mapping[st
               "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "runs": [{"label": r.run_name.rsplit(" seed", 1)[0], "seed": r.train_cfg.seed, "status": r.status,
                         "top1": r.top1 if r.status == "FINISHED" else None} for r in results.runs]}
+    looks = _seed_counts(results.folder)
+    if looks:
+        record["seed_counts"] = looks
     d = search_confirm.difference(record) if status == "finished" else None
     tags = {"confirmation.trial": str(request["trial"]), "confirmation.status": status,
             "confirmation.call_folder": str(record["call_folder"]),
@@ -413,6 +441,14 @@ def _store_result(study: optuna.Study, tracker, parent: str, request: Mapping[st
     if stop is not None:
         raise _stop_exception(stop)
     return 0 if status == "finished" else EXIT_FAILED
+
+
+def _seed_counts(folder: Path | None) -> list[int] | None:
+    """The looks of an extended confirmation (its call's `seed_counts`), or None for one looked at once."""
+    try:
+        return None if folder is None else Call.load(Path(folder)).seed_counts
+    except ValueError:  # a damaged call.json: the record keeps the runs, without the looks
+        return None
 
 
 def _stop_exception(signum: int) -> KeyboardInterrupt:

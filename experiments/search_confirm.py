@@ -21,7 +21,10 @@ call folder and MLflow parent run; the runs' per-seed top-1 are copied in) and i
 the call folder exists, before any run trains, with the process and the time: a process killed outright leaves
 it), then `finished`, or `interrupted`/`failed`; the next `--confirm` with the same seeds resumes the call named by
 any but a finished record rather than starting again, and refuses while another process's record is `running`
-(`search_storage.confirming_elsewhere`). The verdict is recomputed from the per-seed values whenever a report is
+(`search_storage.confirming_elsewhere`). A `--confirm` with more seeds than the stored record extends its call
+(`runner.plan_resume(..., seeds=K)`: the finished runs are kept, the next seeds of both arms train as a new call's
+would) and the record keeps the seeds of each look (`seed_counts`), so that the answer says what looking again
+costs (`report.looks_sentence`); one with fewer seeds than a finished record is answered by that record. The verdict is recomputed from the per-seed values whenever a report is
 made, so the report and `ablate.py`'s table follow the same rules (`experiments.stats`); a record made at other
 seeds than today's fresh seeds is refused, not shown.
 """
@@ -39,6 +42,7 @@ from workbench.cli import UsageError, cli_text
 
 from experiments.base_model import DATA_OWNED, DEFAULT_MODEL
 from experiments.grids import SWITCHES
+from experiments.report import looks_sentence
 from experiments.search_space import InvalidCombination, Space, parse_space
 from experiments.stats import EQUIVALENCE_MARGIN, Difference, chance_interval, compare, verdict_text
 from experiments.train_config import TrainConfig
@@ -237,6 +241,22 @@ def same_request(record: Mapping[str, Any], t: Target, seeds: list[int]) -> bool
                 t.base_train.to_dict()))
 
 
+def extends(record: Mapping[str, Any], t: Target, seeds: list[int]) -> bool:
+    """A stored confirmation of this configuration and training at the first of `seeds` only, with a call folder:
+    the call that a confirmation at `seeds` extends rather than trains again."""
+    have = list(record.get("seeds") or [])
+    return (0 < len(have) < len(seeds) and seeds[:len(have)] == have and same_request(record, t, have)
+            and bool(record.get("call_folder")))
+
+
+def covers(record: Mapping[str, Any], t: Target, seeds: list[int]) -> bool:
+    """A finished confirmation of this configuration and training at more seeds than `seeds`, starting with them:
+    its answer stands for a request at fewer (training them again would repeat its runs)."""
+    have = list(record.get("seeds") or [])
+    return (record.get("status") == "finished" and len(have) > len(seeds) and have[:len(seeds)] == seeds
+            and same_request(record, t, have))
+
+
 def _results_train(data: Mapping[str, Any] | None) -> dict[str, Any]:
     """The training settings that decide a result; a field added since a record was stored takes the value such
     runs had (`TrainConfig.as_logged_before`)."""
@@ -302,7 +322,8 @@ def confirmation_sentence(study: optuna.Study, train: Mapping[str, Any] | None =
         return (f"Beyond seed noise? Confirmed at {len(record['seeds'])} paired seeds ({_seed_range(record['seeds'])}"
                 f"; call {record.get('call_folder')}): {name}'s configuration ({record['label']}) against the paper's, "
                 f"{d.diff:+.2f} points, {paired}Welch [{d.low:+.2f}, {d.high:+.2f}], verdict "
-                f"{verdict_text(d.verdict, d.bound, d.seeds_needed)}: {verdict}.")
+                f"{verdict_text(d.verdict, d.bound, d.seeds_needed)}: {verdict}."
+                + _looks(record))
     if record is not None and record.get("status") in ("interrupted", "failed"):
         k = len(record.get("seeds", [])) or seeds
         return (f"Beyond seed noise? Unknown: the confirmation of {name} at {k} seeds did not finish "
@@ -317,6 +338,14 @@ def confirmation_sentence(study: optuna.Study, train: Mapping[str, Any] | None =
            f"no ablate.py command expresses it ({why}); rerun this search with `--n-trials 0 --confirm {seeds}`"
            if not t.training_changes else f"no runner call confirms it ({why})")
     return f"Beyond seed noise? Unconfirmed: {name} is {distance}; {how}."
+
+
+def _looks(record: Mapping[str, Any]) -> str:
+    """' ' + what looking more than once costs (`report.looks_sentence`), for a record extended by a larger
+    --confirm; '' for one looked at once."""
+    seeds = list(record.get("seeds") or [0])
+    sentence = looks_sentence(record.get("seed_counts"), seeds[-1] + 1, confirmation=True)
+    return "" if sentence is None else " " + sentence
 
 
 def _stale_sentence(t: Target, name: str, record: Mapping[str, Any], seeds: int) -> str:

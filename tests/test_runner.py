@@ -449,13 +449,20 @@ def test_more_seeds_extend_a_finished_call_with_the_runs_a_new_call_would_train(
     assert "cannot drop" in fewer.stderr and "Traceback" not in fewer.stderr
 
 
-def test_more_seeds_for_a_search_confirmation_are_asked_of_the_search(finished_call, tmp_path, capsys):
-    """A confirmation's seeds are recorded in its study: `--resume --seeds` refuses it in one line, changing nothing."""
+@pytest.mark.parametrize("known_by", ["parent tag", "plan"])
+def test_more_seeds_for_a_search_confirmation_are_asked_of_the_search(finished_call, tmp_path, capsys, known_by):
+    """A confirmation's seeds are recorded in its study: `--resume --seeds` refuses it in one line, changing nothing,
+    whether its MLflow parent says so or only its plan does (a confirmation killed before its parent opened)."""
     from mlflow.tracking import MlflowClient
 
     out, folder = _copy_call(finished_call, tmp_path)
-    _, _, parents = children(out)
-    MlflowClient(tracking_uri(out)).set_tag(parents[0].info.run_id, "search.confirmation", "true")
+    if known_by == "parent tag":
+        _, _, parents = children(out)
+        MlflowClient(tracking_uri(out)).set_tag(parents[0].info.run_id, "search.confirmation", "true")
+    else:
+        call = Call.load(folder)
+        call.confirmation = "study s trial 1"
+        call.save()
     rc = _call(["--resume", str(folder), "--seeds", "2"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "--confirm 2" in err and "Traceback" not in err, err

@@ -990,6 +990,51 @@ def confirm_out(tmp_path, confirmable):
     return out, [*argv, "--output", str(out), "--parallel", "1"]
 
 
+def test_a_confirmation_at_more_seeds_extends_the_stored_one_and_prices_the_second_look(confirm_out, capsys):
+    """--confirm 3 after --confirm 2: the same call, its four runs kept, seed 3 of both arms added; the record and
+    the report say it was looked at twice and what that costs; --confirm 2 afterwards is answered by the 3 seeds."""
+    from experiments import search_confirm
+    from experiments.runner.calls import Call
+    from experiments.stats import repeated_looks_error
+
+    out, argv = confirm_out
+    key = search_confirm.record_key(1)
+    assert search.main([*argv, "--n-trials", "0", "--confirm", "2"]) == 0
+    first = _study(out).user_attrs[key]
+    assert first["status"] == "finished" and "seed_counts" not in first  # looked at once
+    parents, children = _confirmation_calls(out)
+    kept = {r.info.run_id: r.data.metrics["final_val_top1"] for r in children[parents[0].info.run_id]}
+    assert Call.load(Path(first["call_folder"])).confirmation == f"study {search.DEFAULT_STUDY} trial 1"
+    capsys.readouterr()
+
+    assert search.main([*argv, "--n-trials", "0", "--confirm", "3"]) == 0
+    captured = capsys.readouterr()
+    assert f"extending the finished call {first['call_folder']} from 2 to 3 seeds" in captured.err
+    record = _study(out).user_attrs[key]
+    assert record["status"] == "finished" and record["seeds"] == [1, 2, 3]
+    assert record["call_folder"] == first["call_folder"] and record["seed_counts"] == [2, 3]
+    parents, children = _confirmation_calls(out)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # one call, one parent
+    runs = children[parents[0].info.run_id]
+    assert sorted((r.data.tags["config"], int(r.data.params["train.seed"])) for r in runs) == sorted(
+        (label, seed) for label in {r["label"] for r in first["runs"]} for seed in (1, 2, 3))
+    assert {r.info.run_id: r.data.metrics["final_val_top1"] for r in runs if r.info.run_id in kept} == kept
+    assert parents[0].data.tags["resume.seeds"] == "2 -> 3" and parents[0].data.tags["seeds"] == "3"
+    sentence = _sentence(captured.out)
+    assert sentence.startswith("Beyond seed noise? Confirmed at 3 paired seeds (1-3")
+    rate = f"{100 * repeated_looks_error([2, 3]):.1f} %"
+    assert "reported at 2 → 3 seeds per configuration (seeds added by a larger `--confirm` of the search)" in sentence
+    assert rate in sentence and "--seed 4 --seeds 3" in sentence
+    assert rate in _sentence(summary_text(_study(out)))  # the report from the storage alone says so too
+    assert "a larger `--confirm` of the search" in captured.out.split("Beyond seed noise?")[0]  # the runner's report
+
+    assert search.main([*argv, "--n-trials", "0", "--confirm", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "confirmed at 3 seeds, 1-3" in err and "which include seeds 1-2: not trained again" in err
+    assert _study(out).user_attrs[key] == record and len(_confirmation_calls(out)[0]) == 1
+    _no_running_run(out)
+
+
 class _Killed(BaseException):
     """In-process stand-in for SIGKILL: neither the runner's nor the search's handlers catch it (they catch
     Exception and the stop signals), so the study and MLflow are left as a process killed outright leaves them."""

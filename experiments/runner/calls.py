@@ -11,7 +11,8 @@
 SQLite store of the output folder, so a moved or copied output folder still resumes), and every planned run:
 label, seed, model and training configuration, and its folder relative to the call folder; after `--resume CALL
 --seeds N` added seeds, `seed_counts`: the seeds per configuration of each report made with every run finished
-(e.g. [3, 6]: reported at 3 seeds, then extended and reported at 6).
+(e.g. [3, 6]: reported at 3 seeds, then extended and reported at 6); for a search's confirmation,
+`confirmation`: the study and trial it confirms (its seeds are the search's to add: `search.py --confirm N`).
 `ablate.py --resume CALL` re-reads the plan, skips FINISHED runs, resumes runs that have a `last.pth` and starts
 the others, then writes the comparison.
 """
@@ -122,6 +123,9 @@ class Call:
     # once `--resume --seeds N` extended the call (None: never): the seeds per configuration of each report made
     # with every run finished, i.e. each look at the data (more than one: the report says what that costs)
     seed_counts: list[int] | None = None
+    # a search's confirmation ("study <name> trial <N>"; None: any other call): kept in the plan, not only on the
+    # MLflow parent, so that a confirmation killed before its parent opened is still known as one
+    confirmation: str | None = None
 
     @property
     def output(self) -> Path:
@@ -144,7 +148,8 @@ class Call:
             "command": self.command, "experiment": self.experiment, "reference": self.reference,
             "tracking_uri": self.tracking_uri, "parent_run_id": self.parent_run_id, "name": self.name,
             "calibrate": self.calibrate, "runs": [run.to_dict() for run in self.runs],
-            **({"seed_counts": self.seed_counts} if self.seed_counts is not None else {})})
+            **({"seed_counts": self.seed_counts} if self.seed_counts is not None else {}),
+            **({"confirmation": self.confirmation} if self.confirmation is not None else {})})
 
     @classmethod
     def load(cls, folder: Path) -> "Call":
@@ -162,7 +167,8 @@ class Call:
                             f"<output>/{slug(data['experiment'])}/<call id>): pass the call folder")
         return cls(folder, data["command"], data["experiment"], runs, data.get("reference"), data.get("tracking_uri"),
                    data.get("parent_run_id"), data.get("name", ""), bool(data.get("calibrate", False)),
-                   None if data.get("seed_counts") is None else [int(n) for n in data["seed_counts"]])
+                   None if data.get("seed_counts") is None else [int(n) for n in data["seed_counts"]],
+                   data.get("confirmation"))
 
     def result_of(self, run: PlannedRun) -> dict[str, Any] | None:
         """The run's result.json (None if it never ended)."""

@@ -61,12 +61,21 @@ class Plan:
             if life.rank == 0:
                 life.lock = CallLock.acquire(folder)  # a new folder: nobody else can hold it yet
             life.call = Call(folder, self.command, self.experiment, self.runs, self.reference, self.tracking_uri,
-                             name=f"{self.name} {folder.name}", calibrate=self.calibrate)
+                             name=f"{self.name} {folder.name}", calibrate=self.calibrate,
+                             confirmation=confirmation_of(self.parent_tags))
             if life.rank == 0:
                 life.call.save()
                 if self.on_open is not None:
                     self.on_open(folder)
         return life.call
+
+
+def confirmation_of(parent_tags: Mapping[str, str]) -> str | None:
+    """What a search's confirmation confirms ("study <name> trial <N>"), from its parent tags; None for any other
+    call."""
+    if parent_tags.get("search.confirmation") != "true":
+        return None
+    return f"study {parent_tags.get('search.study', '?')} trial {parent_tags.get('search.trial', '?')}"
 
 
 def plan_call(configs: Mapping[str, SepViTConfig], train: TrainConfig, *, seeds: int = 1,
@@ -188,11 +197,12 @@ class Resumption(Plan):
 
 
 def plan_resume(folder: str | Path, *, changes: Mapping[str, Any] | None = None, tracking_uri: str | None = None,
-                parallel: int | str = "auto", seeds: int | None = None) -> Resumption:
+                parallel: int | str = "auto", seeds: int | None = None, confirming: bool = False) -> Resumption:
     """Check a call to finish (its folder: see `calls.find_call_folder` for other ways to name it): FINISHED runs
     are kept, runs with a last.pth continue, the others start. `changes`: settings asked for (field -> value); those
     in RESUME_MAY_CHANGE that differ from the plan are applied, any other that differs is refused. `seeds`: seeds
-    per configuration; more than the call has adds the next seeds of every configuration (`add_seeds`). Locks the
+    per configuration; more than the call has adds the next seeds of every configuration (`add_seeds`; `confirming`:
+    the search adds them to its own confirmation, which any other caller is refused). Locks the
     call (released when the call ends, or by the garbage collector if it is never run). Raises a one-line
     ValueError."""
     lock = None
@@ -216,7 +226,8 @@ def plan_resume(folder: str | Path, *, changes: Mapping[str, Any] | None = None,
         added, seeds_before = 0, seeds_per_configuration(call)
         if seeds is not None:
             added = add_seeds(call, seeds, dict(parent.data.tags) if parent else {},
-                              resumed_with_other_settings(uri, parent) if parent else [], applied)
+                              resumed_with_other_settings(uri, parent) if parent else [], applied,
+                              confirming=confirming)
         first = call.runs[0].train
         datasets = build_datasets_for(first, verify=True)
         for run in call.runs:
@@ -242,12 +253,13 @@ SCHEDULE_CHANGES = ("epochs", "lr", "clip_grad")
 
 
 def add_seeds(call: Call, seeds: int, parent_tags: Mapping[str, str], resumed_otherwise: list[str],
-              applied: Mapping[str, Any]) -> int:
+              applied: Mapping[str, Any], confirming: bool = False) -> int:
     """Plan the seeds a resume asks for beyond the call's (`--resume CALL --seeds N`): every configuration gets
     the next seeds, trained exactly as a new call at N seeds would train them, so the call's report then pools all
     N. `call.seed_counts` keeps the seeds per configuration of each report made with every run finished (the
     looks at the data; the report's `looks_sentence`). Returns the runs added; refuses what would not be one
-    call's seeds: fewer seeds than planned, configurations on different seeds, a search's confirmation, runs
+    call's seeds: fewer seeds than planned, configurations on different seeds, a search's confirmation (unless
+    `confirming`: the search extending it, which records the seeds in its study), runs
     named by their caller, and runs trained on another schedule than new ones would be (`resumed_otherwise`:
     runs resumed with a changed --epochs/--lr/--clip-grad, or such a change asked for now in `applied`)."""
     by_label: dict[str, list[PlannedRun]] = {}
@@ -263,7 +275,7 @@ def add_seeds(call: Call, seeds: int, parent_tags: Mapping[str, str], resumed_ot
                          f"any: give {have} or more")
     if seeds == have:
         return 0
-    if parent_tags.get("search.confirmation") == "true":
+    if (call.confirmation is not None or parent_tags.get("search.confirmation") == "true") and not confirming:
         raise UsageError("--seeds: this call is a search's confirmation, which the study records with its seeds: ask "
                          f"the search for them (python experiments/search.py --n-trials 0 --confirm {seeds} with the "
                          "study's flags)")
