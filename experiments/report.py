@@ -304,12 +304,14 @@ def resolution_sentence(res: dict[str, float]) -> str:
     return text + "): two-sided 5 % test, power 0.8."
 
 
-def looks_sentence(seed_counts: Sequence[int] | None, next_seed: int, confirmation: bool = False) -> str | None:
+def looks_sentence(seed_counts: Sequence[int] | None, next_seed: int, confirmation: bool = False,
+                   fresh: str | None = None) -> str | None:
     """What a call whose seeds were added after a report can claim; None for a call looked at once. `seed_counts`:
     the seeds per configuration of each report (`Call.seed_counts`; a one-seed report resolves nothing and is no
     look); `confirmation`: the call is a search's confirmation, extended by a larger `search.py --confirm`, not by
-    `ablate.py --resume --seeds`. Its intervals are fixed-sample ones, and a difference of 0 had a chance at every
-    look (`stats.repeated_looks_error`): computed, not typed in."""
+    `ablate.py --resume --seeds`; `fresh`: the command that confirms at fresh seeds, if the caller knows it. Its
+    intervals are fixed-sample ones, and a difference of 0 had a chance at every look
+    (`stats.repeated_looks_error`): computed, not typed in."""
     looks = [n for n in seed_counts or () if n >= 2]
     if len(looks) < 2:
         return None
@@ -320,8 +322,9 @@ def looks_sentence(seed_counts: Sequence[int] | None, next_seed: int, confirmati
             f"intervals; if seeds were added because a report was unresolved, a true difference of 0 is called "
             f"beyond noise at one look or another with probability up to {100 * rate:.1f} %, not 5 % (per "
             "comparison, paired seeds, normal per-seed differences, Monte Carlo; an equivalence verdict's error grows "
-            "too). Where that matters, confirm at fresh seeds in a new call (`--seed "
-            f"{next_seed} --seeds {looks[-1]}`).")
+            "too). Where that matters, confirm at fresh seeds in a new call ("
+            + (f"`{fresh}`" if fresh else f"`--seed {next_seed} --seeds {looks[-1]}`"
+               + (" on the confirmation's ablate.py command" if confirmation else "")) + ").")
 
 
 def conclusions(summary: pd.DataFrame, comparison: pd.DataFrame) -> list[str]:

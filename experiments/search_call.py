@@ -273,9 +273,10 @@ def confirm_best(prepared: Prepared, study: optuna.Study, tracker, parent: str) 
     --seeds K` runs, with its report, its MLflow parent run and its lifecycle), and store the answer in the study
     (experiments.search_confirm). A confirmation of the same request that finished is not trained again; any other
     of the same request is resumed from its call folder; one at fewer seeds is extended (its runs kept, the record
-    keeping each look's seeds), and a finished one at more seeds answers a request at fewer. Before a run trains, the study holds a `running` record
-    naming the call folder, so that a process killed outright (SIGKILL: no handler runs) leaves its call to the next
-    --confirm (its runs, closed KILLED meanwhile by `close_dead_calls`, are reopened by the runner's resume).
+    keeping each look's seeds), and a finished one at more seeds answers a request at fewer. Before a run trains,
+    the study holds a `running` record naming the call folder, so that a process killed outright (SIGKILL: no
+    handler runs) leaves its call to the next --confirm (its runs, closed KILLED meanwhile by `close_dead_calls`,
+    are reopened by the runner's resume).
     Returns 0; EXIT_FAILED when a run failed; EXIT_BAD_INPUT, with one line, while another process's confirmation is
     recorded as running (unless --force-confirm). A stop (Ctrl-C, SIGTERM, SIGHUP) is re-raised once the runner
     has closed its runs and the study holds the call folder."""
@@ -285,17 +286,9 @@ def confirm_best(prepared: Prepared, study: optuna.Study, tracker, parent: str) 
         return 0
     seeds = t.fresh_seeds(k)
     previous = search_confirm.record_of(study, t)
-    same = previous is not None and search_confirm.same_request(previous, t, seeds)
-    if same and previous.get("status") == "finished":
-        print(f"confirmation: trial {t.trial}'s configuration was confirmed at seeds {seeds[0]}-{seeds[-1]} (call "
-              f"{previous.get('call_folder')}): not trained again", file=sys.stderr)
-        return 0
-    if previous is not None and search_confirm.covers(previous, t, seeds):
-        have = previous["seeds"]
-        print(f"confirmation: trial {t.trial}'s configuration was confirmed at {len(have)} seeds, {have[0]}-"
-              f"{have[-1]} (call {previous.get('call_folder')}), which include seeds {seeds[0]}-{seeds[-1]}: not "
-              f"trained again; the answer at {len(have)} seeds stands", file=sys.stderr)
-        return 0
+    answered = _answered_already(previous, t, seeds)
+    if answered is not None:
+        return answered
     if not prepared.force_confirm:
         try:  # again: another machine may have begun while this call's trials ran
             _check_no_other_confirmation(study.user_attrs, settings.study_name)
@@ -304,22 +297,50 @@ def confirm_best(prepared: Prepared, study: optuna.Study, tracker, parent: str) 
             return EXIT_BAD_INPUT
     label = label_for(t.model, t.base)
     command, _ = search_confirm.command_for(t, k)
-    request = _request(t, seeds, label, command, settings, parent)
+    earlier = search_confirm.finished_at_fewer(previous, t, seeds)  # a look at the first seeds, kept
+    request = _request(t, seeds, label, command, settings, parent, earlier)
     announce = _announcer(study, search_confirm.record_key(t.trial), request)
-    plan = _resumption(previous, prepared) if same and previous.get("call_folder") else None
-    if plan is None and previous is not None and search_confirm.extends(previous, t, seeds):
-        plan = _extension(previous, prepared)
+    plan = None
+    if previous is not None and previous.get("call_folder") and (
+            search_confirm.same_request(previous, t, seeds) or search_confirm.extends(previous, t, seeds)):
+        plan = _resumption(previous, prepared, seeds)
     if plan is not None:
-        _claim(plan)
+        _name_confirmation(plan, _confirmation_tags(t, prepared, parent, command, k))
         announce(plan.call.folder, plan.call.parent_run_id)
     else:
-        plan = dataclasses.replace(_new_plan(t, k, label, command, prepared, parent), on_open=announce)
+        looks = None if earlier is None else list(earlier.get("seed_counts") or [len(earlier["seeds"])])
+        plan = dataclasses.replace(_new_plan(t, k, label, command, prepared, parent), on_open=announce,
+                                   seed_counts=looks)
     print(f"confirmation: trial {t.trial} ({label}) against the paper's configuration at seeds {seeds[0]}-{seeds[-1]}"
           f": {2 * k} runs through the runner" + (f", as `{command}`" if command else ""), file=sys.stderr)
     results = runner.run_call(plan)
     if results.report is not None:
         print(results.report)
     return _store_result(study, tracker, parent, request, results)
+
+
+def _answered_already(previous: Mapping[str, Any] | None, t: search_confirm.Target, seeds: list[int]) -> int | None:
+    """The exit code when the stored confirmation answers the request without training (saying why on stderr):
+    it finished at these seeds, or at more that start with them; EXIT_BAD_INPUT when one at more seeds is unfinished
+    (finishing it answers this request too; a new call would train its runs again). None: train."""
+    if previous is None:
+        return None
+    have = list(previous.get("seeds") or [])
+    if search_confirm.same_request(previous, t, seeds) and previous.get("status") == "finished":
+        print(f"confirmation: trial {t.trial}'s configuration was confirmed at seeds {seeds[0]}-{seeds[-1]} (call "
+              f"{previous.get('call_folder')}): not trained again", file=sys.stderr)
+        return 0
+    if search_confirm.covers(previous, t, seeds):
+        print(f"confirmation: trial {t.trial}'s configuration was confirmed at {len(have)} seeds, {have[0]}-"
+              f"{have[-1]} (call {previous.get('call_folder')}), which include seeds {seeds[0]}-{seeds[-1]}: not "
+              f"trained again; the answer at {len(have)} seeds stands", file=sys.stderr)
+        return 0
+    if len(have) > len(seeds) and have[:len(seeds)] == seeds and search_confirm.same_request(previous, t, have):
+        print(f"{PROG}: error: --confirm {len(seeds)}: the confirmation of trial {t.trial} at {len(have)} seeds (call "
+              f"{previous.get('call_folder')}) is {_ended(previous)} and holds these seeds' runs: finish it with "
+              f"--confirm {len(have)} (its runs kept) rather than train them again", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return None
 
 
 def _confirmable(study: optuna.Study, settings: Settings) -> search_confirm.Target | None:
@@ -339,12 +360,14 @@ def _confirmable(study: optuna.Study, settings: Settings) -> search_confirm.Targ
 
 
 def _request(t: search_confirm.Target, seeds: list[int], label: str, command: str | None, settings: Settings,
-             parent: str) -> dict[str, Any]:
-    """What a confirmation record says before the call runs: the request (`search_confirm.same_request` reads it)."""
+             parent: str, earlier: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a confirmation record says before the call runs: the request (`search_confirm.same_request` reads it);
+    `earlier`: the finished confirmation at its first seeds, whose answer stands until this one finishes."""
     return {"trial": t.trial, "best": t.best, "label": label, "reference_label": REFERENCE, "seeds": seeds,
             "params": t.params, "experiment": settings.experiment, "command": command,
             "search_parent_run_id": parent, "model": t.model.to_dict(), "base": t.base.to_dict(),
-            "train": t.confirm_train.to_dict()}
+            "train": t.confirm_train.to_dict(),
+            **({"earlier": {k: v for k, v in earlier.items() if k != "earlier"}} if earlier else {})}
 
 
 def _announcer(study: optuna.Study, key: str, request: Mapping[str, Any]) -> Callable[[Path, str | None], None]:
@@ -358,30 +381,21 @@ def _announcer(study: optuna.Study, key: str, request: Mapping[str, Any]) -> Cal
     return announce
 
 
-def _resumption(previous: Mapping[str, Any], prepared: Prepared):
-    """The runner's resumption of the call a record names, or None (saying why) when it cannot be resumed."""
-    try:
-        plan = runner.plan_resume(previous["call_folder"], parallel=prepared.parallel)
-    except ValueError as exc:
-        print(f"confirmation: the {_ended(previous)} call {previous['call_folder']} cannot be resumed ({exc}): "
-              "starting a new one", file=sys.stderr)
-        return None
-    print(f"confirmation: resuming the {_ended(previous)} call {previous['call_folder']}", file=sys.stderr)
-    return plan
-
-
-def _extension(previous: Mapping[str, Any], prepared: Prepared):
-    """The runner's extension of a confirmation at fewer seeds to `prepared.confirm` (its runs kept, the next seeds
-    of both arms added), or None (saying why) when its call cannot be extended."""
-    have, k = len(previous["seeds"]), prepared.confirm
+def _resumption(previous: Mapping[str, Any], prepared: Prepared, seeds: list[int]):
+    """The runner's resumption of the call a record names, at the request's seeds (a record at fewer seeds is
+    extended: its runs kept, the next seeds of both arms added; an extension that call.json lost is made again),
+    or None (saying why) when it cannot be resumed."""
+    have, k = len(previous.get("seeds") or []), len(seeds)
+    how = f"extending the {_ended(previous)} call" if have < k else f"resuming the {_ended(previous)} call"
     try:
         plan = runner.plan_resume(previous["call_folder"], parallel=prepared.parallel, seeds=k, confirming=True)
     except ValueError as exc:
-        print(f"confirmation: the {_ended(previous)} call {previous['call_folder']} at {have} seeds cannot be extended "
+        print(f"confirmation: the {_ended(previous)} call {previous['call_folder']} cannot be resumed at {k} seeds "
               f"({exc}): starting a new one", file=sys.stderr)
         return None
-    print(f"confirmation: extending the {_ended(previous)} call {previous['call_folder']} from {have} to {k} seeds "
-          "per configuration (its runs kept; the report prices looking again)", file=sys.stderr)
+    print(f"confirmation: {how} {previous['call_folder']}" + (
+        f" from {have} to {k} seeds per configuration (its runs kept; the report prices looking again)"
+        if have < k else ""), file=sys.stderr)
     return plan
 
 
@@ -393,23 +407,35 @@ def _ended(record: Mapping[str, Any]) -> str:
     return str(record.get("status"))
 
 
-def _claim(plan) -> None:
-    """Name this process on the resumed call's parent run: the tags `close_dead_calls` reads would otherwise name
-    the process that started it, which is gone, and a later call would close the run this one trains."""
-    if plan.call.parent_run_id is not None:
-        Tracker(plan.uri, plan.experiment).set_tags(plan.call.parent_run_id, {"host": HOST, "pid": str(os.getpid())})
+def _name_confirmation(plan, tags: Mapping[str, str]) -> None:
+    """A resumed (or extended) confirmation's parent run says what it is: its command at the new seeds, and this
+    process, since the tags `close_dead_calls` reads would otherwise name the process that started it, which is
+    gone, and a later call would close the run this one trains. A parent never opened gets every search tag."""
+    plan.call.command = plan.command = tags["command"]
+    if plan.call.parent_run_id is None:
+        plan.parent_tags.update(tags)
+    else:
+        plan.parent_tags.update({k: tags[k] for k in ("command", "host", "pid")})
+
+
+def _confirmation_tags(t: search_confirm.Target, prepared: Prepared, parent: str, command: str | None,
+                       k: int) -> dict[str, str]:
+    """The tags of a confirmation's MLflow parent run: what it confirms, for which search, and by which process."""
+    settings = prepared.settings
+    return {"search.confirmation": "true", "search.study": settings.study_name, "search.trial": str(t.trial),
+            "search.parent_run_id": parent, "search.storage": mask_secrets(settings.storage), "host": HOST,
+            "pid": str(os.getpid()),
+            "command": command or f"{PROG} --confirm {k} (study {settings.study_name}, trial {t.trial})"}
 
 
 def _new_plan(t: search_confirm.Target, k: int, label: str, command: str | None, prepared: Prepared, parent: str):
     settings = prepared.settings
+    tags = _confirmation_tags(t, prepared, parent, command, k)
     return runner.plan_call(
         {label: t.model, REFERENCE: t.base}, t.confirm_train, seeds=k, base=t.base, experiment=settings.experiment,
         tracking_uri=settings.tracking_uri if settings.artifact_root is None else None,
         parallel=prepared.parallel, name=f"confirm {settings.study_name} trial {t.trial}",
-        command=command or f"{PROG} --confirm {k} (study {settings.study_name}, trial {t.trial})",
-        parent_tags={"search.confirmation": "true", "search.study": settings.study_name,
-                     "search.trial": str(t.trial), "search.parent_run_id": parent,
-                     "search.storage": mask_secrets(settings.storage), "host": HOST, "pid": str(os.getpid())})
+        command=tags.pop("command"), parent_tags=tags)
 
 
 def _store_result(study: optuna.Study, tracker, parent: str, request: Mapping[str, Any], results) -> int:
@@ -429,6 +455,14 @@ def _store_result(study: optuna.Study, tracker, parent: str, request: Mapping[st
     looks = _seed_counts(results.folder)
     if looks:
         record["seed_counts"] = looks
+    trained = {label: sorted(r["seed"] for r in record["runs"] if r["label"] == label and r["status"] == "FINISHED")
+               for label in (request["label"], request["reference_label"])}
+    if status == "finished" and any(seeds != request["seeds"] for seeds in trained.values()):
+        status, reason = "failed", (f"the call finished seeds {trained} per configuration, not the "
+                                    f"{request['seeds']} asked for")
+        record.update(status=status, reason=reason)
+    if status == "finished":
+        record.pop("earlier", None)  # superseded
     d = search_confirm.difference(record) if status == "finished" else None
     tags = {"confirmation.trial": str(request["trial"]), "confirmation.status": status,
             "confirmation.call_folder": str(record["call_folder"]),

@@ -24,9 +24,10 @@ any but a finished record rather than starting again, and refuses while another 
 (`search_storage.confirming_elsewhere`). A `--confirm` with more seeds than the stored record extends its call
 (`runner.plan_resume(..., seeds=K)`: the finished runs are kept, the next seeds of both arms train as a new call's
 would) and the record keeps the seeds of each look (`seed_counts`), so that the answer says what looking again
-costs (`report.looks_sentence`); one with fewer seeds than a finished record is answered by that record. The verdict is recomputed from the per-seed values whenever a report is
-made, so the report and `ablate.py`'s table follow the same rules (`experiments.stats`); a record made at other
-seeds than today's fresh seeds is refused, not shown.
+costs (`report.looks_sentence`); one with fewer seeds than a finished record is answered by that record. The
+verdict is recomputed from the per-seed values whenever a report is made, so the report and `ablate.py`'s table
+follow the same rules (`experiments.stats`); a record made at other seeds than today's fresh seeds is refused, not
+shown.
 """
 from __future__ import annotations
 
@@ -249,6 +250,15 @@ def extends(record: Mapping[str, Any], t: Target, seeds: list[int]) -> bool:
             and bool(record.get("call_folder")))
 
 
+def finished_at_fewer(record: Mapping[str, Any] | None, t: Target, seeds: list[int]) -> Mapping[str, Any] | None:
+    """The stored confirmation if it finished at the first of `seeds` only (this configuration and training): a
+    look already taken at those seeds, which a confirmation at `seeds` must count; else None."""
+    if record is None or record.get("status") != "finished":
+        return None
+    have = list(record.get("seeds") or [])
+    return record if 0 < len(have) < len(seeds) and seeds[:len(have)] == have and same_request(record, t, have) else None
+
+
 def covers(record: Mapping[str, Any], t: Target, seeds: list[int]) -> bool:
     """A finished confirmation of this configuration and training at more seeds than `seeds`, starting with them:
     its answer stands for a request at fewer (training them again would repeat its runs)."""
@@ -312,23 +322,15 @@ def confirmation_sentence(study: optuna.Study, train: Mapping[str, Any] | None =
     if record is not None and record.get("seeds") != t.fresh_seeds(len(record.get("seeds") or [])):
         return _stale_sentence(t, name, record, seeds)
     if record is not None and record.get("status") == "running":
-        return _running_sentence(name, record, seeds)
+        return _running_sentence(name, record, seeds) + _meanwhile(study, t, name, record)
     if record is not None and record.get("status") == "finished" and difference(record) is not None:
-        d = difference(record)
-        chance = _at_chance(study, record)
-        paired = (f"paired 95 % CI [{d.paired[1]:+.2f}, {d.paired[2]:+.2f}], " if d.paired and d.paired_seeds >= 2
-                  else "")
-        verdict = f"not interpretable: {chance} at chance level" if chance else answer(d)
-        return (f"Beyond seed noise? Confirmed at {len(record['seeds'])} paired seeds ({_seed_range(record['seeds'])}"
-                f"; call {record.get('call_folder')}): {name}'s configuration ({record['label']}) against the paper's, "
-                f"{d.diff:+.2f} points, {paired}Welch [{d.low:+.2f}, {d.high:+.2f}], verdict "
-                f"{verdict_text(d.verdict, d.bound, d.seeds_needed)}: {verdict}."
-                + _looks(record))
+        return "Beyond seed noise? " + _confirmed(study, t, name, record)
     if record is not None and record.get("status") in ("interrupted", "failed"):
         k = len(record.get("seeds", [])) or seeds
         return (f"Beyond seed noise? Unknown: the confirmation of {name} at {k} seeds did not finish "
                 f"({record.get('reason') or record['status']}); the search command with `--n-trials 0 --confirm {k}` "
-                f"finishes it (call folder {record.get('call_folder')}, finished runs kept).")
+                f"finishes it (call folder {record.get('call_folder')}, finished runs kept)."
+                + _meanwhile(study, t, name, record))
     distance = (f"{t.top1 - t.reference_top1:+.2f} points from the paper's configuration (trial {t.reference_trial}) "
                 "with one seed each, which seed noise alone may produce" if t.reference_top1 is not None else
                 "not measured against the paper's configuration (no COMPLETE reference trial)")
@@ -340,11 +342,35 @@ def confirmation_sentence(study: optuna.Study, train: Mapping[str, Any] | None =
     return f"Beyond seed noise? Unconfirmed: {name} is {distance}; {how}."
 
 
-def _looks(record: Mapping[str, Any]) -> str:
+def _confirmed(study: optuna.Study, t: Target, name: str, record: Mapping[str, Any]) -> str:
+    """The answer of a finished confirmation: its difference, intervals and verdict, and what looking more than
+    once cost."""
+    d = difference(record)
+    chance = _at_chance(study, record)
+    paired = (f"paired 95 % CI [{d.paired[1]:+.2f}, {d.paired[2]:+.2f}], " if d.paired and d.paired_seeds >= 2
+              else "")
+    verdict = f"not interpretable: {chance} at chance level" if chance else answer(d)
+    return (f"Confirmed at {len(record['seeds'])} paired seeds ({_seed_range(record['seeds'])}; call "
+            f"{record.get('call_folder')}): {name}'s configuration ({record['label']}) against the paper's, "
+            f"{d.diff:+.2f} points, {paired}Welch [{d.low:+.2f}, {d.high:+.2f}], verdict "
+            f"{verdict_text(d.verdict, d.bound, d.seeds_needed)}: {verdict}." + _looks(record, t))
+
+
+def _meanwhile(study: optuna.Study, t: Target, name: str, record: Mapping[str, Any]) -> str:
+    """' ' + the answer at fewer seeds that an unfinished extension leaves standing; '' when there is none."""
+    earlier = record.get("earlier")
+    if not isinstance(earlier, dict) or difference(earlier) is None:
+        return ""
+    return f" Until it finishes, the answer at {len(earlier['seeds'])} seeds stands: " + _confirmed(
+        study, t, name, earlier)
+
+
+def _looks(record: Mapping[str, Any], t: Target) -> str:
     """' ' + what looking more than once costs (`report.looks_sentence`), for a record extended by a larger
-    --confirm; '' for one looked at once."""
+    --confirm, with the ablate.py command that confirms at fresh seeds; '' for one looked at once."""
     seeds = list(record.get("seeds") or [0])
-    sentence = looks_sentence(record.get("seed_counts"), seeds[-1] + 1, confirmation=True)
+    fresh, _ = ablate_command(t.base, t.model, t.confirm_train.replace(seed=seeds[-1] + 1), len(seeds))
+    sentence = looks_sentence(record.get("seed_counts"), seeds[-1] + 1, confirmation=True, fresh=fresh)
     return "" if sentence is None else " " + sentence
 
 

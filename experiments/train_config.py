@@ -47,7 +47,8 @@ class TrainConfig:
     workers: int = _f(0, "DataLoader worker processes (0 keeps small CPU runs fast and deterministic)", "-j")
     # optimisation (timm train.py names)
     batch_size: int = _f(64, "batch size per process", "-b")
-    epochs: int = _f(9, "epochs per run (the built-in task's budget on 2 CPU cores: about 2.7 min per run)")
+    epochs: int = _f(9, "epochs per run (the built-in task's budget: about 2.5-3.5 min per run on one core, by "
+                        "CPU: docs/benchmark-log.md)")
     lr: float = _f(3e-3, "peak learning rate")
     min_lr: float = _f(1e-5, "learning-rate floor of the cosine schedule")
     warmup_lr: float = _f(1e-6, "learning rate at the start of the warm-up")

@@ -914,6 +914,20 @@ def test_the_ablate_command_printed_from_the_study_alone_names_its_data_and_outp
 
 
 @pytest.mark.slow
+def _confirm_stopped_at(argv: list[str], out: Path, seeds: int, run: str) -> str:
+    """`--n-trials 0 --confirm <seeds>` in a subprocess, stopped by SIGTERM once `run` has started; its stderr."""
+    proc = _subprocess([*argv, "--n-trials", "0", "--confirm", str(seeds)], fault=f"pause:{run}")
+    deadline = time.time() + 300
+    while not list(out.glob("paused-*")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, f"the confirmation's run {run} never started"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr[-3000:]
+    return stderr
+
+
 def test_a_confirmation_stopped_by_sigterm_closes_its_runs_and_the_same_request_resumes_it(out, monkeypatch,
                                                                                             capsys):
     from experiments import search_confirm
@@ -924,16 +938,7 @@ def test_a_confirmation_stopped_by_sigterm_closes_its_runs_and_the_same_request_
             "--parallel", "1"]
     assert search.main([*argv[:-2], "--n-trials", "2"]) == 0  # the trials (--parallel is the confirmation's)
     capsys.readouterr()
-    proc = _subprocess([*argv, "--n-trials", "0", "--confirm", "2"], fault="pause:reference seed2")
-    deadline = time.time() + 300
-    while not list(out.glob("paused-*")):
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "the confirmation's last run never started"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
-    assert "Traceback" not in stderr
+    stderr = _confirm_stopped_at(argv, out, 2, "reference seed2")
     assert stderr.strip().splitlines()[-1].startswith(
         f"search.py: interrupted (SIGTERM) while confirming the best trial of study '{search.DEFAULT_STUDY}'")
     _no_running_run(out)
@@ -1024,7 +1029,11 @@ def test_a_confirmation_at_more_seeds_extends_the_stored_one_and_prices_the_seco
     assert sentence.startswith("Beyond seed noise? Confirmed at 3 paired seeds (1-3")
     rate = f"{100 * repeated_looks_error([2, 3]):.1f} %"
     assert "reported at 2 → 3 seeds per configuration (seeds added by a larger `--confirm` of the search)" in sentence
-    assert rate in sentence and "--seed 4 --seeds 3" in sentence
+    assert rate in sentence
+    fresh = sentence.split("confirm at fresh seeds in a new call (`")[1].split("`")[0]  # the ablate.py command
+    _, configs, train, args = _ablate_configs(fresh)
+    assert train.seed == 4 and args.seeds == 3 and args.compare  # the seeds after the confirmation's
+    assert sorted(c.to_dict()["window_token"] for c in configs.values()) == ["learnable", "zero"]
     assert rate in _sentence(summary_text(_study(out)))  # the report from the storage alone says so too
     assert "a larger `--confirm` of the search" in captured.out.split("Beyond seed noise?")[0]  # the runner's report
 
@@ -1033,6 +1042,74 @@ def test_a_confirmation_at_more_seeds_extends_the_stored_one_and_prices_the_seco
     assert "confirmed at 3 seeds, 1-3" in err and "which include seeds 1-2: not trained again" in err
     assert _study(out).user_attrs[key] == record and len(_confirmation_calls(out)[0]) == 1
     _no_running_run(out)
+
+
+def test_an_interrupted_extension_leaves_the_smaller_answer_standing_and_is_finished_not_retrained(confirm_out,
+                                                                                                   capsys):
+    """--confirm 3 stopped by SIGTERM after --confirm 2 finished: the report says the extension did not finish and
+    that the 2-seed answer stands meanwhile; --confirm 2 is refused (its runs are in the unfinished call), and
+    --confirm 3 finishes the same call, training only the run the stop left."""
+    from experiments import search_confirm
+
+    out, argv = confirm_out
+    key = search_confirm.record_key(1)
+    assert search.main([*argv, "--n-trials", "0", "--confirm", "2"]) == 0
+    first = _study(out).user_attrs[key]
+    capsys.readouterr()
+    _confirm_stopped_at(argv, out, 3, "reference seed3")
+    record = _study(out).user_attrs[key]
+    assert record["status"] == "interrupted" and record["seeds"] == [1, 2, 3]
+    assert record["call_folder"] == first["call_folder"] and record["earlier"]["seeds"] == [1, 2]
+    sentence = _sentence(summary_text(_study(out)))
+    assert "Unknown: the confirmation of trial 1 at 3 seeds did not finish" in sentence
+    assert "Until it finishes, the answer at 2 seeds stands: Confirmed at 2 paired seeds (1-2" in sentence
+
+    assert search.main([*argv, "--n-trials", "0", "--confirm", "2"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("search.py: error: --confirm 2: the confirmation of trial 1 at 3 seeds")
+    assert "is interrupted and holds these seeds' runs: finish it with --confirm 3" in last
+    assert _study(out).user_attrs[key] == record  # nothing changed
+
+    assert search.main([*argv, "--n-trials", "0", "--confirm", "3"]) == 0
+    captured = capsys.readouterr()
+    assert f"resuming the interrupted call {first['call_folder']}" in captured.err
+    trained = [line.split("]")[1].split(":")[0].strip() for line in captured.err.splitlines() if line[:1] == "["]
+    assert trained == ["reference seed3"]
+    done = _study(out).user_attrs[key]
+    assert done["status"] == "finished" and done["seed_counts"] == [2, 3] and "earlier" not in done
+    assert _sentence(captured.out).startswith("Beyond seed noise? Confirmed at 3 paired seeds (1-3")
+    _no_running_run(out)
+
+
+def test_an_extension_that_its_call_never_saved_is_made_again_not_claimed(confirm_out, monkeypatch, capsys):
+    """A process killed between recording a 3-seed extension and saving it in call.json leaves a record that says 3
+    seeds over a call of 2: the next --confirm 3 adds the seed then, and the record never claims seeds it lacks."""
+    from experiments import search_confirm
+
+    out, argv = confirm_out
+    key = search_confirm.record_key(1)
+    assert search.main([*argv, "--n-trials", "0", "--confirm", "2"]) == 0
+    first = _study(out).user_attrs[key]
+    _study(out).set_user_attr(key, {**first, "seeds": [1, 2, 3], "status": "running",
+                                    "worker": {"host": search_storage.HOST, "pid": os.getpid()}})
+    _dead_after_all(monkeypatch)
+    capsys.readouterr()
+    assert search.main([*argv, "--n-trials", "0", "--confirm", "3"]) == 0
+    err = capsys.readouterr().err
+    assert f"resuming the killed call {first['call_folder']}" in err
+    record = _study(out).user_attrs[key]
+    assert record["status"] == "finished" and record["call_folder"] == first["call_folder"]
+    assert sorted((r["label"], r["seed"]) for r in record["runs"]) == sorted(
+        (label, seed) for label in {r["label"] for r in first["runs"]} for seed in (1, 2, 3))
+    assert record["seed_counts"] == [2, 3]
+    _no_running_run(out)
+
+
+def _as_trained(plan) -> list[SimpleNamespace]:
+    """The results a stand-in for `runner.run_call` returns: every planned run FINISHED (at an arbitrary top-1), as
+    the confirmation's record requires of a finished call."""
+    return [SimpleNamespace(run_name=f"{r.label} seed{r.seed}", train_cfg=r.train, status="FINISHED", top1=50.0)
+            for r in plan.runs]
 
 
 class _Killed(BaseException):
@@ -1078,7 +1155,7 @@ def test_a_confirmation_killed_outright_leaves_a_running_record_that_the_next_co
         client = _runs(out)[0]
         given.append((plan, client.get_run(dead_parent), _study(out).user_attrs[key]))
         plan.lock.release()
-        return runner.Results(0, plan.call.folder, [], None, plan.call.parent_run_id)
+        return runner.Results(0, plan.call.folder, _as_trained(plan), None, plan.call.parent_run_id)
 
     monkeypatch.setattr(runner, "run_call", run_call)
     assert search.main([*argv, "--n-trials", "0", "--confirm", "2"]) == 0
@@ -1173,12 +1250,30 @@ def test_confirm_goes_on_past_a_stale_running_record_or_when_forced(case, confir
 
     def run_call(plan):
         planned.append(plan)
-        return runner.Results(0, None, [], None, None)
+        return runner.Results(0, None, _as_trained(plan), None, None)
 
     monkeypatch.setattr(runner, "run_call", run_call)
     assert _call([*argv, "--n-trials", "0", "--confirm", "2", *([] if old else ["--force-confirm"])]) == 0
     assert len(planned) == 1 and "another confirmation" not in capsys.readouterr().err
     assert _study(out).user_attrs[key]["worker"] == {"host": search_storage.HOST, "pid": os.getpid()}
+
+
+def test_a_confirmation_is_never_recorded_as_finished_without_every_seed_it_asked_for(confirm_out, monkeypatch,
+                                                                                    capsys):
+    """A call that ends with exit code 0 but holds fewer seeds than the request (a plan that lost seeds): the record
+    says failed, with the seeds it has, and the search exits 1; no verdict is stored."""
+    from experiments import runner, search_confirm
+
+    out, argv = confirm_out
+
+    def run_call(plan):
+        return runner.Results(0, None, [r for r in _as_trained(plan) if r.train_cfg.seed == 1], None, None)
+
+    monkeypatch.setattr(runner, "run_call", run_call)
+    assert _call([*argv, "--n-trials", "0", "--confirm", "2"]) == 1
+    record = _study(out).user_attrs[search_confirm.record_key(1)]
+    assert record["status"] == "failed" and "not the [1, 2] asked for" in record["reason"]
+    assert "Unknown: the confirmation of trial 1 at 2 seeds did not finish" in _sentence(summary_text(_study(out)))
 
 
 def test_top1_is_the_first_objective_whatever_order_was_asked(out):

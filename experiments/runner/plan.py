@@ -45,6 +45,9 @@ class Plan:
     # called with the call folder once its plan is written and before any run trains: a caller that must find the
     # call again after a kill (SIGKILL: no handler runs) records the folder here (search --confirm does)
     on_open: Callable[[Path], None] | None = None
+    # looks already taken at these runs' first seeds in an earlier call (Call.seed_counts; None: none), e.g. a
+    # search's confirmation that could not extend its finished call at fewer seeds and trains them again
+    seed_counts: list[int] | None = None
 
     @property
     def output(self) -> Path:
@@ -62,6 +65,7 @@ class Plan:
                 life.lock = CallLock.acquire(folder)  # a new folder: nobody else can hold it yet
             life.call = Call(folder, self.command, self.experiment, self.runs, self.reference, self.tracking_uri,
                              name=f"{self.name} {folder.name}", calibrate=self.calibrate,
+                             seed_counts=None if self.seed_counts is None else list(self.seed_counts),
                              confirmation=confirmation_of(self.parent_tags))
             if life.rank == 0:
                 life.call.save()
