@@ -239,7 +239,8 @@ def rescore(folder: Path, val_size: int) -> tuple[str, dict]:
         comparisons = {n: compare_to_reference(frame) for n, frame in frames.items()}
         record["comparison"] = side_by_side(comparisons, {n: noise_by_config(call, runs, correct, n) for n in frames})
         text += ["", format_comparison(comparisons[val_size]), "", *conclusions(summary, comparisons[val_size])]
-        looks = looks_sentence(call.seed_counts, call.next_seed, call.confirmation is not None)  # seeds added after a look
+        looks = looks_sentence(call.seed_counts, call.next_seed,  # seeds added after a look
+                               call.confirmation is not None)
         text += ["", looks] if looks else []
     against_paper = {n: paper_comparison(frame) for n, frame in frames.items()}
     if len(against_paper[val_size]):

@@ -414,8 +414,9 @@ def _name_confirmation(plan, tags: Mapping[str, str]) -> None:
     plan.call.command = plan.command = tags["command"]
     if plan.call.parent_run_id is None:
         plan.parent_tags.update(tags)
-    else:
-        plan.parent_tags.update({k: tags[k] for k in ("command", "host", "pid")})
+    else:  # at once, not when the runner reopens it: a search starting meanwhile must not take it for dead
+        Tracker(plan.uri, plan.experiment).set_tags(plan.call.parent_run_id,
+                                                    {k: tags[k] for k in ("command", "host", "pid")})
 
 
 def _confirmation_tags(t: search_confirm.Target, prepared: Prepared, parent: str, command: str | None,

@@ -154,7 +154,8 @@ def summarize(results: list[Result], call: Call, info) -> tuple[str, list[tuple[
     scored = final_val_images(call.runs[0].train) or info.val_size  # the images every reported top-1 is on
     text, markdown, files, summary_rows = call_report(results, call.reference, num_classes=info.num_classes,
                                                       val_size=scored, costs=costs)
-    sentence = looks_sentence(call.seed_counts, call.next_seed, call.confirmation is not None)  # seeds added after a look
+    sentence = looks_sentence(call.seed_counts, call.next_seed,  # seeds added after a look
+                              call.confirmation is not None)
     if sentence and call.reference is not None and len(configs) > 1:
         text += "\n\n" + sentence
         markdown += "\n\n" + sentence
