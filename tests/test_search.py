@@ -1171,6 +1171,42 @@ def test_a_confirmation_killed_outright_leaves_a_running_record_that_the_next_co
     _no_running_run(out)
 
 
+def test_a_confirmation_killed_before_its_parent_opened_is_resumed_under_a_parent_that_says_what_it_is(
+        confirm_out, monkeypatch, capsys):
+    """Killed after its plan was written and before its MLflow parent existed: the next --confirm resumes the call,
+    and the parent it opens then carries the search's tags (close_dead_calls and the reports find it by them);
+    `--resume --seeds` knows the call from its plan alone."""
+    from experiments import search_confirm
+    from experiments.runner import running
+    from experiments.runner.calls import Call
+
+    out, argv = confirm_out
+    opened = running.open_parent
+
+    def killed_before_the_parent(*args, **kwargs):
+        raise _Killed
+
+    monkeypatch.setattr(running, "open_parent", killed_before_the_parent)
+    with pytest.raises(_Killed):
+        search.main([*argv, "--n-trials", "0", "--confirm", "2"])
+    record = _study(out).user_attrs[search_confirm.record_key(1)]
+    folder = Path(record["call_folder"])
+    assert record["status"] == "running" and Call.load(folder).parent_run_id is None
+    assert _confirmation_calls(out)[0] == []  # no parent run yet
+    assert Call.load(folder).confirmation == f"study {search.DEFAULT_STUDY} trial 1"
+
+    monkeypatch.setattr(running, "open_parent", opened)
+    _dead_after_all(monkeypatch)
+    capsys.readouterr()
+    assert search.main([*argv, "--n-trials", "0", "--confirm", "2"]) == 0
+    assert f"resuming the killed call {folder.resolve()}" in capsys.readouterr().err
+    parents, children = _confirmation_calls(out)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    tags = parents[0].data.tags
+    assert tags["search.study"] == search.DEFAULT_STUDY and tags["search.trial"] == "1"
+    assert tags["pid"] == str(os.getpid()) and len(children[parents[0].info.run_id]) == 4
+
+
 @pytest.mark.slow
 def test_a_confirmation_killed_by_sigkill_is_resumed_and_its_runs_closed(out, monkeypatch, capsys):
     from experiments import search_confirm
