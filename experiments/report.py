@@ -317,14 +317,16 @@ def looks_sentence(seed_counts: Sequence[int] | None, next_seed: int, confirmati
         return None
     rate = repeated_looks_error(looks)
     added_by = "a larger `--confirm` of the search" if confirmation else "`--resume --seeds`"
+    where = ""  # a whole command names itself; bare flags go on the confirmation's ablate.py command
+    if fresh is None:
+        fresh = f"--seed {next_seed} --seeds {looks[-1]}"
+        where = " on the confirmation's ablate.py command" if confirmation else ""
     return (f"This call was reported at {' → '.join(map(str, looks))} seeds per configuration (seeds added by "
             f"{added_by}): {len(looks)} looks at the data. Its intervals are computed as fixed-sample 95 % "
             f"intervals; if seeds were added because a report was unresolved, a true difference of 0 is called "
             f"beyond noise at one look or another with probability up to {100 * rate:.1f} %, not 5 % (per "
             "comparison, paired seeds, normal per-seed differences, Monte Carlo; an equivalence verdict's error grows "
-            "too). Where that matters, confirm at fresh seeds in a new call ("
-            + (f"`{fresh}`" if fresh else f"`--seed {next_seed} --seeds {looks[-1]}`"
-               + (" on the confirmation's ablate.py command" if confirmation else "")) + ").")
+            f"too). Where that matters, confirm at fresh seeds in a new call (`{fresh}`{where}).")
 
 
 def conclusions(summary: pd.DataFrame, comparison: pd.DataFrame) -> list[str]:

@@ -105,9 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "fresh seeds (--seed+1 .. --seed+K: not the trials' own, whose luck selected the best) with "
                         "the trials' data and training settings, as one runner call (= ablate.py --compare --seeds "
                         "K), and report whether the difference is beyond seed noise; "
-                        "K >= 2, 2K runs (3: 6 runs, as `ablate.py --no-gsa --compare --seeds 3`, measured at 7.6 "
-                        "minutes on 2 cores in docs/results.md); with several objectives, the most accurate trial of "
-                        "the Pareto set, on top-1. 0: off")
+                        "K >= 2, 2K runs (3: 6 runs, as `ablate.py --no-gsa --compare --seeds 3`, measured at 12.7 "
+                        "minutes on 2 cores of an Intel Xeon in docs/results.md, 7.6 on an AMD EPYC in "
+                        "docs/benchmark-log.md); a K above an "
+                        "earlier confirmation's extends its call (its runs kept; the report prices the second look); "
+                        "with several objectives, the most accurate trial of the Pareto set, on top-1. 0: off")
     c.add_argument("--parallel", type=parallel_count, metavar="N|auto",
                    help="the confirmation's runs trained at once, as ablate.py's --parallel: auto is one "
                         "single-thread process per CPU thread, as many as there are runs (default: auto; only with "

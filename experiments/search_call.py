@@ -297,12 +297,12 @@ def confirm_best(prepared: Prepared, study: optuna.Study, tracker, parent: str) 
             return EXIT_BAD_INPUT
     label = label_for(t.model, t.base)
     command, _ = search_confirm.command_for(t, k)
-    earlier = search_confirm.finished_at_fewer(previous, t, seeds)  # a look at the first seeds, kept
+    relation = search_confirm.seeds_relation(previous, t, seeds)
+    earlier = previous if relation == "fewer" and previous.get("status") == "finished" else None  # a look, kept
     request = _request(t, seeds, label, command, settings, parent, earlier)
     announce = _announcer(study, search_confirm.record_key(t.trial), request)
     plan = None
-    if previous is not None and previous.get("call_folder") and (
-            search_confirm.same_request(previous, t, seeds) or search_confirm.extends(previous, t, seeds)):
+    if relation in ("same", "fewer") and previous.get("call_folder"):
         plan = _resumption(previous, prepared, seeds)
     if plan is not None:
         _name_confirmation(plan, _confirmation_tags(t, prepared, parent, command, k))
@@ -323,19 +323,20 @@ def _answered_already(previous: Mapping[str, Any] | None, t: search_confirm.Targ
     """The exit code when the stored confirmation answers the request without training (saying why on stderr):
     it finished at these seeds, or at more that start with them; EXIT_BAD_INPUT when one at more seeds is unfinished
     (finishing it answers this request too; a new call would train its runs again). None: train."""
-    if previous is None:
+    relation = search_confirm.seeds_relation(previous, t, seeds)
+    if relation not in ("same", "more"):
         return None
-    have = list(previous.get("seeds") or [])
-    if search_confirm.same_request(previous, t, seeds) and previous.get("status") == "finished":
+    have, finished = previous["seeds"], previous.get("status") == "finished"
+    if relation == "same" and finished:
         print(f"confirmation: trial {t.trial}'s configuration was confirmed at seeds {seeds[0]}-{seeds[-1]} (call "
               f"{previous.get('call_folder')}): not trained again", file=sys.stderr)
         return 0
-    if search_confirm.covers(previous, t, seeds):
+    if relation == "more" and finished:
         print(f"confirmation: trial {t.trial}'s configuration was confirmed at {len(have)} seeds, {have[0]}-"
               f"{have[-1]} (call {previous.get('call_folder')}), which include seeds {seeds[0]}-{seeds[-1]}: not "
               f"trained again; the answer at {len(have)} seeds stands", file=sys.stderr)
         return 0
-    if len(have) > len(seeds) and have[:len(seeds)] == seeds and search_confirm.same_request(previous, t, have):
+    if relation == "more":
         print(f"{PROG}: error: --confirm {len(seeds)}: the confirmation of trial {t.trial} at {len(have)} seeds (call "
               f"{previous.get('call_folder')}) is {_ended(previous)} and holds these seeds' runs: finish it with "
               f"--confirm {len(have)} (its runs kept) rather than train them again", file=sys.stderr)

@@ -242,29 +242,18 @@ def same_request(record: Mapping[str, Any], t: Target, seeds: list[int]) -> bool
                 t.base_train.to_dict()))
 
 
-def extends(record: Mapping[str, Any], t: Target, seeds: list[int]) -> bool:
-    """A stored confirmation of this configuration and training at the first of `seeds` only, with a call folder:
-    the call that a confirmation at `seeds` extends rather than trains again."""
-    have = list(record.get("seeds") or [])
-    return (0 < len(have) < len(seeds) and seeds[:len(have)] == have and same_request(record, t, have)
-            and bool(record.get("call_folder")))
-
-
-def finished_at_fewer(record: Mapping[str, Any] | None, t: Target, seeds: list[int]) -> Mapping[str, Any] | None:
-    """The stored confirmation if it finished at the first of `seeds` only (this configuration and training): a
-    look already taken at those seeds, which a confirmation at `seeds` must count; else None."""
-    if record is None or record.get("status") != "finished":
+def seeds_relation(record: Mapping[str, Any] | None, t: Target, seeds: list[int]) -> str | None:
+    """How a stored confirmation of this configuration and training stands to a request at `seeds`: "same" (these
+    seeds), "fewer" (the first of them only: the call a request at `seeds` extends, and a look already taken) or
+    "more" (more seeds, starting with these: its runs hold the request's); None for any other record or none."""
+    have = list((record or {}).get("seeds") or [])
+    if not have or not same_request(record, t, have):
         return None
-    have = list(record.get("seeds") or [])
-    return record if 0 < len(have) < len(seeds) and seeds[:len(have)] == have and same_request(record, t, have) else None
-
-
-def covers(record: Mapping[str, Any], t: Target, seeds: list[int]) -> bool:
-    """A finished confirmation of this configuration and training at more seeds than `seeds`, starting with them:
-    its answer stands for a request at fewer (training them again would repeat its runs)."""
-    have = list(record.get("seeds") or [])
-    return (record.get("status") == "finished" and len(have) > len(seeds) and have[:len(seeds)] == seeds
-            and same_request(record, t, have))
+    if have == seeds:
+        return "same"
+    if len(have) < len(seeds) and seeds[:len(have)] == have:
+        return "fewer"
+    return "more" if have[:len(seeds)] == seeds else None
 
 
 def _results_train(data: Mapping[str, Any] | None) -> dict[str, Any]:
