@@ -11,11 +11,9 @@ thread count; a worker closes whatever it opened however it ends.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import signal
 import sys
-import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
@@ -56,50 +54,22 @@ def _reusable(call: Call, run: PlannedRun, tracker) -> str | None:
     return run_id
 
 
-class Pace:
-    """The wall clock of the runs a process trains, for the progress lines: the time so far and, while runs are
-    left, a rough estimate of the time left. The same command takes 2-3 times longer on one 2-core machine than on
-    another (docs/benchmark-log.md), so a call says its pace on the machine it runs on instead of a promise.
-
-    The estimate assumes the runs go in waves of `at_a_time` that each take as long as the finished waves took on
-    average: it errs long by up to half a wave while a wave is partly done, and knows nothing of slower
-    configurations still to come (global MSA trains at about a third of the reference's speed)."""
-
-    def __init__(self, total: int, at_a_time: int = 1, clock=time.monotonic):
-        self.total, self.at_a_time, self.clock = total, max(at_a_time, 1), clock
-        self.start = clock()
-
-    def status(self, done: int) -> str:
-        elapsed = self.clock() - self.start
-        if done <= 0 or done >= self.total:
-            return f"{_minutes(elapsed)} so far"
-        per_wave = elapsed / math.ceil(done / self.at_a_time)
-        left = per_wave * (self.total - done) / self.at_a_time
-        return f"{_minutes(elapsed)} so far; about {_minutes(left)} left"
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min"
-
-
-def _progress(done: int, pace: Pace, result) -> None:
+def _progress(done: int, total: int, result) -> None:
     status = f"top-1 {result.top1:.2f}" if result.status == "FINISHED" else f"{result.status}: {result.reason}"
-    print(f"[{done}/{pace.total}] {result.run_name}: {status} ({pace.status(done)})", file=sys.stderr, flush=True)
+    print(f"[{done}/{total}] {result.run_name}: {status}", file=sys.stderr, flush=True)
 
 
 def train_in_sequence(call: Call, datasets, tracker, report: bool, changes: dict) -> list[Result]:
     """The call's runs one after another in this process (finished ones read back); `report`: a line per run."""
-    results, trained = [], 0
-    pace = Pace(sum(call.needs_training(run) for run in call.runs))
-    for run in call.runs:
+    results = []
+    for index, run in enumerate(call.runs, 1):
         if not call.needs_training(run):
             results.append(Result.from_dict(call.result_of(run), call.run_dir(run)))
             continue
         result = train_run(call, run, datasets, tracker, changes)
         results.append(result)
-        trained += 1
         if report:
-            _progress(trained, pace, result)
+            _progress(index, len(call.runs), result)
     return results
 
 
@@ -159,7 +129,6 @@ def train_in_parallel(call: Call, uri: str | None, changes: dict, parallel: int,
     executor = ProcessPoolExecutor(max_workers=min(parallel, max(len(todo), 1)), mp_context=context,
                                    initializer=_worker_init, initargs=(threads, stop))
     pending, finished = set(), 0
-    pace = Pace(len(todo), at_a_time=min(parallel, max(len(todo), 1)))
     try:
         futures = {executor.submit(_train_in_worker, str(call.folder), i, uri, changes): i for i in todo}
         pending = set(futures)
@@ -170,7 +139,7 @@ def train_in_parallel(call: Call, uri: str | None, changes: dict, parallel: int,
                 if "interrupted" in data:  # a worker stopped by a terminal's Ctrl-C (it reached this process too)
                     raise KeyboardInterrupt
                 finished += 1
-                _progress(finished, pace, Result.from_dict(data, call.run_dir(call.runs[futures[future]])))
+                _progress(finished, len(todo), Result.from_dict(data, call.run_dir(call.runs[futures[future]])))
     except (KeyboardInterrupt, RunInterrupted):
         stop.set()
         _stop_workers(executor, pending)
